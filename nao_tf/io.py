@@ -1,0 +1,69 @@
+"""Atomic file writes and strict readers for the plain-text formats NAO exchanges."""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from nao_tf.errors import DataError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` so that `path` holds either the old or the new content, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file; a missing or malformed file raises `DataError` naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Returns the non-empty lines of a text file as (1-based line number, stripped text)."""
+    try:
+        with open(path) as f:
+            return [(i, s.strip()) for i, s in enumerate(f, 1) if s.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+
+
+def read_scores(path: str | os.PathLike) -> list[float]:
+    """Reads one finite float per line (the original's `arch_pool.perf` / `valid_ppl` files)."""
+    scores = []
+    for lineno, text in read_lines(path):
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{path}:{lineno}: score is {text}; every score must be a finite number")
+        scores.append(value)
+    return scores
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))

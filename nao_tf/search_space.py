@@ -1,0 +1,137 @@
+"""The SearchSpace protocol: what the NAO controller and search loop need to know about a space.
+
+NAO never looks inside an architecture. It sees a fixed-length token sequence `x` of
+`source_length` tokens from a vocabulary of `vocab_size` (token 0 is the decoder's start symbol and
+is never part of an architecture), and it asks the space to convert, validate, sample and
+de-duplicate. Every length and vocabulary size used by the controller is derived from here.
+
+A space also describes its symmetries (the paper's data augmentation): groups of token-position
+permutations that map an architecture to an equivalent one, e.g. swapping the two (input, op)
+branches of a CNN node.
+"""
+
+import abc
+from typing import Generic, Hashable, Iterable, Sequence, TypeVar
+
+import numpy as np
+
+from nao_tf.errors import InvalidArchitectureError
+
+Arch = TypeVar("Arch", bound=Hashable)
+
+
+class SearchSpace(abc.ABC, Generic[Arch]):
+    """A discrete architecture space, seen by NAO as fixed-length token sequences.
+
+    Subclasses set `name`, `vocab_size`, `source_length`, `encoder_length` and implement the
+    abstract methods. Architectures are small immutable (hashable) values of the space's own type.
+    """
+
+    name: str
+    vocab_size: int  # includes token 0, the decoder's <sos> symbol
+    source_length: int  # tokens per architecture (also the decoder length)
+    encoder_length: int  # encoder steps; `fold` consecutive tokens are concatenated per step
+
+    @property
+    def fold(self) -> int:
+        """Tokens folded into one encoder step (`source_length / encoder_length`)."""
+        return self.source_length // self.encoder_length
+
+    @abc.abstractmethod
+    def valid_token_mask(self) -> np.ndarray:
+        """Bool array [source_length, vocab_size]: which tokens may stand at each position.
+
+        Decoding restricted to these tokens must only produce members of the space.
+        """
+
+    @abc.abstractmethod
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """One architecture drawn as the original's random generator does."""
+
+    @abc.abstractmethod
+    def to_tokens(self, arch: Arch) -> tuple[int, ...]:
+        """The controller's token sequence for `arch` (length `source_length`)."""
+
+    @abc.abstractmethod
+    def from_tokens(self, tokens: Sequence[int]) -> Arch:
+        """Inverse of `to_tokens`; raises `InvalidArchitectureError` for a non-member."""
+
+    @abc.abstractmethod
+    def to_string(self, arch: Arch) -> str:
+        """The space's text format (for CNN/RNN cells: the original's integer strings)."""
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Arch:
+        """Inverse of `to_string`; raises `InvalidArchitectureError` naming what is wrong."""
+
+    def describe(self, arch: Arch) -> str:
+        """A readable multi-line description; defaults to the text format."""
+        return self.to_string(arch)
+
+    def canonical_key(self, arch: Arch) -> str:
+        """Equal for equivalent architectures (used to de-duplicate pools and history)."""
+        return self.to_string(arch)
+
+    def symmetry_groups(self) -> list[np.ndarray]:
+        """Equivalent rewrites, as groups of position permutations.
+
+        Each group is an int array [K, source_length]; row k is a permutation of token positions
+        that maps any architecture to an equivalent one. Augmentation picks one row per group
+        uniformly and applies the groups in order. The default is no symmetry.
+        """
+        return []
+
+    # Derived helpers, shared by every space.
+
+    def check_tokens(self, tokens: Sequence[int]) -> None:
+        """Raises `InvalidArchitectureError` naming the first bad position of `tokens`."""
+        if len(tokens) != self.source_length:
+            raise InvalidArchitectureError(
+                f"{self.name}: expected {self.source_length} tokens, got {len(tokens)}")
+        mask = self.valid_token_mask()
+        for pos, token in enumerate(tokens):
+            if not 0 <= token < self.vocab_size:
+                raise InvalidArchitectureError(
+                    f"{self.name}: token {token} at position {pos} is outside the vocabulary "
+                    f"[0, {self.vocab_size})")
+            if not mask[pos, token]:
+                allowed = np.flatnonzero(mask[pos]).tolist()
+                raise InvalidArchitectureError(
+                    f"{self.name}: token {token} is not allowed at position {pos} "
+                    f"(allowed: {allowed})")
+
+    def encode(self, archs: Iterable[Arch]) -> np.ndarray:
+        """Token sequences of `archs` as an int32 array [N, source_length]."""
+        rows = [self.to_tokens(a) for a in archs]
+        return np.asarray(rows, dtype=np.int32).reshape(len(rows), self.source_length)
+
+    def decode(self, tokens: np.ndarray) -> list[Arch]:
+        return [self.from_tokens([int(t) for t in row]) for row in tokens]
+
+    def sample_unique(self, n: int, rng: np.random.Generator,
+                      exclude: Iterable[str] = (), max_tries_factor: int = 100) -> list[Arch]:
+        """`n` architectures with distinct canonical keys, none of whose keys is in `exclude`."""
+        seen = set(exclude)
+        archs: list[Arch] = []
+        for _ in range(max(n, 1) * max_tries_factor):
+            if len(archs) == n:
+                break
+            arch = self.sample(rng)
+            key = self.canonical_key(arch)
+            if key not in seen:
+                seen.add(key)
+                archs.append(arch)
+        if len(archs) < n:
+            raise InvalidArchitectureError(
+                f"{self.name}: could only sample {len(archs)} of {n} distinct new architectures; "
+                "the space is nearly exhausted, ask for fewer")
+        return archs
+
+    def random_equivalent(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Applies one random rewrite from every symmetry group to each row of `tokens` [N, L]."""
+        out = np.asarray(tokens)
+        rows = np.arange(out.shape[0])[:, None]
+        for group in self.symmetry_groups():
+            choice = rng.integers(0, group.shape[0], size=out.shape[0])
+            out = out[rows, group[choice]]
+        return out

@@ -1,0 +1,153 @@
+"""The NAO recurrent cell (DARTS-style highway cell) and the tied-weight language model.
+
+Paper symbols -> code (d = hidden size = embedding size, B = batch, T = time steps):
+    s_0 = h_{t-1} + c_0 ⊙ (tanh(g_0) − h_{t-1}),  [c_0, g_0] = [x_t ⊙ m_x, h_{t-1} ⊙ m_h] W_0
+                                                   `first_state`, W_0 = `NaoCell.w0` (2d × 2d)
+    s_i = s_p + c_i ⊙ (f_i(g_i) − s_p),           [c_i, g_i] = (s_p ⊙ m_h) W_i,   p = p_i
+                                                   `highway`, W_i = `NaoCell.ws[i-1]` (d × 2d)
+    c = sigmoid(·) is the highway gate, g the candidate; the mix uses the unmasked s_p.
+    h_t = mean(s_1..s_11)                          `NaoCell.step`
+    m_x, m_h: variational dropout masks [B, d], one per call (BPTT segment), shared by every time
+    step and (m_h) by every node input.
+No biases in the cell; every matrix ~ U(−0.04, 0.04). The decoder is tied to the embedding E
+(V × d) with its own zero-initialised bias: logits = h E^T + b.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from rnn.search_space import ACTIVATIONS, RnnCell
+
+INIT_RANGE = 0.04
+
+ACTIVATION_FNS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
+assert tuple(ACTIVATION_FNS) == ACTIVATIONS
+
+
+def dropout_mask(shape, rate: float) -> tf.Tensor:
+    """Inverted-dropout mask floor(U + keep) / keep of `shape`."""
+    keep = 1.0 - rate
+    return tf.floor(tf.random.uniform(shape) + keep) / keep
+
+
+def highway(s_prev: tf.Tensor, s_in: tf.Tensor, w: tf.Tensor,
+            activation: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """s = s_prev + sigmoid(c) ⊙ (f(g) − s_prev) with [c, g] = s_in W (s_in: masked s_prev)."""
+    c, g = tf.split(tf.matmul(s_in, w), 2, axis=-1)
+    return s_prev + tf.sigmoid(c) * (activation(g) - s_prev)
+
+
+def first_state(x: tf.Tensor, h: tf.Tensor, w0: tf.Tensor,
+                mask_x: tf.Tensor | None, mask_h: tf.Tensor | None) -> tf.Tensor:
+    """s_0 from x_t and h_{t-1} through W_0 (masks None at evaluation)."""
+    x_in = x if mask_x is None else x * mask_x
+    h_in = h if mask_h is None else h * mask_h
+    return highway(h, tf.concat([x_in, h_in], axis=-1), w0, tf.tanh)
+
+
+def tar_penalty(raw_outputs: tf.Tensor, beta: float) -> tf.Tensor:
+    """Temporal activation regularisation beta · mean((h_{t+1} − h_t)²) on pre-dropout outputs."""
+    diff = raw_outputs[1:] - raw_outputs[:-1]
+    count = tf.maximum(tf.cast(tf.size(diff), tf.float32), 1.0)
+    return beta * tf.reduce_sum(tf.square(diff)) / count
+
+
+def _uniform() -> keras.initializers.Initializer:
+    return keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
+
+
+class NaoCell(keras.layers.Layer):
+    """A fixed NAO cell run over a [T, B, d] sequence with a `tf.while_loop` over time."""
+
+    def __init__(self, arch: RnnCell, units: int, dropoutx: float = 0.0, dropouth: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.arch, self.units = arch, units
+        self.dropoutx, self.dropouth = dropoutx, dropouth
+        self._activations = [ACTIVATION_FNS[a] for a in arch.activations]
+
+    def build(self, input_shape=None) -> None:
+        d = self.units
+        self.w0 = self.add_weight(name="w0", shape=(2 * d, 2 * d), initializer=_uniform())
+        self.ws = [self.add_weight(name=f"w{i}", shape=(d, 2 * d), initializer=_uniform())
+                   for i in range(1, len(self.arch.nodes) + 1)]
+
+    def step(self, x: tf.Tensor, h: tf.Tensor, mask_x, mask_h) -> tf.Tensor:
+        """One time step: h_t = mean(s_1..s_11)."""
+        states = [first_state(x, h, self.w0, mask_x, mask_h)]
+        for (pred, _), w, act in zip(self.arch.nodes, self.ws, self._activations):
+            s_prev = states[pred]
+            s_in = s_prev if mask_h is None else s_prev * mask_h
+            states.append(highway(s_prev, s_in, w, act))
+        return tf.add_n(states[1:]) / float(len(states) - 1)
+
+    def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False):
+        """inputs [T, B, d], hidden [B, d] -> (outputs [T, B, d], last hidden [B, d])."""
+        batch = tf.shape(inputs)[1]
+        mask_x = mask_h = None
+        if training and self.dropoutx > 0:
+            mask_x = dropout_mask([batch, self.units], self.dropoutx)
+        if training and self.dropouth > 0:
+            mask_h = dropout_mask([batch, self.units], self.dropouth)
+        steps = tf.shape(inputs)[0]
+        outputs = tf.TensorArray(inputs.dtype, size=steps, element_shape=hidden.shape)
+
+        def body(t, h, out):
+            h = self.step(inputs[t], h, mask_x, mask_h)
+            return t + 1, h, out.write(t, h)
+
+        _, hidden, outputs = tf.while_loop(lambda t, *_: t < steps, body,
+                                           (tf.constant(0), hidden, outputs))
+        return outputs.stack(), hidden
+
+
+class RNNModel(keras.Model):
+    """Embedding -> locked dropout -> NAO cell -> locked dropout -> tied decoder.
+
+    `call(ids [T, B], hidden [B, d], training)` returns (logits [T, B, V], raw cell outputs
+    [T, B, d] for TAR, last hidden [B, d]).
+    """
+
+    def __init__(self, arch: RnnCell, vocab_size: int, units: int, dropout: float = 0.75,
+                 dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2,
+                 dropoute: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.units = vocab_size, units
+        self.dropout, self.dropouti, self.dropoute = dropout, dropouti, dropoute
+        self.embedding = self.add_weight(name="embedding", shape=(vocab_size, units),
+                                         initializer=_uniform())
+        self.decoder_bias = self.add_weight(name="decoder_bias", shape=(vocab_size,),
+                                            initializer="zeros")
+        self.cell = NaoCell(arch, units, dropoutx=dropoutx, dropouth=dropouth, name="cell")
+        self.cell.build()
+
+    def initial_hidden(self, batch_size: int) -> tf.Tensor:
+        return tf.zeros([batch_size, self.units])
+
+    def embed(self, ids: tf.Tensor, training: bool) -> tf.Tensor:
+        """Embedding lookup with embedding (word) dropout and locked input dropout."""
+        table = tf.convert_to_tensor(self.embedding)
+        if training and self.dropoute > 0:
+            table = table * dropout_mask([self.vocab_size, 1], self.dropoute)
+        x = tf.gather(table, ids)
+        if training and self.dropouti > 0:
+            x = x * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropouti)
+        return x
+
+    def call(self, ids: tf.Tensor, hidden: tf.Tensor, training: bool = False):
+        x = self.embed(ids, training)
+        raw, hidden = self.cell(x, hidden, training=training)
+        out = raw
+        if training and self.dropout > 0:
+            out = out * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropout)
+        logits = tf.tensordot(out, tf.convert_to_tensor(self.embedding), [[2], [1]])
+        return logits + self.decoder_bias, raw, hidden
+
+
+def count_params(model: RNNModel) -> int:
+    return int(sum(v.numpy().size for v in model.trainable_variables))

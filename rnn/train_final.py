@@ -1,0 +1,334 @@
+"""Train a fixed recurrent cell from scratch on PTB / WikiText-2, then evaluate it (batch 1).
+
+    scripts/train_final.sh rnn --config=ptb --arch=NAO --output_dir=runs/ptb_nao
+    python -m rnn.train_final --config=wt2 --arch=best_arch.json --output_dir=runs/wt2
+
+Schedule of the original: SGD with lr 20 scaled per step by seq_len / bptt, random BPTT length,
+global-norm clipping 0.25, coupled weight decay, NT-ASGD (switch to weight averaging when the
+validation loss has not improved on the best of all but the last `nonmono` epochs). Validation
+(batch 10) and the best checkpoint use the averaged weights once averaging is on.
+
+`--output_dir` receives flags.json, train_state.json, ckpt/ (latest state, every epoch),
+best/ (best validation model), TensorBoard events in tb/, and results.json. Re-running the same
+command resumes from the last completed epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
+back to the last completed epoch (at most `--max_rollbacks` times in a row, then it stops with an
+error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+
+from nao_tf import cli
+from nao_tf.distribute import get_strategy
+from nao_tf.errors import NaoError, StateError
+from nao_tf.io import atomic_write_json, read_json
+from rnn.configs import CONFIGS, MODEL_KEYS, build_model
+from rnn.data import Corpus, batchify, get_batch, read_corpus
+from rnn.model import count_params
+from rnn.search_space import RnnSearchSpace, resolve_arch
+from rnn.training import (LMStep, WeightAverage, perplexity, should_switch_to_asgd, train_windows,
+                          write_scalars)
+
+
+@dataclasses.dataclass
+class TrainParams:
+    """Every flag of the trainer; defaults are the original train.py's (PTB final settings)."""
+
+    output_dir: str = ""
+    data_dir: str = "data/penn"
+    arch: str = "NAO"
+    arch_nao_codes: bool = False
+    emsize: int = 850
+    batch_size: int = 64
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+    bptt: int = 35
+    max_seq_len_delta: int = 20
+    lr: float = 20.0
+    clip: float = 0.25
+    epochs: int = 8000
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.0
+    alpha: float = 0.0
+    beta: float = 1e-3
+    wdecay: float = 8e-7
+    nonmono: int = 5
+    seed: int = 1267
+    log_interval: int = 200
+    max_rollbacks: int = 3
+    jit_compile: bool = False
+    overwrite: bool = False
+
+
+_HELP = dict(
+    output_dir="run directory (created; re-running resumes)",
+    data_dir="corpus directory with train.txt, valid.txt, test.txt",
+    arch="NAO, NAO_WS, a best_arch.json path, or 22 integers 'p1 a1 ... p11 a11'",
+    arch_nao_codes="read a 22-int --arch in the NAO (no-WS) code table (2=identity, 3=sigmoid)",
+    emsize="embedding size = hidden size d", batch_size="training batch (columns)",
+    eval_batch_size="validation batch", test_batch_size="test batch (1 as the original)",
+    bptt="base BPTT length", max_seq_len_delta="longest step is bptt + this",
+    lr="SGD / ASGD learning rate", clip="global gradient-norm clip (0: none)",
+    epochs="training epochs", dropout="locked dropout on the cell output",
+    dropouth="variational dropout on h_{t-1} and node inputs",
+    dropoutx="variational dropout on x_t", dropouti="locked dropout on the embedding output",
+    dropoute="embedding (word) dropout", alpha="activation regularisation (AR) weight",
+    beta="temporal activation regularisation (TAR) weight", wdecay="coupled L2 weight decay",
+    nonmono="non-improving epochs before switching to averaged SGD", seed="random seed",
+    log_interval="steps between progress lines", jit_compile="XLA-compile the training step",
+    max_rollbacks="NaN rollbacks allowed in a row before the run stops",
+    overwrite="delete --output_dir and start fresh")
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def _strategy_for(batch_size: int) -> tf.distribute.Strategy:
+    strategy = get_strategy()
+    if batch_size % strategy.num_replicas_in_sync:
+        logging.warning("batch %d does not split over %d replicas; using one device", batch_size,
+                        strategy.num_replicas_in_sync)
+        return get_strategy([strategy.extended.worker_devices[0]])
+    return strategy
+
+
+class FinalTrainer:
+    """One training run in `params.output_dir` (see the module docstring)."""
+
+    def __init__(self, params: TrainParams, strategy: tf.distribute.Strategy | None = None):
+        if not params.output_dir:
+            raise NaoError("--output_dir is required")
+        self.p = params
+        self.out = Path(params.output_dir)
+        if params.overwrite and self.out.exists():
+            shutil.rmtree(self.out)
+        self.space = RnnSearchSpace()
+        self.arch, self.arch_source = resolve_arch(params.arch, params.arch_nao_codes)
+        self.corpus: Corpus = read_corpus(params.data_dir)
+        self.train_data = batchify(self.corpus.train, params.batch_size)
+        self.valid_data = batchify(self.corpus.valid, params.eval_batch_size)
+        self.test_data = batchify(self.corpus.test, params.test_batch_size)
+        self.strategy = strategy or _strategy_for(params.batch_size)
+        tf.random.set_seed(params.seed)
+        with self.strategy.scope():
+            self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)
+            variables = [v.value for v in self.model.trainable_variables]
+            self.average = WeightAverage(variables)
+        self.lm = LMStep(self.model, self.strategy, params.batch_size, params.clip, params.wdecay,
+                         params.beta, params.alpha, self.average, params.jit_compile)
+        self.ckpt = tf.train.Checkpoint(model=self.model, average=self.average)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.out / "ckpt"), max_to_keep=2)
+        self.best_ckpt = tf.train.Checkpoint(model=self.model)
+        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+        self.num_params = count_params(self.model)
+        self.state = self._load_or_init_state()
+
+    # Run-directory state.
+
+    def _model_identity(self) -> dict[str, Any]:
+        return {"arch": self.space.to_string(self.arch), "emsize": self.p.emsize,
+                "vocab_size": self.corpus.vocab_size}
+
+    def _load_or_init_state(self) -> dict[str, Any]:
+        state_path = self.out / "train_state.json"
+        identity = self._model_identity()
+        if state_path.exists():
+            state = read_json(state_path)
+            for key in MODEL_KEYS:
+                if state["model"].get(key) != identity[key]:
+                    raise StateError(
+                        f"{self.out} holds a run with {key}={state['model'].get(key)!r}, not "
+                        f"{identity[key]!r}; use another --output_dir or --overwrite")
+            self.ckpt.restore(state["checkpoint"]).assert_existing_objects_matched()
+            logging.info("resuming %s after epoch %d", self.out, state["epoch"])
+            return state
+        self.out.mkdir(parents=True, exist_ok=True)
+        flags_record = dataclasses.asdict(self.p)
+        flags_record.pop("overwrite")
+        atomic_write_json(self.out / "flags.json", flags_record)
+        state = {"model": identity, "epoch": 0, "val_history": [], "best_val_loss": math.inf,
+                 "best_epoch": 0, "switched_at_epoch": None, "rollbacks": 0,
+                 "checkpoint": self.manager.save(checkpoint_number=0), "train_seconds": 0.0}
+        self._write_state(state)
+        return state
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.out / "train_state.json", state)
+
+    # Training.
+
+    def train_epoch(self, epoch: int, attempt: int) -> tuple[float, float]:
+        """One pass over the training stream; returns (mean loss, tokens/s). Raises Diverged."""
+        p = self.p
+        rng = np.random.default_rng([p.seed, epoch, attempt])
+        windows = list(train_windows(self.train_data, rng, p.bptt, p.max_seq_len_delta))
+        hidden = self.model.initial_hidden(p.batch_size)
+        total_loss, tokens, interval_loss, interval_steps = 0.0, 0, 0.0, 0
+        start = interval_start = time.perf_counter()
+        for step, (i, seq_len) in enumerate(windows, 1):
+            x, y = get_batch(self.train_data, i, seq_len)
+            loss, hidden = self.lm.train_step(x, y, hidden, p.lr * len(x) / p.bptt)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise Diverged(f"training loss is {loss} at epoch {epoch}, step {step}")
+            total_loss += loss * len(x)
+            tokens += x.size
+            interval_loss += loss
+            interval_steps += 1
+            if step % p.log_interval == 0 or step == len(windows):
+                now = time.perf_counter()
+                self._log_progress(epoch, step, len(windows), interval_loss / interval_steps,
+                                   now - interval_start, tokens / (now - start))
+                interval_loss, interval_steps, interval_start = 0.0, 0, now
+        rows = sum(seq_len for _, seq_len in windows)
+        return total_loss / rows, tokens / (time.perf_counter() - start)
+
+    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, seconds: float,
+                      tokens_per_s: float) -> None:
+        done = self.state["epoch"] + step / steps
+        epoch_seconds = steps * seconds / max(1, (step - 1) % self.p.log_interval + 1)
+        eta = (self.p.epochs - done) * epoch_seconds
+        logging.info("epoch %d step %d/%d | loss %.3f ppl %.1f | %.0f tokens/s | ETA %s%s",
+                     epoch, step, steps, loss, perplexity(loss), tokens_per_s, _hms(eta),
+                     " | ASGD" if self.state["switched_at_epoch"] else "")
+
+    def _rollback(self, err: Diverged, failures: int) -> None:
+        self.state["rollbacks"] += 1
+        if failures > self.p.max_rollbacks:
+            raise NaoError(
+                f"{err}; rolled back to the epoch-{self.state['epoch']} checkpoint "
+                f"{self.p.max_rollbacks} times in a row and it diverged again. Lower --lr or "
+                f"--clip, then re-run the same command to resume from epoch {self.state['epoch']}")
+        logging.warning("%s; rolling back to the checkpoint after epoch %d (rollback %d of %d)",
+                        err, self.state["epoch"], failures, self.p.max_rollbacks)
+        self.ckpt.restore(self.state["checkpoint"]).assert_existing_objects_matched()
+
+    def _validate_and_checkpoint(self, epoch: int, train_loss: float, tokens_per_s: float) -> None:
+        """Validation (averaged weights under ASGD), best model, NT-ASGD switch, state."""
+        st, p = self.state, self.p
+        with self.average.swapped_in():
+            val_loss = self.lm.evaluate(self.valid_data, p.bptt)
+            if not math.isfinite(val_loss):
+                raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
+            if val_loss < st["best_val_loss"]:
+                st["best_val_loss"], st["best_epoch"] = val_loss, epoch
+                self.best_ckpt.write(str(self.out / "best" / "model"))
+        if st["switched_at_epoch"] is None:
+            if should_switch_to_asgd(st["val_history"], val_loss, p.nonmono):
+                logging.info("switching to averaged SGD after epoch %d", epoch)
+                st["switched_at_epoch"] = epoch
+                self.average.count.assign(0)
+                self.average.active.assign(True)
+            st["val_history"].append(val_loss)
+        st["epoch"] = epoch
+        st["checkpoint"] = self.manager.save(checkpoint_number=epoch)
+        self._write_state(st)
+        write_scalars(self.writer, epoch, {
+            "train/loss": train_loss, "train/ppl": perplexity(train_loss),
+            "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
+            "valid/ppl": perplexity(val_loss), "asgd": float(st["switched_at_epoch"] is not None)})
+        logging.info("end of epoch %d | train ppl %.2f | valid ppl %.2f | best %.2f (epoch %d)",
+                     epoch, perplexity(train_loss), perplexity(val_loss),
+                     perplexity(st["best_val_loss"]), st["best_epoch"])
+
+    def train(self) -> dict[str, Any]:
+        """Trains to `epochs`, then evaluates the best model; returns (and writes) results."""
+        logging.info("arch %s (%s), %d parameters, vocabulary %d, %d replicas",
+                     self.space.to_string(self.arch), self.arch_source, self.num_params,
+                     self.corpus.vocab_size, self.strategy.num_replicas_in_sync)
+        failures, last_tokens_per_s = 0, 0.0
+        while self.state["epoch"] < self.p.epochs:
+            epoch = self.state["epoch"] + 1
+            start = time.perf_counter()
+            try:
+                train_loss, last_tokens_per_s = self.train_epoch(epoch, failures)
+                self._validate_and_checkpoint(epoch, train_loss, last_tokens_per_s)
+            except Diverged as err:
+                failures += 1
+                self._rollback(err, failures)
+                continue
+            failures = 0
+            self.state["train_seconds"] += time.perf_counter() - start
+            self._write_state(self.state)
+        return self.finish(last_tokens_per_s)
+
+    def finish(self, tokens_per_s: float) -> dict[str, Any]:
+        """Loads the best model and evaluates validation (batch 10) and test (batch 1)."""
+        st = self.state
+        if st["best_epoch"] == 0:
+            raise StateError(f"{self.out}: no epoch finished, nothing to evaluate")
+        self.best_ckpt.read(str(self.out / "best" / "model")).assert_existing_objects_matched()
+        val_loss = self.lm.evaluate(self.valid_data, self.p.bptt)
+        test_loss = self.lm.evaluate(self.test_data, self.p.bptt)
+        results = {
+            "arch": self.space.to_string(self.arch), "space": self.space.name,
+            "arch_source": self.arch_source, "params": self.num_params,
+            "vocab_size": self.corpus.vocab_size, "epochs": st["epoch"],
+            "best_epoch": st["best_epoch"], "switched_to_asgd_at_epoch": st["switched_at_epoch"],
+            "rollbacks": st["rollbacks"], "valid_loss": val_loss,
+            "valid_ppl": perplexity(val_loss), "test_loss": test_loss,
+            "test_ppl": perplexity(test_loss), "test_batch_size": self.p.test_batch_size,
+            "train_seconds": st["train_seconds"], "last_epoch_tokens_per_sec": tokens_per_s,
+        }
+        atomic_write_json(self.out / "results.json", results)
+        write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})
+        logging.info("results: %s", json.dumps(results))
+        return results
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def define_flags() -> None:
+    """absl flags for every `TrainParams` field, plus `--config`."""
+    flags.DEFINE_enum("config", None, sorted(CONFIGS),
+                      "original final configuration (sets flag defaults; explicit flags win)")
+    for field in dataclasses.fields(TrainParams):
+        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                  str: flags.DEFINE_string}[type(field.default)]
+        define(field.name, field.default, _HELP[field.name])
+
+
+def params_from_flags(values: flags.FlagValues) -> TrainParams:
+    """`TrainParams` from parsed flags: defaults < `--config` < explicit flags."""
+    chosen = CONFIGS.get(values.config, {}) if values.config else {}
+    kwargs = {}
+    for field in dataclasses.fields(TrainParams):
+        if field.name in chosen and not values[field.name].present:
+            kwargs[field.name] = chosen[field.name]
+        else:
+            kwargs[field.name] = values[field.name].value
+    return TrainParams(**kwargs)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise NaoError(f"unexpected arguments {list(argv[1:])}; flags are --name=value")
+    params = params_from_flags(flags.FLAGS)
+    print(json.dumps(FinalTrainer(params).train(), indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,44 @@
+"""Flag presets reproducing the original final-training scripts (`--config`).
+
+`nao_ws`: `NAO-WS/cnn/train_final.sh` — the NAO-WS cell, N = 5, F = 36, 630 epochs, batch 144,
+SGDR 0.05 -> 0.0001 (T_0 = 10, T_mul = 2), Nesterov momentum, l2_reg 2e-4 on sum(w^2), drop-path keep
+0.6, classifier keep 0.8, aux head 0.4, no cutout, all 50k training images.
+
+`naonet`: `NAO/cnn/train_cifar10_final.sh` / `train_cifar100_final.sh` — NAONet, N = 6, F = 128,
+600 epochs, batch 128, one cosine cycle 0.024 -> 0 (T_0 = 600, T_mul = 1, epoch-granular), plain
+momentum, weight decay 5e-4 on sum(w^2)/2 (= l2_reg 2.5e-4), cutout 16, aux head 0.4; CIFAR-10:
+drop-path keep 0.7, classifier keep 0.6; CIFAR-100: 0.6 and 0.8.
+
+A preset only sets defaults: flags given on the command line win.
+"""
+
+from typing import Any
+
+from nao_tf.errors import NaoError
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "nao_ws": dict(
+        arch="nao_ws", num_cells=5, filters=36, epochs=630, batch_size=144, eval_batch_size=128,
+        lr_schedule="sgdr", lr_max=0.05, lr_min=0.0001, t0=10, t_mul=2, nesterov=True,
+        l2_reg=2e-4, grad_bound=5.0, drop_path_keep_prob=0.6, keep_prob=0.8, use_aux_head=True,
+        aux_weight=0.4, cutout_size=0, split="final", eval_every_epochs=1),
+    "naonet": dict(
+        arch="naonet", num_cells=6, filters=128, epochs=600, batch_size=128, eval_batch_size=100,
+        lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=600, t_mul=1, nesterov=False,
+        l2_reg=2.5e-4, grad_bound=5.0, drop_path_keep_prob=0.7, keep_prob=0.6, use_aux_head=True,
+        aux_weight=0.4, cutout_size=16, split="final", eval_every_epochs=1),
+}
+
+# Per-dataset changes to a preset (the original CIFAR-100 script).
+DATASET_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("naonet", "cifar100"): dict(drop_path_keep_prob=0.6, keep_prob=0.8),
+}
+
+
+def preset(name: str, dataset: str) -> dict[str, Any]:
+    """The flag defaults of config `name` for `dataset`."""
+    if name not in CONFIGS:
+        raise NaoError(f"unknown --config {name!r}; choose one of {', '.join(sorted(CONFIGS))}")
+    values = dict(CONFIGS[name])
+    values.update(DATASET_OVERRIDES.get((name, dataset), {}))
+    return values

@@ -1,0 +1,164 @@
+"""The epoch loop of final training: checkpoints every epoch, automatic resume, TensorBoard,
+periodic evaluation, progress lines with images/s and ETA, and `results.json`.
+
+Layout of `output_dir`: `checkpoints/` (one per epoch; the model, the optimizer with its step
+counter and momentum, and the epoch), `tensorboard/`, `results.json` (rewritten atomically after
+every evaluation and at the end). Re-running resumes from the latest checkpoint, so the step count,
+learning rate and momentum continue where the last completed epoch left them.
+"""
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from cnn.data import CifarData, eval_dataset, train_dataset
+from cnn.training import Trainer
+from nao_tf.errors import NaoError
+from nao_tf.io import atomic_write_json, read_json
+
+RESULTS_FILE = "results.json"
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+
+
+def scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar event (the same record `tensorboard.summary.scalar` writes), without
+    needing the tensorboard package at training time."""
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+@dataclass
+class LoopConfig:
+    output_dir: str
+    batch_size: int  # global
+    eval_batch_size: int
+    cutout_size: int = 0
+    eval_every_epochs: int = 1
+    log_every_steps: int = 50
+    keep_checkpoints: int = 5
+    seed: int | None = None
+
+
+def _eval_splits(data: CifarData) -> dict[str, Any]:
+    return {name: split for name, split in (("valid", data.valid), ("test", data.test)) if split}
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
+        extra_results: dict[str, Any]) -> dict[str, Any]:
+    """Trains until `trainer.cfg.epochs` epochs are done (resuming if a checkpoint exists) and
+    returns the results dict also written to `results.json`."""
+    cfg = trainer.cfg
+    strategy = trainer.strategy
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer,
+                                     epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(loop.output_dir, "checkpoints"),
+                                         max_to_keep=loop.keep_checkpoints)
+    results_path = os.path.join(loop.output_dir, RESULTS_FILE)
+    history: list[dict[str, Any]] = []
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        if os.path.exists(results_path):
+            history = read_json(results_path).get("history", [])
+        logging.info("resumed from %s: epoch %d, step %d, lr %.6g", manager.latest_checkpoint,
+                     int(epoch_var.numpy()), trainer.step, trainer.learning_rate())
+    start_epoch = int(epoch_var.numpy())
+    expected_step = start_epoch * cfg.steps_per_epoch
+    if trainer.step != expected_step:
+        raise NaoError(f"{manager.latest_checkpoint}: step {trainer.step} does not match epoch "
+                       f"{start_epoch} x {cfg.steps_per_epoch} steps; the batch size or data "
+                       "changed since this run started; use --overwrite or a new --output_dir")
+
+    writer = tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard"))
+    train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
+                             loop.seed)
+    iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+    evals = {name: eval_dataset(split, loop.eval_batch_size, data.mean, data.std)
+             for name, split in _eval_splits(data).items()}
+
+    last: dict[str, float] = {}
+    timed_steps, timed_seconds = 0, 0.0
+    window_loss = window_acc = 0.0
+    window_n = 0
+    window_start = time.perf_counter()
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        for _ in range(cfg.steps_per_epoch):
+            t = time.perf_counter()
+            images, labels = next(iterator)
+            stats = trainer.train_step(images, labels)
+            dt = time.perf_counter() - t
+            step = trainer.step
+            if not math.isfinite(stats["loss"]):
+                raise NaoError(f"training loss became {stats['loss']} at step {step}; lower "
+                               "--lr_max or use --precision=fp32; the last good checkpoint is "
+                               f"kept in {manager.directory}")
+            if step > expected_step + 1:  # the first step of a process includes tracing
+                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
+            window_loss, window_acc = window_loss + stats["loss"], window_acc + stats["accuracy"]
+            window_n += 1
+            if step % loop.log_every_steps == 0 or step == cfg.total_steps:
+                elapsed = time.perf_counter() - window_start
+                rate = loop.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
+                last = {"loss": window_loss / window_n, "accuracy": window_acc / window_n,
+                        "lr": trainer.learning_rate(), "images_per_sec": rate}
+                eta = (cfg.total_steps - step) * timed_seconds / timed_steps if timed_steps else 0
+                logging.info("epoch %d step %d/%d  loss %.4f  acc %.4f  lr %.5f  %.1f images/s  "
+                             "ETA %s", epoch + 1, step, cfg.total_steps, last["loss"],
+                             last["accuracy"], last["lr"], rate, _format_eta(eta))
+                with writer.as_default():
+                    scalar("train/loss", last["loss"], step)
+                    scalar("train/accuracy", last["accuracy"], step)
+                    scalar("train/lr", last["lr"], step)
+                    scalar("train/images_per_sec", loop.batch_size * window_n / elapsed, step)
+                    scalar("train/grad_norm", stats["grad_norm"], step)
+                window_loss = window_acc = 0.0
+                window_n = 0
+                window_start = time.perf_counter()
+        epoch_var.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        if (epoch + 1) % loop.eval_every_epochs == 0 or epoch + 1 == cfg.epochs:
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": trainer.step, **{
+                f"train_{k}": v for k, v in last.items()}}
+            for name, ds in evals.items():
+                metrics = trainer.evaluate(ds)
+                record[f"{name}_accuracy"] = metrics["accuracy"]
+                record[f"{name}_loss"] = metrics["loss"]
+                with writer.as_default():
+                    scalar(f"{name}/accuracy", metrics["accuracy"], trainer.step)
+                    scalar(f"{name}/loss", metrics["loss"], trainer.step)
+                logging.info("epoch %d: %s accuracy %.4f (%d images)", epoch + 1, name,
+                             metrics["accuracy"], metrics["images"])
+            history.append(record)
+            writer.flush()
+            atomic_write_json(results_path, _results(history, extra_results, trainer, False,
+                                                     timed_steps, timed_seconds, loop.batch_size))
+    results = _results(history, extra_results, trainer, True, timed_steps, timed_seconds,
+                       loop.batch_size)
+    results["resumed_from_epoch"] = start_epoch
+    results["wall_seconds_this_run"] = time.perf_counter() - started
+    atomic_write_json(results_path, results)
+    writer.flush()
+    return results
+
+
+def _results(history: list[dict[str, Any]], extra: dict[str, Any], trainer: Trainer,
+             finished: bool, timed_steps: int, timed_seconds: float,
+             batch_size: int) -> dict[str, Any]:
+    final = history[-1] if history else {}
+    return {**extra, "finished": finished, "epochs_done": final.get("epoch", 0),
+            "steps": trainer.step, "test_accuracy": final.get("test_accuracy"),
+            "valid_accuracy": final.get("valid_accuracy"),
+            "train_images_per_sec": batch_size * timed_steps / timed_seconds
+            if timed_seconds else None, "history": history}

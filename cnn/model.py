@@ -1,0 +1,188 @@
+"""The fixed-architecture CIFAR network of NAO-WS (`NAO-WS/cnn/model.py`, fixed-arc mode).
+
+Macro structure (N = cells per stage, F = first-stage width):
+  stem: 3x3 conv to `stem_multiplier * F` channels + BN;
+  3N + 2 cells: N normal, reduction, N normal, reduction, N normal (reductions at cell indices N and
+  2N + 1); the width doubles at each reduction (F, 2F, 4F); each cell reads (h[i-2], h[i-1]), the
+  first cell reads the stem output twice;
+  head: ReLU -> global average pool -> dropout -> dense (no bias);
+  auxiliary head (training only, loss weight 0.4 in the trainer) on the first normal cell after the
+  second reduction.
+Inside a cell: h[i-2] is factorized-reduced (after a ReLU) when it is spatially larger, else mapped
+by ReLU-1x1-BN when its width differs; h[i-1] is mapped by ReLU-1x1-BN when its width differs, and
+then always by one more ReLU-1x1-BN. Ops reading a cell input of a reduction cell have stride 2.
+The output concatenates all unused nodes, unused cell inputs included (factorized-reduced in
+reduction cells), so it is `len(loose_ends) * width` channels wide.
+
+Drop-path (the original's linear schedule): an op of cell `l` (0 <= l < 3N + 2) keeps its output
+with probability  1 - (l + 1) / (3N + 2) * progress * (1 - drop_path_keep_prob),  where `progress`
+= min(1, (step + 1) / total_steps) is passed to `call`; identity ops are never dropped.
+"""
+
+import keras
+import tensorflow as tf
+
+from cnn import ops
+from cnn.search_space import NUM_CELL_INPUTS, OPS, Cell, CellArch
+
+
+class NASCell(keras.layers.Layer):
+    """One normal or reduction cell of width `filters`.
+
+    `input_channels` = (channels of h[i-2], channels of h[i-1]); `input0_larger` tells that h[i-2]
+    has twice the spatial size of h[i-1] (the cell right after a reduction).
+    """
+
+    def __init__(self, cell: Cell, filters: int, reduction: bool, input_channels: tuple[int, int],
+                 input0_larger: bool, depth_fraction: float, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.depth_fraction = depth_fraction  # (l + 1) / (3N + 2)
+        c0, c1 = input_channels
+        if input0_larger:
+            self.calibrate0 = ops.FactorizedReduce(filters, sync_bn, name="calibrate0")
+        elif c0 != filters:
+            self.calibrate0 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate0")
+        else:
+            self.calibrate0 = None
+        self.relu_before_reduce = input0_larger
+        self.calibrate1 = (ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate1")
+                           if c1 != filters else None)
+        self.base1 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="base1")
+        self.branch_ops = []
+        for i, node in enumerate(cell.nodes):
+            for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
+                strides = 2 if reduction and inp < NUM_CELL_INPUTS else 1
+                self.branch_ops.append(ops.make_op(op, filters, strides, sync_bn,
+                                                   name=f"node{i + NUM_CELL_INPUTS}_{b}"))
+        self.loose_ends = cell.loose_ends()
+        self.output_reduce = {
+            i: ops.FactorizedReduce(filters, sync_bn, name=f"reduce_output{i}")
+            for i in self.loose_ends if reduction and i < NUM_CELL_INPUTS}
+        self.output_channels = len(self.loose_ends) * filters
+
+    def call(self, inputs, training=False, drop_path_progress=None, drop_path_keep_prob=1.0):
+        h0, h1 = inputs
+        if self.calibrate0 is not None:
+            h0 = self.calibrate0(tf.nn.relu(h0) if self.relu_before_reduce else h0,
+                                 training=training)
+        if self.calibrate1 is not None:
+            h1 = self.calibrate1(h1, training=training)
+        states = [h0, self.base1(h1, training=training)]
+        apply_drop_path = training and drop_path_keep_prob < 1.0 and drop_path_progress is not None
+        if apply_drop_path:
+            keep = 1.0 - self.depth_fraction * drop_path_progress * (1.0 - drop_path_keep_prob)
+        for i, node in enumerate(self.cell.nodes):
+            total = None
+            for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
+                out = self.branch_ops[2 * i + b](states[inp], training=training)
+                if apply_drop_path and OPS[op].drop_path:
+                    out = ops.drop_path(out, keep)
+                total = out if total is None else total + out
+            states.append(total)
+        outs = [self.output_reduce[i](states[i], training=training) if i in self.output_reduce
+                else states[i] for i in self.loose_ends]
+        return outs[0] if len(outs) == 1 else tf.concat(outs, axis=ops.channel_axis())
+
+
+class AuxHead(keras.layers.Layer):
+    """ReLU -> 5x5 avg pool stride 3 VALID -> 1x1 conv 128 + BN + ReLU -> (hw x hw) conv 768, SAME,
+    + BN + ReLU -> global average pool -> dense to classes without bias (as NAO-WS)."""
+
+    def __init__(self, num_classes: int, input_size: int, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        pooled = (input_size - 5) // 3 + 1
+        self.pool = keras.layers.AveragePooling2D(5, strides=3, padding="valid")
+        self.proj = keras.layers.Conv2D(128, 1, use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+        self.proj_bn = ops.batch_norm(sync_bn)
+        self.conv = keras.layers.Conv2D(768, pooled, padding="same", use_bias=False,
+                                        kernel_initializer=ops.KERNEL_INIT)
+        self.conv_bn = ops.batch_norm(sync_bn)
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.fc = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+
+    def call(self, x, training=False):
+        x = self.pool(tf.nn.relu(x))
+        x = tf.nn.relu(self.proj_bn(self.proj(x), training=training))
+        x = tf.nn.relu(self.conv_bn(self.conv(x), training=training))
+        return self.fc(self.gap(x))
+
+
+class NASNetwork(keras.Model):
+    """The CIFAR network for one `CellArch`.
+
+    Paper symbols: N = `num_cells_per_stage`, F = `filters`, B = 5 nodes per cell (from the arch).
+    `dropout_rate` = 1 - the original's `keep_prob` before the classifier. `call` returns the logits,
+    or (logits, aux_logits) when `training` and the aux head is on; logits are float32 under mixed
+    precision.
+    """
+
+    def __init__(self, arch: CellArch, num_cells_per_stage: int, filters: int, num_classes: int,
+                 use_aux_head: bool = True, drop_path_keep_prob: float = 1.0,
+                 dropout_rate: float = 0.0, stem_multiplier: int = 3, image_size: int = 32,
+                 sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.arch = arch
+        self.drop_path_keep_prob = float(drop_path_keep_prob)
+        self.dropout_rate = float(dropout_rate)
+        self.channels_first = keras.config.image_data_format() == "channels_first"
+        n = num_cells_per_stage
+        num_cells = 3 * n + 2
+        reduction_indices = (n, 2 * n + 1)
+        self.stem_conv = keras.layers.Conv2D(stem_multiplier * filters, 3, padding="same",
+                                             use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+        self.stem_bn = ops.batch_norm(sync_bn)
+        stem_channels = stem_multiplier * filters
+        channels = [stem_channels, stem_channels]  # widths of (h[i-2], h[i-1])
+        sizes = [image_size, image_size]
+        width = filters
+        self.cells = []
+        self.aux_index = reduction_indices[-1] + 1 if use_aux_head else None
+        self.aux_head = None
+        for idx in range(num_cells):
+            reduction = idx in reduction_indices
+            if reduction:
+                width *= 2
+            cell = NASCell(arch.reduction if reduction else arch.normal, width, reduction,
+                           (channels[0], channels[1]), sizes[0] > sizes[1],
+                           (idx + 1) / num_cells, sync_bn, name=f"cell{idx}")
+            self.cells.append(cell)
+            size = sizes[1] // 2 if reduction else sizes[1]
+            channels = [channels[1], cell.output_channels]
+            sizes = [sizes[1], size]
+            if idx == self.aux_index:
+                self.aux_head = AuxHead(num_classes, size, sync_bn, name="aux_head")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.classifier = keras.layers.Dense(num_classes, use_bias=False,
+                                             kernel_initializer=ops.KERNEL_INIT, name="classifier")
+        self.image_size = image_size
+
+    def call(self, images, training=False, drop_path_progress=None):
+        x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
+        x = self.stem_bn(self.stem_conv(x), training=training)
+        h0 = h1 = x
+        aux_logits = None
+        for idx, cell in enumerate(self.cells):
+            h0, h1 = h1, cell([h0, h1], training=training, drop_path_progress=drop_path_progress,
+                              drop_path_keep_prob=self.drop_path_keep_prob)
+            if training and idx == self.aux_index:
+                aux_logits = tf.cast(self.aux_head(h1, training=training), tf.float32)
+        x = self.gap(tf.nn.relu(h1))
+        if training and self.dropout_rate > 0:
+            x = tf.nn.dropout(x, rate=self.dropout_rate)
+        logits = tf.cast(self.classifier(x), tf.float32)
+        return (logits, aux_logits) if aux_logits is not None else logits
+
+    def build_now(self) -> None:
+        """Creates every variable eagerly (the aux head included) so that optimizers can be built
+        and checkpoints restored before the first traced step."""
+        self(tf.zeros([1, self.image_size, self.image_size, 3]), training=True,
+             drop_path_progress=tf.constant(0.0))
+
+
+def count_params(model: keras.Model, include_aux_head: bool = False) -> int:
+    """Trainable parameters (the original counts the training graph's trainable variables)."""
+    skip = set() if include_aux_head or model.aux_head is None else {
+        id(v) for v in model.aux_head.trainable_variables}
+    return int(sum(v.shape.num_elements() for v in model.trainable_variables
+                   if id(v) not in skip))

@@ -1,0 +1,150 @@
+"""The cell ops of the NAO CNN spaces, as small Keras layers.
+
+Every conv-type op is "ReLU -> conv -> BN" with bias-free convs, SAME padding and he_normal init;
+batch norm uses momentum 0.9 and epsilon 1e-5 (the original's decay and epsilon). Ops read the image
+layout from `keras.config.image_data_format()` when they are constructed.
+
+Constructor argument `filters` is the cell width (the paper's F, doubled at each reduction); `strides`
+is 2 for ops that read a cell input of a reduction cell, else 1. `sync_bn` makes batch statistics
+span all replicas of a `tf.distribute` strategy, so that splitting a batch across replicas does not
+change the result.
+"""
+
+import keras
+import tensorflow as tf
+
+from cnn.search_space import OPS
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+KERNEL_INIT = "he_normal"
+
+
+def channel_axis() -> int:
+    return 1 if keras.config.image_data_format() == "channels_first" else -1
+
+
+def batch_norm(sync_bn: bool, **kwargs) -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(axis=channel_axis(), momentum=BN_MOMENTUM,
+                                           epsilon=BN_EPSILON, synchronized=sync_bn, **kwargs)
+
+
+class ReLUConvBN(keras.layers.Layer):
+    """ReLU -> k x k conv (stride `strides`) -> BN; also the 1x1 calibration of cell inputs."""
+
+    def __init__(self, filters: int, kernel_size: int | tuple[int, int] = 1, strides: int = 1,
+                 sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                                        use_bias=False, kernel_initializer=KERNEL_INIT)
+        self.bn = batch_norm(sync_bn)
+
+    def call(self, x, training=False):
+        return self.bn(self.conv(tf.nn.relu(x)), training=training)
+
+
+class SepConv(keras.layers.Layer):
+    """Two stacked (ReLU, k x k depthwise-separable conv with depth multiplier 1, BN); the stride
+    is applied by the first only (ops 0, 1: sep_conv 3x3 / 5x5)."""
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, sync_bn: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [keras.layers.SeparableConv2D(
+            filters, kernel_size, strides=strides if i == 0 else 1, padding="same", use_bias=False,
+            depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT) for i in range(2)]
+        self.bns = [batch_norm(sync_bn) for _ in range(2)]
+
+    def call(self, x, training=False):
+        for conv, bn in zip(self.convs, self.bns):
+            x = bn(conv(tf.nn.relu(x)), training=training)
+        return x
+
+
+class FactorizedConv(keras.layers.Layer):
+    """conv 1xk + kx1: ReLU-conv(1 x k, stride s in both dims)-BN, then ReLU-conv(k x 1)-BN (the TF
+    original's placement of the stride)."""
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, sync_bn: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.first = ReLUConvBN(filters, (1, kernel_size), strides, sync_bn)
+        self.second = ReLUConvBN(filters, (kernel_size, 1), 1, sync_bn)
+
+    def call(self, x, training=False):
+        return self.second(self.first(x, training=training), training=training)
+
+
+class FactorizedReduce(keras.layers.Layer):
+    """Halves the spatial size without losing pixels: two 1x1 convs (F/2 filters each) on the even
+    and on the one-pixel-shifted odd positions, concatenated, then BN. No ReLU of its own."""
+
+    def __init__(self, filters: int, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if filters % 2:
+            raise ValueError(f"factorized reduction needs an even number of filters, got {filters}")
+        self.conv1 = keras.layers.Conv2D(filters // 2, 1, use_bias=False,
+                                         kernel_initializer=KERNEL_INIT)
+        self.conv2 = keras.layers.Conv2D(filters // 2, 1, use_bias=False,
+                                         kernel_initializer=KERNEL_INIT)
+        self.bn = batch_norm(sync_bn)
+        self.channels_first = channel_axis() == 1
+
+    def call(self, x, training=False):
+        if self.channels_first:
+            path1 = x[:, :, ::2, ::2]
+            shifted = tf.pad(x, [[0, 0], [0, 0], [0, 1], [0, 1]])[:, :, 1:, 1:]
+            path2 = shifted[:, :, ::2, ::2]
+        else:
+            path1 = x[:, ::2, ::2, :]
+            shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
+            path2 = shifted[:, ::2, ::2, :]
+        out = tf.concat([self.conv1(path1), self.conv2(path2)], axis=channel_axis())
+        return self.bn(out, training=training)
+
+
+class Pool(keras.layers.Layer):
+    """k x k average (padding excluded from the mean) or max pooling, SAME, with the op's stride."""
+
+    def __init__(self, kind: str, pool_size: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        layer = keras.layers.AveragePooling2D if kind == "avg_pool" else keras.layers.MaxPooling2D
+        self.pool = layer(pool_size, strides=strides, padding="same")
+
+    def call(self, x, training=False):
+        return self.pool(x)
+
+
+class Identity(keras.layers.Layer):
+    """Pass-through; at stride 2 a factorized reduction (op 4 of NAO-WS, op 5 of NAONet)."""
+
+    def __init__(self, filters: int, strides: int = 1, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.reduce = FactorizedReduce(filters, sync_bn) if strides > 1 else None
+
+    def call(self, x, training=False):
+        return x if self.reduce is None else self.reduce(x, training=training)
+
+
+def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
+            name: str | None = None) -> keras.layers.Layer:
+    """The layer for registry op `op_id` (see `cnn.search_space.OPS`) on an input that already has
+    `filters` channels (cell inputs are calibrated first, so no op changes the width)."""
+    spec = OPS[op_id]
+    if spec.kind == "sep_conv":
+        return SepConv(filters, spec.size, strides, sync_bn, name=name)
+    if spec.kind == "conv":
+        return ReLUConvBN(filters, spec.size, strides, sync_bn, name=name)
+    if spec.kind == "factorized_conv":
+        return FactorizedConv(filters, spec.size, strides, sync_bn, name=name)
+    if spec.kind in ("avg_pool", "max_pool"):
+        return Pool(spec.kind, spec.size, strides, name=name)
+    return Identity(filters, strides, sync_bn, name=name)
+
+
+def drop_path(x: tf.Tensor, keep_prob: tf.Tensor) -> tf.Tensor:
+    """Zeroes whole examples with probability 1 - keep_prob, scaling survivors by 1 / keep_prob."""
+    keep_prob = tf.cast(keep_prob, x.dtype)
+    shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
+    mask = tf.floor(keep_prob + tf.random.uniform(shape, dtype=x.dtype))
+    return x / keep_prob * mask

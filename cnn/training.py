@@ -1,0 +1,179 @@
+"""Training and evaluation steps for a fixed CIFAR network under a `tf.distribute` strategy.
+
+Loss of one example (as the original final trainers):
+    CE(logits) + aux_weight * CE(aux_logits)              (aux_weight 0.4; label smoothing optional)
+plus  l2_reg * sum(w^2)  over every trainable variable, BN scale/offset included (NAO-WS applies its
+`l2_reg` to the plain sum of squares; the non-WS trainer's 5e-4 * sum(w^2)/2 is l2_reg = 2.5e-4).
+The gradient, summed over replicas, is clipped to global norm `grad_bound` (the NAO-WS trainer
+computes the clipped gradient but applies the unclipped one; here the clipping is real) and applied
+by SGD with momentum 0.9 (Nesterov optional) under an SGDR or single-cosine learning rate.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from cnn.model import NASNetwork
+from nao_tf.distribute import build_optimizer
+from nao_tf.schedules import SGDR, Cosine
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation hyper-parameters; `epochs * steps_per_epoch` is also the drop-path horizon."""
+
+    epochs: int
+    steps_per_epoch: int
+    lr_schedule: str = "sgdr"  # 'sgdr' (epoch-granular, restarts) or 'cosine' (one per-step cosine)
+    lr_max: float = 0.05
+    lr_min: float = 0.0001
+    t0: int = 10
+    t_mul: int = 2
+    momentum: float = 0.9
+    nesterov: bool = True
+    l2_reg: float = 2e-4
+    grad_bound: float = 5.0  # 0 disables clipping
+    aux_weight: float = 0.4
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def make_schedule(cfg: OptimConfig) -> keras.optimizers.schedules.LearningRateSchedule:
+    if cfg.lr_schedule == "sgdr":
+        return SGDR(cfg.lr_max, cfg.lr_min, cfg.t0, cfg.t_mul, cfg.steps_per_epoch)
+    if cfg.lr_schedule == "cosine":
+        return Cosine(cfg.lr_max, cfg.lr_min, cfg.total_steps)
+    raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}")
+
+
+def set_precision(precision: str) -> None:
+    """Sets the global Keras dtype policy; call before building the model."""
+    policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
+    keras.mixed_precision.set_dtype_policy(policy)
+
+
+class Trainer:
+    """Owns the model, optimizer and compiled steps; everything is built eagerly in `__init__`,
+    under `strategy.scope()`, before any traced step (see nao_tf.distribute)."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, build_model: Callable[[], NASNetwork],
+                 cfg: OptimConfig, global_batch_size: int, jit_compile: bool = False):
+        self.strategy = strategy
+        self.cfg = cfg
+        self.global_batch_size = global_batch_size
+        with strategy.scope():
+            self.model = build_model()
+            self.model.build_now()
+            self.schedule = make_schedule(cfg)
+            optimizer = keras.optimizers.SGD(self.schedule, momentum=cfg.momentum,
+                                             nesterov=cfg.nesterov)
+            if cfg.precision == "fp16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = build_optimizer(optimizer, self.model.trainable_variables)
+        self._train_step = tf.function(self._distributed_train_step, jit_compile=False)
+        self._replica_train = (tf.function(self._replica_forward_backward, jit_compile=True)
+                               if jit_compile else self._replica_forward_backward)
+        self._eval_step = tf.function(self._distributed_eval_step)
+
+    # Loss and gradients of one replica.
+
+    def _cross_entropy(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        onehot = tf.one_hot(labels, tf.shape(logits)[-1])
+        if self.cfg.label_smoothing > 0:
+            k = tf.cast(tf.shape(logits)[-1], tf.float32)
+            onehot = onehot * (1.0 - self.cfg.label_smoothing) + self.cfg.label_smoothing / k
+        return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
+
+    def _replica_forward_backward(self, images, labels, progress):
+        """(summed gradients over this replica's share, CE sum, correct count)."""
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            out = self.model(images, training=True, drop_path_progress=progress)
+            logits, aux_logits = out if isinstance(out, tuple) else (out, None)
+            ce = self._cross_entropy(labels, logits)
+            per_example = ce
+            if aux_logits is not None:
+                per_example = per_example + self.cfg.aux_weight * self._cross_entropy(labels,
+                                                                                      aux_logits)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=self.global_batch_size)
+            if self.cfg.l2_reg > 0:
+                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                               for v in variables])
+                loss += tf.nn.scale_regularization_loss(self.cfg.l2_reg * l2)
+            scaled = self.optimizer.scale_loss(loss) if self.cfg.precision == "fp16" else loss
+        grads = tape.gradient(scaled, variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                 tf.cast(labels, tf.int32)), tf.float32))
+        return grads, tf.reduce_sum(ce), correct
+
+    def _replica_step(self, images, labels):
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        progress = tf.minimum(1.0, (step + 1.0) / float(self.cfg.total_steps))
+        grads, ce_sum, correct = self._replica_train(images, labels, progress)
+        ctx = tf.distribute.get_replica_context()
+        # Clip the global gradient (summed over replicas), then hand the optimizer 1/R of it: its
+        # own all-reduce sums the R identical copies back.
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if self.cfg.precision == "fp16":
+            scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
+            grads = [g / scale for g in grads]
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.cfg.grad_bound > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_bound, use_norm=grad_norm)
+        if self.cfg.precision == "fp16":
+            grads = [g * scale for g in grads]
+        replicas = float(self.strategy.num_replicas_in_sync)
+        self.optimizer.apply_gradients(
+            zip([g / replicas for g in grads], self.model.trainable_variables))
+        return ce_sum, correct, grad_norm
+
+    def _distributed_train_step(self, images, labels):
+        ce_sum, correct, grad_norm = self.strategy.run(self._replica_step, args=(images, labels))
+        reduce = self.strategy.reduce
+        return (reduce(tf.distribute.ReduceOp.SUM, ce_sum, axis=None),
+                reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+                reduce(tf.distribute.ReduceOp.MEAN, grad_norm, axis=None))
+
+    def train_step(self, images, labels) -> dict[str, float]:
+        """One optimisation step on a global batch (a distributed-dataset element); returns host
+        floats: mean cross-entropy, accuracy, gradient norm before clipping."""
+        ce_sum, correct, grad_norm = self._train_step(images, labels)
+        n = float(self.global_batch_size)
+        return {"loss": float(ce_sum) / n, "accuracy": float(correct) / n,
+                "grad_norm": float(grad_norm)}
+
+    # Evaluation.
+
+    def _distributed_eval_step(self, images, labels):
+        def replica(images, labels):
+            logits = self.model(images, training=False)
+            ce = tf.reduce_sum(self._cross_entropy(labels, logits))
+            pred = tf.argmax(logits, -1, output_type=tf.int32)
+            correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
+            count = tf.cast(tf.shape(labels)[0], tf.float32)
+            return ce, correct, count
+        out = self.strategy.run(replica, args=(images, labels))
+        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out)
+
+    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
+        """Accuracy and mean cross-entropy over every image of `dataset` exactly once."""
+        ce = correct = count = 0.0
+        for images, labels in self.strategy.experimental_distribute_dataset(dataset):
+            c, k, n = self._eval_step(images, labels)
+            ce, correct, count = ce + float(c), correct + float(k), count + float(n)
+        return {"loss": ce / max(count, 1.0), "accuracy": correct / max(count, 1.0),
+                "images": int(count)}
+
+    def learning_rate(self) -> float:
+        return float(self.schedule(self.optimizer.iterations))
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())

@@ -35,19 +35,31 @@ def dropout_mask(shape, rate: float) -> tf.Tensor:
     return tf.floor(tf.random.uniform(shape) + keep) / keep
 
 
-def highway(s_prev: tf.Tensor, s_in: tf.Tensor, w: tf.Tensor,
-            activation: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
-    """s = s_prev + sigmoid(c) ⊙ (f(g) − s_prev) with [c, g] = s_in W (s_in: masked s_prev)."""
-    c, g = tf.split(tf.matmul(s_in, w), 2, axis=-1)
+def highway_mix(s_prev: tf.Tensor, cg: tf.Tensor,
+                activation: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """s = s_prev + sigmoid(c) ⊙ (f(g) − s_prev), where cg = [c, g] (pre-activations, [B, 2d])."""
+    c, g = tf.split(cg, 2, axis=-1)
     return s_prev + tf.sigmoid(c) * (activation(g) - s_prev)
 
 
-def first_state(x: tf.Tensor, h: tf.Tensor, w0: tf.Tensor,
-                mask_x: tf.Tensor | None, mask_h: tf.Tensor | None) -> tf.Tensor:
-    """s_0 from x_t and h_{t-1} through W_0 (masks None at evaluation)."""
-    x_in = x if mask_x is None else x * mask_x
+def highway(s_prev: tf.Tensor, s_in: tf.Tensor, w: tf.Tensor,
+            activation: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """One node: highway_mix with [c, g] = s_in W (s_in: the masked s_prev)."""
+    return highway_mix(s_prev, tf.matmul(s_in, w), activation)
+
+
+def input_projection(inputs: tf.Tensor, w0: tf.Tensor, mask_x: tf.Tensor | None) -> tf.Tensor:
+    """(x_t ⊙ m_x) W_0[:d] for all t at once: [T, B, d] -> [T, B, 2d] (m_x is fixed per call)."""
+    x = inputs if mask_x is None else inputs * mask_x
+    return tf.tensordot(x, w0[:inputs.shape[-1]], [[2], [0]])
+
+
+def first_state(x_proj: tf.Tensor, h: tf.Tensor, w0_h: tf.Tensor,
+                mask_h: tf.Tensor | None) -> tf.Tensor:
+    """s_0 from the projected input x_proj = (x_t ⊙ m_x) W_0[:d] and h_{t-1}:
+    [c_0, g_0] = x_proj + (h_{t-1} ⊙ m_h) W_0[d:]  (w0_h = W_0[d:])."""
     h_in = h if mask_h is None else h * mask_h
-    return highway(h, tf.concat([x_in, h_in], axis=-1), w0, tf.tanh)
+    return highway_mix(h, x_proj + tf.matmul(h_in, w0_h), tf.tanh)
 
 
 def tar_penalty(raw_outputs: tf.Tensor, beta: float) -> tf.Tensor:
@@ -62,7 +74,11 @@ def _uniform() -> keras.initializers.Initializer:
 
 
 class NaoCell(keras.layers.Layer):
-    """A fixed NAO cell run over a [T, B, d] sequence with a `tf.while_loop` over time."""
+    """A fixed NAO cell run over a [T, B, d] sequence with a `tf.while_loop` over time.
+
+    Nodes that read the same predecessor are computed with one matrix product (their W_i
+    concatenated once per call), which is the same function with fewer, larger matmuls.
+    """
 
     def __init__(self, arch: RnnCell, units: int, dropoutx: float = 0.0, dropouth: float = 0.0,
                  **kwargs):
@@ -70,6 +86,11 @@ class NaoCell(keras.layers.Layer):
         self.arch, self.units = arch, units
         self.dropoutx, self.dropouth = dropoutx, dropouth
         self._activations = [ACTIVATION_FNS[a] for a in arch.activations]
+        children: dict[int, list[int]] = {}
+        for i, pred in enumerate(arch.predecessors, 1):
+            children.setdefault(pred, []).append(i)
+        # Increasing predecessor order is a valid schedule: pred(p) < p.
+        self._groups = sorted(children.items())
 
     def build(self, input_shape=None) -> None:
         d = self.units
@@ -77,14 +98,23 @@ class NaoCell(keras.layers.Layer):
         self.ws = [self.add_weight(name=f"w{i}", shape=(d, 2 * d), initializer=_uniform())
                    for i in range(1, len(self.arch.nodes) + 1)]
 
-    def step(self, x: tf.Tensor, h: tf.Tensor, mask_x, mask_h) -> tf.Tensor:
-        """One time step: h_t = mean(s_1..s_11)."""
-        states = [first_state(x, h, self.w0, mask_x, mask_h)]
-        for (pred, _), w, act in zip(self.arch.nodes, self.ws, self._activations):
+    def grouped_weights(self) -> list[tf.Tensor]:
+        """[W_i for the children of p] concatenated along columns, one tensor per predecessor p."""
+        return [tf.concat([self.ws[i - 1] for i in nodes], axis=1) if len(nodes) > 1
+                else tf.convert_to_tensor(self.ws[nodes[0] - 1]) for _, nodes in self._groups]
+
+    def step(self, x_proj: tf.Tensor, h: tf.Tensor, mask_h, w0_h: tf.Tensor,
+             weights: list[tf.Tensor]) -> tf.Tensor:
+        """One time step: h_t = mean(s_1..s_11); x_proj from `input_projection`, w0_h = W_0[d:],
+        `weights` from `grouped_weights` (all computed once per call, outside the time loop)."""
+        states = {0: first_state(x_proj, h, w0_h, mask_h)}
+        for (pred, nodes), w in zip(self._groups, weights):
             s_prev = states[pred]
             s_in = s_prev if mask_h is None else s_prev * mask_h
-            states.append(highway(s_prev, s_in, w, act))
-        return tf.add_n(states[1:]) / float(len(states) - 1)
+            cgs = tf.split(tf.matmul(s_in, w), len(nodes), axis=-1)
+            for node, cg in zip(nodes, cgs):
+                states[node] = highway_mix(s_prev, cg, self._activations[node - 1])
+        return tf.add_n([states[i] for i in range(1, len(states))]) / float(len(states) - 1)
 
     def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False):
         """inputs [T, B, d], hidden [B, d] -> (outputs [T, B, d], last hidden [B, d])."""
@@ -96,13 +126,17 @@ class NaoCell(keras.layers.Layer):
             mask_h = dropout_mask([batch, self.units], self.dropouth)
         steps = tf.shape(inputs)[0]
         outputs = tf.TensorArray(inputs.dtype, size=steps, element_shape=hidden.shape)
+        weights = self.grouped_weights()
+        x_proj = input_projection(inputs, self.w0, mask_x)
+        w0_h = tf.convert_to_tensor(self.w0)[self.units:]
 
         def body(t, h, out):
-            h = self.step(inputs[t], h, mask_x, mask_h)
+            h = self.step(x_proj[t], h, mask_h, w0_h, weights)
             return t + 1, h, out.write(t, h)
 
         _, hidden, outputs = tf.while_loop(lambda t, *_: t < steps, body,
-                                           (tf.constant(0), hidden, outputs))
+                                           (tf.constant(0), hidden, outputs),
+                                           maximum_iterations=steps)
         return outputs.stack(), hidden
 
 

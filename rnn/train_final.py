@@ -299,14 +299,15 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """absl flags for every `TrainParams` field, plus `--config`."""
     flags.DEFINE_enum("config", None, sorted(CONFIGS),
-                      "original final configuration (sets flag defaults; explicit flags win)")
+                      "original final configuration (sets flag defaults; explicit flags win)",
+                      flag_values=flag_values)
     for field in dataclasses.fields(TrainParams):
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                   str: flags.DEFINE_string}[type(field.default)]
-        define(field.name, field.default, _HELP[field.name])
+        define(field.name, field.default, _HELP[field.name], flag_values=flag_values)
 
 
 def params_from_flags(values: flags.FlagValues) -> TrainParams:

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnn.model import INIT_RANGE, RNNModel, count_params, tar_penalty
+from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
+
+SPACE = RnnSearchSpace()
+_NP_ACT = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "identity": lambda v: v,
+           "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _reference_cell(arch, w0, ws, xs, h):
+    """The original's equations, step by step, in numpy (evaluation: no masks)."""
+    outputs = []
+    for x in xs:
+        c, g = np.split(np.concatenate([x, h], -1) @ w0, 2, axis=-1)
+        states = [h + _sigmoid(c) * (np.tanh(g) - h)]
+        for (pred, act), w in zip(arch.nodes, ws):
+            s = states[pred]
+            c, g = np.split(s @ w, 2, axis=-1)
+            states.append(s + _sigmoid(c) * (_NP_ACT[act_name(act)](g) - s))
+        h = np.mean(states[1:], axis=0)
+        outputs.append(h)
+    return np.stack(outputs), h
+
+
+def act_name(code):
+    return ("tanh", "relu", "sigmoid", "identity")[code]
+
+
+@pytest.mark.parametrize("name", ["NAO", "NAO_WS", "random"])
+def test_cell_matches_the_reference_equations(name):
+    arch = (SPACE.sample(np.random.default_rng(3)) if name == "random"
+            else SPACE.parse(NAMED_ARCHS[name]))
+    model = RNNModel(arch, vocab_size=30, units=8)
+    # Larger weights than the init so that every activation matters.
+    for v in model.cell.trainable_variables:
+        v.assign(np.random.default_rng(1).normal(0, 0.5, v.shape))
+    rng = np.random.default_rng(2)
+    xs = rng.normal(size=(6, 3, 8)).astype(np.float32)
+    h0 = rng.normal(size=(3, 8)).astype(np.float32)
+    out, h = model.cell(tf.constant(xs), tf.constant(h0), training=False)
+    ref_out, ref_h = _reference_cell(arch, model.cell.w0.numpy(),
+                                     [w.numpy() for w in model.cell.ws], xs, h0)
+    np.testing.assert_allclose(out.numpy(), ref_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h.numpy(), ref_h, rtol=1e-4, atol=1e-5)
+
+
+def test_parameter_counts_of_the_final_configs():
+    arch = SPACE.parse(NAMED_ARCHS["NAO"])
+    ptb = count_params(RNNModel(arch, 10000, 850))
+    wt2 = count_params(RNNModel(arch, 33278, 700))
+    assert ptb == 10000 * 850 + 10000 + 4 * 850 ** 2 + 11 * 2 * 850 ** 2
+    assert abs(ptb / 27.3e6 - 1) < 0.01 and abs(wt2 / 36.1e6 - 1) < 0.01
+
+
+def test_init_no_cell_biases_and_tied_decoder():
+    model = RNNModel(SPACE.parse(NAMED_ARCHS["NAO"]), vocab_size=30, units=8)
+    names = sorted(v.name for v in model.trainable_variables)
+    assert names == sorted(["embedding", "decoder_bias", "w0"] + [f"w{i}" for i in range(1, 12)])
+    for v in model.trainable_variables:
+        if v.name != "decoder_bias":
+            assert np.abs(v.numpy()).max() <= INIT_RANGE
+    assert not model.decoder_bias.numpy().any()
+    ids = tf.constant([[1, 2], [3, 4]])
+    logits, raw, _ = model(ids, model.initial_hidden(2), training=False)
+    expected = raw.numpy() @ model.embedding.numpy().T
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_masks_are_shared_across_time():
+    # Zero weights and embedding = 1: the cell output is 0, so only the input locked dropout
+    # shows; with dropouti the embedded input must carry one mask for every time step.
+    model = RNNModel(SPACE.parse(NAMED_ARCHS["NAO"]), vocab_size=5, units=64, dropouti=0.5,
+                     dropout=0.0, dropouth=0.0, dropoutx=0.0)
+    model.embedding.assign(np.ones((5, 64), np.float32))
+    x = model.embed(tf.zeros([7, 3], tf.int32), training=True).numpy()
+    assert set(np.unique(x)) <= {0.0, 2.0} and (x == 0).any()
+    assert (x == x[:1]).all()
+
+
+def test_tar_penalty():
+    raw = tf.constant([[[0.0, 1.0]], [[1.0, 1.0]], [[1.0, 3.0]]])
+    assert float(tar_penalty(raw, 0.5)) == pytest.approx(0.5 * (1 + 0 + 0 + 4) / 4)

@@ -95,8 +95,15 @@ class NaoCell(keras.layers.Layer):
     def build(self, input_shape=None) -> None:
         d = self.units
         self.w0 = self.add_weight(name="w0", shape=(2 * d, 2 * d), initializer=_uniform())
-        self.ws = [self.add_weight(name=f"w{i}", shape=(d, 2 * d), initializer=_uniform())
-                   for i in range(1, len(self.arch.nodes) + 1)]
+        # One attribute per W_i: attributes (not a list) are what tf.train.Checkpoint tracks.
+        for i in range(1, len(self.arch.nodes) + 1):
+            setattr(self, f"w{i}", self.add_weight(name=f"w{i}", shape=(d, 2 * d),
+                                                   initializer=_uniform()))
+
+    @property
+    def ws(self) -> list[tf.Variable]:
+        """[W_1, ..., W_11]."""
+        return [getattr(self, f"w{i}") for i in range(1, len(self.arch.nodes) + 1)]
 
     def grouped_weights(self) -> list[tf.Tensor]:
         """[W_i for the children of p] concatenated along columns, one tensor per predecessor p."""

@@ -87,3 +87,21 @@ def test_dropout_masks_are_shared_across_time():
 def test_tar_penalty():
     raw = tf.constant([[[0.0, 1.0]], [[1.0, 1.0]], [[1.0, 3.0]]])
     assert float(tar_penalty(raw, 0.5)) == pytest.approx(0.5 * (1 + 0 + 0 + 4) / 4)
+
+
+def test_checkpoint_round_trip_restores_every_weight(tmp_path):
+    from rnn.training import WeightAverage
+    model = RNNModel(SPACE.parse(NAMED_ARCHS["NAO"]), vocab_size=30, units=8)
+    average = WeightAverage([v.value for v in model.trainable_variables])
+    average.active.assign(True)
+    average.update_if_active()
+    ckpt = tf.train.Checkpoint(model=model, average=average)
+    path = ckpt.save(str(tmp_path / "c"))
+    saved = [v.numpy() for v in model.trainable_variables + average.averages]
+    for v in model.trainable_variables + average.averages:
+        v.assign(tf.zeros_like(v))
+    average.count.assign(0)
+    ckpt.restore(path).assert_consumed()
+    for v, value in zip(model.trainable_variables + average.averages, saved):
+        np.testing.assert_array_equal(v.numpy(), value)
+    assert int(average.count.numpy()) == 1

@@ -142,7 +142,8 @@ def _fetch(url: str, md5: str, cache_dir: Path) -> Path:
         return Path(keras.utils.get_file(origin=url, file_hash=md5, hash_algorithm="md5",
                                          cache_dir=str(cache_dir), cache_subdir="downloads"))
     except Exception as err:  # network and checksum errors come in many types
-        raise DataError(f"could not download {url}: {err}") from None
+        raise DataError(f"could not download {url}: {err}. Without internet, copy train.txt, "
+                        "valid.txt and test.txt into the corpus directory by hand") from None
 
 
 def download(corpus: str, data_dir: str | os.PathLike) -> Path:

@@ -77,3 +77,22 @@ def test_cli_reports_missing_input_in_one_line(tmp_path):
 def _repo_root():
     from pathlib import Path
     return Path(__file__).resolve().parents[2]
+
+
+def test_download_checks_md5_sums(tmp_path, monkeypatch):
+    import hashlib
+
+    from rnn import data
+    src = tmp_path / "src"
+    src.mkdir()
+    sums = {}
+    for split in ("train", "valid", "test"):
+        (src / f"ptb.{split}.txt").write_text(f" {split} words here \n")
+        sums[split] = hashlib.md5((src / f"ptb.{split}.txt").read_bytes()).hexdigest()
+    monkeypatch.setattr(data, "_PTB_URL", f"file://{src}/ptb.{{split}}.txt")
+    monkeypatch.setattr(data, "_PTB_MD5", sums)
+    out = data.download("ptb", tmp_path / "data")
+    assert read_corpus(out).words[:2] == ["train", "words"]
+    monkeypatch.setattr(data, "_PTB_MD5", dict(sums, valid="0" * 32))
+    with pytest.raises(DataError, match="could not download .*ptb.valid.txt"):
+        data.download("ptb", tmp_path / "data2")

@@ -1,0 +1,324 @@
+"""The NAO controller: encoder E, performance predictor f and decoder D in one Keras model.
+
+Paper notation -> code:
+  x            architecture token sequence, `tokens` [B, source_length]
+  E(x)         `encode`: embedding, `fold` consecutive token embeddings concatenated per step,
+               an n-layer LSTM, each step output L2-normalised (`outputs` [B, T, H], also the
+               decoder's attention memory), and e_x = L2norm(mean_t outputs) (`embedding` [B, H])
+  f(e_x)       `predict_from`: m x (Dense + ReLU + dropout), Dense(1), sigmoid
+  D(e_x)       `decoder_logits` (teacher forcing) / `greedy_decode` (hard valid-token masks): an
+               LSTM whose (h, c) start at e_x, with attention over the encoder outputs
+  e_x'         `step_outputs`: outputs + lambda * d f / d outputs, re-normalised (the gradient
+               step in the continuous space that generates better architectures)
+
+Attention is the TF original's normalised Bahdanau (context of step t-1 fed with the input of step
+t, LSTM output projected to the vocabulary) or, with `attention="dot"`, the PyTorch original's
+Luong-style dot product (tanh(W [context; h]) projected). Dropout is stateless: its masks are a
+function of an explicit `seed` tensor, so a resumed run draws the same masks as an uninterrupted
+one. The controller always runs in float32.
+"""
+
+import dataclasses
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nao_tf.search_space import SearchSpace
+
+ATTENTIONS = ("bahdanau", "dot")
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    """Controller sizes and training hyper-parameters (defaults: the original CNN NAO-WS script).
+
+    `vocab_size`, `source_length` and `encoder_length` come from the search space
+    (`ControllerConfig.for_space`). `trade_off` is the paper's lambda_mse weighting:
+    loss = trade_off * MSE(f) + (1 - trade_off) * CE(D) + weight_decay * sum ||w||^2 / 2.
+    """
+
+    vocab_size: int
+    source_length: int
+    encoder_length: int
+    emb_size: int = 48
+    hidden_size: int = 96
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    mlp_layers: int = 3
+    mlp_hidden: int = 100
+    encoder_dropout: float = 0.1
+    mlp_dropout: float = 0.1
+    attention: str = "bahdanau"
+    trade_off: float = 0.8
+    weight_decay: float = 1e-4
+    learning_rate: float = 1e-3
+    max_gradient_norm: float = 5.0
+    batch_size: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.source_length % self.encoder_length:
+            raise ValueError(f"source_length {self.source_length} is not a multiple of "
+                             f"encoder_length {self.encoder_length}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+
+    @property
+    def fold(self) -> int:
+        return self.source_length // self.encoder_length
+
+    @classmethod
+    def for_space(cls, space: SearchSpace, **overrides) -> "ControllerConfig":
+        return cls(vocab_size=space.vocab_size, source_length=space.source_length,
+                   encoder_length=space.encoder_length, **overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout whose mask is a pure function of `seed` (int32 [2])."""
+    if rate <= 0.0:
+        return x
+    keep = tf.random.stateless_uniform(tf.shape(x), seed) >= rate
+    return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+
+
+class NormalizedBahdanauAttention(keras.layers.Layer):
+    """score_j = g * v/||v|| . tanh(W_k m_j + W_q h + b)  (Bahdanau et al. with weight norm)."""
+
+    def __init__(self, units: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.memory_layer = keras.layers.Dense(units, use_bias=False, kernel_initializer=_uniform(seed))
+        self.query_layer = keras.layers.Dense(units, use_bias=False, kernel_initializer=_uniform(seed + 1))
+        self.v = self.add_weight(name="v", shape=(units,), initializer=_uniform(seed + 2))
+        self.g = self.add_weight(name="g", shape=(), initializer=keras.initializers.Constant(
+            np.sqrt(1.0 / units)))
+        self.b = self.add_weight(name="b", shape=(units,), initializer="zeros")
+
+    def keys(self, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per-sequence constants: (W_k m + b, g * v / ||v||), computed once per decode."""
+        return self.memory_layer(memory) + self.b, self.g * self.v / tf.norm(self.v)
+
+    def call(self, query: tf.Tensor, memory: tf.Tensor, keys: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        projected_memory, v = keys
+        scores = tf.einsum("bth,h->bt", tf.tanh(projected_memory + self.query_layer(query)[:, None]), v)
+        weights = tf.nn.softmax(scores, axis=-1)
+        return tf.einsum("bt,bth->bh", weights, memory)
+
+
+class DotAttention(keras.layers.Layer):
+    """Luong dot attention: context = softmax(h . m_j) m; output = tanh(W [context; h]).
+
+    The query may be one step [B, H] or all steps [B, L, H]."""
+
+    def __init__(self, units: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.combine = keras.layers.Dense(units, activation="tanh", kernel_initializer=_uniform(seed))
+
+    def keys(self, memory: tf.Tensor) -> tf.Tensor:
+        return memory
+
+    def call(self, query: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+        weights = tf.nn.softmax(tf.einsum("b...h,bth->b...t", query, keys), axis=-1)
+        context = tf.einsum("b...t,bth->b...h", weights, memory)
+        return self.combine(tf.concat([context, query], axis=-1))
+
+
+def _uniform(seed: int) -> keras.initializers.Initializer:
+    return keras.initializers.RandomUniform(-0.1, 0.1, seed=seed)
+
+
+class FusedLSTM(keras.layers.Layer):
+    """An LSTM layer with TF1 `LSTMCell` semantics (forget-gate bias +1, no peepholes, no cell
+    clipping), run by TensorFlow's fused `BlockLSTM` kernel: one op for a whole sequence."""
+
+    def __init__(self, units: int, input_size: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.kernel = self.add_weight(name="kernel", shape=(input_size + units, 4 * units),
+                                      initializer=_uniform(seed))
+        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer="zeros")
+        self._no_peephole = tf.zeros([units])
+
+    def run(self, inputs: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+        """inputs [T, B, in] (time-major), state (h, c) -> (outputs [T, B, H], final (h, c))."""
+        h, c = state
+        out = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.cast(tf.shape(inputs)[0], tf.int64), x=inputs, cs_prev=c, h_prev=h,
+            w=self.kernel.value, wci=self._no_peephole, wcf=self._no_peephole,
+            wco=self._no_peephole, b=self.bias.value, forget_bias=1.0, cell_clip=-1.0,
+            use_peephole=False)
+        return out.h, (out.h[-1], out.cs[-1])
+
+
+class Controller(keras.Model):
+    """Encoder-predictor-decoder. `token_mask` [source_length, vocab_size] (bool) lists the tokens
+    allowed at each position: decoding never emits anything else."""
+
+    def __init__(self, config: ControllerConfig, token_mask: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        c = self.config = config
+        token_mask = np.asarray(token_mask, dtype=bool)
+        if token_mask.shape != (c.source_length, c.vocab_size):
+            raise ValueError(f"token_mask has shape {token_mask.shape}, expected "
+                             f"{(c.source_length, c.vocab_size)}")
+        self.token_mask = token_mask
+        self._logit_bias = tf.constant(np.where(token_mask, 0.0, -np.inf), tf.float32)
+        seeds = iter(range(c.seed * 1000, c.seed * 1000 + 1000))
+        self.encoder_embedding = keras.layers.Embedding(
+            c.vocab_size, c.emb_size, embeddings_initializer=_uniform(next(seeds)), name="enc_emb")
+        self.encoder_layers = [
+            FusedLSTM(c.hidden_size, c.fold * c.emb_size if i == 0 else c.hidden_size,
+                      seed=next(seeds), name=f"enc_lstm_{i}") for i in range(c.encoder_layers)]
+        self.mlp = [keras.layers.Dense(c.mlp_hidden, activation="relu", name=f"mlp_{i}",
+                                       kernel_initializer=_uniform(next(seeds)))
+                    for i in range(c.mlp_layers)]
+        self.regressor = keras.layers.Dense(1, kernel_initializer=_uniform(next(seeds)), name="regressor")
+        self.decoder_embedding = keras.layers.Embedding(
+            c.vocab_size, c.hidden_size, embeddings_initializer=_uniform(next(seeds)), name="dec_emb")
+        feeds_context = c.attention == "bahdanau"
+        self.decoder_layers = [
+            FusedLSTM(c.hidden_size, 2 * c.hidden_size if i == 0 and feeds_context else c.hidden_size,
+                      seed=next(seeds), name=f"dec_lstm_{i}") for i in range(c.decoder_layers)]
+        attention_cls = NormalizedBahdanauAttention if feeds_context else DotAttention
+        self.attention = attention_cls(c.hidden_size, seed=next(seeds), name="attention")
+        self.projection = keras.layers.Dense(c.vocab_size, kernel_initializer=_uniform(next(seeds)),
+                                             name="projection")
+        self._build_all()
+
+    def _build_all(self) -> None:
+        """Creates every variable eagerly (required before tracing, and by checkpoint restore)."""
+        tokens = tf.ones([1, self.config.source_length], tf.int32)
+        self.train_forward(tokens, tokens, training=False, seed=tf.zeros([2], tf.int32))
+
+    # Encoder and predictor.
+
+    def encode(self, tokens: tf.Tensor, training: bool, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """E(x): returns (per-step normalised outputs [B, T, H], embedding e_x [B, H])."""
+        c = self.config
+        x = self.encoder_embedding(tokens)
+        x = tf.transpose(tf.reshape(x, [-1, c.encoder_length, c.fold * c.emb_size]), [1, 0, 2])
+        zeros = tf.zeros([tf.shape(x)[1], c.hidden_size])
+        for layer in self.encoder_layers:
+            x, _ = layer.run(x, (zeros, zeros))
+        outputs = tf.transpose(x, [1, 0, 2])
+        if training:
+            outputs = dropout(outputs, c.encoder_dropout, tf.random.experimental.stateless_fold_in(seed, 1))
+        outputs = tf.math.l2_normalize(outputs, axis=-1)
+        return outputs, self.pool(outputs)
+
+    @staticmethod
+    def pool(outputs: tf.Tensor) -> tf.Tensor:
+        """e_x = L2norm(mean over encoder steps)."""
+        return tf.math.l2_normalize(tf.reduce_mean(outputs, axis=1), axis=-1)
+
+    def predict_from(self, embedding: tf.Tensor, training: bool = False,
+                     seed: tf.Tensor | None = None) -> tf.Tensor:
+        """f(e_x) in (0, 1): predicted normalised score, higher is better. Shape [B]."""
+        h = embedding
+        for i, dense in enumerate(self.mlp):
+            h = dense(h)
+            if training:
+                h = dropout(h, self.config.mlp_dropout,
+                            tf.random.experimental.stateless_fold_in(seed, 10 + i))
+        return tf.sigmoid(self.regressor(h))[:, 0]
+
+    # Decoder.
+
+    def _decoder_step(self, prev_token, states, attention_in, memory, keys):
+        """One decoder step; returns (logits, new states, attention input for the next step)."""
+        h = self.decoder_embedding(prev_token)
+        if self.config.attention == "bahdanau":
+            h = tf.concat([h, attention_in], axis=-1)
+        h = h[None]
+        new_states = []
+        for layer, state in zip(self.decoder_layers, states):
+            h, state = layer.run(h, state)
+            new_states.append(state)
+        h = h[0]
+        if self.config.attention == "bahdanau":
+            return self.projection(h), new_states, self.attention(h, memory, keys)
+        return self.projection(self.attention(h, memory, keys)), new_states, attention_in
+
+    def _initial_decoder_state(self, embedding):
+        """(h, c) = (e_x, e_x) in every decoder layer; no attention context yet."""
+        return [(embedding, embedding) for _ in self.decoder_layers], tf.zeros_like(embedding)
+
+    def decoder_logits(self, outputs: tf.Tensor, embedding: tf.Tensor,
+                       decoder_inputs: tf.Tensor) -> tf.Tensor:
+        """Teacher-forced D: logits [B, L, V] given the inputs [<sos>, x_1 .. x_{L-1}]."""
+        keys = self.attention.keys(outputs)
+        states, attention_in = self._initial_decoder_state(embedding)
+        inputs = self.decoder_embedding(decoder_inputs)
+        if self.config.attention == "dot":
+            # No input feeding: the LSTM runs over the whole sequence, attention over all steps.
+            h = tf.transpose(inputs, [1, 0, 2])
+            for layer, state in zip(self.decoder_layers, states):
+                h, _ = layer.run(h, state)
+            return self.projection(self.attention(tf.transpose(h, [1, 0, 2]), outputs, keys))
+        hidden = []
+        for t in range(self.config.source_length):
+            h = tf.concat([inputs[:, t], attention_in], axis=-1)[None]
+            new_states = []
+            for layer, state in zip(self.decoder_layers, states):
+                h, state = layer.run(h, state)
+                new_states.append(state)
+            states = new_states
+            attention_in = self.attention(h[0], outputs, keys)
+            hidden.append(h[0])
+        return self.projection(tf.stack(hidden, axis=1))
+
+    def greedy_decode(self, outputs: tf.Tensor, embedding: tf.Tensor) -> tf.Tensor:
+        """Masked greedy D: at each position the best *allowed* token (others get -inf)."""
+        keys = self.attention.keys(outputs)
+        states, attention_in = self._initial_decoder_state(embedding)
+        token = tf.zeros([tf.shape(embedding)[0]], tf.int32)
+        tokens = []
+        for t in range(self.config.source_length):
+            logits, states, attention_in = self._decoder_step(token, states, attention_in, outputs, keys)
+            token = tf.argmax(logits + self._logit_bias[t], axis=-1, output_type=tf.int32)
+            tokens.append(token)
+        return tf.stack(tokens, axis=1)
+
+    def step_logits(self, prev_token, states, attention_in, memory, keys, position: int):
+        """Masked log-probabilities of one step (for beam search)."""
+        logits, states, attention_in = self._decoder_step(prev_token, states, attention_in, memory, keys)
+        return tf.nn.log_softmax(logits) + self._logit_bias[position], states, attention_in
+
+    # Whole-model passes.
+
+    def train_forward(self, tokens: tf.Tensor, decoder_inputs: tf.Tensor, training: bool,
+                      seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(f(E(x)) [B], D logits [B, L, V]) with teacher forcing."""
+        outputs, embedding = self.encode(tokens, training, seed)
+        prediction = self.predict_from(embedding, training, seed)
+        return prediction, self.decoder_logits(outputs, embedding, decoder_inputs)
+
+    def step_outputs(self, outputs: tf.Tensor, step_size: tf.Tensor) -> tf.Tensor:
+        """outputs' = L2norm(outputs + lambda * d f(pool(outputs)) / d outputs)."""
+        with tf.GradientTape() as tape:
+            tape.watch(outputs)
+            score = tf.reduce_sum(self.predict_from(self.pool(outputs)))
+        gradient = tape.gradient(score, outputs)
+        return tf.math.l2_normalize(outputs + step_size * gradient, axis=-1)
+
+
+def decoder_inputs_for(tokens: tf.Tensor) -> tf.Tensor:
+    """Teacher-forcing inputs: [<sos>=0, x_1, ..., x_{L-1}]."""
+    return tf.concat([tf.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+
+
+def token_mask_from(space: SearchSpace) -> np.ndarray:
+    return np.asarray(space.valid_token_mask(), dtype=bool)
+
+
+def controller_for(space: SearchSpace, **overrides) -> Controller:
+    """A controller sized for `space` (overrides: any `ControllerConfig` field)."""
+    return Controller(ControllerConfig.for_space(space, **overrides), token_mask_from(space))
+
+
+def as_tokens(rows: Sequence[Sequence[int]] | np.ndarray) -> tf.Tensor:
+    return tf.convert_to_tensor(np.asarray(rows, dtype=np.int32))

@@ -1,0 +1,132 @@
+"""Inference with a trained controller: prediction, reconstruction, and NAO's generation.
+
+Generation (paper section 3.3): for each seed architecture x, take the encoder outputs, step them
+by lambda along the gradient of the predictor f (outputs' = outputs + lambda * df/doutputs,
+re-normalised), and decode D(e_x') with hard valid-token masks. `generate_new` raises lambda until
+N architectures are found that were never evaluated before.
+"""
+
+import dataclasses
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nao_tf.controller import Controller
+from nao_tf.search_space import SearchSpace
+
+
+class ControllerInference:
+    """Compiled inference functions of one controller (each traced once, any batch size)."""
+
+    def __init__(self, model: Controller, beam_width: int = 0):
+        self.model = model
+        self.beam_width = beam_width
+        length = model.config.source_length
+        tokens = tf.TensorSpec([None, length], tf.int32)
+        outputs = tf.TensorSpec([None, model.config.encoder_length, model.config.hidden_size], tf.float32)
+        self._zero_seed = tf.zeros([2], tf.int32)
+        self._encode = tf.function(lambda x: model.encode(x, False, self._zero_seed)[0],
+                                   input_signature=[tokens])
+        self._predict = tf.function(self._predict_fn, input_signature=[tokens])
+        self._decode = tf.function(self._decode_fn, input_signature=[outputs])
+        self._step_decode = tf.function(self._step_decode_fn,
+                                        input_signature=[tokens, tf.TensorSpec([], tf.float32)])
+
+    def _predict_fn(self, tokens):
+        return self.model.predict_from(self.model.encode(tokens, False, self._zero_seed)[1])
+
+    def _decode_fn(self, outputs):
+        if self.beam_width > 1:
+            return beam_decode(self.model, outputs, self.beam_width)
+        return self.model.greedy_decode(outputs, self.model.pool(outputs))
+
+    def _step_decode_fn(self, tokens, step_size):
+        outputs = self.model.step_outputs(self.model.encode(tokens, False, self._zero_seed)[0], step_size)
+        return self._decode_fn(outputs), self.model.predict_from(self.model.pool(outputs))
+
+    def predict(self, tokens: np.ndarray) -> np.ndarray:
+        """f(E(x)): predicted normalised score (1 = best) for each row of tokens [N, L]."""
+        return self._predict(np.asarray(tokens, np.int32)).numpy()
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        return self._encode(np.asarray(tokens, np.int32)).numpy()
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        """D from encoder outputs [N, T, H] (normalised per step): token rows [N, L]."""
+        return self._decode(np.asarray(outputs, np.float32)).numpy()
+
+    def reconstruct(self, tokens: np.ndarray) -> np.ndarray:
+        """D(E(x)) with lambda = 0."""
+        return self.decode(self.encode(tokens))
+
+    def step_and_decode(self, tokens: np.ndarray, step_size: float) -> tuple[np.ndarray, np.ndarray]:
+        """(decoded tokens of e_x', f(e_x')) after one gradient step of size lambda from each x."""
+        decoded, predicted = self._step_decode(np.asarray(tokens, np.int32), np.float32(step_size))
+        return decoded.numpy(), predicted.numpy()
+
+
+def beam_decode(model: Controller, outputs: tf.Tensor, width: int) -> tf.Tensor:
+    """Masked beam search over D; returns the most probable valid sequence per row."""
+    length, vocab = model.config.source_length, model.config.vocab_size
+    batch = tf.shape(outputs)[0]
+    memory = tf.repeat(outputs, width, axis=0)
+    keys = model.attention.keys(memory)
+    states, attention_in = model._initial_decoder_state(model.pool(memory))
+    scores = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -np.inf)], 0)[None], [batch, 1])
+    token = tf.zeros([batch * width], tf.int32)
+    sequences = tf.zeros([batch * width, 0], tf.int32)
+    for t in range(length):
+        log_probs, states, attention_in = model.step_logits(token, states, attention_in, memory, keys, t)
+        total = tf.reshape(tf.reshape(scores, [-1, 1]) + log_probs, [batch, width * vocab])
+        scores, best = tf.math.top_k(total, k=width)
+        parent = tf.reshape(tf.range(batch)[:, None] * width + best // vocab, [-1])
+        token = tf.reshape(best % vocab, [-1])
+        states = [[tf.gather(s, parent) for s in layer] for layer in states]
+        attention_in = tf.gather(attention_in, parent)
+        sequences = tf.concat([tf.gather(sequences, parent), token[:, None]], axis=1)
+    return tf.reshape(sequences, [batch, width, length])[:, 0]
+
+
+@dataclasses.dataclass
+class Generated:
+    archs: list  # new architectures, best predicted first
+    predicted: list[float]  # f(E(arch)): the predictor's score of each decoded architecture
+    step_size: float  # the last lambda tried
+
+
+def step_sizes(maximum: float, increment: float = 1.0) -> list[float]:
+    """The original's lambda schedule: increment, 2 * increment, ..., up to maximum."""
+    count = int(round(maximum / increment))
+    return [increment * (k + 1) for k in range(count)]
+
+
+def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequence[Hashable],
+                 count: int, seen_keys: Iterable[str], lambdas: Sequence[float],
+                 oversample: float = 1.0) -> Generated:
+    """Decodes from `seeds` with growing lambda (each a single step from the seeds' embeddings)
+    until `ceil(oversample * count)` architectures are found whose canonical keys are neither in
+    `seen_keys` (everything ever evaluated or pooled) nor found before; returns the `count` of
+    them that the predictor rates best. `oversample=1` keeps the first found, as the original.
+    Stops early when the lambdas run out; the result may then hold fewer."""
+    tokens = space.encode(seeds)
+    keys = set(seen_keys)
+    wanted = int(np.ceil(oversample * count))
+    found: list = []
+    step_size = 0.0
+    for step_size in lambdas:
+        decoded, _ = inference.step_and_decode(tokens, step_size)
+        for row in decoded:
+            arch = space.from_tokens([int(t) for t in row])
+            key = space.canonical_key(arch)
+            if key not in keys:
+                keys.add(key)
+                found.append(arch)
+        if len(found) >= wanted:
+            break
+    found = found[:wanted]
+    if not found:
+        return Generated([], [], step_size)
+    predicted = inference.predict(space.encode(found))
+    best = np.argsort(-predicted, kind="stable")[:count]
+    return Generated([found[i] for i in best], [float(predicted[i]) for i in best], step_size)

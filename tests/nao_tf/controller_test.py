@@ -1,0 +1,142 @@
+"""The controller on a synthetic space whose score function is known (defined here)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nao_tf.benchmarks.synthetic import SyntheticSpace
+from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.generate import ControllerInference, generate_new
+from nao_tf.metrics import hamming_distance, pairwise_accuracy
+
+SPACE = SyntheticSpace(num_nodes=5, choices=5)
+_WEIGHTS = np.random.default_rng(7).normal(size=[SPACE.num_nodes, 2, SPACE.vocab_size])
+
+
+def known_score(arch) -> float:
+    """Additive over (node, input) and (node, op); invariant to swapping a node's branches."""
+    x = np.asarray(arch).reshape(-1, 2, 2)
+    nodes = np.arange(len(x))[:, None]
+    return float((_WEIGHTS[nodes, 0, x[:, :, 0]] + _WEIGHTS[nodes, 1, x[:, :, 1]]).sum())
+
+
+def _config(**overrides) -> ControllerConfig:
+    defaults = dict(attention="dot", batch_size=20, learning_rate=3e-3, seed=1)
+    return ControllerConfig.for_space(SPACE, **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(0)
+    archs = SPACE.sample_unique(800, rng)
+    tokens = SPACE.encode(archs)
+    scores = np.array([known_score(a) for a in archs])
+    model = Controller(_config(), SPACE.valid_token_mask())
+    trainer = ControllerTrainer(model, augment=SPACE.random_equivalent)
+    trainer.fit(tokens[:300], normalize_scores(scores[:300], True), epochs=60, rng=rng)
+    trainer.fit(tokens[:300], normalize_scores(scores[:300], True), epochs=60, rng=rng)
+    return trainer, ControllerInference(model), tokens, scores
+
+
+def test_predictor_ranks_unseen_architectures(trained):
+    _, inference, tokens, scores = trained
+    assert pairwise_accuracy(scores[300:], inference.predict(tokens[300:])) >= 0.85
+
+
+def test_reconstructs_training_architectures_exactly(trained):
+    _, inference, tokens, _ = trained
+    assert hamming_distance(tokens[:300], inference.reconstruct(tokens[:300])) == 0.0
+
+
+def test_train_step_traced_once_across_epochs_and_calls(trained):
+    trainer, _, tokens, scores = trained
+    trainer.fit(tokens[:7], normalize_scores(scores[:7], True), epochs=2, rng=np.random.default_rng(1))
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+
+
+def test_predicted_score_of_generated_archs_grows_with_lambda(trained):
+    """f(e_x') rises with lambda, and decoding at moderate lambda improves weak seeds for real."""
+    _, inference, tokens, scores = trained
+    seeds = tokens[np.argsort(scores[:300])[:50]]
+    predicted = [inference.step_and_decode(seeds, lam)[1].mean() for lam in [0.0, 0.5, 1.0, 2.0, 5.0]]
+    assert all(b > a for a, b in zip(predicted, predicted[1:])), predicted
+    true_scores = [np.mean([known_score(a) for a in inference.step_and_decode(seeds, lam)[0]])
+                   for lam in [0.0, 10.0]]
+    assert true_scores[1] > true_scores[0] + 1.0, true_scores
+
+
+def test_generate_new_finds_unseen_better_archs(trained):
+    _, inference, tokens, scores = trained
+    archs = SPACE.decode(tokens[:300])
+    order = np.argsort(-scores[:300])
+    seeds = [archs[i] for i in order[:50]]
+    seen = {SPACE.canonical_key(a) for a in archs}
+    result = generate_new(inference, SPACE, seeds, count=40, seen_keys=seen,
+                          lambdas=[1.0 * k for k in range(1, 31)])
+    assert len(result.archs) == 40
+    keys = [SPACE.canonical_key(a) for a in result.archs]
+    assert len(set(keys)) == 40 and not set(keys) & seen
+    assert np.mean([known_score(a) for a in result.archs]) > np.mean(scores[:300])
+
+
+def test_random_embeddings_always_decode_to_valid_architectures(trained):
+    _, inference, _, _ = trained
+    config = inference.model.config
+    outputs = np.random.default_rng(3).normal(size=[10_000, config.encoder_length, config.hidden_size])
+    outputs /= np.linalg.norm(outputs, axis=-1, keepdims=True)
+    decoded = inference.decode(outputs.astype(np.float32))
+    mask = SPACE.valid_token_mask()
+    assert mask[np.arange(SPACE.source_length)[None, :], decoded].all()
+    assert len(SPACE.decode(decoded)) == 10_000
+
+
+def test_untrained_decoder_without_masks_would_be_invalid():
+    """The validity above comes from the masks: the raw argmax is often invalid."""
+    model = Controller(_config(), SPACE.valid_token_mask())
+    outputs, embedding = model.encode(tf.constant(SPACE.encode(SPACE.sample_unique(200, np.random.default_rng(0)))),
+                                      False, tf.zeros([2], tf.int32))
+    unmasked = Controller(_config(), np.ones_like(SPACE.valid_token_mask()))
+    unmasked.set_weights(model.get_weights())
+    raw = unmasked.greedy_decode(outputs, embedding).numpy()
+    assert not SPACE.valid_token_mask()[np.arange(SPACE.source_length)[None, :], raw].all()
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "dot"])
+def test_beam_search_decodes_valid_sequences(trained, attention):
+    model = Controller(_config(attention=attention), SPACE.valid_token_mask())
+    greedy, beam = ControllerInference(model), ControllerInference(model, beam_width=4)
+    tokens = trained[2][:16]
+    decoded = beam.reconstruct(tokens)
+    assert SPACE.valid_token_mask()[np.arange(SPACE.source_length)[None, :], decoded].all()
+    assert decoded.shape == greedy.reconstruct(tokens).shape
+
+
+def test_bahdanau_controller_trains(trained):
+    tokens, scores = trained[2][:60], trained[3][:60]
+    model = Controller(_config(attention="bahdanau"), SPACE.valid_token_mask())
+    trainer = ControllerTrainer(model)
+    first = trainer.fit(tokens, normalize_scores(scores, True), epochs=1, rng=np.random.default_rng(0))
+    last = trainer.fit(tokens, normalize_scores(scores, True), epochs=15, rng=np.random.default_rng(0))
+    assert last["loss"] < 0.8 * first["loss"]
+
+
+def test_save_restore_is_bit_exact(trained, tmp_path):
+    trainer, inference, tokens, scores = trained
+    path = trainer.save(str(tmp_path / "ckpt"))
+    batch = tokens[:20], normalize_scores(scores[:20], True)
+    restored = ControllerTrainer(Controller(_config(), SPACE.valid_token_mask()))
+    restored.train_step(*batch)  # moves weights and optimizer state away from the saved ones
+    restored.restore(path)
+    for a, b in zip(trainer.model.weights + trainer.optimizer.variables,
+                    restored.model.weights + restored.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(inference.predict(tokens[:50]),
+                                  ControllerInference(restored.model).predict(tokens[:50]))
+    np.testing.assert_array_equal(trainer.train_step(*batch)["loss"], restored.train_step(*batch)["loss"])
+
+
+def test_normalize_scores_direction():
+    np.testing.assert_allclose(normalize_scores([1.0, 3.0, 2.0], True), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(normalize_scores([1.0, 3.0, 2.0], False), [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(normalize_scores([2.0, 2.0], False), [0.5, 0.5])

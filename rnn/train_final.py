@@ -64,7 +64,6 @@ class TrainParams:
     dropoutx: float = 0.75
     dropouti: float = 0.2
     dropoute: float = 0.0
-    alpha: float = 0.0
     beta: float = 1e-3
     wdecay: float = 8e-7
     nonmono: int = 5
@@ -87,7 +86,7 @@ _HELP = dict(
     epochs="training epochs", dropout="locked dropout on the cell output",
     dropouth="variational dropout on h_{t-1} and node inputs",
     dropoutx="variational dropout on x_t", dropouti="locked dropout on the embedding output",
-    dropoute="embedding (word) dropout", alpha="activation regularisation (AR) weight",
+    dropoute="embedding (word) dropout",
     beta="temporal activation regularisation (TAR) weight", wdecay="coupled L2 weight decay",
     nonmono="non-improving epochs before switching to averaged SGD", seed="random seed",
     log_interval="steps between progress lines", jit_compile="XLA-compile the training step",
@@ -131,7 +130,7 @@ class FinalTrainer:
             variables = [v.value for v in self.model.trainable_variables]
             self.average = WeightAverage(variables)
         self.lm = LMStep(self.model, self.strategy, params.batch_size, params.clip, params.wdecay,
-                         params.beta, params.alpha, self.average, params.jit_compile)
+                         params.beta, self.average, params.jit_compile)
         self.ckpt = tf.train.Checkpoint(model=self.model, average=self.average)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.out / "ckpt"), max_to_keep=2)
         self.best_ckpt = tf.train.Checkpoint(model=self.model)
@@ -148,6 +147,9 @@ class FinalTrainer:
     def _load_or_init_state(self) -> dict[str, Any]:
         state_path = self.out / "train_state.json"
         identity = self._model_identity()
+        self.out.mkdir(parents=True, exist_ok=True)
+        flags_record = dataclasses.asdict(self.p)
+        flags_record.pop("overwrite")
         if state_path.exists():
             state = read_json(state_path)
             for key in MODEL_KEYS:
@@ -155,18 +157,24 @@ class FinalTrainer:
                     raise StateError(
                         f"{self.out} holds a run with {key}={state['model'].get(key)!r}, not "
                         f"{identity[key]!r}; use another --output_dir or --overwrite")
-            self.ckpt.restore(state["checkpoint"]).assert_existing_objects_matched()
+            self._restore(state)
             logging.info("resuming %s after epoch %d", self.out, state["epoch"])
+            atomic_write_json(self.out / "flags.json", flags_record)
             return state
-        self.out.mkdir(parents=True, exist_ok=True)
-        flags_record = dataclasses.asdict(self.p)
-        flags_record.pop("overwrite")
         atomic_write_json(self.out / "flags.json", flags_record)
         state = {"model": identity, "epoch": 0, "val_history": [], "best_val_loss": math.inf,
                  "best_epoch": 0, "switched_at_epoch": None, "rollbacks": 0,
-                 "checkpoint": self.manager.save(checkpoint_number=0), "train_seconds": 0.0}
+                 "checkpoint": self._save(0), "train_seconds": 0.0}
         self._write_state(state)
         return state
+
+    def _save(self, epoch: int) -> str:
+        """Saves the full state; returns the checkpoint's name inside ckpt/."""
+        return Path(self.manager.save(checkpoint_number=epoch)).name
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.ckpt.restore(str(self.out / "ckpt" / state["checkpoint"])) \
+            .assert_existing_objects_matched()
 
     def _write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.out / "train_state.json", state)
@@ -217,7 +225,7 @@ class FinalTrainer:
                 f"--clip, then re-run the same command to resume from epoch {self.state['epoch']}")
         logging.warning("%s; rolling back to the checkpoint after epoch %d (rollback %d of %d)",
                         err, self.state["epoch"], failures, self.p.max_rollbacks)
-        self.ckpt.restore(self.state["checkpoint"]).assert_existing_objects_matched()
+        self._restore(self.state)
 
     def _validate_and_checkpoint(self, epoch: int, train_loss: float, tokens_per_s: float) -> None:
         """Validation (averaged weights under ASGD), best model, NT-ASGD switch, state."""
@@ -237,7 +245,7 @@ class FinalTrainer:
                 self.average.active.assign(True)
             st["val_history"].append(val_loss)
         st["epoch"] = epoch
-        st["checkpoint"] = self.manager.save(checkpoint_number=epoch)
+        st["checkpoint"] = self._save(epoch)
         self._write_state(st)
         write_scalars(self.writer, epoch, {
             "train/loss": train_loss, "train/ppl": perplexity(train_loss),

@@ -110,13 +110,13 @@ class LMStep:
     """
 
     def __init__(self, model: RNNModel, strategy: tf.distribute.Strategy, batch_size: int,
-                 clip: float, wdecay: float, beta: float, alpha: float = 0.0,
-                 average: WeightAverage | None = None, jit_compile: bool = False):
+                 clip: float, wdecay: float, beta: float, average: WeightAverage | None = None,
+                 jit_compile: bool = False):
         replicas = strategy.num_replicas_in_sync
         if batch_size % replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
         self.model, self.strategy = model, strategy
-        self.clip, self.wdecay, self.beta, self.alpha = clip, wdecay, beta, alpha
+        self.clip, self.wdecay, self.beta = clip, wdecay, beta
         self.average = average
         self._cols = batch_size // replicas
         self._vars = [v.value for v in model.trainable_variables]
@@ -132,15 +132,13 @@ class LMStep:
 
     def loss_fn(self, x: tf.Tensor, y: tf.Tensor, hidden: tf.Tensor,
                 training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(mean NLL, NLL + AR + TAR, next hidden) for one segment."""
+        """(mean NLL, NLL + TAR, next hidden) for one segment."""
         logits, raw, hidden = self.model(x, hidden, training=training)
         nll = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         total = nll
         if training and self.beta > 0:
             total += tar_penalty(raw, self.beta)
-        if training and self.alpha > 0:
-            total += self.alpha * tf.reduce_mean(tf.square(raw))
         return nll, total, hidden
 
     def _replica_step(self, x, y, hidden):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from nao_tf.errors import NaoError, StateError
@@ -34,7 +35,10 @@ def test_short_run_lowers_validation_perplexity(corpus_dir, tmp_path):
     assert results["test_batch_size"] == 1 and np.isfinite(results["test_ppl"])
     assert json.loads((out / "results.json").read_text()) == results
     assert json.loads((out / "flags.json").read_text())["emsize"] == 16
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    events = list((out / "tb").glob("events.out.tfevents.*"))
+    tags = {v.tag for f in events for e in tf.compat.v1.train.summary_iterator(str(f))
+            for v in e.summary.value}
+    assert {"train/ppl", "train/tokens_per_sec", "valid/ppl", "asgd", "test/ppl"} <= tags
     # The evaluate entry point reproduces the test perplexity from the best checkpoint.
     assert evaluate_run(out)["test_ppl"] == pytest.approx(results["test_ppl"], rel=1e-5)
 

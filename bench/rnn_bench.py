@@ -5,7 +5,9 @@
 
 Times `LMStep.train_step` (forward, backward, clip, decay, SGD update, hidden-state carry) on
 random token ids, after warm-up steps, for each variant in --variants: `graph` (tf.function, one
-trace for every BPTT length) and `xla` (the same step with jit_compile=True). Prints a table.
+trace for every BPTT length) and `xla` (the same step with jit_compile=True). Prints a table with
+wall-clock tokens/s and tokens per CPU-second of this process (less sensitive to other load on
+a shared machine), and the load average before and after.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ flags.DEFINE_list("variants", ["graph", "xla"], "graph and/or xla")
 FLAGS = flags.FLAGS
 
 
-def bench_variant(jit: bool) -> tuple[float, float, int]:
-    """(tokens/s, ms/step, params) for one variant."""
+def bench_variant(jit: bool) -> tuple[float, float, float, int]:
+    """(tokens/s, tokens per CPU-second, ms/step, params) for one variant."""
     strategy = get_strategy()
     arch, _ = resolve_arch(FLAGS.arch)
     params = dict(CONFIGS["ptb"], emsize=FLAGS.emsize)
@@ -56,12 +58,14 @@ def bench_variant(jit: bool) -> tuple[float, float, int]:
     for _ in range(FLAGS.warmup):
         loss, hidden = step.train_step(x, y, hidden, 20.0)
     float(loss)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(FLAGS.steps):
         loss, hidden = step.train_step(x, y, hidden, 20.0)
     float(loss)
     seconds = (time.perf_counter() - start) / FLAGS.steps
-    return FLAGS.bptt * FLAGS.batch_size / seconds, 1000 * seconds, count_params(model)
+    cpu_seconds = (time.process_time() - cpu_start) / FLAGS.steps
+    tokens = FLAGS.bptt * FLAGS.batch_size
+    return tokens / seconds, tokens / cpu_seconds, 1000 * seconds, count_params(model)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -69,10 +73,13 @@ def main(argv: Sequence[str]) -> None:
     print(f"RNN LM train step: V={FLAGS.vocab} d={FLAGS.emsize} B={FLAGS.batch_size} "
           f"T={FLAGS.bptt} arch={FLAGS.arch}; {FLAGS.warmup} warm-up + {FLAGS.steps} timed steps; "
           f"TF {tf.__version__}, devices {[d.name for d in tf.config.list_logical_devices()]}")
-    print(f"| variant | params | ms/step | tokens/s |\n|---|---|---|---|")
+    print(f"load average before: {os.getloadavg()[0]:.1f}, CPUs: {os.cpu_count()}")
+    print("| variant | params | ms/step | tokens/s | tokens per CPU-second |\n|---|---|---|---|---|")
     for variant in FLAGS.variants:
-        tokens_per_s, ms, n_params = bench_variant(jit=variant == "xla")
-        print(f"| {variant} | {n_params / 1e6:.2f}M | {ms:.0f} | {tokens_per_s:.0f} |", flush=True)
+        tokens_per_s, tokens_per_cpu_s, ms, n_params = bench_variant(jit=variant == "xla")
+        print(f"| {variant} | {n_params / 1e6:.2f}M | {ms:.0f} | {tokens_per_s:.0f} | "
+              f"{tokens_per_cpu_s:.0f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

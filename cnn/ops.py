@@ -24,9 +24,91 @@ def channel_axis() -> int:
     return 1 if keras.config.image_data_format() == "channels_first" else -1
 
 
-def batch_norm(sync_bn: bool, **kwargs) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(axis=channel_axis(), momentum=BN_MOMENTUM,
-                                           epsilon=BN_EPSILON, synchronized=sync_bn, **kwargs)
+def _channel_sum(t: tf.Tensor, channels_first: bool) -> tf.Tensor:
+    """Per-channel sum over batch and space; a [1, M] x [M, C] product is several times faster on
+    CPU than a strided reduction."""
+    if channels_first:
+        return tf.reduce_sum(t, [0, 2, 3])
+    flat = tf.reshape(t, [-1, tf.shape(t)[-1]])
+    return tf.reshape(tf.matmul(tf.ones([1, tf.shape(flat)[0]], t.dtype), flat), [-1])
+
+
+def _batch_norm_train(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float,
+                      channels_first: bool):
+    """(y, batch mean, batch variance) of float32 `x`, with a closed-form gradient: two passes
+    forward, three backward, instead of the dozen elementwise ops of the autodiff graph."""
+    shape = [1, -1, 1, 1] if channels_first else [1, 1, 1, -1]
+
+    @tf.custom_gradient
+    def core(x, gamma, beta):
+        n = tf.cast(tf.size(x) // tf.size(gamma), tf.float32)
+        mean = _channel_sum(x, channels_first) / n
+        var = tf.maximum(_channel_sum(tf.square(x), channels_first) / n - tf.square(mean), 0.0)
+        inv = tf.math.rsqrt(var + epsilon)
+        scale = gamma * inv
+        y = x * tf.reshape(scale, shape) + tf.reshape(beta - mean * scale, shape)
+
+        def grad(dy, unused_dmean, unused_dvar):
+            sum_dy = _channel_sum(dy, channels_first)
+            d_gamma = inv * (_channel_sum(dy * x, channels_first) - mean * sum_dy)
+            k_x = -scale * inv * d_gamma / n
+            k_0 = -scale * sum_dy / n - k_x * mean
+            dx = dy * tf.reshape(scale, shape) + (x * tf.reshape(k_x, shape)
+                                                  + tf.reshape(k_0, shape))
+            return dx, d_gamma, sum_dy
+
+        return (y, mean, var), grad
+
+    return core(x, gamma, beta)
+
+
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation over batch and space (momentum 0.9, epsilon 1e-5), computed in float32.
+
+    Same maths as `keras.layers.BatchNormalization` (biased batch variance in training; moving
+    averages for inference), with a hand-written gradient that makes the training step about 2x
+    faster on CPU, where batch norm dominates these networks.
+    """
+
+    def __init__(self, momentum: float = BN_MOMENTUM, epsilon: float = BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.channels_first = channel_axis() == 1
+
+    def build(self, input_shape):
+        shape = (input_shape[1 if self.channels_first else -1],)
+        self.gamma = self.add_weight(shape=shape, name="gamma", initializer="ones", autocast=False)
+        self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros", autocast=False)
+        self.moving_mean = self.add_weight(shape=shape, name="moving_mean", initializer="zeros",
+                                           trainable=False, autocast=False)
+        self.moving_variance = self.add_weight(shape=shape, name="moving_variance",
+                                               initializer="ones", trainable=False, autocast=False)
+
+    def call(self, x, training=False):
+        dtype = x.dtype
+        x32 = tf.cast(x, tf.float32)
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        if training:
+            y, mean, var = _batch_norm_train(x32, gamma, beta, self.epsilon, self.channels_first)
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m
+                                        + tf.stop_gradient(var) * (1.0 - m))
+        else:
+            shape = [1, -1, 1, 1] if self.channels_first else [1, 1, 1, -1]
+            scale = gamma * tf.math.rsqrt(tf.convert_to_tensor(self.moving_variance) + self.epsilon)
+            shift = beta - tf.convert_to_tensor(self.moving_mean) * scale
+            y = x32 * tf.reshape(scale, shape) + tf.reshape(shift, shape)
+        return tf.cast(y, dtype)
+
+
+def batch_norm(sync_bn: bool) -> keras.layers.Layer:
+    """The BN of every op: the fast `BatchNorm`, or Keras' synchronized BN across replicas."""
+    if sync_bn:
+        return keras.layers.BatchNormalization(axis=channel_axis(), momentum=BN_MOMENTUM,
+                                               epsilon=BN_EPSILON, synchronized=True)
+    return BatchNorm()
 
 
 class ReLUConvBN(keras.layers.Layer):
@@ -147,4 +229,4 @@ def drop_path(x: tf.Tensor, keep_prob: tf.Tensor) -> tf.Tensor:
     keep_prob = tf.cast(keep_prob, x.dtype)
     shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
     mask = tf.floor(keep_prob + tf.random.uniform(shape, dtype=x.dtype))
-    return x / keep_prob * mask
+    return x * (mask / keep_prob)

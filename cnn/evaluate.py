@@ -1,0 +1,81 @@
+"""Evaluate a network trained by `cnn.train_final` on the CIFAR test (or validation) set.
+
+    python -m cnn.evaluate --output_dir=runs/nao_ws_c10 [--data_dir=...] [--eval_split=test]
+
+Rebuilds the network from the run's flags.json, restores its latest checkpoint and writes
+`eval_results.json` (accuracy, loss, image count) into --output_dir. The data flags default to the
+run's own; give --data_dir to evaluate on data stored elsewhere.
+"""
+
+import os
+from typing import Any, Sequence
+
+from absl import flags
+
+from nao_tf import cli
+from nao_tf.errors import DataError, StateError
+from nao_tf.io import atomic_write_json, read_json
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output_dir", None, "Run directory written by cnn.train_final (required).")
+flags.DEFINE_string("data_dir", None, "Data directory (default: the run's --data_dir).")
+flags.DEFINE_enum("eval_split", "test", ["test", "valid"], "Which split to evaluate.")
+flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch.")
+
+
+def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
+    """The network of `run_dir` (built from its flags.json) with its latest checkpoint's weights."""
+    import keras
+    import tensorflow as tf
+
+    from cnn.model import NASNetwork
+    from cnn.search_space import ANY_SPACE
+
+    settings = settings or read_json(os.path.join(run_dir, "flags.json"))
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        raise StateError(f"{checkpoint_dir}: no checkpoint; train first with cnn.train_final")
+    keras.config.set_image_data_format(settings["data_format"])
+    num_classes = 100 if settings["dataset"] == "cifar100" else 10
+    model = NASNetwork(ANY_SPACE.parse(settings["arch"]), settings["num_cells"],
+                       settings["filters"], num_classes, use_aux_head=settings["use_aux_head"],
+                       stem_multiplier=settings["stem_multiplier"])
+    model.build_now()
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    if not FLAGS.output_dir:
+        raise StateError("--output_dir is required: the run directory of cnn.train_final")
+    settings = read_json(os.path.join(FLAGS.output_dir, "flags.json"))
+
+    from cnn import data as data_lib
+    from cnn.training import OptimConfig, Trainer
+    from nao_tf.distribute import get_strategy
+
+    data = data_lib.load(settings["dataset"], FLAGS.data_dir or settings["data_dir"],
+                         settings["data_source"],
+                         "search" if FLAGS.eval_split == "valid" else settings["split"],
+                         settings["num_valid"],
+                         (settings["synthetic_train_images"], settings["synthetic_test_images"]),
+                         seed=settings["seed"] or 0)
+    split = data.valid if FLAGS.eval_split == "valid" else data.test
+    if split is None:
+        raise DataError(f"{FLAGS.data_dir or settings['data_dir']}: no {FLAGS.eval_split} images "
+                        "(for test: the test_batch / test file)")
+    strategy = get_strategy()
+    trainer = Trainer(strategy, lambda: load_trained_model(FLAGS.output_dir, settings),
+                      OptimConfig(epochs=1, steps_per_epoch=1), FLAGS.eval_batch_size)
+    metrics = trainer.evaluate(data_lib.eval_dataset(split, FLAGS.eval_batch_size, data.mean,
+                                                     data.std))
+    metrics["split"] = FLAGS.eval_split
+    atomic_write_json(os.path.join(FLAGS.output_dir, "eval_results.json"), metrics)
+    print(f"{FLAGS.eval_split} accuracy {metrics['accuracy']:.4f} on {metrics['images']} images")
+
+
+if __name__ == "__main__":
+    cli.run(main)

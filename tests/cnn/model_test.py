@@ -1,0 +1,87 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn import ops
+from cnn.model import NASNetwork, count_params
+from cnn.search_space import ANY_SPACE, named_arch
+
+# A cheap cell (few convs) for tests of the network's wiring; every op kind appears once.
+SMALL_ARCH = ANY_SPACE.parse("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
+                             "0 4 1 3 2 2 0 1 1 4 2 4 3 2 4 4 0 3 5 2")
+
+
+def test_nao_ws_final_network_has_the_published_2_5m_parameters():
+    model = NASNetwork(named_arch("nao_ws"), 5, 36, 10, use_aux_head=True)
+    model.build_now()
+    params = count_params(model)
+    assert abs(params - 2.5e6) / 2.5e6 < 0.05, params
+    assert count_params(model, include_aux_head=True) > params
+    assert len(model.cells) == 17
+    assert [c.cell is model.arch.reduction for c in model.cells].count(True) == 2
+    assert model.cells[5].cell is model.arch.reduction and model.cells[11].cell is model.arch.reduction
+    assert model.aux_index == 12  # first normal cell after the second reduction
+
+
+def test_shapes_widths_and_aux_output():
+    model = NASNetwork(SMALL_ARCH, 1, 8, 7, use_aux_head=True, drop_path_keep_prob=0.5,
+                       dropout_rate=0.5)
+    x = tf.random.normal([4, 32, 32, 3])
+    logits, aux = model(x, training=True, drop_path_progress=tf.constant(1.0))
+    assert logits.shape == (4, 7) and aux.shape == (4, 7)
+    assert model(x, training=False).shape == (4, 7)
+    # widths: loose ends x cell width; reduction cells double the width
+    normal_loose = len(SMALL_ARCH.normal.loose_ends())
+    reduction_loose = len(SMALL_ARCH.reduction.loose_ends())
+    assert [c.output_channels for c in model.cells] == [
+        8 * normal_loose, 16 * reduction_loose, 16 * normal_loose, 32 * reduction_loose,
+        32 * normal_loose]
+
+
+def test_inference_is_deterministic_and_training_mode_is_not():
+    model = NASNetwork(SMALL_ARCH, 1, 8, 10, drop_path_keep_prob=0.5, dropout_rate=0.5)
+    model.build_now()
+    x = tf.random.normal([4, 32, 32, 3])
+    np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
+    a = model(x, training=True, drop_path_progress=tf.constant(1.0))[0].numpy()
+    b = model(x, training=True, drop_path_progress=tf.constant(1.0))[0].numpy()
+    assert not np.allclose(a, b)
+
+
+def test_drop_path_keeps_whole_examples_and_preserves_the_mean():
+    x = tf.ones([4000, 2, 2, 3])
+    y = ops.drop_path(x, tf.constant(0.7)).numpy()
+    per_example = y.reshape(4000, -1)
+    assert np.allclose(per_example, per_example[:, :1])
+    values = np.unique(per_example)
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    assert abs(y.mean() - 1.0) < 0.05
+
+
+def test_factorized_reduce_halves_space():
+    fr = ops.FactorizedReduce(6)
+    assert fr(tf.random.normal([2, 8, 8, 5])).shape == (2, 4, 4, 6)
+    with pytest.raises(ValueError, match="even number of filters"):
+        ops.FactorizedReduce(5)
+
+
+def test_fast_batch_norm_matches_keras_batch_norm():
+    x = tf.random.normal([8, 6, 6, 5]) * 3 + 2
+    upstream = tf.random.normal([8, 6, 6, 5])
+    ours, ref = ops.BatchNorm(), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (ours, ref):
+        layer.build(x.shape)
+        layer.gamma.assign(tf.random.stateless_normal([5], [1, 2]))
+        layer.beta.assign(tf.random.stateless_normal([5], [3, 4]))
+    results = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y] + grads + [layer.moving_mean, layer.moving_variance,
+                                      layer(x, training=False)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from rnn.model import INIT_RANGE, RNNModel, count_params, tar_penalty
-from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
+from rnn.search_space import ACTIVATIONS, NAMED_ARCHS, RnnSearchSpace
 
 SPACE = RnnSearchSpace()
 _NP_ACT = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "identity": lambda v: v,
@@ -23,14 +23,10 @@ def _reference_cell(arch, w0, ws, xs, h):
         for (pred, act), w in zip(arch.nodes, ws):
             s = states[pred]
             c, g = np.split(s @ w, 2, axis=-1)
-            states.append(s + _sigmoid(c) * (_NP_ACT[act_name(act)](g) - s))
+            states.append(s + _sigmoid(c) * (_NP_ACT[ACTIVATIONS[act]](g) - s))
         h = np.mean(states[1:], axis=0)
         outputs.append(h)
     return np.stack(outputs), h
-
-
-def act_name(code):
-    return ("tanh", "relu", "sigmoid", "identity")[code]
 
 
 @pytest.mark.parametrize("name", ["NAO", "NAO_WS", "random"])
@@ -105,3 +101,13 @@ def test_checkpoint_round_trip_restores_every_weight(tmp_path):
     for v, value in zip(model.trainable_variables + average.averages, saved):
         np.testing.assert_array_equal(v.numpy(), value)
     assert int(average.count.numpy()) == 1
+
+
+def test_embedding_dropout_drops_whole_words():
+    model = RNNModel(SPACE.parse(NAMED_ARCHS["NAO"]), vocab_size=40, units=4, dropoute=0.5,
+                     dropouti=0.0)
+    model.embedding.assign(np.ones((40, 4), np.float32))
+    ids = np.tile(np.arange(40, dtype=np.int32), (3, 1)).T  # every word at 3 positions
+    x = model.embed(tf.constant(ids), training=True).numpy()
+    assert set(np.unique(x)) == {0.0, 2.0}
+    assert (x == x[:, :1, :1]).all()  # one decision per word, for all its positions and units

@@ -89,7 +89,8 @@ _HELP = dict(
     dropoute="embedding (word) dropout",
     beta="temporal activation regularisation (TAR) weight", wdecay="coupled L2 weight decay",
     nonmono="non-improving epochs before switching to averaged SGD", seed="random seed",
-    log_interval="steps between progress lines", jit_compile="XLA-compile the training step",
+    log_interval="steps between progress lines",
+    jit_compile="XLA-compile the training step (compiles once per BPTT length; slower on CPU)",
     max_rollbacks="NaN rollbacks allowed in a row before the run stops",
     overwrite="delete --output_dir and start fresh")
 

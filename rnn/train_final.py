@@ -165,7 +165,7 @@ class FinalTrainer:
         atomic_write_json(self.out / "flags.json", flags_record)
         state = {"model": identity, "epoch": 0, "val_history": [], "best_val_loss": math.inf,
                  "best_epoch": 0, "switched_at_epoch": None, "rollbacks": 0,
-                 "checkpoint": self._save(0), "train_seconds": 0.0}
+                 "checkpoint": self._save(0), "train_seconds": 0.0, "tokens_per_sec": 0.0}
         self._write_state(state)
         return state
 
@@ -261,13 +261,14 @@ class FinalTrainer:
         logging.info("arch %s (%s), %d parameters, vocabulary %d, %d replicas",
                      self.space.to_string(self.arch), self.arch_source, self.num_params,
                      self.corpus.vocab_size, self.strategy.num_replicas_in_sync)
-        failures, last_tokens_per_s = 0, 0.0
+        failures = 0
         while self.state["epoch"] < self.p.epochs:
             epoch = self.state["epoch"] + 1
             start = time.perf_counter()
             try:
-                train_loss, last_tokens_per_s = self.train_epoch(epoch, failures)
-                self._validate_and_checkpoint(epoch, train_loss, last_tokens_per_s)
+                train_loss, tokens_per_s = self.train_epoch(epoch, failures)
+                self.state["tokens_per_sec"] = tokens_per_s
+                self._validate_and_checkpoint(epoch, train_loss, tokens_per_s)
             except Diverged as err:
                 failures += 1
                 self._rollback(err, failures)
@@ -275,9 +276,9 @@ class FinalTrainer:
             failures = 0
             self.state["train_seconds"] += time.perf_counter() - start
             self._write_state(self.state)
-        return self.finish(last_tokens_per_s)
+        return self.finish()
 
-    def finish(self, tokens_per_s: float) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         """Loads the best model and evaluates validation (batch 10) and test (batch 1)."""
         st = self.state
         if st["best_epoch"] == 0:
@@ -293,7 +294,7 @@ class FinalTrainer:
             "rollbacks": st["rollbacks"], "valid_loss": val_loss,
             "valid_ppl": perplexity(val_loss), "test_loss": test_loss,
             "test_ppl": perplexity(test_loss), "test_batch_size": self.p.test_batch_size,
-            "train_seconds": st["train_seconds"], "last_epoch_tokens_per_sec": tokens_per_s,
+            "train_seconds": st["train_seconds"], "last_epoch_tokens_per_sec": st["tokens_per_sec"],
         }
         atomic_write_json(self.out / "results.json", results)
         write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})

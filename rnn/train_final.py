@@ -159,7 +159,7 @@ class FinalTrainer:
                         f"{self.out} holds a run with {key}={state['model'].get(key)!r}, not "
                         f"{identity[key]!r}; use another --output_dir or --overwrite")
             self._restore(state)
-            logging.info("resuming %s after epoch %d", self.out, state["epoch"])
+            _say(f"resuming {self.out} after epoch {state['epoch']}")
             atomic_write_json(self.out / "flags.json", flags_record)
             return state
         atomic_write_json(self.out / "flags.json", flags_record)
@@ -213,9 +213,9 @@ class FinalTrainer:
         done = self.state["epoch"] + step / steps
         epoch_seconds = steps * seconds / max(1, (step - 1) % self.p.log_interval + 1)
         eta = (self.p.epochs - done) * epoch_seconds
-        logging.info("epoch %d step %d/%d | loss %.3f ppl %.1f | %.0f tokens/s | ETA %s%s",
-                     epoch, step, steps, loss, perplexity(loss), tokens_per_s, _hms(eta),
-                     " | ASGD" if self.state["switched_at_epoch"] else "")
+        _say(f"epoch {epoch} step {step}/{steps} | loss {loss:.3f} ppl {perplexity(loss):.1f} | "
+             f"{tokens_per_s:.0f} tokens/s | ETA {_hms(eta)}"
+             + (" | ASGD" if self.state["switched_at_epoch"] else ""))
 
     def _rollback(self, err: Diverged, failures: int) -> None:
         self.state["rollbacks"] += 1
@@ -224,8 +224,8 @@ class FinalTrainer:
                 f"{err}; rolled back to the epoch-{self.state['epoch']} checkpoint "
                 f"{self.p.max_rollbacks} times in a row and it diverged again. Lower --lr or "
                 f"--clip, then re-run the same command to resume from epoch {self.state['epoch']}")
-        logging.warning("%s; rolling back to the checkpoint after epoch %d (rollback %d of %d)",
-                        err, self.state["epoch"], failures, self.p.max_rollbacks)
+        _say(f"{err}; rolling back to the checkpoint after epoch {self.state['epoch']} "
+             f"(rollback {failures} of {self.p.max_rollbacks})")
         self._restore(self.state)
 
     def _validate_and_checkpoint(self, epoch: int, train_loss: float, tokens_per_s: float) -> None:
@@ -240,7 +240,7 @@ class FinalTrainer:
                 self.best_ckpt.write(str(self.out / "best" / "model"))
         if st["switched_at_epoch"] is None:
             if should_switch_to_asgd(st["val_history"], val_loss, p.nonmono):
-                logging.info("switching to averaged SGD after epoch %d", epoch)
+                _say(f"switching to averaged SGD after epoch {epoch}")
                 st["switched_at_epoch"] = epoch
                 self.average.count.assign(0)
                 self.average.active.assign(True)
@@ -252,15 +252,15 @@ class FinalTrainer:
             "train/loss": train_loss, "train/ppl": perplexity(train_loss),
             "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
             "valid/ppl": perplexity(val_loss), "asgd": float(st["switched_at_epoch"] is not None)})
-        logging.info("end of epoch %d | train ppl %.2f | valid ppl %.2f | best %.2f (epoch %d)",
-                     epoch, perplexity(train_loss), perplexity(val_loss),
-                     perplexity(st["best_val_loss"]), st["best_epoch"])
+        _say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
+             f"{perplexity(val_loss):.2f} | best {perplexity(st['best_val_loss']):.2f} "
+             f"(epoch {st['best_epoch']})")
 
     def train(self) -> dict[str, Any]:
         """Trains to `epochs`, then evaluates the best model; returns (and writes) results."""
-        logging.info("arch %s (%s), %d parameters, vocabulary %d, %d replicas",
-                     self.space.to_string(self.arch), self.arch_source, self.num_params,
-                     self.corpus.vocab_size, self.strategy.num_replicas_in_sync)
+        _say(f"arch {self.space.to_string(self.arch)} ({self.arch_source}), {self.num_params} "
+             f"parameters, vocabulary {self.corpus.vocab_size}, "
+             f"{self.strategy.num_replicas_in_sync} replica(s)")
         failures = 0
         while self.state["epoch"] < self.p.epochs:
             epoch = self.state["epoch"] + 1
@@ -298,8 +298,12 @@ class FinalTrainer:
         }
         atomic_write_json(self.out / "results.json", results)
         write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})
-        logging.info("results: %s", json.dumps(results))
         return results
+
+
+def _say(message: str) -> None:
+    """A progress line on stdout, flushed at once (visible in logs of long runs)."""
+    print(message, flush=True)
 
 
 def _hms(seconds: float) -> str:

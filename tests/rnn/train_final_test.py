@@ -134,7 +134,7 @@ def test_resume_after_kill(corpus_dir, tmp_path):
     assert 1 <= killed_at < 4, "the run must be killed mid-way"
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming {out} after epoch {killed_at}" in done.stderr
+    assert f"resuming {out} after epoch {killed_at}" in done.stdout, done.stdout[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 4
     history = json.loads(state_path.read_text())["val_history"]

@@ -135,3 +135,29 @@ class SearchSpace(abc.ABC, Generic[Arch]):
             choice = rng.integers(0, group.shape[0], size=out.shape[0])
             out = out[rows, group[choice]]
         return out
+
+
+BUILTIN_SPACES = {
+    "nasbench201": "nao_tf.benchmarks.nasbench201:NasBench201Space",
+    "synthetic": "nao_tf.benchmarks.synthetic:SyntheticSpace",
+}
+
+
+def load_space(name: str) -> SearchSpace:
+    """A space by built-in name (`nasbench201`, `synthetic`) or import path `package.module:factory`
+    (a class or function returning a SearchSpace, e.g. a task package's space)."""
+    import importlib
+
+    target = BUILTIN_SPACES.get(name, name)
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise InvalidArchitectureError(
+            f"unknown search space {name!r}: use one of {sorted(BUILTIN_SPACES)} or 'package.module:factory'")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise InvalidArchitectureError(f"cannot load search space {name!r}: {err}") from None
+    space = factory() if callable(factory) else factory
+    if not isinstance(space, SearchSpace):
+        raise InvalidArchitectureError(f"{name!r} did not give a SearchSpace (got {type(space).__name__})")
+    return space

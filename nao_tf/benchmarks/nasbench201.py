@@ -1,0 +1,342 @@
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020) as a NAO search space, with a tabular evaluator and the
+standard baselines, random search and regularized evolution (Real et al., 2019).
+
+A cell is a DAG over 4 nodes; each of its 6 edges j -> i (j < i) carries one of 5 ops. The
+benchmark's string lists, for nodes 1..3, the incoming edges as `op~j`:
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
+Controller tokens: one per edge, op id + 1 (vocab 6, length 6, no folding).
+
+Usage (a table like `shared/data/nasbench201/nb201_lowfi.csv`):
+    python -m nao_tf.benchmarks.nasbench201 --table=nb201.csv --search_metric=cifar10_valid \\
+        --report_metric=cifar10_test --budget=100 --seeds=20 --methods=nao,random,evolution \\
+        --output=results.json
+    python -m nao_tf.benchmarks.nasbench201 --mode=predictor --table=nb201.csv \\
+        --train_archs=100 --test_archs=1000
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from absl import flags
+
+from nao_tf import cli, io
+from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.errors import DataError, InvalidArchitectureError
+from nao_tf.generate import ControllerInference
+from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.search import Evaluator, NAOSearch, Record, SearchConfig
+from nao_tf.search_space import SearchSpace
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = tuple((i, j) for i in range(1, 4) for j in range(i))  # (to node, from node), string order
+Arch = tuple[int, ...]  # one op id per edge, in EDGES order
+
+
+class NasBench201Space(SearchSpace[Arch]):
+    name = "nasbench201"
+    vocab_size = len(OPS) + 1
+    source_length = len(EDGES)
+    encoder_length = len(EDGES)
+
+    def valid_token_mask(self) -> np.ndarray:
+        mask = np.ones([self.source_length, self.vocab_size], bool)
+        mask[:, 0] = False
+        return mask
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        return tuple(int(op) for op in rng.integers(0, len(OPS), len(EDGES)))
+
+    def to_tokens(self, arch: Arch) -> tuple[int, ...]:
+        return tuple(op + 1 for op in arch)
+
+    def from_tokens(self, tokens: Sequence[int]) -> Arch:
+        self.check_tokens(tokens)
+        return tuple(int(t) - 1 for t in tokens)
+
+    def to_string(self, arch: Arch) -> str:
+        nodes = []
+        for i in range(1, 4):
+            nodes.append("|" + "|".join(f"{OPS[arch[k]]}~{j}" for k, (to, j) in enumerate(EDGES)
+                                        if to == i) + "|")
+        return "+".join(nodes)
+
+    def parse(self, text: str) -> Arch:
+        nodes = text.strip().split("+")
+        if len(nodes) != 3:
+            raise InvalidArchitectureError(
+                f"{text!r}: a NAS-Bench-201 cell has 3 nodes separated by '+', found {len(nodes)}")
+        arch = []
+        for i, node in enumerate(nodes, start=1):
+            edges = [e for e in node.strip("|").split("|")]
+            if len(edges) != i:
+                raise InvalidArchitectureError(f"{text!r}: node {i} needs {i} incoming edges, found {len(edges)}")
+            for j, edge in enumerate(edges):
+                op, _, source = edge.partition("~")
+                if op not in OPS or source != str(j):
+                    raise InvalidArchitectureError(
+                        f"{text!r}: edge {edge!r} of node {i} should be 'op~{j}' with op in {OPS}")
+                arch.append(OPS.index(op))
+        return tuple(arch)
+
+    def describe(self, arch: Arch) -> str:
+        return "\n".join(f"node {to} <- node {j}: {OPS[arch[k]]}" for k, (to, j) in enumerate(EDGES))
+
+
+class Table:
+    """The benchmark table: one row per cell, numeric metric columns by name."""
+
+    def __init__(self, path: str | os.PathLike, space: NasBench201Space):
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                columns = reader.fieldnames or []
+        except FileNotFoundError:
+            raise DataError(f"{path}: table not found; pass --table=PATH to a NAS-Bench-201 CSV") from None
+        if "arch" not in columns:
+            raise DataError(f"{path}: no 'arch' column (columns: {columns})")
+        self.path, self.columns = str(path), [c for c in columns if c not in ("arch", "index")]
+        self.rows: dict[Arch, dict[str, float]] = {}
+        self.index: dict[Arch, int] = {}
+        for lineno, row in enumerate(rows, start=2):
+            try:
+                arch = space.parse(row["arch"])
+                self.rows[arch] = {c: float(row[c]) for c in self.columns}
+            except (InvalidArchitectureError, ValueError, TypeError) as err:
+                raise DataError(f"{path}:{lineno}: {err}") from None
+            self.index[arch] = int(row.get("index") or lineno - 2)
+
+    def metric(self, arch: Arch, column: str) -> float:
+        return self.rows[arch][column]
+
+    def check_column(self, column: str) -> None:
+        if column not in self.columns:
+            raise DataError(f"{self.path}: no column {column!r}; choose one of {self.columns}")
+
+    def best(self, column: str) -> float:
+        return max(r[column] for r in self.rows.values())
+
+
+class TabularEvaluator(Evaluator):
+    """Scores an architecture by looking up `column` (an accuracy: higher is better)."""
+
+    higher_is_better = True
+
+    def __init__(self, table: Table, column: str):
+        table.check_column(column)
+        self.table, self.column = table, column
+
+    def evaluate(self, archs: Sequence[Arch], iteration: int, record: Record) -> None:
+        for arch in archs:
+            record(arch, self.table.metric(arch, self.column))
+
+
+class QueryCounter:
+    """Counts distinct architectures queried, refusing any beyond the budget."""
+
+    def __init__(self, table: Table, column: str, budget: int):
+        self.table, self.column, self.budget = table, column, budget
+        self.queried: dict[Arch, float] = {}
+
+    def __call__(self, arch: Arch) -> float:
+        if arch not in self.queried:
+            if len(self.queried) >= self.budget:
+                raise RuntimeError("query budget exceeded")
+            self.queried[arch] = self.table.metric(arch, self.column)
+        return self.queried[arch]
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.queried) >= self.budget
+
+
+def random_search(space: NasBench201Space, query: QueryCounter, rng: np.random.Generator) -> None:
+    for arch in space.sample_unique(query.budget, rng):
+        query(arch)
+
+
+def regularized_evolution(space: NasBench201Space, query: QueryCounter, rng: np.random.Generator,
+                          population_size: int = 10, tournament_size: int = 3) -> None:
+    """Aging evolution: tournament-select a parent, mutate one edge, add the child, drop the oldest.
+    A child seen before costs no query (its score is known) but still joins the population."""
+    population = [(a, query(a)) for a in space.sample_unique(min(population_size, query.budget), rng)]
+    for _ in range(100 * query.budget):
+        if query.exhausted:
+            return
+        contenders = rng.choice(len(population), size=tournament_size, replace=False)
+        parent = max((population[i] for i in contenders), key=lambda p: p[1])[0]
+        child = list(parent)
+        edge = int(rng.integers(len(EDGES)))
+        child[edge] = int(rng.choice([op for op in range(len(OPS)) if op != parent[edge]]))
+        child = tuple(child)
+        population.append((child, query(child)))
+        population.pop(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NaoSettings:
+    """NAO settings for a small tabular budget (the original's counts scaled to ~100 queries)."""
+
+    seed_archs: int = 30
+    top_k: int = 10
+    new_archs: int = 10
+    random_archs: int = 0
+    max_lambda: float = 50.0
+    oversample: float = 10.0
+    controller_epochs: int = 60
+    emb_size: int = 32
+    hidden_size: int = 64
+    mlp_layers: int = 2
+    mlp_hidden: int = 64
+    batch_size: int = 20
+    learning_rate: float = 3e-3
+
+
+def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, seed: int,
+               settings: NaoSettings, work_dir: str) -> list[Arch]:
+    """Runs NAO with a query budget; returns the architectures it evaluated, in order."""
+    search_config = SearchConfig(
+        seed_archs=settings.seed_archs, iterations=10 ** 6, top_k=settings.top_k,
+        new_archs=settings.new_archs, random_archs=settings.random_archs,
+        max_lambda=settings.max_lambda, oversample=settings.oversample,
+        controller_epochs=settings.controller_epochs, train_on="history", symmetry=False,
+        query_budget=budget, seed=seed)
+    controller_config = ControllerConfig.for_space(
+        space, emb_size=settings.emb_size, hidden_size=settings.hidden_size,
+        mlp_layers=settings.mlp_layers, mlp_hidden=settings.mlp_hidden, attention="dot",
+        batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed)
+    search = NAOSearch(space, TabularEvaluator(table, column), search_config, controller_config,
+                       work_dir, log=lambda _: None)
+    return [space.parse(r["arch"]) for r in search.run().history]
+
+
+def predictor_quality(space: NasBench201Space, table: Table, column: str, n_train: int, n_test: int,
+                      epochs: int, seed: int, settings: NaoSettings) -> dict[str, float]:
+    """Trains the controller on n_train random archs; ranks n_test others (paper section 4.1)."""
+    rng = np.random.default_rng(seed)
+    archs = space.sample_unique(n_train + n_test, rng)
+    tokens = space.encode(archs)
+    scores = np.array([table.metric(a, column) for a in archs])
+    config = ControllerConfig.for_space(
+        space, emb_size=settings.emb_size, hidden_size=settings.hidden_size,
+        mlp_layers=settings.mlp_layers, mlp_hidden=settings.mlp_hidden, attention="dot",
+        batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed)
+    model = Controller(config, space.valid_token_mask())
+    ControllerTrainer(model).fit(tokens[:n_train], normalize_scores(scores[:n_train], True), epochs, rng)
+    inference = ControllerInference(model)
+    predicted = inference.predict(tokens[n_train:])
+    return dict(pairwise_accuracy=pairwise_accuracy(scores[n_train:], predicted),
+                kendall_tau=kendall_tau(scores[n_train:], predicted),
+                hamming_distance=hamming_distance(tokens[:n_train], inference.reconstruct(tokens[:n_train])))
+
+
+def run_methods(table: Table, search_metric: str, report_metric: str, budget: int, seeds: int,
+                methods: Sequence[str], settings: NaoSettings,
+                log: Callable[[str], None] = print) -> dict:
+    """Runs every method for every seed; each picks its best query by `search_metric`."""
+    space = NasBench201Space()
+    table.check_column(search_metric)
+    table.check_column(report_metric)
+    results: dict = {"budget": budget, "search_metric": search_metric, "report_metric": report_metric,
+                     "table_best": table.best(report_metric), "methods": {}}
+    for method in methods:
+        runs = []
+        for seed in range(seeds):
+            started = time.monotonic()
+            rng = np.random.default_rng(seed)
+            if method == "nao":
+                with tempfile.TemporaryDirectory() as work_dir:
+                    queried = nao_search(space, table, search_metric, budget, seed, settings, work_dir)
+            else:
+                query = QueryCounter(table, search_metric, budget)
+                (random_search if method == "random" else regularized_evolution)(space, query, rng)
+                queried = list(query.queried)
+            picked = max(queried, key=lambda a: table.metric(a, search_metric))
+            runs.append(dict(seed=seed, queries=len(set(queried)), arch=space.to_string(picked),
+                             index=table.index[picked], search_score=table.metric(picked, search_metric),
+                             report_score=table.metric(picked, report_metric),
+                             seconds=round(time.monotonic() - started, 2)))
+            log(f"{method:>9} seed {seed:2d}: {runs[-1]['report_score']:.3f} "
+                f"({runs[-1]['queries']} queries, {runs[-1]['seconds']:.1f}s)")
+        reported = np.array([r["report_score"] for r in runs])
+        results["methods"][method] = dict(mean=float(reported.mean()), std=float(reported.std()), runs=runs)
+    _add_mean_ranks(results, seeds)
+    return results
+
+
+def _add_mean_ranks(results: dict, seeds: int) -> None:
+    """Per seed, ranks the methods by reported score (1 = best, ties share the mean rank)."""
+    methods = list(results["methods"])
+    ranks = np.zeros([seeds, len(methods)])
+    for s in range(seeds):
+        scores = np.array([results["methods"][m]["runs"][s]["report_score"] for m in methods])
+        for k, value in enumerate(scores):
+            ranks[s, k] = 1 + (scores > value).sum() + ((scores == value).sum() - 1) / 2
+    for k, m in enumerate(methods):
+        results["methods"][m]["mean_rank"] = float(ranks[:, k].mean())
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'method':>10}  {results['report_metric']} (mean +- std)  mean rank",
+             *(f"{m:>10}  {r['mean']:8.3f} +- {r['std']:.3f}        {r['mean_rank']:.2f}"
+               for m, r in results["methods"].items()),
+             f"{'table best':>10}  {results['table_best']:8.3f}"]
+    return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when run as a command, so the module imports cleanly)."""
+    flags.DEFINE_enum("mode", "search", ["search", "predictor"], "Compare search methods, or measure the predictor.")
+    flags.DEFINE_string("table", None, "NAS-Bench-201 CSV with an 'arch' column and metric columns.")
+    flags.DEFINE_string("search_metric", "cifar10_valid", "Column the methods search on.")
+    flags.DEFINE_string("report_metric", "cifar10_test", "Column reported for the picked architecture.")
+    flags.DEFINE_integer("budget", 100, "Distinct architectures each method may query.")
+    flags.DEFINE_integer("seeds", 20, "Independent runs per method.")
+    flags.DEFINE_list("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution.")
+    flags.DEFINE_string("output", None, "Write the results as JSON here.")
+    flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
+    flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
+    flags.DEFINE_integer("epochs", 200, "Predictor mode: controller epochs.")
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    if not FLAGS.table:
+        raise DataError("--table is required: the path of a NAS-Bench-201 CSV")
+    unknown = set(FLAGS.methods) - {"nao", "random", "evolution"}
+    if unknown:
+        raise DataError(f"--methods: unknown {sorted(unknown)}; choose from nao, random, evolution")
+    space = NasBench201Space()
+    table = Table(FLAGS.table, space)
+    if FLAGS.mode == "predictor":
+        table.check_column(FLAGS.search_metric)
+        metrics = predictor_quality(space, table, FLAGS.search_metric, FLAGS.train_archs, FLAGS.test_archs,
+                                    FLAGS.epochs, seed=0, settings=NaoSettings())
+        print(json.dumps(metrics, indent=2))
+        if FLAGS.output:
+            io.atomic_write_json(FLAGS.output, metrics)
+        return
+    started = time.monotonic()
+    results = run_methods(table, FLAGS.search_metric, FLAGS.report_metric, FLAGS.budget, FLAGS.seeds,
+                          FLAGS.methods, NaoSettings())
+    results["seconds"] = round(time.monotonic() - started, 1)
+    print(format_table(results))
+    print(f"total {results['seconds']:.0f}s")
+    if FLAGS.output:
+        io.atomic_write_json(FLAGS.output, results)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,176 @@
+"""The standalone encoder-predictor-decoder: train, evaluate and generate from files.
+
+The original's `epd/main.py` workflow, generic over search spaces:
+
+    python -m nao_tf.epd train --space=nasbench201 --archs=archs.txt --scores=scores.txt --model_dir=epd
+    python -m nao_tf.epd evaluate --space=nasbench201 --archs=test.txt --scores=test_scores.txt --model_dir=epd
+    python -m nao_tf.epd generate --space=nasbench201 --archs=top100.txt --model_dir=epd \\
+        --lambdas=10,20,30 --output=new
+
+Architectures are read one per line in the space's text format (`--format=arch`) or as controller
+token sequences (`--format=tokens`, the original's `encoder.*.input`); scores one float per line.
+`train` warm-starts from a checkpoint in `--model_dir` (pass `--overwrite` to start afresh).
+`generate` writes OUTPUT.arch (reconstructions), OUTPUT.new_arch (new architectures, never in
+--archs or --exclude) and OUTPUT.perf (their predicted normalised scores, 1 = best).
+"""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from absl import flags
+
+from nao_tf import cli, io
+from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.errors import DataError, InvalidArchitectureError
+from nao_tf.generate import ControllerInference, generate_new
+from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.search_space import SearchSpace, load_space
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("space", None, "Search space: nasbench201, synthetic, or package.module:factory.")
+flags.DEFINE_string("archs", None, "Architectures, one per line.")
+flags.DEFINE_enum("format", "arch", ["arch", "tokens"], "Lines of --archs: the space's text or token ids.")
+flags.DEFINE_string("scores", None, "Scores, one per line, in the order of --archs.")
+flags.DEFINE_bool("lower_is_better", False, "Scores are errors/losses/perplexities (smaller is better).")
+flags.DEFINE_string("model_dir", None, "Directory of the controller checkpoint and its config.json.")
+flags.DEFINE_bool("overwrite", False, "train: discard an existing checkpoint in --model_dir.")
+flags.DEFINE_integer("epochs", 1000, "train: passes over the data.")
+flags.DEFINE_bool("symmetry", True, "train: augment with the space's equivalent rewrites.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_list("lambdas", ["10", "20", "30"], "generate: step sizes, each a step from the seeds.")
+flags.DEFINE_integer("count", 0, "generate: stop at this many new architectures (0: all found).")
+flags.DEFINE_string("exclude", None, "generate: a file of architectures that do not count as new.")
+flags.DEFINE_integer("beam_width", 0, "Decode with beam search of this width (0: greedy).")
+flags.DEFINE_string("output", None, "evaluate: predictions file; generate: output prefix.")
+for field in dataclasses.fields(ControllerConfig):
+    if field.name in ("vocab_size", "source_length", "encoder_length", "seed"):
+        continue
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[field.type]
+    define(f"controller_{field.name}", field.default, f"ControllerConfig.{field.name}.")
+
+
+def read_archs(space: SearchSpace, path: str, fmt: str) -> list:
+    archs = []
+    for lineno, text in io.read_lines(path):
+        try:
+            if fmt == "tokens":
+                archs.append(space.from_tokens([int(t) for t in text.split()]))
+            else:
+                archs.append(space.parse(text))
+        except (InvalidArchitectureError, ValueError) as err:
+            raise DataError(f"{path}:{lineno}: {err}") from None
+    if not archs:
+        raise DataError(f"{path}: no architectures")
+    return archs
+
+
+def read_scored(space: SearchSpace) -> tuple[list, np.ndarray]:
+    archs = read_archs(space, _required("archs"), FLAGS.format)
+    scores = io.read_scores(_required("scores"))
+    if len(scores) != len(archs):
+        raise DataError(f"{FLAGS.scores} has {len(scores)} scores but {FLAGS.archs} has {len(archs)} "
+                        "architectures; give one score per architecture, in the same order")
+    return archs, np.array(scores)
+
+
+def _required(name: str) -> str:
+    value = getattr(FLAGS, name)
+    if not value:
+        raise DataError(f"--{name} is required for this command")
+    return value
+
+
+def load_controller(space: SearchSpace, model_dir: Path) -> tuple[ControllerTrainer, dict]:
+    """The controller of `model_dir` (weights and optimizer), or a new one built from the flags."""
+    config_path = model_dir / "config.json"
+    if config_path.exists():
+        saved = io.read_json(config_path)
+        if saved["space"] != space.name:
+            raise DataError(f"{model_dir} holds a controller for space {saved['space']!r}, not {space.name!r}")
+        config = ControllerConfig(**saved["controller"])
+    else:
+        overrides = {f.name: getattr(FLAGS, f"controller_{f.name}") for f in dataclasses.fields(ControllerConfig)
+                     if f.name not in ("vocab_size", "source_length", "encoder_length", "seed")}
+        config = ControllerConfig.for_space(space, seed=FLAGS.seed, **overrides)
+        saved = dict(space=space.name, controller=config.to_dict(), lower_is_better=FLAGS.lower_is_better)
+    augment = space.random_equivalent if FLAGS.symmetry else None
+    trainer = ControllerTrainer(Controller(config, space.valid_token_mask()), augment=augment)
+    if (model_dir / "checkpoint.index").exists():
+        trainer.restore(str(model_dir / "checkpoint"))
+    return trainer, saved
+
+
+def train(space: SearchSpace, model_dir: Path) -> None:
+    archs, scores = read_scored(space)
+    if FLAGS.overwrite and model_dir.exists():
+        shutil.rmtree(model_dir)
+    trainer, saved = load_controller(space, model_dir)
+    if saved["lower_is_better"] != FLAGS.lower_is_better:
+        raise DataError(f"{model_dir} was trained with lower_is_better={saved['lower_is_better']}; "
+                        "pass the same flag, or --overwrite")
+    tokens = space.encode(archs)
+    targets = normalize_scores(scores, higher_is_better=not FLAGS.lower_is_better)
+
+    def report(epoch: int, metrics: dict) -> None:
+        if (epoch + 1) % 50 == 0 or epoch + 1 == FLAGS.epochs:
+            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+
+    trainer.fit(tokens, targets, FLAGS.epochs, np.random.default_rng(FLAGS.seed), on_epoch_end=report)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save(str(model_dir / "checkpoint"))
+    io.atomic_write_json(model_dir / "config.json", saved)
+    print(f"saved the controller to {model_dir}")
+
+
+def evaluate(space: SearchSpace, model_dir: Path) -> None:
+    archs, scores = read_scored(space)
+    trainer, saved = load_controller(space, model_dir)
+    inference = ControllerInference(trainer.model, beam_width=FLAGS.beam_width)
+    tokens = space.encode(archs)
+    predicted = inference.predict(tokens)
+    goodness = -scores if saved["lower_is_better"] else scores
+    metrics = dict(pairwise_accuracy=pairwise_accuracy(goodness, predicted),
+                   kendall_tau=kendall_tau(goodness, predicted),
+                   hamming_distance=hamming_distance(tokens, inference.reconstruct(tokens)))
+    print(json.dumps(metrics, indent=2))
+    if FLAGS.output:
+        io.write_lines(FLAGS.output, (f"{p:.6f}" for p in predicted))
+
+
+def generate(space: SearchSpace, model_dir: Path) -> None:
+    seeds = read_archs(space, _required("archs"), FLAGS.format)
+    output = _required("output")
+    trainer, _ = load_controller(space, model_dir)
+    inference = ControllerInference(trainer.model, beam_width=FLAGS.beam_width)
+    excluded = read_archs(space, FLAGS.exclude, "arch") if FLAGS.exclude else []
+    seen = {space.canonical_key(a) for a in seeds + excluded}
+    try:
+        lambdas = [float(x) for x in FLAGS.lambdas]
+    except ValueError:
+        raise DataError(f"--lambdas must be numbers, got {FLAGS.lambdas}") from None
+    count = FLAGS.count or len(seeds) * len(lambdas)
+    result = generate_new(inference, space, seeds, count, seen, lambdas)
+    reconstructed = space.decode(inference.reconstruct(space.encode(seeds)))
+    io.write_lines(f"{output}.arch", (space.to_string(a) for a in reconstructed))
+    io.write_lines(f"{output}.new_arch", (space.to_string(a) for a in result.archs))
+    io.write_lines(f"{output}.perf", (f"{p:.6f}" for p in result.predicted))
+    print(f"{len(result.archs)} new architectures (lambda up to {result.step_size:g}) -> {output}.new_arch")
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "generate": generate}
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise DataError(f"usage: python -m nao_tf.epd {{{','.join(COMMANDS)}}} --space=... [flags]")
+    space = load_space(_required("space"))
+    COMMANDS[argv[1]](space, Path(_required("model_dir")))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,363 @@
+"""The NAO outer loop, shared by every task: pool -> evaluate -> train controller -> generate.
+
+One iteration (the original NAO-WS `train_search.py`, generic over SearchSpace and Evaluator):
+  1. evaluate: the Evaluator scores every pool architecture not scored yet (weight-sharing
+     evaluators re-score the whole pool each iteration: their supernet has moved on);
+  2. train: the controller is fitted (warm start) on (architecture, normalised score) pairs;
+  3. generate: from the top-k, step the embeddings by growing lambda and decode until N new
+     never-seen architectures are found; new pool = best old + new + a few random.
+After the last iteration (or when the query budget is spent) the final pool is evaluated and the
+best architecture is written to `best_arch.json`.
+
+Nothing is lost: the whole state (pool, history, iteration, phase, RNG state, controller
+checkpoint) is written atomically to `output_dir/state.json` after every phase and, during
+evaluation, as scores arrive. Running again resumes after the last completed phase and never
+re-scores an architecture whose score was recorded; with deterministic evaluators a killed run
+ends exactly as an uninterrupted one.
+"""
+
+import abc
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nao_tf import io
+from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.errors import StateError
+from nao_tf.generate import ControllerInference, generate_new, step_sizes
+from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.search_space import SearchSpace
+
+Arch = Hashable
+Record = Callable[[Arch, float], None]
+PHASES = ("evaluate", "train", "generate", "done")
+
+
+class Evaluator(abc.ABC):
+    """Scores architectures. `higher_is_better` gives the direction of the score (accuracy:
+    True; error, loss, perplexity: False); `rescore_pool` is True when a score depends on the
+    iteration (weight sharing), so the whole pool is scored again every iteration."""
+
+    higher_is_better: bool = True
+    rescore_pool: bool = False
+
+    @abc.abstractmethod
+    def evaluate(self, archs: Sequence[Arch], iteration: int, record: Record) -> None:
+        """Scores `archs`, calling `record(arch, score)` for each as soon as it is known."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Every count of the loop (defaults: the original CNN NAO-WS search)."""
+
+    seed_archs: int = 1000  # size of the first pool (random unless `seed_pool` is given)
+    iterations: int = 4  # controller rounds; the pool is evaluated iterations + 1 times
+    top_k: int = 100  # seeds for generation: the best k of the evaluated pool
+    new_archs: int = 500  # N new never-seen architectures per round
+    random_archs: int = 50  # fresh random architectures added to each new pool
+    max_lambda: float = 100.0  # lambda grows by `lambda_step` up to this
+    lambda_step: float = 1.0
+    oversample: float = 1.0  # decode this many times N candidates, keep the N predicted best
+    controller_epochs: int = 1000
+    train_on: str = "pool"  # "pool": the current pool's scores; "history": every arch measured
+    symmetry: bool = True  # augment controller data with the space's equivalent rewrites
+    query_budget: int | None = None  # at most this many distinct architectures are evaluated
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class SearchResult:
+    best_arch: Arch
+    best_score: float
+    history: list[dict]
+    evaluated: int
+
+
+class NAOSearch:
+    """Runs (or resumes) one NAO search into `output_dir`."""
+
+    def __init__(self, space: SearchSpace, evaluator: Evaluator, config: SearchConfig,
+                 controller_config: ControllerConfig, output_dir: str | os.PathLike,
+                 seed_pool: Sequence[Arch] | None = None, log: Callable[[str], None] = print,
+                 save_every_seconds: float = 2.0):
+        if config.train_on not in ("pool", "history"):
+            raise ValueError(f"train_on must be 'pool' or 'history', got {config.train_on!r}")
+        self.space, self.evaluator, self.config = space, evaluator, config
+        self.output_dir = Path(output_dir)
+        self.log = log
+        self.seed_pool = list(seed_pool) if seed_pool is not None else None
+        self.controller = Controller(controller_config, space.valid_token_mask())
+        augment = space.random_equivalent if config.symmetry else None
+        self.trainer = ControllerTrainer(self.controller, augment=augment)
+        self.inference = ControllerInference(self.controller)
+        self._fingerprint = _fingerprint(space.name, config, controller_config)
+        self._writer = None
+        self._last_save = 0.0
+        self._save_every_seconds = save_every_seconds
+
+    # State.
+
+    @property
+    def state_path(self) -> Path:
+        return self.output_dir / "state.json"
+
+    def _new_state(self) -> dict:
+        rng = np.random.default_rng(self.config.seed)
+        if self.seed_pool is not None:
+            pool = _dedupe(self.space, self.seed_pool)[:self._budgeted(len(self.seed_pool), 0)]
+        else:
+            pool = self.space.sample_unique(self._budgeted(self.config.seed_archs, 0), rng)
+        return dict(fingerprint=self._fingerprint, iteration=0, phase="evaluate",
+                    pool=[self.space.to_string(a) for a in pool], history=[],
+                    rng=rng.bit_generator.state, controller_checkpoint=None, log=[])
+
+    def _load_state(self) -> dict:
+        try:
+            state = io.read_json(self.state_path)
+        except Exception as err:
+            raise StateError(f"{self.state_path} cannot be read ({err}); it is left untouched. "
+                             "Move it away, or pass --overwrite to start a new search") from None
+        missing = {"fingerprint", "iteration", "phase", "pool", "history", "rng"} - set(state)
+        if missing or state.get("phase") not in PHASES:
+            raise StateError(f"{self.state_path} is not a search state (missing {sorted(missing)} "
+                             "or unknown phase); it is left untouched. Use another --output_dir or "
+                             "pass --overwrite")
+        if state["fingerprint"] != self._fingerprint:
+            raise StateError(f"{self.state_path} belongs to a search with different settings; "
+                             "rerun with the same flags, use another --output_dir, or pass --overwrite")
+        return state
+
+    def _save(self, state: dict) -> None:
+        io.atomic_write_json(self.state_path, state)
+        io.write_lines(self.output_dir / "history.jsonl",
+                       (json.dumps(r, sort_keys=True) for r in state["history"]))
+        self._last_save = time.monotonic()
+
+    # The loop.
+
+    def run(self) -> SearchResult:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        state = self._load_state() if self.state_path.exists() else self._new_state()
+        if state["phase"] != "done":
+            self._save(state)
+        if state.get("controller_checkpoint"):
+            self.trainer.restore(str(self.output_dir / state["controller_checkpoint"]))
+        self._writer = tf.summary.create_file_writer(str(self.output_dir / "tensorboard"))
+        phases = {"evaluate": self._evaluate, "train": self._train, "generate": self._generate}
+        while state["phase"] != "done":
+            phase = state["phase"]
+            self.log(f"iteration {state['iteration']}: {phase}")
+            phases[phase](state)
+            self._save(state)
+            self._remove_stale_checkpoints(state)
+        self._writer.flush()
+        return self._result(state)
+
+    def _evaluate(self, state: dict) -> None:
+        iteration = state["iteration"]
+        done = self._scored_keys(state, iteration)
+        todo = [a for a in self._pool(state) if self.space.canonical_key(a) not in done]
+        started = time.monotonic()
+
+        def record(arch: Arch, score: float) -> None:
+            if not math.isfinite(score):
+                raise FloatingPointError(f"evaluator returned {score} for {self.space.to_string(arch)}")
+            state["history"].append(dict(arch=self.space.to_string(arch), score=float(score),
+                                         iteration=iteration))
+            if time.monotonic() - self._last_save >= self._save_every_seconds:
+                self._save(state)
+
+        if todo:
+            self.evaluator.evaluate(todo, iteration, record)
+        self.log(f"  evaluated {len(todo)} architectures in {time.monotonic() - started:.1f}s")
+        self._write_pool_files(state)
+        self._summarize_evaluation(state)
+        last = iteration >= self.config.iterations or self._remaining_budget(state) == 0
+        state["phase"] = "done" if last else "train"
+        if last:
+            self._write_best(state)
+
+    def _train(self, state: dict) -> None:
+        iteration = state["iteration"]
+        archs, scores = self._training_set(state)
+        tokens = self.space.encode(archs)
+        metrics = {}
+        held_out = [r for r in state["history"] if r["iteration"] == iteration and iteration > 0]
+        if len(held_out) >= 2:
+            # Scores the controller has not been trained on yet: an honest check of the predictor.
+            values = np.array([r["score"] for r in held_out])
+            predicted = self.inference.predict(self.space.encode(self._parse(r["arch"]) for r in held_out))
+            sign = 1.0 if self.evaluator.higher_is_better else -1.0
+            metrics["pairwise_accuracy"] = pairwise_accuracy(sign * values, predicted)
+            metrics["kendall_tau"] = kendall_tau(sign * values, predicted)
+        rng = self._rng(state)
+        targets = normalize_scores(scores, self.evaluator.higher_is_better)
+        fit = self.trainer.fit(tokens, targets, self.config.controller_epochs, rng)
+        metrics.update(controller_mse=fit["mse"], controller_cross_entropy=fit["cross_entropy"],
+                       hamming_distance=hamming_distance(tokens, self.inference.reconstruct(tokens)))
+        state["rng"] = rng.bit_generator.state
+        checkpoint = f"controller/ckpt-{iteration}"
+        self.trainer.save(str(self.output_dir / checkpoint))
+        state.update(controller_checkpoint=checkpoint, phase="generate")
+        self._scalars(iteration, metrics)
+        self.log("  controller: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def _generate(self, state: dict) -> None:
+        c, iteration = self.config, state["iteration"]
+        rng = self._rng(state)
+        ranked = self._ranked_pool(state)
+        budget = self._remaining_budget(state)
+        n_random = min(c.random_archs, budget) if budget is not None else c.random_archs
+        n_new = min(c.new_archs, budget - n_random) if budget is not None else c.new_archs
+        seen = {self.space.canonical_key(self._parse(r["arch"])) for r in state["history"]}
+        seen |= {self.space.canonical_key(a) for a in ranked}
+        generated = generate_new(self.inference, self.space, ranked[:c.top_k], n_new, seen,
+                                 step_sizes(c.max_lambda, c.lambda_step), oversample=c.oversample)
+        seen |= {self.space.canonical_key(a) for a in generated.archs}
+        n_random += n_new - len(generated.archs) if budget is not None else 0
+        fresh = self.space.sample_unique(n_random, rng, exclude=seen) if n_random else []
+        keep = max(len(ranked) - len(generated.archs) - len(fresh), 0)
+        pool = ranked[:keep] + generated.archs + fresh
+        state.update(pool=[self.space.to_string(a) for a in pool], rng=rng.bit_generator.state,
+                     iteration=iteration + 1, phase="evaluate")
+        self._scalars(iteration, dict(new_archs=len(generated.archs), lambda_reached=generated.step_size))
+        self.log(f"  generated {len(generated.archs)} new architectures (lambda up to "
+                 f"{generated.step_size:g}), {len(fresh)} random; pool of {len(pool)}")
+
+    # Helpers.
+
+    def _remove_stale_checkpoints(self, state: dict) -> None:
+        """Deletes controller checkpoints that the saved state no longer refers to."""
+        current = state.get("controller_checkpoint")
+        for f in (self.output_dir / "controller").glob("ckpt-*"):
+            if current is None or not f.name.startswith(Path(current).name + "."):
+                f.unlink()
+
+    def _parse(self, text: str) -> Arch:
+        return self.space.parse(text)
+
+    def _pool(self, state: dict) -> list[Arch]:
+        return [self._parse(s) for s in state["pool"]]
+
+    def _rng(self, state: dict) -> np.random.Generator:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        return rng
+
+    def _scored_keys(self, state: dict, iteration: int) -> set[str]:
+        records = state["history"]
+        if self.evaluator.rescore_pool:
+            records = [r for r in records if r["iteration"] == iteration]
+        return {self.space.canonical_key(self._parse(r["arch"])) for r in records}
+
+    def _latest_scores(self, state: dict) -> dict[str, tuple[str, float]]:
+        latest = {}
+        for r in state["history"]:
+            latest[self.space.canonical_key(self._parse(r["arch"]))] = (r["arch"], r["score"])
+        return latest
+
+    def _ranked_pool(self, state: dict) -> list[Arch]:
+        """The pool, best first, by each architecture's latest score."""
+        latest = self._latest_scores(state)
+        pool = self._pool(state)
+        scores = np.array([latest[self.space.canonical_key(a)][1] for a in pool])
+        order = np.argsort(-scores if self.evaluator.higher_is_better else scores, kind="stable")
+        return [pool[i] for i in order]
+
+    def _training_set(self, state: dict) -> tuple[list[Arch], np.ndarray]:
+        latest = self._latest_scores(state)
+        if self.config.train_on == "pool":
+            keys = [self.space.canonical_key(a) for a in self._pool(state)]
+        else:
+            keys = list(latest)
+        archs = [self._parse(latest[k][0]) for k in keys]
+        return archs, np.array([latest[k][1] for k in keys])
+
+    def _evaluated_count(self, state: dict) -> int:
+        return len({self.space.canonical_key(self._parse(r["arch"])) for r in state["history"]})
+
+    def _budgeted(self, n: int, evaluated: int) -> int:
+        if self.config.query_budget is None:
+            return n
+        return max(min(n, self.config.query_budget - evaluated), 0)
+
+    def _remaining_budget(self, state: dict) -> int | None:
+        if self.config.query_budget is None:
+            return None
+        return max(self.config.query_budget - self._evaluated_count(state), 0)
+
+    def _best(self, state: dict) -> tuple[str, float]:
+        latest = list(self._latest_scores(state).values())
+        if self.evaluator.rescore_pool:
+            final = {s for s in state["pool"]}
+            latest = [x for x in latest if x[0] in final] or latest
+        pick = max if self.evaluator.higher_is_better else min
+        return pick(latest, key=lambda x: x[1])
+
+    def _write_pool_files(self, state: dict) -> None:
+        latest = self._latest_scores(state)
+        ranked = self._ranked_pool(state)
+        keys = [self.space.canonical_key(a) for a in ranked]
+        iteration = state["iteration"]
+        io.write_lines(self.output_dir / f"pool.{iteration}.txt", (self.space.to_string(a) for a in ranked))
+        io.write_lines(self.output_dir / f"pool.{iteration}.perf", (repr(latest[k][1]) for k in keys))
+
+    def _summarize_evaluation(self, state: dict) -> None:
+        latest = self._latest_scores(state)
+        scores = np.array([latest[self.space.canonical_key(a)][1] for a in self._pool(state)])
+        best = scores.max() if self.evaluator.higher_is_better else scores.min()
+        iteration = state["iteration"]
+        self._scalars(iteration, dict(best_score=best, mean_score=scores.mean(),
+                                      evaluated=self._evaluated_count(state)))
+        top = self._ranked_pool(state)[:10]
+        with self._writer.as_default():
+            tf.summary.text("top_architectures", "\n\n".join(
+                f"{latest[self.space.canonical_key(a)][1]:.5g}  `{self.space.to_string(a)}`" for a in top),
+                step=iteration)
+        self.log(f"  pool of {len(scores)}: best {best:.5g}, mean {scores.mean():.5g}; "
+                 f"{self._evaluated_count(state)} architectures evaluated so far")
+
+    def _write_best(self, state: dict) -> None:
+        arch_text, score = self._best(state)
+        arch = self._parse(arch_text)
+        ranked = self._ranked_pool(state)[:5]
+        latest = self._latest_scores(state)
+        io.atomic_write_json(self.output_dir / "best_arch.json", dict(
+            space=self.space.name, arch=arch_text, score=score, description=self.space.describe(arch),
+            higher_is_better=self.evaluator.higher_is_better,
+            top=[dict(arch=self.space.to_string(a), score=latest[self.space.canonical_key(a)][1])
+                 for a in ranked]))
+
+    def _scalars(self, step: int, values: dict) -> None:
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.scalar(name, float(value), step=step)
+        self._writer.flush()
+
+    def _result(self, state: dict) -> SearchResult:
+        arch_text, score = self._best(state)
+        return SearchResult(self._parse(arch_text), score, state["history"], self._evaluated_count(state))
+
+
+def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
+    seen, out = set(), []
+    for a in archs:
+        key = space.canonical_key(a)
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
+
+
+def _fingerprint(space_name: str, config: SearchConfig, controller_config: ControllerConfig) -> str:
+    blob = json.dumps([space_name, dataclasses.asdict(config), controller_config.to_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

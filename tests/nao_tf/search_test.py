@@ -1,0 +1,176 @@
+"""The outer loop: resume after a crash anywhere, no double evaluation, budgets, corrupt state."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
+from nao_tf.controller import ControllerConfig
+from nao_tf.errors import StateError
+from nao_tf.search import Evaluator, NAOSearch, SearchConfig
+
+SPACE = SyntheticSpace(num_nodes=3, choices=4)
+OBJECTIVE = SyntheticObjective(SPACE, seed=3)
+REPO = Path(__file__).resolve().parents[2]
+
+
+class CountingEvaluator(Evaluator):
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def evaluate(self, archs, iteration, record):
+        for arch in archs:
+            self.calls.append(SPACE.to_string(arch))
+            record(arch, OBJECTIVE(arch))
+
+
+class Crash(Exception):
+    pass
+
+
+def make_search(output_dir, calls, budget=None, **overrides) -> NAOSearch:
+    config = SearchConfig(**{**dict(seed_archs=12, iterations=2, top_k=4, new_archs=4, random_archs=2,
+                                    max_lambda=10.0, controller_epochs=3, train_on="history",
+                                    query_budget=budget, seed=5), **overrides})
+    controller = ControllerConfig.for_space(SPACE, emb_size=8, hidden_size=16, mlp_layers=1,
+                                            mlp_hidden=16, attention="dot", batch_size=8, seed=5)
+    return NAOSearch(SPACE, CountingEvaluator(calls), config, controller, output_dir,
+                     log=lambda _: None, save_every_seconds=0.0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    calls = []
+    result = make_search(tmp_path_factory.mktemp("full"), calls).run()
+    return result, calls
+
+
+def _save_points(output_dir) -> list[tuple[str, int]]:
+    """(phase, iteration) of every state save of a full run, in order."""
+    points = []
+    search = make_search(output_dir, [])
+    original_save = search._save
+
+    def recording_save(state):
+        points.append((state["phase"], state["iteration"]))
+        original_save(state)
+
+    search._save = recording_save
+    search.run()
+    return points
+
+
+def test_resume_after_a_crash_in_every_phase_gives_the_identical_history(uninterrupted, tmp_path):
+    expected, _ = uninterrupted
+    points = _save_points(tmp_path / "probe")
+    # Crash before the first save of each (phase, iteration), and in the middle of evaluation
+    # (scores are saved as they arrive): the state on disk is then what SIGKILL would leave.
+    first_of_each = sorted({points.index(p) for p in points})
+    crash_before = first_of_each + [first_of_each[0] + 5]
+    assert len(crash_before) >= 9
+    for index in crash_before:
+        saves = [0]
+        search = make_search(tmp_path / f"crash{index}", [])
+        original_save = search._save
+
+        def crashing_save(state, original_save=original_save, saves=saves, index=index):
+            if saves[0] == index:
+                raise Crash()
+            saves[0] += 1
+            original_save(state)
+
+        search._save = crashing_save
+        with pytest.raises(Crash):
+            search.run()
+        state_file = tmp_path / f"crash{index}" / "state.json"
+        recorded = {h["arch"] for h in json.loads(state_file.read_text())["history"]} if index else set()
+        resumed_calls = []
+        result = make_search(tmp_path / f"crash{index}", resumed_calls).run()
+        assert result.history == expected.history, f"crash before save {index} ({points[index]})"
+        assert SPACE.to_string(result.best_arch) == SPACE.to_string(expected.best_arch)
+        assert not recorded & set(resumed_calls), "a recorded score was measured again"
+
+
+def test_no_architecture_is_evaluated_twice(uninterrupted):
+    result, calls = uninterrupted
+    keys = [SPACE.canonical_key(SPACE.parse(s)) for s in calls]
+    assert len(keys) == len(set(keys)) == result.evaluated
+    assert len(result.history) == result.evaluated
+
+
+def test_query_budget_is_respected_exactly(tmp_path):
+    calls = []
+    result = make_search(tmp_path, calls, budget=23, iterations=100).run()
+    assert len(calls) == len(set(calls)) == result.evaluated == 23
+
+
+def test_outputs(uninterrupted, tmp_path):
+    calls = []
+    make_search(tmp_path, calls).run()
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert best["score"] == max(OBJECTIVE(SPACE.parse(s)) for s in calls)
+    assert len(best["top"]) == 5
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["arch"] for h in history] == calls
+    pool = (tmp_path / "pool.2.txt").read_text().splitlines()
+    perf = [float(x) for x in (tmp_path / "pool.2.perf").read_text().splitlines()]
+    assert len(pool) == len(perf) == 12 and perf == sorted(perf, reverse=True)
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert sorted(p.name for p in (tmp_path / "controller").iterdir()) == [
+        "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+
+
+def test_corrupt_state_stops_and_is_not_overwritten(tmp_path):
+    (tmp_path / "state.json").write_text('{"iteration": 1, "pool": [')
+    with pytest.raises(StateError, match="state.json cannot be read"):
+        make_search(tmp_path, []).run()
+    assert (tmp_path / "state.json").read_text() == '{"iteration": 1, "pool": ['
+
+
+def test_state_of_a_different_search_is_refused(tmp_path):
+    make_search(tmp_path, [], iterations=0).run()
+    before = (tmp_path / "state.json").read_text()
+    with pytest.raises(StateError, match="different settings"):
+        make_search(tmp_path, [], iterations=0, top_k=3).run()
+    assert (tmp_path / "state.json").read_text() == before
+
+
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+    def demo(output_dir):
+        return [sys.executable, "-m", "nao_tf.demo", f"--output_dir={output_dir}", "--iterations=2",
+                "--seed_archs=40", "--new_archs=20", "--controller_epochs=5"]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(demo(tmp_path / "full"), env=env, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(demo(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = killed / "state.json"
+        if state.exists() and '"phase": "generate"' in state.read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    subprocess.run(demo(killed), env=env, check=True, capture_output=True)
+    assert (killed / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
+    assert json.loads((killed / "best_arch.json").read_text()) == json.loads(
+        (tmp_path / "full" / "best_arch.json").read_text())
+
+
+def test_seed_pool_is_deduplicated_and_used(tmp_path):
+    rng = np.random.default_rng(0)
+    archs = SPACE.sample_unique(6, rng)
+    calls = []
+    make_search(tmp_path, calls, iterations=0).__class__(
+        SPACE, CountingEvaluator(calls), SearchConfig(iterations=0), ControllerConfig.for_space(
+            SPACE, emb_size=8, hidden_size=16, mlp_layers=1, mlp_hidden=16, batch_size=8),
+        tmp_path, seed_pool=archs + archs[:2], log=lambda _: None).run()
+    assert calls == [SPACE.to_string(a) for a in archs]

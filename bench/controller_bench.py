@@ -1,0 +1,68 @@
+"""Controller throughput: seconds per training epoch and seconds to generate new architectures.
+
+Setting of the issue (and of the NAO_pytorch V1 controller): 1,000 architectures of length 40
+(vocab 11, two tokens folded per encoder step), batch 100, embedding 48, hidden 96, MLP 3 x 200;
+generation of 300 new architectures from 100 seeds with lambda = 1, 2, ... .
+
+    python bench/controller_bench.py [--epochs=10] [--attention=dot,bahdanau]
+"""
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace  # noqa: E402
+from nao_tf.controller import Controller, ControllerConfig  # noqa: E402
+from nao_tf.controller_train import ControllerTrainer, normalize_scores  # noqa: E402
+from nao_tf.generate import ControllerInference, generate_new, step_sizes  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("epochs", 10, "Timed training epochs (after one warm-up epoch).")
+flags.DEFINE_list("attention", ["dot", "bahdanau"], "Attention variants to time.")
+flags.DEFINE_integer("archs", 1000, "Training architectures.")
+
+
+def bench(attention: str) -> dict:
+    space = SyntheticSpace(num_nodes=10, choices=5)
+    rng = np.random.default_rng(0)
+    archs = space.sample_unique(FLAGS.archs, rng)
+    objective = SyntheticObjective(space)
+    tokens = space.encode(archs)
+    targets = normalize_scores(np.array([objective(a) for a in archs]), True)
+    config = ControllerConfig.for_space(space, emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=200,
+                                        batch_size=100, attention=attention)
+    trainer = ControllerTrainer(Controller(config, space.valid_token_mask()), augment=space.random_equivalent)
+    trainer.fit(tokens, targets, 1, rng)
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.fit(tokens, targets, FLAGS.epochs, rng)
+    epoch_wall = (time.perf_counter() - wall) / FLAGS.epochs
+    epoch_cpu = (time.process_time() - cpu) / FLAGS.epochs
+    inference = ControllerInference(trainer.model)
+    seeds = archs[:100]
+    seen = {space.canonical_key(a) for a in archs}
+    generate_new(inference, space, seeds, 300, seen, step_sizes(100.0))  # warm-up: traces once
+    wall = time.perf_counter()
+    result = generate_new(inference, space, seeds, 300, seen, step_sizes(100.0))
+    generate_wall = time.perf_counter() - wall
+    return dict(attention=attention, epoch_s=epoch_wall, epoch_cpu_s=epoch_cpu,
+                generate_s=generate_wall, new=len(result.archs), lambda_reached=result.step_size,
+                traces=trainer.train_step.experimental_get_tracing_count())
+
+
+def main(argv):
+    del argv
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("attention | s/epoch (wall) | s/epoch (CPU) | generate 300 from 100 seeds (s) | lambda reached")
+    for attention in FLAGS.attention:
+        r = bench(attention)
+        print(f"{r['attention']:>9} | {r['epoch_s']:14.3f} | {r['epoch_cpu_s']:13.3f} | "
+              f"{r['generate_s']:31.3f} | {r['lambda_reached']:g} ({r['new']} new, {r['traces']} trace)")
+
+
+if __name__ == "__main__":
+    app.run(main)

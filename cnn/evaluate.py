@@ -13,15 +13,20 @@ from typing import Any, Sequence
 from absl import flags
 
 from nao_tf import cli
-from nao_tf.errors import DataError, StateError
+from nao_tf.errors import DataError, NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
 
-FLAGS = flags.FLAGS
 
-flags.DEFINE_string("output_dir", None, "Run directory written by cnn.train_final (required).")
-flags.DEFINE_string("data_dir", None, "Data directory (default: the run's --data_dir).")
-flags.DEFINE_enum("eval_split", "test", ["test", "valid"], "Which split to evaluate.")
-flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch.")
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
+    flags.DEFINE_string("output_dir", "", "Run directory written by cnn.train_final (required).",
+                        flag_values=fv)
+    flags.DEFINE_string("data_dir", "", "Data directory (default: the run's --data_dir).",
+                        flag_values=fv)
+    flags.DEFINE_enum("eval_split", "test", ["test", "valid"], "Which split to evaluate.",
+                      flag_values=fv)
+    flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch.", flag_values=fv)
 
 
 def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
@@ -47,35 +52,43 @@ def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
     return model
 
 
-def main(argv: Sequence[str]) -> None:
-    del argv
-    if not FLAGS.output_dir:
-        raise StateError("--output_dir is required: the run directory of cnn.train_final")
-    settings = read_json(os.path.join(FLAGS.output_dir, "flags.json"))
+def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
+    """Evaluates the run in `fv.output_dir`; returns the metrics (also in eval_results.json)."""
+    if not fv.output_dir:
+        raise NaoError("--output_dir is required: the run directory of cnn.train_final")
+    settings = read_json(os.path.join(fv.output_dir, "flags.json"))
 
     from cnn import data as data_lib
     from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import get_strategy
 
-    data = data_lib.load(settings["dataset"], FLAGS.data_dir or settings["data_dir"],
+    data = data_lib.load(settings["dataset"], fv.data_dir or settings["data_dir"] or None,
                          settings["data_source"],
-                         "search" if FLAGS.eval_split == "valid" else settings["split"],
+                         "search" if fv.eval_split == "valid" else settings["split"],
                          settings["num_valid"],
                          (settings["synthetic_train_images"], settings["synthetic_test_images"]),
-                         seed=settings["seed"] or 0)
-    split = data.valid if FLAGS.eval_split == "valid" else data.test
+                         seed=settings["seed"])
+    split = data.valid if fv.eval_split == "valid" else data.test
     if split is None:
-        raise DataError(f"{FLAGS.data_dir or settings['data_dir']}: no {FLAGS.eval_split} images "
+        raise DataError(f"{fv.data_dir or settings['data_dir']}: no {fv.eval_split} images "
                         "(for test: the test_batch / test file)")
     strategy = get_strategy()
-    trainer = Trainer(strategy, lambda: load_trained_model(FLAGS.output_dir, settings),
-                      OptimConfig(epochs=1, steps_per_epoch=1), FLAGS.eval_batch_size)
-    metrics = trainer.evaluate(data_lib.eval_dataset(split, FLAGS.eval_batch_size, data.mean,
+    trainer = Trainer(strategy, lambda: load_trained_model(fv.output_dir, settings),
+                      OptimConfig(epochs=1, steps_per_epoch=1), fv.eval_batch_size)
+    metrics = trainer.evaluate(data_lib.eval_dataset(split, fv.eval_batch_size, data.mean,
                                                      data.std))
-    metrics["split"] = FLAGS.eval_split
-    atomic_write_json(os.path.join(FLAGS.output_dir, "eval_results.json"), metrics)
-    print(f"{FLAGS.eval_split} accuracy {metrics['accuracy']:.4f} on {metrics['images']} images")
+    metrics["split"] = fv.eval_split
+    atomic_write_json(os.path.join(fv.output_dir, "eval_results.json"), metrics)
+    print(f"{fv.eval_split} accuracy {metrics['accuracy']:.4f} on {metrics['images']} images")
+    return metrics
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
+    evaluate(flags.FLAGS)
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from cnn.data import CifarData, eval_dataset, train_dataset
@@ -71,8 +70,8 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         if os.path.exists(results_path):
             history = read_json(results_path).get("history", [])
-        logging.info("resumed from %s: epoch %d, step %d, lr %.6g", manager.latest_checkpoint,
-                     int(epoch_var.numpy()), trainer.step, trainer.learning_rate())
+        print(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var.numpy())}, step "
+              f"{trainer.step}, lr {trainer.learning_rate():.6g}", flush=True)
     start_epoch = int(epoch_var.numpy())
     expected_step = start_epoch * cfg.steps_per_epoch
     if trainer.step != expected_step:
@@ -114,9 +113,9 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                 last = {"loss": window_loss / window_n, "accuracy": window_acc / window_n,
                         "lr": trainer.learning_rate(), "images_per_sec": rate}
                 eta = (cfg.total_steps - step) * timed_seconds / timed_steps if timed_steps else 0
-                logging.info("epoch %d step %d/%d  loss %.4f  acc %.4f  lr %.5f  %.1f images/s  "
-                             "ETA %s", epoch + 1, step, cfg.total_steps, last["loss"],
-                             last["accuracy"], last["lr"], rate, _format_eta(eta))
+                print(f"epoch {epoch + 1} step {step}/{cfg.total_steps}  loss {last['loss']:.4f}  "
+                      f"acc {last['accuracy']:.4f}  lr {last['lr']:.5f}  {rate:.1f} images/s  "
+                      f"ETA {_format_eta(eta)}", flush=True)
                 with writer.as_default():
                     scalar("train/loss", last["loss"], step)
                     scalar("train/accuracy", last["accuracy"], step)
@@ -138,8 +137,8 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                 with writer.as_default():
                     scalar(f"{name}/accuracy", metrics["accuracy"], trainer.step)
                     scalar(f"{name}/loss", metrics["loss"], trainer.step)
-                logging.info("epoch %d: %s accuracy %.4f (%d images)", epoch + 1, name,
-                             metrics["accuracy"], metrics["images"])
+                print(f"epoch {epoch + 1}: {name} accuracy {metrics['accuracy']:.4f} "
+                      f"({metrics['images']} images)", flush=True)
             history.append(record)
             writer.flush()
             atomic_write_json(results_path, _results(history, extra_results, trainer, False,

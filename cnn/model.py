@@ -49,16 +49,18 @@ class NASCell(keras.layers.Layer):
         self.calibrate1 = (ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate1")
                            if c1 != filters else None)
         self.base1 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="base1")
-        self.branch_ops = []
+        # Sub-layers live in named attributes (tf.train.Checkpoint ignores Keras-tracked lists).
         for i, node in enumerate(cell.nodes):
             for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
                 strides = 2 if reduction and inp < NUM_CELL_INPUTS else 1
-                self.branch_ops.append(ops.make_op(op, filters, strides, sync_bn,
-                                                   name=f"node{i + NUM_CELL_INPUTS}_{b}"))
+                setattr(self, f"op{2 * i + b}", ops.make_op(
+                    op, filters, strides, sync_bn, name=f"node{i + NUM_CELL_INPUTS}_{b}"))
         self.loose_ends = cell.loose_ends()
-        self.output_reduce = {
-            i: ops.FactorizedReduce(filters, sync_bn, name=f"reduce_output{i}")
-            for i in self.loose_ends if reduction and i < NUM_CELL_INPUTS}
+        self.reduced_outputs = tuple(i for i in self.loose_ends
+                                     if reduction and i < NUM_CELL_INPUTS)
+        for i in self.reduced_outputs:
+            setattr(self, f"reduce_output{i}",
+                    ops.FactorizedReduce(filters, sync_bn, name=f"reduce_output{i}"))
         self.output_channels = len(self.loose_ends) * filters
 
     def call(self, inputs, training=False, drop_path_progress=None, drop_path_keep_prob=1.0):
@@ -75,13 +77,13 @@ class NASCell(keras.layers.Layer):
         for i, node in enumerate(self.cell.nodes):
             total = None
             for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
-                out = self.branch_ops[2 * i + b](states[inp], training=training)
+                out = getattr(self, f"op{2 * i + b}")(states[inp], training=training)
                 if apply_drop_path and OPS[op].drop_path:
                     out = ops.drop_path(out, keep)
                 total = out if total is None else total + out
             states.append(total)
-        outs = [self.output_reduce[i](states[i], training=training) if i in self.output_reduce
-                else states[i] for i in self.loose_ends]
+        outs = [getattr(self, f"reduce_output{i}")(states[i], training=training)
+                if i in self.reduced_outputs else states[i] for i in self.loose_ends]
         return outs[0] if len(outs) == 1 else tf.concat(outs, axis=ops.channel_axis())
 
 
@@ -136,7 +138,7 @@ class NASNetwork(keras.Model):
         channels = [stem_channels, stem_channels]  # widths of (h[i-2], h[i-1])
         sizes = [image_size, image_size]
         width = filters
-        self.cells = []
+        self.num_cells = num_cells
         self.aux_index = reduction_indices[-1] + 1 if use_aux_head else None
         self.aux_head = None
         for idx in range(num_cells):
@@ -146,7 +148,7 @@ class NASNetwork(keras.Model):
             cell = NASCell(arch.reduction if reduction else arch.normal, width, reduction,
                            (channels[0], channels[1]), sizes[0] > sizes[1],
                            (idx + 1) / num_cells, sync_bn, name=f"cell{idx}")
-            self.cells.append(cell)
+            setattr(self, f"cell{idx}", cell)
             size = sizes[1] // 2 if reduction else sizes[1]
             channels = [channels[1], cell.output_channels]
             sizes = [sizes[1], size]
@@ -156,6 +158,10 @@ class NASNetwork(keras.Model):
         self.classifier = keras.layers.Dense(num_classes, use_bias=False,
                                              kernel_initializer=ops.KERNEL_INIT, name="classifier")
         self.image_size = image_size
+
+    @property
+    def cells(self) -> list[NASCell]:
+        return [getattr(self, f"cell{idx}") for idx in range(self.num_cells)]
 
     def call(self, images, training=False, drop_path_progress=None):
         x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
@@ -175,9 +181,16 @@ class NASNetwork(keras.Model):
 
     def build_now(self) -> None:
         """Creates every variable eagerly (the aux head included) so that optimizers can be built
-        and checkpoints restored before the first traced step."""
+        and checkpoints restored before the first traced step. Idempotent; the batch-norm moving
+        statistics keep their initial values (0 and 1)."""
+        if self.built:
+            return
         self(tf.zeros([1, self.image_size, self.image_size, 3]), training=True,
              drop_path_progress=tf.constant(0.0))
+        for layer in self._flatten_layers():
+            if isinstance(layer, (ops.BatchNorm, keras.layers.BatchNormalization)):
+                layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+                layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
 
 
 def count_params(model: keras.Model, include_aux_head: bool = False) -> int:

@@ -4,6 +4,9 @@ Every conv-type op is "ReLU -> conv -> BN" with bias-free convs, SAME padding an
 batch norm uses momentum 0.9 and epsilon 1e-5 (the original's decay and epsilon). Ops read the image
 layout from `keras.config.image_data_format()` when they are constructed.
 
+Sub-layers are held in named attributes, never in lists or dicts: `tf.train.Checkpoint` does not
+see layers inside Keras-tracked containers.
+
 Constructor argument `filters` is the cell width (the paper's F, doubled at each reduction); `strides`
 is 2 for ops that read a cell input of a reduction cell, else 1. `sync_bn` makes batch statistics
 span all replicas of a `tf.distribute` strategy, so that splitting a batch across replicas does not
@@ -132,15 +135,15 @@ class SepConv(keras.layers.Layer):
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, sync_bn: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        self.convs = [keras.layers.SeparableConv2D(
-            filters, kernel_size, strides=strides if i == 0 else 1, padding="same", use_bias=False,
-            depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT) for i in range(2)]
-        self.bns = [batch_norm(sync_bn) for _ in range(2)]
+        self.conv1, self.conv2 = (keras.layers.SeparableConv2D(
+            filters, kernel_size, strides=s, padding="same", use_bias=False,
+            depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT)
+            for s in (strides, 1))
+        self.bn1, self.bn2 = batch_norm(sync_bn), batch_norm(sync_bn)
 
     def call(self, x, training=False):
-        for conv, bn in zip(self.convs, self.bns):
-            x = bn(conv(tf.nn.relu(x)), training=training)
-        return x
+        x = self.bn1(self.conv1(tf.nn.relu(x)), training=training)
+        return self.bn2(self.conv2(tf.nn.relu(x)), training=training)
 
 
 class FactorizedConv(keras.layers.Layer):

@@ -11,65 +11,79 @@ resumes from the last checkpoint; --overwrite starts fresh.
 
 import os
 import shutil
-import sys
 import time
 from typing import Any, Sequence
 
-from absl import flags, logging
+from absl import flags
 
 from nao_tf import cli
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
 
-FLAGS = flags.FLAGS
+_DATASETS = ["cifar10", "cifar100", "synthetic"]
+# (name, default, help[, enum values]); the type of the default picks the absl flag kind.
+FLAG_SPECS: tuple[tuple, ...] = (
+    ("config", "", "Preset of the original final scripts: nao_ws or naonet ('' = none)."),
+    ("arch", "nao_ws", "Architecture: a name (nao_ws, naonet, naonet_a), 40 integers (normal "
+     "then reduction cell), or a best_arch.json path."),
+    ("dataset", "cifar10", "Dataset.", _DATASETS),
+    ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
+     "directory (unused for synthetic)."),
+    ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),
+    ("split", "final", "final: all training images; search: all but the last --num_valid, which "
+     "are the validation set.", ["final", "search"]),
+    ("num_valid", 5000, "Validation images held out by --split=search."),
+    ("synthetic_train_images", 2048, "Training images of --dataset=synthetic."),
+    ("synthetic_test_images", 512, "Test images of --dataset=synthetic."),
+    ("output_dir", "", "Run directory (required)."),
+    ("overwrite", False, "Delete this run's previous state in --output_dir first."),
+    ("num_cells", 5, "N: normal cells per stage (3N + 2 cells in all)."),
+    ("filters", 36, "F: width of the first stage (doubled at each reduction)."),
+    ("stem_multiplier", 3, "The stem has stem_multiplier * F channels."),
+    ("epochs", 630, "Training epochs."),
+    ("batch_size", 144, "Global training batch (split across replicas)."),
+    ("eval_batch_size", 128, "Global evaluation batch."),
+    ("lr_schedule", "sgdr", "sgdr: epoch-granular cosine with warm restarts (T_0, T_mul); "
+     "cosine: one per-step cosine over all epochs.", ["sgdr", "cosine"]),
+    ("lr_max", 0.05, "Maximum learning rate."),
+    ("lr_min", 0.0001, "Minimum learning rate."),
+    ("t0", 10, "SGDR: epochs of the first cycle (T_0)."),
+    ("t_mul", 2, "SGDR: cycle length multiplier (T_mul)."),
+    ("nesterov", True, "Nesterov momentum (NAO-WS) or plain momentum (NAO)."),
+    ("momentum", 0.9, "SGD momentum."),
+    ("l2_reg", 2e-4, "Adds l2_reg * sum(w^2) over all trainable variables to the loss."),
+    ("grad_bound", 5.0, "Clip the global gradient norm to this (0: no clipping)."),
+    ("drop_path_keep_prob", 0.6, "Drop-path keep probability of the last cell at the end of "
+     "training (linear in depth and in training progress)."),
+    ("keep_prob", 0.8, "Keep probability of the dropout before the classifier."),
+    ("use_aux_head", True, "Auxiliary classifier after the second reduction."),
+    ("aux_weight", 0.4, "Loss weight of the auxiliary head."),
+    ("label_smoothing", 0.0, "Label smoothing of the cross-entropy."),
+    ("cutout_size", 0, "Cutout square side (0: no cutout)."),
+    ("eval_every_epochs", 1, "Evaluate test (and valid) accuracy every k epochs."),
+    ("log_every_steps", 50, "Progress line and TensorBoard scalars every k steps."),
+    ("keep_checkpoints", 5, "Checkpoints kept (one per epoch)."),
+    ("precision", "fp32", "Mixed precision policy.", ["fp32", "bf16", "fp16"]),
+    ("jit_compile", False, "XLA-compile the forward/backward pass."),
+    ("sync_bn", True, "Batch-norm statistics over the global batch when training on several "
+     "replicas (same results as one replica); per-replica statistics otherwise."),
+    ("data_format", "channels_last", "Image layout inside the network (channels_first only on "
+     "GPUs).", ["channels_last", "channels_first"]),
+    ("seed", 0, "Random seed (weights, data order, augmentation); 0 = not fixed."),
+)
+FLAG_NAMES = tuple(spec[0] for spec in FLAG_SPECS)
 
-flags.DEFINE_string("config", None, "Preset of the original final scripts: nao_ws or naonet.")
-flags.DEFINE_string("arch", "nao_ws", "Architecture: a name (nao_ws, naonet, naonet_a), 40 "
-                    "integers (normal then reduction cell), or a best_arch.json path.")
-flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "cifar100", "synthetic"], "Dataset.")
-flags.DEFINE_string("data_dir", None, "Directory with the python-pickle batches or a prepared "
-                    "tensorflow-datasets directory (unused for synthetic).")
-flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "pickle"], "How to read --data_dir.")
-flags.DEFINE_enum("split", "final", ["final", "search"], "final: all 50k training images; search: "
-                  "45k train + the last 5k as validation.")
-flags.DEFINE_integer("num_valid", 5000, "Validation images held out by --split=search.")
-flags.DEFINE_integer("synthetic_train_images", 2048, "Training images of --dataset=synthetic.")
-flags.DEFINE_integer("synthetic_test_images", 512, "Test images of --dataset=synthetic.")
-flags.DEFINE_string("output_dir", None, "Run directory (required).")
-flags.DEFINE_bool("overwrite", False, "Delete this run's previous state in --output_dir first.")
-flags.DEFINE_integer("num_cells", 5, "N: normal cells per stage (3N + 2 cells in all).")
-flags.DEFINE_integer("filters", 36, "F: width of the first stage (doubled at each reduction).")
-flags.DEFINE_integer("stem_multiplier", 3, "The stem has stem_multiplier * F channels.")
-flags.DEFINE_integer("epochs", 630, "Training epochs.")
-flags.DEFINE_integer("batch_size", 144, "Global training batch (split across replicas).")
-flags.DEFINE_integer("eval_batch_size", 128, "Global evaluation batch.")
-flags.DEFINE_enum("lr_schedule", "sgdr", ["sgdr", "cosine"], "sgdr: epoch-granular cosine with "
-                  "warm restarts (T_0, T_mul); cosine: one per-step cosine over all epochs.")
-flags.DEFINE_float("lr_max", 0.05, "Maximum learning rate.")
-flags.DEFINE_float("lr_min", 0.0001, "Minimum learning rate.")
-flags.DEFINE_integer("t0", 10, "SGDR: epochs of the first cycle (T_0).")
-flags.DEFINE_integer("t_mul", 2, "SGDR: cycle length multiplier (T_mul).")
-flags.DEFINE_bool("nesterov", True, "Nesterov momentum (NAO-WS) or plain momentum (NAO).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("l2_reg", 2e-4, "Adds l2_reg * sum(w^2) over all trainable variables.")
-flags.DEFINE_float("grad_bound", 5.0, "Clip the global gradient norm to this (0: no clipping).")
-flags.DEFINE_float("drop_path_keep_prob", 0.6, "Drop-path keep probability of the last cell at "
-                   "the end of training (linear in depth and in training progress).")
-flags.DEFINE_float("keep_prob", 0.8, "Keep probability of the dropout before the classifier.")
-flags.DEFINE_bool("use_aux_head", True, "Auxiliary classifier after the second reduction.")
-flags.DEFINE_float("aux_weight", 0.4, "Loss weight of the auxiliary head.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.")
-flags.DEFINE_integer("cutout_size", 0, "Cutout square side (0: no cutout).")
-flags.DEFINE_integer("eval_every_epochs", 1, "Evaluate test (and valid) accuracy every k epochs.")
-flags.DEFINE_integer("log_every_steps", 50, "Progress line and TensorBoard scalars every k steps.")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept (one per epoch).")
-flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precision policy.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward/backward pass.")
-flags.DEFINE_bool("sync_bn", True, "Batch-norm statistics over the global batch when training on "
-                  "several replicas (identical results to one replica); per-replica otherwise.")
-flags.DEFINE_enum("data_format", "channels_last", ["channels_last", "channels_first"],
-                  "Image layout inside the network (channels_first only on GPUs).")
-flags.DEFINE_integer("seed", None, "Random seed (weights, data order, augmentation).")
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
+    for name, default, help_text, *choices in FLAG_SPECS:
+        if choices:
+            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=fv)
+        else:
+            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+                      float: flags.DEFINE_float, str: flags.DEFINE_string}[type(default)]
+            define(name, default, help_text, flag_values=fv)
+
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "num_cells", "filters", "stem_multiplier", "use_aux_head",
@@ -77,15 +91,15 @@ RESUME_KEYS = ("arch", "dataset", "num_cells", "filters", "stem_multiplier", "us
 STATE_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
 
-def apply_config() -> None:
+def apply_config(fv: flags.FlagValues) -> None:
     """Sets the --config preset as defaults of every flag not given on the command line."""
     from cnn.configs import preset
 
-    if not FLAGS.config:
+    if not fv.config:
         return
-    for name, value in preset(FLAGS.config, FLAGS.dataset).items():
-        if not FLAGS[name].present:
-            setattr(FLAGS, name, value)
+    for name, value in preset(fv.config, fv.dataset).items():
+        if not fv[name].present:
+            setattr(fv, name, value)
 
 
 def prepare_output_dir(output_dir: str, settings: dict[str, Any], overwrite: bool) -> None:
@@ -110,12 +124,16 @@ def prepare_output_dir(output_dir: str, settings: dict[str, Any], overwrite: boo
     atomic_write_json(flags_path, settings)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
-    apply_config()
-    if not FLAGS.output_dir:
+def train(fv: flags.FlagValues) -> dict[str, Any]:
+    """Runs the command for parsed flags `fv`; returns the results (also in results.json)."""
+    apply_config(fv)
+    if not fv.output_dir:
         raise NaoError("--output_dir is required (where checkpoints and results go)")
+
+    from cnn.search_space import load_arch, space_for
+
+    arch = load_arch(fv.arch)
+    space = space_for(arch)
 
     import keras
 
@@ -123,75 +141,79 @@ def main(argv: Sequence[str]) -> None:
     from cnn.export import export_for_inference
     from cnn.fit import LoopConfig, fit
     from cnn.model import NASNetwork, count_params
-    from cnn.search_space import load_arch, space_for
     from cnn.training import OptimConfig, Trainer, set_precision
     from nao_tf.distribute import get_strategy
 
-    arch = load_arch(FLAGS.arch)
-    space = space_for(arch)
-    settings = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    settings = {name: fv[name].value for name in FLAG_NAMES}
     settings["arch"] = space.to_string(arch)
-    prepare_output_dir(FLAGS.output_dir, settings, FLAGS.overwrite)
-    if FLAGS.seed is not None:
-        keras.utils.set_random_seed(FLAGS.seed)
-    keras.config.set_image_data_format(FLAGS.data_format)
-    set_precision(FLAGS.precision)
+    prepare_output_dir(fv.output_dir, settings, fv.overwrite)
+    if fv.seed:
+        keras.utils.set_random_seed(fv.seed)
+    keras.config.set_image_data_format(fv.data_format)
+    set_precision(fv.precision)
 
-    data = data_lib.load(FLAGS.dataset, FLAGS.data_dir, FLAGS.data_source, FLAGS.split,
-                         FLAGS.num_valid,
-                         (FLAGS.synthetic_train_images, FLAGS.synthetic_test_images),
-                         seed=FLAGS.seed or 0)
+    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
+                         fv.num_valid,
+                         (fv.synthetic_train_images, fv.synthetic_test_images),
+                         seed=fv.seed)
     strategy = get_strategy()
-    if FLAGS.batch_size % strategy.num_replicas_in_sync:
-        raise NaoError(f"--batch_size={FLAGS.batch_size} does not split evenly over "
+    if fv.batch_size % strategy.num_replicas_in_sync:
+        raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
                        f"{strategy.num_replicas_in_sync} replicas")
-    steps = data_lib.steps_per_epoch(len(data.train), FLAGS.batch_size)
+    steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     cfg = OptimConfig(
-        epochs=FLAGS.epochs, steps_per_epoch=steps, lr_schedule=FLAGS.lr_schedule,
-        lr_max=FLAGS.lr_max, lr_min=FLAGS.lr_min, t0=FLAGS.t0, t_mul=FLAGS.t_mul,
-        momentum=FLAGS.momentum, nesterov=FLAGS.nesterov, l2_reg=FLAGS.l2_reg,
-        grad_bound=FLAGS.grad_bound, aux_weight=FLAGS.aux_weight,
-        label_smoothing=FLAGS.label_smoothing, precision=FLAGS.precision)
-    sync_bn = FLAGS.sync_bn and strategy.num_replicas_in_sync > 1
+        epochs=fv.epochs, steps_per_epoch=steps, lr_schedule=fv.lr_schedule,
+        lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
+        momentum=fv.momentum, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
+        grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
+        label_smoothing=fv.label_smoothing, precision=fv.precision)
+    sync_bn = fv.sync_bn and strategy.num_replicas_in_sync > 1
 
     def build_model() -> NASNetwork:
-        return NASNetwork(arch, FLAGS.num_cells, FLAGS.filters, data.num_classes,
-                          use_aux_head=FLAGS.use_aux_head,
-                          drop_path_keep_prob=FLAGS.drop_path_keep_prob,
-                          dropout_rate=1.0 - FLAGS.keep_prob,
-                          stem_multiplier=FLAGS.stem_multiplier, sync_bn=sync_bn)
+        return NASNetwork(arch, fv.num_cells, fv.filters, data.num_classes,
+                          use_aux_head=fv.use_aux_head,
+                          drop_path_keep_prob=fv.drop_path_keep_prob,
+                          dropout_rate=1.0 - fv.keep_prob,
+                          stem_multiplier=fv.stem_multiplier, sync_bn=sync_bn)
 
     t = time.perf_counter()
-    trainer = Trainer(strategy, build_model, cfg, FLAGS.batch_size, FLAGS.jit_compile)
+    trainer = Trainer(strategy, build_model, cfg, fv.batch_size, fv.jit_compile)
     params = count_params(trainer.model)
     params_aux = count_params(trainer.model, include_aux_head=True)
-    logging.info("architecture (%s space):\n%s", space.name, space.describe(arch))
+    print(f"architecture ({space.name} space):\n{space.describe(arch)}")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M; {params_aux:,} with the aux head) | "
-          f"N={FLAGS.num_cells} F={FLAGS.filters} | {len(data.train)} training images, "
-          f"{steps} steps/epoch x {FLAGS.epochs} epochs, batch {FLAGS.batch_size} over "
+          f"N={fv.num_cells} F={fv.filters} | {len(data.train)} training images, "
+          f"{steps} steps/epoch x {fv.epochs} epochs, batch {fv.batch_size} over "
           f"{strategy.num_replicas_in_sync} replica(s) | built in {time.perf_counter() - t:.0f}s",
           flush=True)
     if data.test is None:
-        logging.warning("%s has no test set (test_batch); test accuracy is skipped",
-                        FLAGS.data_dir)
-    loop = LoopConfig(output_dir=FLAGS.output_dir, batch_size=FLAGS.batch_size,
-                      eval_batch_size=FLAGS.eval_batch_size, cutout_size=FLAGS.cutout_size,
-                      eval_every_epochs=FLAGS.eval_every_epochs,
-                      log_every_steps=FLAGS.log_every_steps,
-                      keep_checkpoints=FLAGS.keep_checkpoints, seed=FLAGS.seed)
+        print(f"note: {fv.data_dir} has no test set (test_batch); test accuracy is skipped")
+    loop = LoopConfig(output_dir=fv.output_dir, batch_size=fv.batch_size,
+                      eval_batch_size=fv.eval_batch_size, cutout_size=fv.cutout_size,
+                      eval_every_epochs=fv.eval_every_epochs,
+                      log_every_steps=fv.log_every_steps,
+                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed or None)
     extra = {"arch": space.to_string(arch), "space": space.name, "params": params,
-             "params_with_aux_head": params_aux, "dataset": FLAGS.dataset,
+             "params_with_aux_head": params_aux, "dataset": fv.dataset,
              "num_train_images": len(data.train)}
     results = fit(trainer, data, loop, extra)
-    export_dir = os.path.join(FLAGS.output_dir, "export")
+    export_dir = os.path.join(fv.output_dir, "export")
     export_for_inference(trainer.model, export_dir, data.mean, data.std)
     results["export_dir"] = export_dir
-    atomic_write_json(os.path.join(FLAGS.output_dir, "results.json"), results)
+    atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
     test_acc = results["test_accuracy"]
     print(f"done: {results['steps']} steps; test accuracy "
           f"{'n/a' if test_acc is None else f'{test_acc:.4f}'}; exported to {export_dir}",
           flush=True)
+    return results
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
+    train(flags.FLAGS)
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from cnn import evaluate, train_final
+from cnn.data import normalize, synthetic_splits
+from cnn.evaluate import load_trained_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL_ARCH = ("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
+              "0 4 1 3 2 2 0 1 1 4 2 4 3 2 4 4 0 3 5 2")
+
+
+def _argv(output_dir):
+    return ["--dataset=synthetic", f"--output_dir={output_dir}", f"--arch={SMALL_ARCH}",
+            "--num_cells=1", "--filters=8", "--epochs=3", "--batch_size=16",
+            "--synthetic_train_images=256", "--synthetic_test_images=32", "--log_every_steps=1",
+            "--eval_every_epochs=10", "--seed=1"]
+
+
+def _flags(module, argv):
+    values = flags.FlagValues()
+    module.define_flags(values)
+    values(["prog", *argv])
+    return values
+
+
+def _command(*args):
+    return subprocess.run([sys.executable, "-m", "cnn.train_final", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-m", "cnn.train_final", *_argv(run_dir)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    for line in child.stdout:  # progress lines: "epoch E step S/48 ..."
+        if "epoch 2 step 20/48" in line:
+            child.kill()
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -9, "the run ended before it could be killed in epoch 2"
+    assert not (run_dir / "results.json").exists() or \
+        not json.loads((run_dir / "results.json").read_text())["finished"]
+
+    capsys.readouterr()
+    train_final.train(_flags(train_final, _argv(run_dir)))
+    resumed = [line for line in capsys.readouterr().out.splitlines() if "resumed from" in line]
+    lr = 0.0001 + 0.5 * (0.05 - 0.0001) * (1 + np.cos(np.pi * 1 / 10))  # SGDR at epoch 1
+    assert resumed and f"epoch 1, step 16, lr {lr:.6g}" in resumed[0]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["finished"] and results["resumed_from_epoch"] == 1
+    assert results["steps"] == 48 and results["epochs_done"] == 3
+    assert 0 <= results["test_accuracy"] <= 1 and results["params"] > 0
+
+    # The export loads in a clean interpreter that cannot import this project.
+    _, test = synthetic_splits(0, 6, seed=5)
+    np.save(tmp_path / "images.npy", test.images.astype(np.float32))
+    script = (
+        "import importlib.util, numpy as np, tensorflow as tf\n"
+        "assert importlib.util.find_spec('cnn') is None\n"
+        f"m = tf.saved_model.load({str(run_dir / 'export')!r})\n"
+        f"out = m.serve(tf.constant(np.load({str(tmp_path / 'images.npy')!r})))\n"
+        f"np.save({str(tmp_path / 'logits.npy')!r}, out['logits'].numpy())\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    settings = json.loads((run_dir / "flags.json").read_text())
+    model = load_trained_model(str(run_dir), settings)
+    train, _ = synthetic_splits(256, 32, seed=1)
+    mean = (train.images.reshape(-1, 3).mean(0) / 255).astype(np.float32)
+    std = np.maximum(train.images.reshape(-1, 3).std(0) / 255, 1e-3).astype(np.float32)
+    expected = model(normalize(test.images, mean, std), training=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-4, atol=1e-4)
+
+    metrics = evaluate.evaluate(_flags(evaluate, [f"--output_dir={run_dir}"]))
+    assert metrics["images"] == 32
+    assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch=enas_cell"], "error: unknown architecture name 'enas_cell'"),
+    (["--arch=0 1 0 4"], "error: cnn_any: got 4 integers, expected 40"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"],
+     "error: /nonexistent/cifar: data directory not found"),
+])
+def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
+    proc = _command(f"--output_dir={tmp_path}", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_sets_defaults_and_explicit_flags_win():
+    f = _flags(train_final, ["--config=naonet", "--dataset=cifar100", "--filters=36"])
+    train_final.apply_config(f)
+    assert (f.num_cells, f.filters, f.epochs, f.cutout_size, f.nesterov) == (6, 36, 600, 16, False)
+    assert (f.drop_path_keep_prob, f.keep_prob, f.t0, f.t_mul) == (0.6, 0.8, 600, 1)
+    assert f.arch == "naonet" and f.batch_size == 128

@@ -20,9 +20,23 @@ from nao_tf.distribute import build_optimizer
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-def normalize_scores(scores: np.ndarray, higher_is_better: bool) -> np.ndarray:
-    """Min-max normalisation to [0, 1], 1 = best. All-equal scores map to 0.5."""
+def normalize_scores(scores: np.ndarray, higher_is_better: bool, method: str = "minmax") -> np.ndarray:
+    """Scores mapped to [0, 1], 1 = best. All-equal scores map to 0.5.
+
+    "minmax" (the original): linear in the score. "rank": evenly spaced by rank (ties share the
+    mean rank), so a few very bad architectures do not squash the good ones together near 1.
+    """
     scores = np.asarray(scores, dtype=np.float64)
+    if method not in ("minmax", "rank"):
+        raise ValueError(f"normalization must be 'minmax' or 'rank', got {method!r}")
+    if method == "rank":
+        order = np.argsort(scores, kind="stable")
+        ranks = np.empty(len(scores))
+        ranks[order] = np.arange(len(scores))
+        for value in np.unique(scores):
+            tied = scores == value
+            ranks[tied] = ranks[tied].mean()
+        scores = ranks
     low, high = scores.min(), scores.max()
     if high == low:
         return np.full(scores.shape, 0.5, np.float32)

@@ -69,6 +69,7 @@ class SearchConfig:
     oversample: float = 1.0  # decode this many times N candidates, keep the N predicted best
     controller_epochs: int = 1000
     train_on: str = "pool"  # "pool": the current pool's scores; "history": every arch measured
+    normalization: str = "minmax"  # controller targets: "minmax" (original) or "rank"
     symmetry: bool = True  # augment controller data with the space's equivalent rewrites
     query_budget: int | None = None  # at most this many distinct architectures are evaluated
     seed: int = 0
@@ -200,7 +201,7 @@ class NAOSearch:
             metrics["pairwise_accuracy"] = pairwise_accuracy(sign * values, predicted)
             metrics["kendall_tau"] = kendall_tau(sign * values, predicted)
         rng = self._rng(state)
-        targets = normalize_scores(scores, self.evaluator.higher_is_better)
+        targets = normalize_scores(scores, self.evaluator.higher_is_better, self.config.normalization)
         fit = self.trainer.fit(tokens, targets, self.config.controller_epochs, rng)
         metrics.update(controller_mse=fit["mse"], controller_cross_entropy=fit["cross_entropy"],
                        hamming_distance=hamming_distance(tokens, self.inference.reconstruct(tokens)))

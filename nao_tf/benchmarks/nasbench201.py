@@ -190,8 +190,10 @@ class NaoSettings:
     new_archs: int = 10
     random_archs: int = 0
     max_lambda: float = 50.0
+    lambda_step: float = 1.0
     oversample: float = 10.0
     controller_epochs: int = 60
+    normalization: str = "minmax"
     emb_size: int = 32
     hidden_size: int = 64
     mlp_layers: int = 2
@@ -206,8 +208,9 @@ def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, 
     search_config = SearchConfig(
         seed_archs=settings.seed_archs, iterations=10 ** 6, top_k=settings.top_k,
         new_archs=settings.new_archs, random_archs=settings.random_archs,
-        max_lambda=settings.max_lambda, oversample=settings.oversample,
+        max_lambda=settings.max_lambda, lambda_step=settings.lambda_step, oversample=settings.oversample,
         controller_epochs=settings.controller_epochs, train_on="history", symmetry=False,
+        normalization=settings.normalization,
         query_budget=budget, seed=seed)
     controller_config = ControllerConfig.for_space(
         space, emb_size=settings.emb_size, hidden_size=settings.hidden_size,
@@ -307,7 +310,7 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
     flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
     flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
-    flags.DEFINE_integer("epochs", 200, "Predictor mode: controller epochs.")
+    flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
 
 
 def main(argv: Sequence[str]) -> None:

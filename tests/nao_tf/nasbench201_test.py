@@ -1,0 +1,128 @@
+"""NAS-Bench-201 space, table, baselines and command, on a generated table."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nao_tf.benchmarks.nasbench201 import (OPS, NaoSettings, NasBench201Space, QueryCounter, Table,
+                                           format_table, predictor_quality, random_search,
+                                           regularized_evolution, run_methods)
+from nao_tf.errors import DataError, InvalidArchitectureError
+
+SPACE = NasBench201Space()
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+def fake_accuracy(arch) -> float:
+    """Convolutions help, 'none' hurts, the last node's edges matter most."""
+    weights = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 3.0])
+    value = {0: -2.0, 1: 0.5, 2: 1.0, 3: 1.5, 4: 0.2}
+    return 60.0 + sum(w * value[op] for w, op in zip(weights, arch))
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("nb201") / "table.csv"
+    rows = ["index,arch,cifar10_valid,cifar10_test"]
+    for index, arch in enumerate(itertools.product(range(len(OPS)), repeat=6)):
+        valid = fake_accuracy(arch)
+        rows.append(f"{index},{SPACE.to_string(arch)},{valid:.3f},{valid + 0.1 * (index % 7):.3f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_string_format_round_trip():
+    arch = SPACE.parse(EXAMPLE)
+    assert arch == (3, 3, 4, 1, 3, 1)
+    assert SPACE.to_string(arch) == EXAMPLE
+    assert SPACE.from_tokens(SPACE.to_tokens(arch)) == arch
+
+
+@pytest.mark.parametrize("bad", ["|nor_conv_3x3~0|+|nor_conv_3x3~0|",
+                                 EXAMPLE.replace("avg_pool_3x3~1", "avg_pool_3x3~0"),
+                                 EXAMPLE.replace("skip_connect~2", "conv_9x9~2")])
+def test_malformed_strings_are_rejected(bad):
+    with pytest.raises(InvalidArchitectureError):
+        SPACE.parse(bad)
+
+
+def test_table_reads_all_cells(table_path):
+    table = Table(table_path, SPACE)
+    assert len(table.rows) == 15625 and table.columns == ["cifar10_valid", "cifar10_test"]
+    with pytest.raises(DataError, match="no column 'cifar100_test'"):
+        table.check_column("cifar100_test")
+
+
+def test_bad_table_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(f"index,arch,cifar10_valid\n0,{EXAMPLE},80.0\n1,|none~0|,70.0\n")
+    with pytest.raises(DataError, match=r"bad.csv:3:"):
+        Table(path, SPACE)
+
+
+@pytest.mark.parametrize("method", [random_search, regularized_evolution])
+def test_baselines_use_exactly_the_budget(table_path, method):
+    table = Table(table_path, SPACE)
+    query = QueryCounter(table, "cifar10_valid", budget=37)
+    method(SPACE, query, np.random.default_rng(0))
+    assert len(query.queried) == 37
+
+
+def test_evolution_beats_random_on_a_smooth_table(table_path):
+    table = Table(table_path, SPACE)
+    best = {}
+    for method in (random_search, regularized_evolution):
+        values = []
+        for seed in range(5):
+            query = QueryCounter(table, "cifar10_valid", budget=60)
+            method(SPACE, query, np.random.default_rng(seed))
+            values.append(max(query.queried.values()))
+        best[method.__name__] = np.mean(values)
+    assert best["regularized_evolution"] > best["random_search"]
+
+
+def test_run_methods_picks_by_search_metric_and_reports_index(table_path):
+    table = Table(table_path, SPACE)
+    settings = NaoSettings(seed_archs=10, new_archs=5, top_k=5, controller_epochs=5)
+    results = run_methods(table, "cifar10_valid", "cifar10_test", budget=20, seeds=2,
+                          methods=["nao", "random", "evolution"], settings=settings, log=lambda _: None)
+    for method, summary in results["methods"].items():
+        assert len(summary["runs"]) == 2
+        for run in summary["runs"]:
+            arch = SPACE.parse(run["arch"])
+            assert run["queries"] == 20
+            assert table.index[arch] == run["index"]
+            assert run["report_score"] == table.metric(arch, "cifar10_test")
+        assert 1.0 <= summary["mean_rank"] <= 3.0
+    assert "mean rank" in format_table(results)
+
+
+def test_predictor_quality_on_a_learnable_table(table_path):
+    table = Table(table_path, SPACE)
+    metrics = predictor_quality(SPACE, table, "cifar10_valid", n_train=100, n_test=300, epochs=300,
+                                seed=0, settings=NaoSettings())
+    assert metrics["pairwise_accuracy"] > 0.8
+    assert metrics["hamming_distance"] < 0.25
+
+
+def test_command_writes_results_json(table_path, tmp_path):
+    output = tmp_path / "results.json"
+    subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
+                    "--budget=15", "--seeds=1", "--methods=random,evolution", f"--output={output}"],
+                   check=True, capture_output=True, cwd=REPO)
+    results = json.loads(output.read_text())
+    assert set(results["methods"]) == {"random", "evolution"}
+
+
+def test_command_reports_a_missing_table_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201",
+                          f"--table={tmp_path / 'missing.csv'}"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in run.stderr

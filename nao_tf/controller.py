@@ -19,7 +19,6 @@ one. The controller always runs in float32.
 """
 
 import dataclasses
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -309,16 +308,3 @@ class Controller(keras.Model):
 def decoder_inputs_for(tokens: tf.Tensor) -> tf.Tensor:
     """Teacher-forcing inputs: [<sos>=0, x_1, ..., x_{L-1}]."""
     return tf.concat([tf.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
-
-
-def token_mask_from(space: SearchSpace) -> np.ndarray:
-    return np.asarray(space.valid_token_mask(), dtype=bool)
-
-
-def controller_for(space: SearchSpace, **overrides) -> Controller:
-    """A controller sized for `space` (overrides: any `ControllerConfig` field)."""
-    return Controller(ControllerConfig.for_space(space, **overrides), token_mask_from(space))
-
-
-def as_tokens(rows: Sequence[Sequence[int]] | np.ndarray) -> tf.Tensor:
-    return tf.convert_to_tensor(np.asarray(rows, dtype=np.int32))

@@ -20,6 +20,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from rnn.cell_loop import CellSchedule, run_cell
 from rnn.search_space import ACTIVATIONS, RnnCell
 
 INIT_RANGE = 0.04
@@ -74,10 +75,12 @@ def _uniform() -> keras.initializers.Initializer:
 
 
 class NaoCell(keras.layers.Layer):
-    """A fixed NAO cell run over a [T, B, d] sequence with a `tf.while_loop` over time.
+    """A fixed NAO cell run over a [T, B, d] sequence.
 
     Nodes that read the same predecessor are computed with one matrix product (their W_i
-    concatenated once per call), which is the same function with fewer, larger matmuls.
+    concatenated once per call), and x_t W_0[:d] for the whole segment at once. Training runs
+    `rnn.cell_loop.run_cell` (time loop with a hand-written backward pass); evaluation runs the
+    plain `tf.while_loop` of `step`, which stores nothing for a backward pass.
     """
 
     def __init__(self, arch: RnnCell, units: int, dropoutx: float = 0.0, dropouth: float = 0.0,
@@ -85,12 +88,8 @@ class NaoCell(keras.layers.Layer):
         super().__init__(**kwargs)
         self.arch, self.units = arch, units
         self.dropoutx, self.dropouth = dropoutx, dropouth
+        self.schedule = CellSchedule.of(arch)
         self._activations = [ACTIVATION_FNS[a] for a in arch.activations]
-        children: dict[int, list[int]] = {}
-        for i, pred in enumerate(arch.predecessors, 1):
-            children.setdefault(pred, []).append(i)
-        # Increasing predecessor order is a valid schedule: pred(p) < p.
-        self._groups = sorted(children.items())
 
     def build(self, input_shape=None) -> None:
         d = self.units
@@ -108,14 +107,15 @@ class NaoCell(keras.layers.Layer):
     def grouped_weights(self) -> list[tf.Tensor]:
         """[W_i for the children of p] concatenated along columns, one tensor per predecessor p."""
         return [tf.concat([self.ws[i - 1] for i in nodes], axis=1) if len(nodes) > 1
-                else tf.convert_to_tensor(self.ws[nodes[0] - 1]) for _, nodes in self._groups]
+                else tf.convert_to_tensor(self.ws[nodes[0] - 1])
+                for _, nodes in self.schedule.groups]
 
     def step(self, x_proj: tf.Tensor, h: tf.Tensor, mask_h, w0_h: tf.Tensor,
              weights: list[tf.Tensor]) -> tf.Tensor:
         """One time step: h_t = mean(s_1..s_11); x_proj from `input_projection`, w0_h = W_0[d:],
         `weights` from `grouped_weights` (all computed once per call, outside the time loop)."""
         states = {0: first_state(x_proj, h, w0_h, mask_h)}
-        for (pred, nodes), w in zip(self._groups, weights):
+        for (pred, nodes), w in zip(self.schedule.groups, weights):
             s_prev = states[pred]
             s_in = s_prev if mask_h is None else s_prev * mask_h
             cgs = tf.split(tf.matmul(s_in, w), len(nodes), axis=-1)
@@ -123,19 +123,11 @@ class NaoCell(keras.layers.Layer):
                 states[node] = highway_mix(s_prev, cg, self._activations[node - 1])
         return tf.add_n([states[i] for i in range(1, len(states))]) / float(len(states) - 1)
 
-    def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False):
-        """inputs [T, B, d], hidden [B, d] -> (outputs [T, B, d], last hidden [B, d])."""
-        batch = tf.shape(inputs)[1]
-        mask_x = mask_h = None
-        if training and self.dropoutx > 0:
-            mask_x = dropout_mask([batch, self.units], self.dropoutx)
-        if training and self.dropouth > 0:
-            mask_h = dropout_mask([batch, self.units], self.dropouth)
-        steps = tf.shape(inputs)[0]
-        outputs = tf.TensorArray(inputs.dtype, size=steps, element_shape=hidden.shape)
-        weights = self.grouped_weights()
-        x_proj = input_projection(inputs, self.w0, mask_x)
-        w0_h = tf.convert_to_tensor(self.w0)[self.units:]
+    def forward_loop(self, x_proj: tf.Tensor, hidden: tf.Tensor, mask_h, w0_h: tf.Tensor,
+                     weights: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """`step` over time in a `tf.while_loop` (differentiable by automatic differentiation)."""
+        steps = tf.shape(x_proj)[0]
+        outputs = tf.TensorArray(x_proj.dtype, size=steps, element_shape=hidden.shape)
 
         def body(t, h, out):
             h = self.step(x_proj[t], h, mask_h, w0_h, weights)
@@ -145,6 +137,22 @@ class NaoCell(keras.layers.Layer):
                                            (tf.constant(0), hidden, outputs),
                                            maximum_iterations=steps)
         return outputs.stack(), hidden
+
+    def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False):
+        """inputs [T, B, d], hidden [B, d] -> (outputs [T, B, d], last hidden [B, d])."""
+        batch = tf.shape(inputs)[1]
+        mask_x = mask_h = None
+        if training and self.dropoutx > 0:
+            mask_x = dropout_mask([batch, self.units], self.dropoutx)
+        if training and self.dropouth > 0:
+            mask_h = dropout_mask([batch, self.units], self.dropouth)
+        weights = self.grouped_weights()
+        x_proj = input_projection(inputs, self.w0, mask_x)
+        w0_h = tf.convert_to_tensor(self.w0)[self.units:]
+        if not training:
+            return self.forward_loop(x_proj, hidden, mask_h, w0_h, weights)
+        mask_h = tf.ones_like(hidden) if mask_h is None else mask_h
+        return run_cell(x_proj, hidden, mask_h, w0_h, weights, self.schedule)
 
 
 class RNNModel(keras.Model):

@@ -111,3 +111,32 @@ def test_embedding_dropout_drops_whole_words():
     x = model.embed(tf.constant(ids), training=True).numpy()
     assert set(np.unique(x)) == {0.0, 2.0}
     assert (x == x[:, :1, :1]).all()  # one decision per word, for all its positions and units
+
+
+@pytest.mark.parametrize("name", ["NAO", "NAO_WS", "random"])
+def test_hand_written_backward_matches_automatic_differentiation(name):
+    from rnn.cell_loop import run_cell
+    from rnn.model import dropout_mask, input_projection
+    arch = (SPACE.sample(np.random.default_rng(5)) if name == "random"
+            else SPACE.parse(NAMED_ARCHS[name]))
+    cell = RNNModel(arch, vocab_size=30, units=8).cell
+    for v in cell.trainable_variables:
+        v.assign(np.random.default_rng(1).normal(0, 0.5, v.shape))
+    x, h0 = tf.random.normal([6, 3, 8]), tf.random.normal([3, 8])
+    mask = dropout_mask([3, 8], 0.3)
+    upstream, upstream_last = tf.random.normal([6, 3, 8]), tf.random.normal([3, 8])
+
+    def loss_and_grads(loop):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0])
+            args = (input_projection(x, cell.w0, None), h0, mask,
+                    tf.convert_to_tensor(cell.w0)[8:], cell.grouped_weights())
+            out, last = loop(*args)
+            loss = tf.reduce_sum(out * upstream) + tf.reduce_sum(last * upstream_last)
+        return loss, tape.gradient(loss, [x, h0] + cell.trainable_variables)
+
+    auto_loss, auto_grads = loss_and_grads(cell.forward_loop)
+    loss, grads = loss_and_grads(lambda *a: run_cell(*a, cell.schedule))
+    assert float(loss) == pytest.approx(float(auto_loss), rel=1e-6)
+    for g, ref in zip(grads, auto_grads):
+        np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)

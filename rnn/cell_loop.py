@@ -17,10 +17,11 @@ same gradient (a test compares it with automatic differentiation).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import tensorflow as tf
 
-from rnn.search_space import RnnCell
+from rnn.search_space import ACTIVATIONS, RnnCell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,8 @@ class CellSchedule:
         return len(self.activations)
 
 
-_FORWARD = {"tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
+_FNS = {"tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
+ACTIVATION_FNS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {a: _FNS[a] for a in ACTIVATIONS}
 
 
 def _activation_grad(name: str, g: tf.Tensor) -> tf.Tensor | None:
@@ -69,7 +71,8 @@ def _step_forward(x_proj_t, h, mask_h, w0_h, weights, sched: CellSchedule):
         cg = tf.matmul(s_prev * mask_h, w)
         for k, node in enumerate(nodes):
             c = tf.sigmoid(cg[:, 2 * d * k:2 * d * k + d])
-            g = _FORWARD[sched.activations[node - 1]](cg[:, 2 * d * k + d:2 * d * (k + 1)])
+            activation = ACTIVATION_FNS[sched.activations[node - 1]]
+            g = activation(cg[:, 2 * d * k + d:2 * d * (k + 1)])
             states[node], gates[node], cands[node] = s_prev + c * (g - s_prev), c, g
     n = sched.num_nodes
     h_t = tf.add_n([states[i] for i in range(1, n + 1)]) / float(n)

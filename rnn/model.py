@@ -4,9 +4,9 @@ Paper symbols -> code (d = hidden size = embedding size, B = batch, T = time ste
     s_0 = h_{t-1} + c_0 ⊙ (tanh(g_0) − h_{t-1}),  [c_0, g_0] = [x_t ⊙ m_x, h_{t-1} ⊙ m_h] W_0
                                                    `first_state`, W_0 = `NaoCell.w0` (2d × 2d)
     s_i = s_p + c_i ⊙ (f_i(g_i) − s_p),           [c_i, g_i] = (s_p ⊙ m_h) W_i,   p = p_i
-                                                   `highway`, W_i = `NaoCell.ws[i-1]` (d × 2d)
+                                                   `highway_mix`, W_i = `NaoCell.ws[i-1]` (d × 2d)
     c = sigmoid(·) is the highway gate, g the candidate; the mix uses the unmasked s_p.
-    h_t = mean(s_1..s_11)                          `NaoCell.step`
+    h_t = mean(s_1..s_11)                          `NaoCell.step` (training: `rnn.cell_loop`)
     m_x, m_h: variational dropout masks [B, d], one per call (BPTT segment), shared by every time
     step and (m_h) by every node input.
 No biases in the cell; every matrix ~ U(−0.04, 0.04). The decoder is tied to the embedding E
@@ -20,14 +20,10 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from rnn.cell_loop import CellSchedule, run_cell
-from rnn.search_space import ACTIVATIONS, RnnCell
+from rnn.cell_loop import ACTIVATION_FNS, CellSchedule, run_cell
+from rnn.search_space import RnnCell
 
 INIT_RANGE = 0.04
-
-ACTIVATION_FNS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
-    "tanh": tf.tanh, "relu": tf.nn.relu, "sigmoid": tf.sigmoid, "identity": tf.identity}
-assert tuple(ACTIVATION_FNS) == ACTIVATIONS
 
 
 def dropout_mask(shape, rate: float) -> tf.Tensor:
@@ -41,12 +37,6 @@ def highway_mix(s_prev: tf.Tensor, cg: tf.Tensor,
     """s = s_prev + sigmoid(c) ⊙ (f(g) − s_prev), where cg = [c, g] (pre-activations, [B, 2d])."""
     c, g = tf.split(cg, 2, axis=-1)
     return s_prev + tf.sigmoid(c) * (activation(g) - s_prev)
-
-
-def highway(s_prev: tf.Tensor, s_in: tf.Tensor, w: tf.Tensor,
-            activation: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
-    """One node: highway_mix with [c, g] = s_in W (s_in: the masked s_prev)."""
-    return highway_mix(s_prev, tf.matmul(s_in, w), activation)
 
 
 def input_projection(inputs: tf.Tensor, w0: tf.Tensor, mask_x: tf.Tensor | None) -> tf.Tensor:

@@ -1,8 +1,8 @@
 """Flag presets reproducing the original final-training scripts (`--config`).
 
 `nao_ws`: `NAO-WS/cnn/train_final.sh` — the NAO-WS cell, N = 5, F = 36, 630 epochs, batch 144,
-SGDR 0.05 -> 0.0001 (T_0 = 10, T_mul = 2), Nesterov momentum, l2_reg 2e-4 on sum(w^2), drop-path keep
-0.6, classifier keep 0.8, aux head 0.4, no cutout, all 50k training images.
+SGDR 0.05 -> 0.0001 (T_0 = 10, T_mul = 2), Nesterov momentum, l2_reg 2e-4 on sum(w^2),
+drop-path keep 0.6, classifier keep 0.8, aux head 0.4, no cutout, all 50k training images.
 
 `naonet`: `NAO/cnn/train_cifar10_final.sh` / `train_cifar100_final.sh` — NAONet, N = 6, F = 128,
 600 epochs, batch 128, one cosine cycle 0.024 -> 0 (T_0 = 600, T_mul = 1, epoch-granular), plain

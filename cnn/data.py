@@ -8,8 +8,8 @@ Sources:
     generated offline from a seed (for demos, tests and benchmarks).
 
 Splits (as NAO-WS): `search` holds out the last `num_valid` (5,000) training images as the
-validation set; `final` trains on all training images. Images are scaled to [0, 1] and normalised per
-channel with the mean and std of the training split. Training augmentation: zero-pad 4 (after
+validation set; `final` trains on all training images. Images are scaled to [0, 1] and normalised
+per channel with the mean and std of the training split. Training augmentation: zero-pad 4 (after
 normalisation, i.e. pad with the mean), random 32x32 crop, random horizontal flip, optional cutout
 (a square of side `cutout_size` centred at a uniform pixel, clipped at the border, set to 0).
 """
@@ -75,8 +75,8 @@ def _pickle_split(path: str, label_key: bytes, num_classes: int) -> Split:
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(data) != len(labels):
-        raise DataError(f"{path}: b'data' has shape {data.shape} for {len(labels)} labels; expected "
-                        f"[n, 3072] uint8 in CHW order")
+        raise DataError(f"{path}: b'data' has shape {data.shape} for {len(labels)} labels; "
+                        "expected [n, 3072] uint8 in CHW order")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"{path}: labels range over [{labels.min()}, {labels.max()}], outside "
                         f"[0, {num_classes}); wrong --dataset?")
@@ -123,11 +123,12 @@ def read_tfds(data_dir: str, dataset: str) -> tuple[Split, Split | None]:
             arrays = tfds.as_numpy(tfds.load(dataset, split=split, data_dir=data_dir,
                                              download=False, batch_size=-1, as_supervised=True))
         except Exception as err:  # tfds raises assorted types for a missing or partial directory
+            first_line = str(err).splitlines()[0] if str(err) else ""
             raise DataError(
-                f"{data_dir}: tensorflow-datasets {dataset} is not prepared there ({type(err).__name__}"
-                f": {str(err).splitlines()[0] if str(err) else ''}); prepare it on a machine with "
-                f"network (tfds build {dataset} --data_dir=...) or point --data_dir at the "
-                "python-pickle files") from None
+                f"{data_dir}: tensorflow-datasets {dataset} is not prepared there "
+                f"({type(err).__name__}: {first_line}); prepare it on a machine with network "
+                f"(tfds build {dataset} --data_dir=...) or point --data_dir at the python-pickle "
+                "files") from None
         images, labels = arrays
         return Split(np.asarray(images, np.uint8), np.asarray(labels, np.int32))
 

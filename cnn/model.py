@@ -101,7 +101,8 @@ class AuxHead(keras.layers.Layer):
                                         kernel_initializer=ops.KERNEL_INIT)
         self.conv_bn = ops.batch_norm(sync_bn)
         self.gap = keras.layers.GlobalAveragePooling2D()
-        self.fc = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+        self.fc = keras.layers.Dense(num_classes, use_bias=False,
+                                     kernel_initializer=ops.KERNEL_INIT)
 
     def call(self, x, training=False):
         x = self.pool(tf.nn.relu(x))
@@ -114,9 +115,9 @@ class NASNetwork(keras.Model):
     """The CIFAR network for one `CellArch`.
 
     Paper symbols: N = `num_cells_per_stage`, F = `filters`, B = 5 nodes per cell (from the arch).
-    `dropout_rate` = 1 - the original's `keep_prob` before the classifier. `call` returns the logits,
-    or (logits, aux_logits) when `training` and the aux head is on; logits are float32 under mixed
-    precision.
+    `dropout_rate` = 1 - the original's `keep_prob` before the classifier. `call` returns the
+    logits, or (logits, aux_logits) when `training` and the aux head is on; logits are float32
+    under mixed precision.
     """
 
     def __init__(self, arch: CellArch, num_cells_per_stage: int, filters: int, num_classes: int,

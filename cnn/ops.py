@@ -7,10 +7,10 @@ layout from `keras.config.image_data_format()` when they are constructed.
 Sub-layers are held in named attributes, never in lists or dicts: `tf.train.Checkpoint` does not
 see layers inside Keras-tracked containers.
 
-Constructor argument `filters` is the cell width (the paper's F, doubled at each reduction); `strides`
-is 2 for ops that read a cell input of a reduction cell, else 1. `sync_bn` makes batch statistics
-span all replicas of a `tf.distribute` strategy, so that splitting a batch across replicas does not
-change the result.
+Constructor argument `filters` is the cell width (the paper's F, doubled at each reduction);
+`strides` is 2 for ops that read a cell input of a reduction cell, else 1. `sync_bn` makes batch
+statistics span all replicas of a `tf.distribute` strategy, so that splitting a batch across
+replicas does not change the result.
 """
 
 import keras

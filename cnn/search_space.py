@@ -11,8 +11,8 @@ NAO_pytorch V1 numbering): 0-4 are the NAO-WS (ENAS) ops and 5-15 the 11 ops of 
 means the same network whichever space parses it.
 
 Controller tokens (as the original NAO-WS `utils.parse_arch_to_seq`): input index `in` -> `in + 1`
-(1..6), op -> `7 + its index in the space's op list`, token 0 is the decoder's <sos>. The NAO-WS space
-thus has the original vocabulary of 12; the NAONet space has 7 + 11 = 18.
+(1..6), op -> `7 + its index in the space's op list`, token 0 is the decoder's <sos>. The NAO-WS
+space thus has the original vocabulary of 12; the NAONet space has 7 + 11 = 18.
 """
 
 from dataclasses import dataclass
@@ -118,7 +118,8 @@ def _cell_from_ints(values: Sequence[int]) -> Cell:
 
 
 def arch_from_ints(values: Sequence[int]) -> CellArch:
-    return CellArch(_cell_from_ints(values[:INTS_PER_CELL]), _cell_from_ints(values[INTS_PER_CELL:]))
+    return CellArch(_cell_from_ints(values[:INTS_PER_CELL]),
+                    _cell_from_ints(values[INTS_PER_CELL:]))
 
 
 class CellSpace(SearchSpace[CellArch]):
@@ -144,7 +145,8 @@ class CellSpace(SearchSpace[CellArch]):
                     f"{NUM_NODES}")
             for i, node in enumerate(cell.nodes):
                 for branch, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2)), 1):
-                    where = f"{self.name}: {cell_name} cell, node {i + NUM_CELL_INPUTS}, branch {branch}"
+                    where = (f"{self.name}: {cell_name} cell, node {i + NUM_CELL_INPUTS}, "
+                             f"branch {branch}")
                     if not 0 <= inp <= i + 1:
                         raise InvalidArchitectureError(
                             f"{where}: input {inp} does not exist yet; node {i + NUM_CELL_INPUTS} "
@@ -218,7 +220,7 @@ class CellSpace(SearchSpace[CellArch]):
         return mask
 
     def sample(self, rng: np.random.Generator) -> CellArch:
-        """As the original `utils.generate_arch`: every input uniform in 0..i+1, every op uniform."""
+        """As the original `utils.generate_arch`: each input uniform in 0..i+1, each op uniform."""
         values = []
         for _ in range(2):
             for i in range(NUM_NODES):

@@ -1,4 +1,5 @@
-"""Train a fixed CNN architecture from scratch on CIFAR and evaluate it (the original `train_final`).
+"""Train a fixed CNN architecture from scratch on CIFAR and evaluate it (the original's
+`train_final`).
 
     python -m cnn.train_final --config=nao_ws --data_dir=data/cifar-10-batches-py \
         --output_dir=runs/nao_ws_c10 [--arch=NAME|"40 ints"|best_arch.json] [flags]

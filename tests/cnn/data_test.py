@@ -76,4 +76,5 @@ def test_eval_pipeline_sees_every_image_once_in_order():
     ds = data_lib.eval_dataset(test, 10, np.zeros(3, np.float32), np.ones(3, np.float32))
     labels = np.concatenate([y.numpy() for _, y in ds])
     assert labels.tolist() == test.labels.tolist()
-    assert data_lib.steps_per_epoch(50000, 128) == 391 and data_lib.steps_per_epoch(50000, 144) == 348
+    assert data_lib.steps_per_epoch(50000, 128) == 391
+    assert data_lib.steps_per_epoch(50000, 144) == 348

@@ -20,7 +20,8 @@ def test_nao_ws_final_network_has_the_published_2_5m_parameters():
     assert count_params(model, include_aux_head=True) > params
     assert len(model.cells) == 17
     assert [c.cell is model.arch.reduction for c in model.cells].count(True) == 2
-    assert model.cells[5].cell is model.arch.reduction and model.cells[11].cell is model.arch.reduction
+    assert model.cells[5].cell is model.arch.reduction
+    assert model.cells[11].cell is model.arch.reduction
     assert model.aux_index == 12  # first normal cell after the second reduction
 
 

@@ -46,9 +46,10 @@ class Corpus:
 
 
 def _missing_message(path: Path, what: str = "file") -> str:
-    return (f"{path}: {what} not found. A corpus directory holds train.txt, valid.txt and test.txt; "
-            "get PTB or WikiText-2 with `scripts/get_data.sh ptb|wt2` (needs internet), or cut one "
-            "text file into the three with `python -m rnn.data split --input=FILE --output_dir=DIR`")
+    return (f"{path}: {what} not found. A corpus directory holds train.txt, valid.txt and "
+            "test.txt; get PTB or WikiText-2 with `scripts/get_data.sh ptb|wt2` (needs internet), "
+            "or cut one text file into the three with "
+            "`python -m rnn.data split --input=FILE --output_dir=DIR`")
 
 
 def read_tokens(path: Path) -> list[str]:
@@ -88,12 +89,15 @@ def read_corpus(data_dir: str | os.PathLike) -> Corpus:
     return Corpus(*streams, words=list(index))
 
 
-def batchify(stream: np.ndarray, batch_size: int) -> np.ndarray:
-    """Time-major [N // B, B] matrix: the stream trimmed to a multiple of B, cut into B columns."""
+def batchify(stream: np.ndarray, batch_size: int,
+             name: str | os.PathLike = "a split") -> np.ndarray:
+    """Time-major [N // B, B] matrix: the stream trimmed to a multiple of B, cut into B columns.
+
+    `name` (e.g. the file) is used in the error for a stream shorter than 2 rows."""
     rows = len(stream) // batch_size
     if rows < 2:
-        raise DataError(f"a split of {len(stream)} tokens is too short for batch size {batch_size}"
-                        " (need at least 2 rows); use a smaller batch size or a longer corpus")
+        raise DataError(f"{name}: {len(stream)} tokens are too few for batch size {batch_size} "
+                        "(need at least 2 rows); use a smaller batch size or a longer corpus")
     return stream[:rows * batch_size].reshape(batch_size, rows).T.copy()
 
 

@@ -121,9 +121,11 @@ class FinalTrainer:
         self.space = RnnSearchSpace()
         self.arch, self.arch_source = resolve_arch(params.arch, params.arch_nao_codes)
         self.corpus: Corpus = read_corpus(params.data_dir)
-        self.train_data = batchify(self.corpus.train, params.batch_size)
-        self.valid_data = batchify(self.corpus.valid, params.eval_batch_size)
-        self.test_data = batchify(self.corpus.test, params.test_batch_size)
+        data_dir = Path(params.data_dir)
+        self.train_data = batchify(self.corpus.train, params.batch_size, data_dir / "train.txt")
+        self.valid_data = batchify(self.corpus.valid, params.eval_batch_size,
+                                   data_dir / "valid.txt")
+        self.test_data = batchify(self.corpus.test, params.test_batch_size, data_dir / "test.txt")
         self.strategy = strategy or _strategy_for(params.batch_size)
         tf.random.set_seed(params.seed)
         with self.strategy.scope():

@@ -53,8 +53,8 @@ def test_batchify_is_time_major_and_get_batch_clips():
     assert data[:, 1].tolist() == [5, 6, 7, 8, 9]  # column b is the b-th contiguous slice
     x, y = get_batch(data, 2, 35)
     assert x.tolist() == data[2:4].tolist() and y.tolist() == data[3:5].tolist()
-    with pytest.raises(DataError, match="too short for batch size 64"):
-        batchify(np.arange(100), 64)
+    with pytest.raises(DataError, match="train.txt: 100 tokens are too few for batch size 64"):
+        batchify(np.arange(100), 64, "train.txt")
 
 
 def test_split_file_writes_three_splits(tmp_path):

@@ -74,7 +74,8 @@ def main(argv: Sequence[str]) -> None:
           f"T={FLAGS.bptt} arch={FLAGS.arch}; {FLAGS.warmup} warm-up + {FLAGS.steps} timed steps; "
           f"TF {tf.__version__}, devices {[d.name for d in tf.config.list_logical_devices()]}")
     print(f"load average before: {os.getloadavg()[0]:.1f}, CPUs: {os.cpu_count()}")
-    print("| variant | params | ms/step | tokens/s | tokens per CPU-second |\n|---|---|---|---|---|")
+    print("| variant | params | ms/step | tokens/s | tokens per CPU-second |")
+    print("|---|---|---|---|---|")
     for variant in FLAGS.variants:
         tokens_per_s, tokens_per_cpu_s, ms, n_params = bench_variant(jit=variant == "xla")
         print(f"| {variant} | {n_params / 1e6:.2f}M | {ms:.0f} | {tokens_per_s:.0f} | "

@@ -41,7 +41,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | None = None, batch_
     state = read_json(run_dir / "train_state.json")
     if state["model"]["vocab_size"] != corpus.vocab_size:
         raise StateError(f"{data_dir} has a vocabulary of {corpus.vocab_size} words but the model "
-                         f"was trained with {state['model']['vocab_size']}; use the training corpus")
+                         f"was trained with {state['model']['vocab_size']}; "
+                         "use the training corpus")
     space = RnnSearchSpace()
     arch = space.parse(state["model"]["arch"])
     model = build_model(params, arch, corpus.vocab_size)

@@ -52,8 +52,8 @@ class RnnCell:
         for i, (pred, act) in enumerate(self.nodes, 1):
             if not 0 <= pred < i:
                 raise InvalidArchitectureError(
-                    f"node {i}: predecessor {pred} is out of range; node {i} may read s_0..s_{i - 1}"
-                    f" (predecessor 0..{i - 1})")
+                    f"node {i}: predecessor {pred} is out of range; node {i} may read "
+                    f"s_0..s_{i - 1} (predecessor 0..{i - 1})")
             if not 0 <= act < len(ACTIVATIONS):
                 raise InvalidArchitectureError(
                     f"node {i}: activation code {act} is out of range; codes are "
@@ -184,7 +184,8 @@ def resolve_arch(value: str, nao_codes: bool = False) -> tuple[RnnCell, str]:
         record = read_json(value)
         if not isinstance(record, dict) or not isinstance(record.get("arch"), str):
             raise InvalidArchitectureError(
-                f"{value}: expected a JSON object with an 'arch' string (a search's best_arch.json)")
+                f"{value}: expected a JSON object with an 'arch' string "
+                "(a search's best_arch.json)")
         if record.get("space", space.name) != space.name:
             raise InvalidArchitectureError(
                 f"{value}: architecture of space {record['space']!r}, expected {space.name!r}")

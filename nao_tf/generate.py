@@ -26,12 +26,14 @@ class ControllerInference:
         tokens = tf.TensorSpec([None, length], tf.int32)
         outputs = tf.TensorSpec([None, model.config.encoder_length, model.config.hidden_size], tf.float32)
         self._zero_seed = tf.zeros([2], tf.int32)
-        self._encode = tf.function(lambda x: model.encode(x, False, self._zero_seed)[0],
-                                   input_signature=[tokens])
+        self._encode = tf.function(self._encode_fn, input_signature=[tokens])
         self._predict = tf.function(self._predict_fn, input_signature=[tokens])
         self._decode = tf.function(self._decode_fn, input_signature=[outputs])
         self._step_decode = tf.function(self._step_decode_fn,
                                         input_signature=[tokens, tf.TensorSpec([], tf.float32)])
+
+    def _encode_fn(self, tokens):
+        return self.model.encode(tokens, False, self._zero_seed)[0]
 
     def _predict_fn(self, tokens):
         return self.model.predict_from(self.model.encode(tokens, False, self._zero_seed)[1])

@@ -183,14 +183,16 @@ def regularized_evolution(space: NasBench201Space, query: QueryCounter, rng: np.
 
 @dataclasses.dataclass(frozen=True)
 class NaoSettings:
-    """NAO settings for a small tabular budget (the original's counts scaled to ~100 queries)."""
+    """NAO settings for a small tabular budget: the original's loop with its counts scaled to
+    ~100 queries (10 random seeds, then rounds of 5 new architectures from the top 5), lambda
+    growing in small steps, and 10x oversampling with the predictor keeping the best 5."""
 
-    seed_archs: int = 30
-    top_k: int = 10
-    new_archs: int = 10
+    seed_archs: int = 10
+    top_k: int = 5
+    new_archs: int = 5
     random_archs: int = 0
-    max_lambda: float = 50.0
-    lambda_step: float = 1.0
+    max_lambda: float = 25.0
+    lambda_step: float = 0.25
     oversample: float = 10.0
     controller_epochs: int = 60
     normalization: str = "minmax"

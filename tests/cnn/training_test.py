@@ -20,7 +20,7 @@ def _trainer(strategy, sync_bn, batch, **cfg):
                                                 sync_bn=sync_bn), config, batch)
 
 
-def test_one_replica_and_two_replicas_give_the_same_step():
+def test_one_replica_and_two_replicas_give_the_same_step(two_replicas):
     """Loss, gradient norm and the SGD update (hence the gradients) agree. Both runs use the
     synchronized batch norm that multi-replica training uses (the fast single-replica BatchNorm
     is compared with Keras' in model_test)."""
@@ -29,7 +29,7 @@ def test_one_replica_and_two_replicas_give_the_same_step():
     labels = rng.integers(0, 10, size=8).astype(np.int32)
     results = []
     for strategy, sync_bn in ((tf.distribute.OneDeviceStrategy("/cpu:0"), True),
-                              (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), True)):
+                              (two_replicas, True)):
         trainer = _trainer(strategy, sync_bn, 8, grad_bound=1.0, l2_reg=1e-3)
         before = [v.numpy() for v in trainer.model.trainable_variables]
         ds = strategy.experimental_distribute_dataset(

@@ -87,16 +87,14 @@ def test_step_is_sgd_with_scaled_lr_clip_and_decay():
         np.testing.assert_allclose(v.numpy(), w - lr * (g.numpy() + 0.01 * w), atol=2e-6)
 
 
-def test_mirrored_step_equals_single_device_step():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "tests/conftest.py sets up two logical CPU devices"
+def test_mirrored_step_equals_single_device_step(two_replicas):
     results = []
     rng = np.random.default_rng(2)
     batches = [(rng.integers(0, 30, (n, 4)).astype(np.int32),
                 rng.integers(0, 30, (n, 4)).astype(np.int32)) for n in (7, 11, 4)]
     init = None
     for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
-                     tf.distribute.MirroredStrategy(devices)):
+                     two_replicas):
         model = _model(strategy, dropout=False)
         if init is None:
             init = [v.numpy() for v in model.trainable_variables]

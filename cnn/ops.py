@@ -27,60 +27,23 @@ def channel_axis() -> int:
     return 1 if keras.config.image_data_format() == "channels_first" else -1
 
 
-def _channel_sum(t: tf.Tensor, channels_first: bool) -> tf.Tensor:
-    """Per-channel sum over batch and space; a [1, M] x [M, C] product is several times faster on
-    CPU than a strided reduction."""
-    if channels_first:
-        return tf.reduce_sum(t, [0, 2, 3])
-    flat = tf.reshape(t, [-1, tf.shape(t)[-1]])
-    return tf.reshape(tf.matmul(tf.ones([1, tf.shape(flat)[0]], t.dtype), flat), [-1])
-
-
-def _batch_norm_train(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float,
-                      channels_first: bool):
-    """(y, batch mean, batch variance) of float32 `x`, with a closed-form gradient: two passes
-    forward, three backward, instead of the dozen elementwise ops of the autodiff graph."""
-    shape = [1, -1, 1, 1] if channels_first else [1, 1, 1, -1]
-
-    @tf.custom_gradient
-    def core(x, gamma, beta):
-        n = tf.cast(tf.size(x) // tf.size(gamma), tf.float32)
-        mean = _channel_sum(x, channels_first) / n
-        var = tf.maximum(_channel_sum(tf.square(x), channels_first) / n - tf.square(mean), 0.0)
-        inv = tf.math.rsqrt(var + epsilon)
-        scale = gamma * inv
-        y = x * tf.reshape(scale, shape) + tf.reshape(beta - mean * scale, shape)
-
-        def grad(dy, unused_dmean, unused_dvar):
-            sum_dy = _channel_sum(dy, channels_first)
-            d_gamma = inv * (_channel_sum(dy * x, channels_first) - mean * sum_dy)
-            k_x = -scale * inv * d_gamma / n
-            k_0 = -scale * sum_dy / n - k_x * mean
-            dx = dy * tf.reshape(scale, shape) + (x * tf.reshape(k_x, shape)
-                                                  + tf.reshape(k_0, shape))
-            return dx, d_gamma, sum_dy
-
-        return (y, mean, var), grad
-
-    return core(x, gamma, beta)
-
-
 class BatchNorm(keras.layers.Layer):
-    """Batch normalisation over batch and space (momentum 0.9, epsilon 1e-5), computed in float32.
+    """Batch normalisation over batch and space (momentum 0.9, epsilon 1e-5), in float32.
 
-    Same maths as `keras.layers.BatchNormalization` (biased batch variance in training; moving
-    averages for inference), with a hand-written gradient that makes the training step about 2x
-    faster on CPU, where batch norm dominates these networks.
+    Runs TensorFlow's fused batch-norm kernels (one pass forward, one backward) where Keras'
+    `BatchNormalization` composes a dozen separate ops; on CPU that makes the training step of
+    these networks about twice as fast. As TF1's fused batch norm (which the original used), the
+    moving variance averages the unbiased batch variance.
     """
 
     def __init__(self, momentum: float = BN_MOMENTUM, epsilon: float = BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.momentum = momentum
         self.epsilon = epsilon
-        self.channels_first = channel_axis() == 1
+        self.data_format = "NCHW" if channel_axis() == 1 else "NHWC"
 
     def build(self, input_shape):
-        shape = (input_shape[1 if self.channels_first else -1],)
+        shape = (input_shape[1 if self.data_format == "NCHW" else -1],)
         self.gamma = self.add_weight(shape=shape, name="gamma", initializer="ones", autocast=False)
         self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros", autocast=False)
         self.moving_mean = self.add_weight(shape=shape, name="moving_mean", initializer="zeros",
@@ -89,21 +52,22 @@ class BatchNorm(keras.layers.Layer):
                                                initializer="ones", trainable=False, autocast=False)
 
     def call(self, x, training=False):
-        dtype = x.dtype
         x32 = tf.cast(x, tf.float32)
         gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
         if training:
-            y, mean, var = _batch_norm_train(x32, gamma, beta, self.epsilon, self.channels_first)
+            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+                x32, gamma, beta, epsilon=self.epsilon, data_format=self.data_format,
+                is_training=True)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m
                                         + tf.stop_gradient(var) * (1.0 - m))
         else:
-            shape = [1, -1, 1, 1] if self.channels_first else [1, 1, 1, -1]
-            scale = gamma * tf.math.rsqrt(tf.convert_to_tensor(self.moving_variance) + self.epsilon)
-            shift = beta - tf.convert_to_tensor(self.moving_mean) * scale
-            y = x32 * tf.reshape(scale, shape) + tf.reshape(shift, shape)
-        return tf.cast(y, dtype)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x32, gamma, beta, mean=tf.convert_to_tensor(self.moving_mean),
+                variance=tf.convert_to_tensor(self.moving_variance), epsilon=self.epsilon,
+                data_format=self.data_format, is_training=False)
+        return tf.cast(y, x.dtype)
 
 
 def batch_norm(sync_bn: bool) -> keras.layers.Layer:
@@ -168,23 +132,19 @@ class FactorizedReduce(keras.layers.Layer):
         super().__init__(**kwargs)
         if filters % 2:
             raise ValueError(f"factorized reduction needs an even number of filters, got {filters}")
-        self.conv1 = keras.layers.Conv2D(filters // 2, 1, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT)
-        self.conv2 = keras.layers.Conv2D(filters // 2, 1, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT)
+        # A 1x1 conv with stride 2 reads exactly the even pixels (the original's 1x1 average pool
+        # with stride 2, then a 1x1 conv); on the input without its first row and column it reads
+        # the odd ones (the original's shifted path). No strided slice, whose gradient is slow.
+        self.conv1 = keras.layers.Conv2D(filters // 2, 1, strides=2, padding="same",
+                                         use_bias=False, kernel_initializer=KERNEL_INIT)
+        self.conv2 = keras.layers.Conv2D(filters // 2, 1, strides=2, padding="same",
+                                         use_bias=False, kernel_initializer=KERNEL_INIT)
         self.bn = batch_norm(sync_bn)
-        self.channels_first = channel_axis() == 1
+        self.shift_begin = [0, 0, 1, 1] if channel_axis() == 1 else [0, 1, 1, 0]
 
     def call(self, x, training=False):
-        if self.channels_first:
-            path1 = x[:, :, ::2, ::2]
-            shifted = tf.pad(x, [[0, 0], [0, 0], [0, 1], [0, 1]])[:, :, 1:, 1:]
-            path2 = shifted[:, :, ::2, ::2]
-        else:
-            path1 = x[:, ::2, ::2, :]
-            shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
-            path2 = shifted[:, ::2, ::2, :]
-        out = tf.concat([self.conv1(path1), self.conv2(path2)], axis=channel_axis())
+        shifted = tf.slice(x, self.shift_begin, [-1, -1, -1, -1])
+        out = tf.concat([self.conv1(x), self.conv2(shifted)], axis=channel_axis())
         return self.bn(out, training=training)
 
 

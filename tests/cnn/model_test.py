@@ -67,7 +67,7 @@ def test_factorized_reduce_halves_space():
         ops.FactorizedReduce(5)
 
 
-def test_fast_batch_norm_matches_keras_batch_norm():
+def test_fused_batch_norm_matches_keras_batch_norm():
     x = tf.random.normal([8, 6, 6, 5]) * 3 + 2
     upstream = tf.random.normal([8, 6, 6, 5])
     ours, ref = ops.BatchNorm(), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
@@ -82,7 +82,24 @@ def test_fast_batch_norm_matches_keras_batch_norm():
             y = layer(x, training=True)
             loss = tf.reduce_sum(y * upstream)
         grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
-        results.append([y] + grads + [layer.moving_mean, layer.moving_variance,
-                                      layer(x, training=False)])
+        results.append([y] + grads + [layer.moving_mean])
     for a, b in zip(*results):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+    # moving variance from the unbiased batch variance (n = 8 * 6 * 6), as TF1's fused batch norm
+    var = np.var(x.numpy(), axis=(0, 1, 2)) * 288 / 287
+    np.testing.assert_allclose(ours.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-5)
+    scale = ours.gamma.numpy() / np.sqrt(ours.moving_variance.numpy() + 1e-5)
+    expected = (x.numpy() - ours.moving_mean.numpy()) * scale + ours.beta.numpy()
+    np.testing.assert_allclose(ours(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_factorized_reduce_reads_even_and_odd_pixels():
+    fr = ops.FactorizedReduce(4)
+    x = tf.random.normal([2, 8, 8, 3])
+    fr(x)
+    fr.bn.gamma.assign(tf.ones([4]))
+    out = fr(x, training=False).numpy()  # moving stats 0/1: out = conv outputs / sqrt(1 + eps)
+    w1, w2 = fr.conv1.kernel.numpy()[0, 0], fr.conv2.kernel.numpy()[0, 0]
+    even, odd = x.numpy()[:, ::2, ::2] @ w1, x.numpy()[:, 1::2, 1::2] @ w2
+    np.testing.assert_allclose(out, np.concatenate([even, odd], -1) / np.sqrt(1 + 1e-5),
+                               rtol=1e-4, atol=1e-5)

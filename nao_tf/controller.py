@@ -103,9 +103,9 @@ class NormalizedBahdanauAttention(keras.layers.Layer):
 
     def call(self, query: tf.Tensor, memory: tf.Tensor, keys: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         projected_memory, v = keys
-        scores = tf.einsum("bth,h->bt", tf.tanh(projected_memory + self.query_layer(query)[:, None]), v)
+        scores = tf.linalg.matvec(tf.tanh(projected_memory + self.query_layer(query)[:, None]), v)
         weights = tf.nn.softmax(scores, axis=-1)
-        return tf.einsum("bt,bth->bh", weights, memory)
+        return tf.matmul(weights[:, None], memory)[:, 0]
 
 
 class DotAttention(keras.layers.Layer):
@@ -121,8 +121,11 @@ class DotAttention(keras.layers.Layer):
         return memory
 
     def call(self, query: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-        weights = tf.nn.softmax(tf.einsum("b...h,bth->b...t", query, keys), axis=-1)
-        context = tf.einsum("b...t,bth->b...h", weights, memory)
+        steps = query if query.shape.rank == 3 else query[:, None]
+        weights = tf.nn.softmax(tf.matmul(steps, keys, transpose_b=True), axis=-1)
+        context = tf.matmul(weights, memory)
+        if query.shape.rank == 2:
+            context = context[:, 0]
         return self.combine(tf.concat([context, query], axis=-1))
 
 

@@ -17,7 +17,6 @@ Usage (a table like `shared/data/nasbench201/nb201_lowfi.csv`):
 import csv
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import time
@@ -203,6 +202,12 @@ class NaoSettings:
     batch_size: int = 20
     learning_rate: float = 3e-3
 
+    def controller_config(self, space: SearchSpace, seed: int) -> ControllerConfig:
+        return ControllerConfig.for_space(
+            space, emb_size=self.emb_size, hidden_size=self.hidden_size, mlp_layers=self.mlp_layers,
+            mlp_hidden=self.mlp_hidden, attention="dot", batch_size=self.batch_size,
+            learning_rate=self.learning_rate, seed=seed)
+
 
 def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, seed: int,
                settings: NaoSettings, work_dir: str) -> list[Arch]:
@@ -214,11 +219,8 @@ def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, 
         controller_epochs=settings.controller_epochs, train_on="history", symmetry=False,
         normalization=settings.normalization,
         query_budget=budget, seed=seed)
-    controller_config = ControllerConfig.for_space(
-        space, emb_size=settings.emb_size, hidden_size=settings.hidden_size,
-        mlp_layers=settings.mlp_layers, mlp_hidden=settings.mlp_hidden, attention="dot",
-        batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed)
-    search = NAOSearch(space, TabularEvaluator(table, column), search_config, controller_config,
+    search = NAOSearch(space, TabularEvaluator(table, column), search_config,
+                       settings.controller_config(space, seed),
                        work_dir, log=lambda _: None)
     return [space.parse(r["arch"]) for r in search.run().history]
 
@@ -230,11 +232,7 @@ def predictor_quality(space: NasBench201Space, table: Table, column: str, n_trai
     archs = space.sample_unique(n_train + n_test, rng)
     tokens = space.encode(archs)
     scores = np.array([table.metric(a, column) for a in archs])
-    config = ControllerConfig.for_space(
-        space, emb_size=settings.emb_size, hidden_size=settings.hidden_size,
-        mlp_layers=settings.mlp_layers, mlp_hidden=settings.mlp_hidden, attention="dot",
-        batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=seed)
-    model = Controller(config, space.valid_token_mask())
+    model = Controller(settings.controller_config(space, seed), space.valid_token_mask())
     ControllerTrainer(model).fit(tokens[:n_train], normalize_scores(scores[:n_train], True), epochs, rng)
     inference = ControllerInference(model)
     predicted = inference.predict(tokens[n_train:])

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from cnn import evaluate, train_final
@@ -59,6 +60,10 @@ def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
     assert results["finished"] and results["resumed_from_epoch"] == 1
     assert results["steps"] == 48 and results["epochs_done"] == 3
     assert 0 <= results["test_accuracy"] <= 1 and results["params"] > 0
+    tags = {v.tag for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for v in event.summary.value}
+    assert {"train/loss", "train/accuracy", "train/lr", "train/images_per_sec",
+            "test/accuracy"} <= tags
 
     # The export loads in a clean interpreter that cannot import this project.
     _, test = synthetic_splits(0, 6, seed=5)

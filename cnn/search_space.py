@@ -255,7 +255,7 @@ SPACES = {s.name: s for s in (NAO_WS_SPACE, NAONET_SPACE, ANY_SPACE)}
 
 # Published cells (spec section 1.6), in the 40-integer format.
 NAMED_ARCHS: dict[str, str] = {
-    # NAO-WS best cell, `NAO-WS/cnn/train_final.sh` fixed_arc (also NAONet-B of the PyTorch port).
+    # NAO-WS best cell, `NAO-WS/cnn/train_final.sh` fixed_arc (the TF release).
     "nao_ws": "0 1 0 4 2 2 1 3 1 0 2 0 2 3 1 3 1 2 0 4 "
               "1 1 0 3 2 3 2 3 1 0 0 1 0 4 2 4 2 3 2 3",
     # NAONet as `NAO/cnn/dag.NAONet.json` (the TF original), in V1 large-op ids.

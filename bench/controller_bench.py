@@ -4,7 +4,7 @@ Setting of the issue (and of the NAO_pytorch V1 controller): 1,000 architectures
 (vocab 11, two tokens folded per encoder step), batch 100, embedding 48, hidden 96, MLP 3 x 200;
 generation of 300 new architectures from 100 seeds with lambda = 1, 2, ... .
 
-    python bench/controller_bench.py [--epochs=10] [--attention=dot,bahdanau]
+    python bench/controller_bench.py [--epochs=10] [--attention=dot,bahdanau] [--intra_op_threads=1]
 """
 
 import os
@@ -25,6 +25,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 10, "Timed training epochs (after one warm-up epoch).")
 flags.DEFINE_list("attention", ["dot", "bahdanau"], "Attention variants to time.")
 flags.DEFINE_integer("archs", 1000, "Training architectures.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default).")
 
 
 def bench(attention: str) -> dict:
@@ -56,6 +57,9 @@ def bench(attention: str) -> dict:
 
 def main(argv):
     del argv
+    if FLAGS.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.intra_op_threads)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("attention | s/epoch (wall) | s/epoch (CPU) | generate 300 from 100 seeds (s) | lambda reached")
     for attention in FLAGS.attention:

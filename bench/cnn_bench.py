@@ -40,7 +40,6 @@ CONFIGS = {
 
 def measure(name: str, variant: str) -> dict:
     import keras
-    import tensorflow as tf
 
     from cnn import data as data_lib
     from cnn.model import NASNetwork, count_params

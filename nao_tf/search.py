@@ -114,9 +114,9 @@ class NAOSearch:
     def _new_state(self) -> dict:
         rng = np.random.default_rng(self.config.seed)
         if self.seed_pool is not None:
-            pool = _dedupe(self.space, self.seed_pool)[:self._budgeted(len(self.seed_pool), 0)]
+            pool = _dedupe(self.space, self.seed_pool)[:self._within_budget(len(self.seed_pool))]
         else:
-            pool = self.space.sample_unique(self._budgeted(self.config.seed_archs, 0), rng)
+            pool = self.space.sample_unique(self._within_budget(self.config.seed_archs), rng)
         return dict(fingerprint=self._fingerprint, iteration=0, phase="evaluate",
                     pool=[self.space.to_string(a) for a in pool], history=[],
                     rng=rng.bit_generator.state, controller_checkpoint=None, log=[])
@@ -286,10 +286,9 @@ class NAOSearch:
     def _evaluated_count(self, state: dict) -> int:
         return len({self.space.canonical_key(self._parse(r["arch"])) for r in state["history"]})
 
-    def _budgeted(self, n: int, evaluated: int) -> int:
-        if self.config.query_budget is None:
-            return n
-        return max(min(n, self.config.query_budget - evaluated), 0)
+    def _within_budget(self, n: int) -> int:
+        """n, capped by the query budget (for the first pool)."""
+        return n if self.config.query_budget is None else min(n, self.config.query_budget)
 
     def _remaining_budget(self, state: dict) -> int | None:
         if self.config.query_budget is None:
@@ -299,7 +298,7 @@ class NAOSearch:
     def _best(self, state: dict) -> tuple[str, float]:
         latest = list(self._latest_scores(state).values())
         if self.evaluator.rescore_pool:
-            final = {s for s in state["pool"]}
+            final = set(state["pool"])
             latest = [x for x in latest if x[0] in final] or latest
         pick = max if self.evaluator.higher_is_better else min
         return pick(latest, key=lambda x: x[1])

@@ -310,7 +310,7 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
     flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
     flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
-    flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
+    flags.DEFINE_integer("epochs", 800, "Predictor mode: controller epochs.")
 
 
 def main(argv: Sequence[str]) -> None:

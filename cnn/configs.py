@@ -9,6 +9,13 @@ drop-path keep 0.6, classifier keep 0.8, aux head 0.4, no cutout, all 50k traini
 momentum, weight decay 5e-4 on sum(w^2)/2 (= l2_reg 2.5e-4), cutout 16, aux head 0.4; CIFAR-10:
 drop-path keep 0.7, classifier keep 0.6; CIFAR-100: 0.6 and 0.8.
 
+`nao_search`: `NAO/cnn/train_cifar10_search.sh`, the per-architecture schedule of NAO without
+weight sharing — N = 3, F = 32, 25 epochs, batch 128, cosine 0.024 -> 0 with T_0 = 100 (a quarter
+cycle in 25 epochs), plain momentum, weight decay 5e-4 on sum(w^2)/2, drop-path keep 0.7, no
+classifier dropout, aux head 0.4, no cutout, the 45k/5k search split with validation every epoch.
+It sets no architecture: `cnn.train_search_nao` trains every candidate with it, and
+`train_final --config=nao_search --arch=...` trains one by hand.
+
 A preset only sets defaults: flags given on the command line win.
 """
 
@@ -27,6 +34,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=600, t_mul=1, nesterov=False,
         l2_reg=2.5e-4, grad_bound=5.0, drop_path_keep_prob=0.7, keep_prob=0.6, use_aux_head=True,
         aux_weight=0.4, cutout_size=16, split="final", eval_every_epochs=1),
+    "nao_search": dict(
+        num_cells=3, filters=32, epochs=25, batch_size=128, eval_batch_size=100,
+        lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=100, t_mul=1, nesterov=False,
+        l2_reg=2.5e-4, grad_bound=5.0, drop_path_keep_prob=0.7, keep_prob=1.0, use_aux_head=True,
+        aux_weight=0.4, cutout_size=0, split="search", num_valid=5000, eval_every_epochs=1),
 }
 
 # Per-dataset changes to a preset (the original CIFAR-100 script).

@@ -10,14 +10,14 @@ from typing import Any, Iterable
 from nao_tf.errors import DataError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` so that `path` holds either the old or the new content, never a partial one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` so that `path` holds either the old or the new content, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -25,6 +25,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

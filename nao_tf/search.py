@@ -32,6 +32,7 @@ import tensorflow as tf
 from nao_tf import io
 from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.draw import CellGraph, render_png, to_dot
 from nao_tf.errors import StateError
 from nao_tf.generate import ControllerInference, generate_new, step_sizes
 from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
@@ -49,6 +50,11 @@ class Evaluator(abc.ABC):
 
     higher_is_better: bool = True
     rescore_pool: bool = False
+
+    def prepare(self, pool: Sequence[Arch], iteration: int) -> None:
+        """Called at the start of every evaluation phase (also when a run resumes into one) with
+        the whole current pool. Weight-sharing evaluators train their supernet here; they must
+        keep their own checkpoint so that a second call for the same iteration does no work."""
 
     @abc.abstractmethod
     def evaluate(self, archs: Sequence[Arch], iteration: int, record: Record) -> None:
@@ -89,18 +95,34 @@ class NAOSearch:
     def __init__(self, space: SearchSpace, evaluator: Evaluator, config: SearchConfig,
                  controller_config: ControllerConfig, output_dir: str | os.PathLike,
                  seed_pool: Sequence[Arch] | None = None, log: Callable[[str], None] = print,
-                 save_every_seconds: float = 2.0):
+                 save_every_seconds: float = 2.0,
+                 graphs: Callable[[Arch], Sequence[CellGraph]] | None = None,
+                 imported: Sequence[tuple[Arch, float]] | None = None):
+        """`seed_pool`: the first pool (default: `config.seed_archs` random architectures).
+        `graphs`: arch -> cells to draw; when given, `best_arch.png` / `.dot` are written after
+        every evaluation and the picture is logged to TensorBoard.
+        `imported`: (arch, score) pairs measured before this search (the original's arch and score
+        files); they are recorded as iteration-0 scores and lead the first pool."""
         if config.train_on not in ("pool", "history"):
             raise ValueError(f"train_on must be 'pool' or 'history', got {config.train_on!r}")
+        if imported and evaluator.rescore_pool:
+            raise ValueError("imported scores cannot be used with a weight-sharing evaluator: it "
+                             "re-scores every architecture with its own supernet")
         self.space, self.evaluator, self.config = space, evaluator, config
         self.output_dir = Path(output_dir)
         self.log = log
         self.seed_pool = list(seed_pool) if seed_pool is not None else None
+        self.graphs = graphs
+        self.imported = [(a, float(s)) for a, s in imported] if imported else []
+        for arch, score in self.imported:
+            if not math.isfinite(score):
+                raise ValueError(f"imported score of {space.to_string(arch)} is {score}")
         self.controller = Controller(controller_config, space.valid_token_mask())
         augment = space.random_equivalent if config.symmetry else None
         self.trainer = ControllerTrainer(self.controller, augment=augment)
         self.inference = ControllerInference(self.controller)
-        self._fingerprint = _fingerprint(space.name, config, controller_config)
+        self._fingerprint = _fingerprint(space.name, config, controller_config,
+                                         [(space.to_string(a), s) for a, s in self.imported])
         self._writer = None
         self._last_save = 0.0
         self._save_every_seconds = save_every_seconds
@@ -113,12 +135,18 @@ class NAOSearch:
 
     def _new_state(self) -> dict:
         rng = np.random.default_rng(self.config.seed)
+        imported = _dedupe(self.space, [a for a, _ in self.imported])
         if self.seed_pool is not None:
-            pool = _dedupe(self.space, self.seed_pool)[:self._within_budget(len(self.seed_pool))]
+            pool = _dedupe(self.space, imported + self.seed_pool)
+            pool = pool[:max(self._within_budget(len(pool)), len(imported))]
         else:
-            pool = self.space.sample_unique(self._within_budget(self.config.seed_archs), rng)
+            n_random = max(self._within_budget(self.config.seed_archs) - len(imported), 0)
+            exclude = {self.space.canonical_key(a) for a in imported}
+            pool = imported + self.space.sample_unique(n_random, rng, exclude=exclude)
+        history = [dict(arch=self.space.to_string(a), score=s, iteration=0, imported=True)
+                   for a, s in self.imported]
         return dict(fingerprint=self._fingerprint, iteration=0, phase="evaluate",
-                    pool=[self.space.to_string(a) for a in pool], history=[],
+                    pool=[self.space.to_string(a) for a in pool], history=history,
                     rng=rng.bit_generator.state, controller_checkpoint=None, log=[])
 
     def _load_state(self) -> dict:
@@ -165,6 +193,7 @@ class NAOSearch:
 
     def _evaluate(self, state: dict) -> None:
         iteration = state["iteration"]
+        self.evaluator.prepare(self._pool(state), iteration)
         done = self._scored_keys(state, iteration)
         todo = [a for a in self._pool(state) if self.space.canonical_key(a) not in done]
         started = time.monotonic()
@@ -182,6 +211,8 @@ class NAOSearch:
         self.log(f"  evaluated {len(todo)} architectures in {time.monotonic() - started:.1f}s")
         self._write_pool_files(state)
         self._summarize_evaluation(state)
+        if self.graphs is not None:
+            self._draw_best(state)
         last = iteration >= self.config.iterations or self._remaining_budget(state) == 0
         state["phase"] = "done" if last else "train"
         if last:
@@ -337,6 +368,16 @@ class NAOSearch:
             top=[dict(arch=self.space.to_string(a), score=latest[self.space.canonical_key(a)][1])
                  for a in ranked]))
 
+    def _draw_best(self, state: dict) -> None:
+        arch = self._parse(self._best(state)[0])
+        graphs = self.graphs(arch)
+        png = render_png(graphs)
+        io.atomic_write_bytes(self.output_dir / "best_arch.png", png)
+        io.atomic_write_text(self.output_dir / "best_arch.dot", to_dot(graphs))
+        with self._writer.as_default():
+            tf.summary.image("best_arch", tf.image.decode_png(png, channels=3)[None], step=state["iteration"])
+        self._writer.flush()
+
     def _scalars(self, step: int, values: dict) -> None:
         with self._writer.as_default():
             for name, value in values.items():
@@ -358,6 +399,8 @@ def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
     return out
 
 
-def _fingerprint(space_name: str, config: SearchConfig, controller_config: ControllerConfig) -> str:
-    blob = json.dumps([space_name, dataclasses.asdict(config), controller_config.to_dict()], sort_keys=True)
+def _fingerprint(space_name: str, config: SearchConfig, controller_config: ControllerConfig,
+                 imported: list[tuple[str, float]]) -> str:
+    blob = json.dumps([space_name, dataclasses.asdict(config), controller_config.to_dict()]
+                      + ([imported] if imported else []), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

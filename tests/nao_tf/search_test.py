@@ -174,3 +174,77 @@ def test_seed_pool_is_deduplicated_and_used(tmp_path):
             SPACE, emb_size=8, hidden_size=16, mlp_layers=1, mlp_hidden=16, batch_size=8),
         tmp_path, seed_pool=archs + archs[:2], log=lambda _: None).run()
     assert calls == [SPACE.to_string(a) for a in archs]
+
+
+class SupernetLikeEvaluator(Evaluator):
+    """Records what `prepare` saw; re-scores the whole pool each iteration, like weight sharing."""
+
+    rescore_pool = True
+
+    def __init__(self, prepared: list, fail_after: int | None = None):
+        self.prepared, self.fail_after, self.scored = prepared, fail_after, 0
+
+    def prepare(self, pool, iteration):
+        self.prepared.append((iteration, sorted(SPACE.to_string(a) for a in pool)))
+
+    def evaluate(self, archs, iteration, record):
+        for arch in archs:
+            if self.fail_after is not None and self.scored == self.fail_after:
+                raise Crash
+            self.scored += 1
+            record(arch, OBJECTIVE(arch) + iteration)
+
+
+def test_prepare_sees_the_whole_pool_even_when_a_resumed_evaluation_scores_only_part(tmp_path):
+    def search(evaluator):
+        config = SearchConfig(seed_archs=8, iterations=1, top_k=3, new_archs=3, random_archs=1,
+                              max_lambda=10.0, controller_epochs=2, seed=1)
+        controller = ControllerConfig.for_space(SPACE, emb_size=8, hidden_size=16, mlp_layers=1,
+                                                mlp_hidden=16, attention="dot", batch_size=8, seed=1)
+        return NAOSearch(SPACE, evaluator, config, controller, tmp_path, log=lambda _: None,
+                         save_every_seconds=0.0)
+
+    prepared = []
+    with pytest.raises(Crash):
+        search(SupernetLikeEvaluator(prepared, fail_after=5)).run()
+    resumed = SupernetLikeEvaluator(prepared)
+    search(resumed).run()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [it for it, _ in prepared] == [0, 0, 1]
+    assert prepared[0] == prepared[1] and len(prepared[0][1]) == 8
+    assert prepared[2][1] == sorted(state["pool"])
+    assert resumed.scored == 3 + 8  # the rest of iteration 0, then the whole new pool
+
+
+def test_imported_scores_lead_the_first_pool_and_are_not_evaluated_again(tmp_path):
+    imported = SPACE.sample_unique(5, np.random.default_rng(4))
+    calls = []
+    make = make_search(tmp_path / "probe", [])
+    search = NAOSearch(SPACE, CountingEvaluator(calls), make.config, make.controller.config, tmp_path,
+                       log=lambda _: None, imported=[(a, 0.5 + i) for i, a in enumerate(imported)])
+    search.run()
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["arch"] for h in history[:5]] == [SPACE.to_string(a) for a in imported]
+    assert all(h["imported"] and h["iteration"] == 0 for h in history[:5])
+    imported_keys = {SPACE.canonical_key(a) for a in imported}
+    assert not imported_keys & {SPACE.canonical_key(SPACE.parse(s)) for s in calls}
+    assert len(history) == 5 + len(calls) and len(calls) >= 12 - 5
+
+
+def test_best_architecture_is_drawn_after_every_evaluation(tmp_path):
+    from nao_tf.draw import CellGraph
+
+    def graphs(arch):
+        nodes = [f"n{i}" for i in range(len(arch))]
+        edges = [("x", nodes[0], f"op{arch[0]}")] + [
+            (nodes[i - 1], nodes[i], f"op{arch[i]}") for i in range(1, len(arch))]
+        return [CellGraph("cell", ["x"], edges, "out", [nodes[-1]], "mean")]
+
+    make = make_search(tmp_path / "probe", [])
+    search = NAOSearch(SPACE, CountingEvaluator([]), make.config, make.controller.config, tmp_path,
+                       log=lambda _: None, graphs=graphs)
+    search.run()
+    assert (tmp_path / "best_arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = json.loads((tmp_path / "best_arch.json").read_text())["arch"]
+    dot = (tmp_path / "best_arch.dot").read_text()
+    assert all(f'label="op{t}"' in dot for t in SPACE.parse(best))

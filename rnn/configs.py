@@ -1,8 +1,10 @@
-"""The original final-training configurations, as flag defaults, and building a model from flags.
+"""The original configurations, as flag defaults, and building a model from flags.
 
-`--config=ptb` is NAO/rnn/train_ptb_final.sh (and NAO-WS/rnn/train_final.sh); `--config=wt2` is
-NAO/rnn/train_wt2_final.sh. Flags not named here keep the original train.py defaults, which the
-flag definitions in `rnn.train_final` carry. Explicit command-line flags override a config.
+Final training (`rnn.train_final`): `--config=ptb` is NAO/rnn/train_ptb_final.sh (and
+NAO-WS/rnn/train_final.sh); `--config=wt2` is NAO/rnn/train_wt2_final.sh. Flags not named here keep
+the original train.py defaults, which the flag definitions in `rnn.train_final` carry.
+Search (`rnn.train_search`): its flag defaults are NAO-WS/rnn/train_search.sh; `--config=smoke`
+is a minutes-long offline run on a generated corpus. Explicit command-line flags override a config.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.0, wdecay=8e-7),
     "wt2": dict(data_dir="data/wikitext-2", emsize=700, epochs=2000, batch_size=64, dropout=0.75,
                 dropouth=0.15, dropoutx=0.75, dropouti=0.2, dropoute=0.0, wdecay=5e-7),
+}
+
+SEARCH_CONFIGS: dict[str, dict[str, Any]] = {
+    "smoke": dict(data_dir="", emsize=16, batch_size=16, epochs=4, eval_every_epochs=2,
+                  eval_windows=16, eval_arch_batch=8, save_every_seconds=10.0, log_interval=5,
+                  seed_archs=40, new_archs=10, random_archs=5, top_k=10, controller_epochs=30,
+                  controller_emb=16, controller_hidden=32, controller_mlp_layers=2,
+                  controller_mlp_hidden=32, controller_batch_size=20, controller_lr=3e-3),
 }
 
 # Flags that define the trained function: a run directory only resumes with the same values.

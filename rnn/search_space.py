@@ -21,13 +21,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from nao_tf.errors import InvalidArchitectureError
 from nao_tf.io import read_json
 from nao_tf.search_space import SearchSpace
+
+if TYPE_CHECKING:
+    from nao_tf.draw import CellGraph
 
 NUM_NODES = 11
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
@@ -167,6 +170,19 @@ class RnnSearchSpace(SearchSpace[RnnCell]):
             return label + "(" + ",".join(sorted(subtree(c) for c in children[node])) + ")"
 
         return subtree(0)
+
+
+def cell_graphs(arch: RnnCell) -> list["CellGraph"]:
+    """The recurrent cell as one `nao_tf.draw.CellGraph` (for `best_arch.png`): x_t and h_{t-1}
+    feed s_0 (the W_0 highway, tanh), node i reads s_{p_i} through its activation, and h_t is the
+    mean of s_1..s_11 (the final cell's output)."""
+    from nao_tf.draw import CellGraph
+
+    edges = [("x_t", "0", ""), ("h_{t-1}", "0", "")]
+    edges += [(str(p), str(i), ACTIVATIONS[a]) for i, (p, a) in enumerate(arch.nodes, 1)]
+    return [CellGraph(title="recurrent cell", inputs=("x_t", "h_{t-1}"), edges=edges,
+                      output="h_t", output_from=[str(i) for i in range(1, NUM_NODES + 1)],
+                      output_label="mean")]
 
 
 def resolve_arch(value: str, nao_codes: bool = False) -> tuple[RnnCell, str]:

@@ -2,6 +2,7 @@
 
 - `sample_seq_len`: random BPTT length per step (35 w.p. 0.95 else 17.5, Gaussian jitter σ=5,
   at least 5, at most bptt + max_seq_len_delta);
+- `search_windows`: the supernet's BPTT windows (35, or 17 w.p. 0.05, no jitter);
 - lr scaling: the step's learning rate is lr · seq_len / bptt (`LMStep` takes it as an argument);
 - `clip_and_decay`: global-norm clipping of the gradients, then coupled L2 (g + wd · w), the order
   in which the original's `clip_grad_norm` and SGD `weight_decay` act;
@@ -41,6 +42,19 @@ def train_windows(source: np.ndarray, rng: np.random.Generator, bptt: int,
         seq_len = min(sample_seq_len(rng, bptt, max_seq_len_delta), len(source) - 1 - i)
         yield i, seq_len
         i += seq_len
+
+
+def search_windows(source: np.ndarray, rng: np.random.Generator,
+                   bptt: int) -> list[tuple[int, int]]:
+    """(start row, length) of every supernet training step of one epoch: the original search's
+    length is bptt with probability 0.95, else int(bptt / 2), without Gaussian jitter."""
+    windows, i = [], 0
+    while i < len(source) - 2:
+        seq_len = bptt if rng.random() < 0.95 else int(bptt / 2)
+        seq_len = min(seq_len, len(source) - 1 - i)
+        windows.append((i, seq_len))
+        i += seq_len
+    return windows
 
 
 def clip_and_decay(grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable], clip: float,

@@ -1,8 +1,10 @@
 """The original configurations, as flag defaults, and building a model from flags.
 
 Final training (`rnn.train_final`): `--config=ptb` is NAO/rnn/train_ptb_final.sh (and
-NAO-WS/rnn/train_final.sh); `--config=wt2` is NAO/rnn/train_wt2_final.sh. Flags not named here keep
-the original train.py defaults, which the flag definitions in `rnn.train_final` carry.
+NAO-WS/rnn/train_final.sh); `--config=wt2` is NAO/rnn/train_wt2_final.sh; `--config=ptb_search`
+is NAO/rnn/train_ptb_search.sh, the per-architecture schedule of NAO without weight sharing (the
+PTB final model for 600 epochs; `rnn.train_search_nao` trains every candidate with it). Flags not
+named here keep the original train.py defaults, which the flag definitions in `rnn.train_final` carry.
 Search (`rnn.train_search`): its flag defaults are NAO-WS/rnn/train_search.sh; `--config=smoke`
 is a minutes-long offline run on a generated corpus. Explicit command-line flags override a config.
 """
@@ -19,6 +21,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.0, wdecay=8e-7),
     "wt2": dict(data_dir="data/wikitext-2", emsize=700, epochs=2000, batch_size=64, dropout=0.75,
                 dropouth=0.15, dropoutx=0.75, dropouti=0.2, dropoute=0.0, wdecay=5e-7),
+    "ptb_search": dict(data_dir="data/penn", emsize=850, epochs=600, batch_size=64, dropout=0.75,
+                       dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.0, wdecay=8e-7),
 }
 
 SEARCH_CONFIGS: dict[str, dict[str, Any]] = {

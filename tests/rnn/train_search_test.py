@@ -1,0 +1,197 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from absl import flags
+
+from nao_tf.errors import DataError, NaoError, StateError
+from rnn.data import read_corpus
+from rnn.search_evaluator import SupernetEvaluator, SupernetParams, validation_windows
+from rnn.search_space import RnnSearchSpace, resolve_arch
+from rnn.train_search import (SearchParams, check_params, controller_config, define_flags,
+                              params_from_flags, run_search, search_config)
+from rnn.training import search_windows
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = dict(emsize=8, batch_size=4, eval_windows=8, eval_arch_batch=3, log_interval=1000,
+            eval_every_epochs=1)
+
+
+def _evaluator(corpus_dir, directory, **overrides) -> SupernetEvaluator:
+    params = SupernetParams(**{**TINY, **overrides})
+    return SupernetEvaluator(params, read_corpus(corpus_dir), directory, log=lambda _: None)
+
+
+def _pool(n, seed=0):
+    space = RnnSearchSpace()
+    return space.sample_unique(n, np.random.default_rng(seed))
+
+
+def test_validation_windows_cover_the_whole_stream_without_overlap():
+    stream = np.arange(1000, dtype=np.int32)
+    x, y = validation_windows(stream, 10, 35, np.random.default_rng(0))
+    assert x.shape == y.shape == (35, 10)
+    np.testing.assert_array_equal(y[:-1], x[1:])
+    starts = x[0]
+    assert np.all(np.diff(starts) == 100)  # one window per tenth of the stream
+    x2, _ = validation_windows(stream, 10, 35, np.random.default_rng(0))
+    np.testing.assert_array_equal(x, x2)
+    x_all, _ = validation_windows(stream, 0, 35, np.random.default_rng(1))
+    assert x_all.shape == (35, 1000 // 36)
+    with pytest.raises(DataError, match=r"--eval_windows=28 .* \(use at most 27"):
+        validation_windows(stream, 28, 35, np.random.default_rng(0))
+
+
+def test_prepare_trains_up_to_the_iteration_and_resumes_mid_epoch(corpus_dir, tmp_path):
+    pool = _pool(6)
+    evaluator = _evaluator(corpus_dir, tmp_path / "sn", save_every_seconds=0.0)
+    steps_per_epoch = len(search_windows(evaluator.train_data,
+                                         np.random.default_rng([evaluator.p.seed, 1]), 35))
+    calls = []
+    real_step = evaluator.step.train_step
+
+    def killed_after(n):
+        def step(*args):
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            calls.append(args[-1])
+            return real_step(*args)
+        return step
+
+    evaluator.step.train_step = killed_after(steps_per_epoch + 2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.prepare(pool, iteration=1)  # trains to epoch 2; killed in epoch 2
+    state = json.loads((tmp_path / "sn" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 2)
+
+    resumed = _evaluator(corpus_dir, tmp_path / "sn")
+    resumed_calls = []
+    real_resumed = resumed.step.train_step
+
+    def counting(*args):
+        resumed_calls.append(args[-1])
+        return real_resumed(*args)
+
+    resumed.step.train_step = counting
+    resumed.prepare(pool, iteration=1)
+    assert resumed.state["epoch"] == 2 and resumed.state["step"] == 0
+    total = len(calls) + len(resumed_calls)
+    per_epoch = [len(search_windows(resumed.train_data, np.random.default_rng([resumed.p.seed, e]),
+                                    35)) for e in (1, 2)]
+    assert total == sum(per_epoch)  # no step done twice, none skipped
+    # Every training cell comes from the pool.
+    pool_arrays = {tuple(np.asarray(c.nodes).ravel()) for c in pool}
+    assert {tuple(np.asarray(a).ravel()) for a in calls + resumed_calls} <= pool_arrays
+    resumed.prepare(pool, iteration=1)  # already trained that far: no work
+    assert len(resumed_calls) == total - len(calls)
+
+
+def test_scores_are_deterministic_per_iteration_and_lower_is_better(corpus_dir, tmp_path):
+    evaluator = _evaluator(corpus_dir, tmp_path / "sn")
+    assert evaluator.higher_is_better is False and evaluator.rescore_pool is True
+    pool = _pool(5)
+    evaluator.prepare(pool, 0)
+    first, second = {}, {}
+    evaluator.evaluate(pool, 0, lambda a, s: first.setdefault(a, s))
+    evaluator.evaluate(pool[::-1], 0, lambda a, s: second.setdefault(a, s))
+    assert first.keys() == set(pool)
+    for arch in pool:
+        assert first[arch] == pytest.approx(second[arch], rel=1e-5)
+        assert 0 < first[arch] < 2 * np.log(evaluator.corpus.vocab_size)
+    assert evaluator.step.score.experimental_get_tracing_count() == 1
+    x0, _ = evaluator.windows_for(0)
+    x1, _ = evaluator.windows_for(1)
+    assert not np.array_equal(x0, x1)  # another offset in another iteration
+
+
+def test_resume_refuses_another_supernet(corpus_dir, tmp_path):
+    _evaluator(corpus_dir, tmp_path / "sn")
+    with pytest.raises(StateError, match="emsize=8, not 12.*--overwrite"):
+        _evaluator(corpus_dir, tmp_path / "sn", emsize=12)
+
+
+def test_defaults_are_the_original_search():
+    params = SearchParams()
+    config = search_config(params)
+    assert (config.seed_archs, config.iterations, config.top_k, config.new_archs,
+            config.random_archs, config.max_lambda, config.controller_epochs) == \
+        (1000, 4, 100, 300, 50, 30.0, 1000)
+    controller = controller_config(params, RnnSearchSpace())
+    assert (controller.emb_size, controller.hidden_size, controller.mlp_layers,
+            controller.mlp_hidden, controller.attention, controller.mlp_dropout) == \
+        (48, 96, 4, 200, "dot", 0.0)
+    assert (params.emsize, params.batch_size, params.lr, params.clip, params.wdecay,
+            params.eval_every_epochs) == (300, 256, 0.25, 10.0, 5e-7, 200)
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["prog", "--config=smoke", "--epochs=6"])
+    smoke = params_from_flags(values)
+    assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 16, "")
+
+
+def _command(out, *extra):
+    return [sys.executable, "-m", "rnn.train_search", "--config=smoke", f"--output_dir={out}",
+            "--epochs=4", "--eval_every_epochs=2", "--batch_size=4", "--emsize=8",
+            "--seed_archs=12", "--new_archs=4", "--random_archs=2", "--top_k=4",
+            "--controller_epochs=5", "--save_every_seconds=0.2", "--log_interval=1000", *extra]
+
+
+def test_kill_during_supernet_training_and_resume(tmp_path):
+    out = tmp_path / "search"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(_command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state_path = out / "supernet" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = json.loads(state_path.read_text())
+    assert 1 <= killed["epoch"] < 4, "the run must be killed during supernet training"
+    done = subprocess.run(_command(out), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"supernet: resuming after epoch {killed['epoch']}, step {killed['step']}" \
+        in done.stdout, done.stdout[-3000:]
+    trained = [line for line in done.stdout.splitlines() if "training epochs" in line]
+    assert trained and trained[0].split("training epochs ")[1].startswith(
+        f"{killed['epoch'] + 1}.."), done.stdout[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == "done" and state["iteration"] == 1
+    scored = [(r["arch"], r["iteration"]) for r in state["history"]]
+    assert len(scored) == len(set(scored))  # nothing scored twice in an iteration
+    best = json.loads((out / "best_arch.json").read_text())
+    assert best["higher_is_better"] is False and best["space"] == "nao_rnn"
+    assert (out / "best_arch.png").read_bytes()[:4] == b"\x89PNG"
+    arch, _ = resolve_arch(str(out / "best_arch.json"))  # what train_final --arch reads
+    assert RnnSearchSpace().to_string(arch) == best["arch"]
+    assert json.loads((out / "supernet" / "state.json").read_text())["epoch"] == 4
+
+
+def test_command_line_error_is_one_line(tmp_path):
+    proc = subprocess.run(_command(tmp_path / "out", "--epochs=5"), cwd=REPO,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "error: --epochs=5 must be a positive multiple of --eval_every_epochs=2"
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_params_stop_before_anything_is_written(tmp_path):
+    with pytest.raises(NaoError, match="--output_dir is required"):
+        check_params(SearchParams())
+    with pytest.raises(NaoError, match="--eval_windows"):
+        check_params(SearchParams(output_dir="x", eval_windows=-1))
+    with pytest.raises(DataError, match="nowhere: directory not found"):
+        run_search(SearchParams(output_dir=str(tmp_path / "out"),
+                                data_dir=str(tmp_path / "nowhere")))

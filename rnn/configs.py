@@ -26,9 +26,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SEARCH_CONFIGS: dict[str, dict[str, Any]] = {
-    "smoke": dict(data_dir="", emsize=16, batch_size=16, epochs=4, eval_every_epochs=2,
-                  eval_windows=16, eval_arch_batch=8, save_every_seconds=10.0, log_interval=5,
-                  seed_archs=40, new_archs=10, random_archs=5, top_k=10, controller_epochs=30,
+    "smoke": dict(data_dir="", emsize=32, batch_size=16, epochs=10, eval_every_epochs=5,
+                  lr=20.0, clip=0.25, dropout=0.3, dropouth=0.2, dropoutx=0.3, dropouti=0.1,
+                  eval_windows=0, eval_arch_batch=8, save_every_seconds=10.0, log_interval=20,
+                  seed_archs=60, new_archs=20, random_archs=5, top_k=20, controller_epochs=100,
                   controller_emb=16, controller_hidden=32, controller_mlp_layers=2,
                   controller_mlp_hidden=32, controller_batch_size=20, controller_lr=3e-3),
 }

@@ -78,11 +78,11 @@ def bench_size(d: int, batch: int, vocab: int) -> dict:
     for k in (int(v) for v in FLAGS.arch_batches):
         calls = max(1, FLAGS.score_cells // k)
 
-        def score():
+        def score(k=k, calls=calls):
             for c in range(calls):
                 step.score(vx, vy, pool[c * k:(c + 1) * k]).numpy()
 
-        _timed(lambda: step.score(vx, vy, pool[:k]).numpy(), 1)
+        step.score(vx, vy, pool[:k]).numpy()  # warm-up
         wall, cpu = _timed(score, 1)
         result["score"][k] = (calls * k / wall, calls * k / cpu)
     return result

@@ -109,7 +109,7 @@ def _backward(x_proj, h0, mask_h, w0_h, w_nodes, preds, onehots, outputs, saved,
               d_last):
     """Gradients of (outputs, h_T) -> (x_proj, h0, w0_h, w_nodes)."""
     states, gates, cands = saved
-    steps, d = tf.shape(x_proj)[0], h0.shape[-1]
+    steps = tf.shape(x_proj)[0]
     k_cells, n = w_nodes.shape[0], w_nodes.shape[1]
     d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
     d_last = tf.zeros_like(h0) if d_last is None else d_last

@@ -195,3 +195,12 @@ def test_bad_params_stop_before_anything_is_written(tmp_path):
     with pytest.raises(DataError, match="nowhere: directory not found"):
         run_search(SearchParams(output_dir=str(tmp_path / "out"),
                                 data_dir=str(tmp_path / "nowhere")))
+
+
+def test_search_windows_have_the_original_lengths_and_cover_the_stream():
+    source = np.zeros((2000, 4), dtype=np.int32)
+    windows = search_windows(source, np.random.default_rng(0), 35)
+    lengths = [n for _, n in windows]
+    assert set(lengths[:-1]) == {35, 17}  # 17 = int(35 / 2), drawn w.p. 0.05; no jitter
+    assert windows[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert windows[-1][0] + windows[-1][1] == len(source) - 1

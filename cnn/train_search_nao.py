@@ -245,7 +245,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
     evaluator = StandaloneEvaluator(
         CifarArchTrainer(data, settings, dirs), higher_is_better=True, devices=devices, dirs=dirs,
         failed_score=1.0 / data.num_classes if fv.on_diverge == "chance" else None,
-        to_string=space.to_string)
+        to_string=space.to_string, log=_say)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
         new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
@@ -256,7 +256,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
         mlp_dropout=0.0, attention="bahdanau", trade_off=0.8, weight_decay=1e-4,
         learning_rate=1e-3, max_gradient_norm=5.0, batch_size=fv.controller_batch_size,
         seed=fv.seed)
-    search = NAOSearch(space, evaluator, config, controller, fv.output_dir,
+    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
                        save_every_seconds=0.0, imported=imported or None)
     result = search.run()
     print(f"best cell (validation accuracy {result.best_score:.4f}, {result.evaluated} cells "
@@ -264,6 +264,10 @@ def run(fv: flags.FlagValues) -> SearchResult:
           f"written to {os.path.join(fv.output_dir, 'best_arch.json')}; train it with "
           "scripts/train_final.sh cnn --config=naonet --arch=<that file>", flush=True)
     return result
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -187,7 +187,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
     evaluator = StandaloneEvaluator(
         PtbArchTrainer(schedule, dirs, space), higher_is_better=False, devices=devices,
         dirs=dirs, failed_score=float(vocab_size) if fv.on_diverge == "uniform" else None,
-        to_string=space.to_string)
+        to_string=space.to_string, log=_say)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
         new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
@@ -199,7 +199,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
         mlp_hidden=200, encoder_dropout=0.1, mlp_dropout=0.1, attention="bahdanau",
         trade_off=0.8, weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0,
         batch_size=fv.controller_batch_size, seed=fv.seed)
-    search = NAOSearch(space, evaluator, config, controller, fv.output_dir,
+    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
                        save_every_seconds=0.0, imported=imported or None, graphs=cell_graphs)
     result = search.run()
     print(f"best cell (validation perplexity {result.best_score:.2f}, {result.evaluated} cells "
@@ -207,6 +207,10 @@ def run(fv: flags.FlagValues) -> SearchResult:
           f"written to {os.path.join(fv.output_dir, 'best_arch.json')}; train it with "
           "scripts/train_final.sh rnn --config=ptb --arch=<that file>", flush=True)
     return result
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def main(argv: Sequence[str]) -> None:

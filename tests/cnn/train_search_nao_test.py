@@ -1,0 +1,79 @@
+"""NAO without weight sharing on CIFAR: SIGKILL in the middle of a pool, rerun, no recorded cell
+trained again; imported score files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from cnn import train_search_nao
+from cnn.search_space import NAMED_ARCHS, NAONET_SPACE
+from nao_tf.errors import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Smaller still than --config=smoke: 2 cells, then 1 generated one.
+TINY = ["--config=smoke", "--seed_archs=2", "--iterations=1", "--top_k=2", "--new_archs=1",
+        "--controller_epochs=5", "--epochs=1", "--synthetic_train_images=160", "--num_valid=32",
+        "--nouse_aux_head"]
+STARTED = re.compile(r"^  training ([\d ]+) on ")
+
+
+def _start(output_dir) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnn.train_search_nao", *TINY,
+                             f"--output_dir={output_dir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
+    run_dir = tmp_path / "run"
+    child = _start(run_dir)
+    for line in child.stdout:
+        if line.startswith("  [1/2] "):  # the first score is recorded and saved
+            child.kill()
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -9, "the search ended before it could be killed mid-pool"
+    recorded = {r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]}
+    assert recorded
+
+    rerun = _start(run_dir)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out[-3000:]
+    started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
+    assert not recorded & set(started), "a cell whose score was recorded was trained again"
+    assert len(started) == len(set(started))
+    history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
+    assert len(history) == len(set(history)) == 3
+    best = json.loads((run_dir / "best_arch.json").read_text())
+    assert best["space"] == "naonet" and best["arch"] in history
+    assert 0.0 <= best["score"] <= 1.0
+
+
+def _flags(argv):
+    values = flags.FlagValues()
+    train_search_nao.define_flags(values)
+    values(["prog", *argv])
+    train_search_nao.apply_config(values)
+    return values
+
+
+def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
+    cells, errors = tmp_path / "archs", tmp_path / "valid_error_rate"
+    cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["naonet_a"] + "\n")
+    errors.write_text("0.08\n0.1\n")
+    fv = _flags([f"--import_archs={cells}", f"--import_scores={errors}", "--output_dir=x"])
+    pairs = train_search_nao.read_imports(fv, NAONET_SPACE)
+    assert [round(s, 6) for _, s in pairs] == [0.92, 0.9]
+
+    errors.write_text("8\n10\n")
+    with pytest.raises(DataError, match=rf"{errors}:1: score 8.0 is outside \[0, 1\]"):
+        train_search_nao.read_imports(fv, NAONET_SPACE)
+    cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["nao_ws"] + "\n")
+    errors.write_text("0.08\n0.1\n")
+    with pytest.raises(DataError, match=rf"{cells}:2: naonet: .* op 1 is not in this space"):
+        train_search_nao.read_imports(fv, NAONET_SPACE)

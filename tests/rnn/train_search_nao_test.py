@@ -1,0 +1,86 @@
+"""NAO without weight sharing on a generated corpus: SIGKILL in the middle of a pool, rerun, no
+recorded cell trained again; a search that starts from imported perplexities."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from nao_tf.errors import DataError
+from rnn import train_search_nao
+from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--config=smoke", "--seed_archs=4", "--iterations=1", "--top_k=2", "--new_archs=2",
+        "--controller_epochs=5", "--emsize=8", "--epochs=1"]
+STARTED = re.compile(r"^  training ([\d ]+) on ")
+# The original's best NAO cell, in the NAO code table (2=identity, 3=sigmoid), as in its files.
+NAO_CELL = "0 1 0 1 1 1 3 0 4 1 4 1 5 1 1 1 7 1 1 1 1 2"
+
+
+def _start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rnn.train_search_nao", *TINY, *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
+    run_dir = tmp_path / "run"
+    child = _start(f"--output_dir={run_dir}")
+    for line in child.stdout:
+        if line.startswith("  [2/4] "):
+            child.kill()
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -9, "the search ended before it could be killed mid-pool"
+    recorded = {r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]}
+    assert 2 <= len(recorded) < 4
+
+    rerun = _start(f"--output_dir={run_dir}")
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out[-3000:]
+    started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
+    assert not recorded & set(started), "a cell whose score was recorded was trained again"
+    history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
+    assert len(history) == len(set(history)) == 6
+    best = json.loads((run_dir / "best_arch.json").read_text())
+    assert best["arch"] in history and best["higher_is_better"] is False
+    assert (run_dir / "best_arch.png").exists()
+
+
+def test_search_starts_from_imported_perplexities(tmp_path):
+    cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
+    chain = "0 0 0 0 1 0 2 0 3 0 4 0 5 0 6 0 7 0 8 0 9 0"  # tanh only: the same in both tables
+    cells.write_text(f"{NAO_CELL}\n{chain}\n")
+    ppl.write_text("1.5\n80.25\n")
+    run_dir = tmp_path / "run"
+    out, _ = _start(f"--output_dir={run_dir}", f"--import_archs={cells}",
+                    f"--import_scores={ppl}").communicate(timeout=300)
+    history = json.loads((run_dir / "state.json").read_text())["history"]
+    imported = [r for r in history if r.get("imported")]
+    assert [r["arch"] for r in imported] == [NAMED_ARCHS["NAO"], chain]
+    started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
+    assert not {r["arch"] for r in imported} & set(started)
+    assert len(started) == len(history) - 2
+    assert json.loads((run_dir / "best_arch.json").read_text())["arch"] == NAMED_ARCHS["NAO"]
+
+
+def test_import_errors_name_the_file_and_line(tmp_path):
+    values = flags.FlagValues()
+    train_search_nao.define_flags(values)
+    cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
+    values(["prog", f"--import_archs={cells}", f"--import_scores={ppl}"])
+    cells.write_text(NAO_CELL + "\n" + NAO_CELL.replace("0 1 0 1", "0 1 5 1") + "\n")
+    ppl.write_text("60\n70\n")
+    with pytest.raises(DataError, match=rf"{cells}:2: "):
+        train_search_nao.read_imports(values, RnnSearchSpace())
+    cells.write_text(NAO_CELL + "\n")
+    ppl.write_text("4.1\n")
+    values.import_scores = str(ppl)
+    ppl.write_text("0.5\n")
+    with pytest.raises(DataError, match=rf"{ppl}:1: perplexity 0.5 is below 1"):
+        train_search_nao.read_imports(values, RnnSearchSpace())

@@ -132,7 +132,7 @@ def test_defaults_are_the_original_search():
     define_flags(values)
     values(["prog", "--config=smoke", "--epochs=6"])
     smoke = params_from_flags(values)
-    assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 16, "")
+    assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 32, "")
 
 
 def _command(out, *extra):

@@ -4,7 +4,10 @@ standard baselines, random search and regularized evolution (Real et al., 2019).
 A cell is a DAG over 4 nodes; each of its 6 edges j -> i (j < i) carries one of 5 ops. The
 benchmark's string lists, for nodes 1..3, the incoming edges as `op~j`:
     |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
-Controller tokens: one per edge, op id + 1 (vocab 6, length 6, no folding).
+Controller tokens: one per edge, 1 + 5 * edge + op (vocab 31, length 6, no folding). Each edge has
+its own five tokens, as the original CNN encoding gives node indices and ops their own ranges: the
+encoder's embeddings then carry (edge, op) pairs directly, which raised the predictor's pairwise
+accuracy from 0.68 to 0.73 with 100 training cells (docs/benchmarks.md).
 
 Usage (a table like `shared/data/nasbench201/nb201_lowfi.csv`):
     python -m nao_tf.benchmarks.nasbench201 --table=nb201.csv --search_metric=cifar10_valid \\
@@ -41,24 +44,25 @@ Arch = tuple[int, ...]  # one op id per edge, in EDGES order
 
 class NasBench201Space(SearchSpace[Arch]):
     name = "nasbench201"
-    vocab_size = len(OPS) + 1
+    vocab_size = len(OPS) * len(EDGES) + 1
     source_length = len(EDGES)
     encoder_length = len(EDGES)
 
     def valid_token_mask(self) -> np.ndarray:
-        mask = np.ones([self.source_length, self.vocab_size], bool)
-        mask[:, 0] = False
+        mask = np.zeros([self.source_length, self.vocab_size], bool)
+        for edge in range(len(EDGES)):
+            mask[edge, 1 + edge * len(OPS):1 + (edge + 1) * len(OPS)] = True
         return mask
 
     def sample(self, rng: np.random.Generator) -> Arch:
         return tuple(int(op) for op in rng.integers(0, len(OPS), len(EDGES)))
 
     def to_tokens(self, arch: Arch) -> tuple[int, ...]:
-        return tuple(op + 1 for op in arch)
+        return tuple(1 + edge * len(OPS) + op for edge, op in enumerate(arch))
 
     def from_tokens(self, tokens: Sequence[int]) -> Arch:
         self.check_tokens(tokens)
-        return tuple(int(t) - 1 for t in tokens)
+        return tuple((int(t) - 1) % len(OPS) for t in tokens)
 
     def to_string(self, arch: Arch) -> str:
         nodes = []
@@ -201,12 +205,13 @@ class NaoSettings:
     mlp_hidden: int = 64
     batch_size: int = 20
     learning_rate: float = 3e-3
+    trade_off: float = 0.95
 
     def controller_config(self, space: SearchSpace, seed: int) -> ControllerConfig:
         return ControllerConfig.for_space(
             space, emb_size=self.emb_size, hidden_size=self.hidden_size, mlp_layers=self.mlp_layers,
             mlp_hidden=self.mlp_hidden, attention="dot", batch_size=self.batch_size,
-            learning_rate=self.learning_rate, seed=seed)
+            learning_rate=self.learning_rate, trade_off=self.trade_off, seed=seed)
 
 
 def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, seed: int,
@@ -305,12 +310,12 @@ def define_flags() -> None:
     flags.DEFINE_string("search_metric", "cifar10_valid", "Column the methods search on.")
     flags.DEFINE_string("report_metric", "cifar10_test", "Column reported for the picked architecture.")
     flags.DEFINE_integer("budget", 100, "Distinct architectures each method may query.")
-    flags.DEFINE_integer("seeds", 20, "Independent runs per method.")
+    flags.DEFINE_integer("seeds", 20, "Independent runs per method (predictor mode: draws of the train and test cells).")
     flags.DEFINE_list("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution.")
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
     flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
     flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
-    flags.DEFINE_integer("epochs", 800, "Predictor mode: controller epochs.")
+    flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -324,11 +329,15 @@ def main(argv: Sequence[str]) -> None:
     table = Table(FLAGS.table, space)
     if FLAGS.mode == "predictor":
         table.check_column(FLAGS.search_metric)
-        metrics = predictor_quality(space, table, FLAGS.search_metric, FLAGS.train_archs, FLAGS.test_archs,
-                                    FLAGS.epochs, seed=0, settings=NaoSettings())
-        print(json.dumps(metrics, indent=2))
+        runs = []
+        for seed in range(FLAGS.seeds):
+            runs.append(predictor_quality(space, table, FLAGS.search_metric, FLAGS.train_archs,
+                                          FLAGS.test_archs, FLAGS.epochs, seed=seed, settings=NaoSettings()))
+            print(f"seed {seed:2d}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()), flush=True)
+        metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        print("mean: " + json.dumps(metrics))
         if FLAGS.output:
-            io.atomic_write_json(FLAGS.output, metrics)
+            io.atomic_write_json(FLAGS.output, dict(mean=metrics, runs=runs))
         return
     started = time.monotonic()
     results = run_methods(table, FLAGS.search_metric, FLAGS.report_metric, FLAGS.budget, FLAGS.seeds,

@@ -114,7 +114,7 @@ SMOKE: dict[str, Any] = dict(
     new_archs=4, controller_epochs=30, controller_batch_size=8, log_every_steps=1000, seed=1)
 
 # Settings of the per-architecture training: a run resumes only with the same values.
-RESUME_KEYS = ("dataset", "data_dir", "synthetic_train_images", "num_valid", "num_cells",
+RESUME_KEYS = ("dataset", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "epochs", "batch_size", "lr_max", "lr_min", "t0", "t_mul", "nesterov",
                "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob", "use_aux_head",
                "aux_weight", "cutout_size", "seed")
@@ -226,6 +226,9 @@ def run(fv: flags.FlagValues) -> SearchResult:
     imported = read_imports(fv, space)
     tf.get_logger().setLevel("ERROR")  # every cell is a new network: its steps trace anew
     devices = parse_devices(fv.devices)
+    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
+                         fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
+    data = dataclasses.replace(data, test=None)  # the search never looks at the test set
     if fv.overwrite and os.path.isdir(fv.output_dir):
         shutil.rmtree(fv.output_dir)
     settings = {name: fv[name].value for name, _ in SCHEDULE_FLAGS}
@@ -234,9 +237,6 @@ def run(fv: flags.FlagValues) -> SearchResult:
     write_settings(os.path.join(fv.output_dir, "train_settings.json"), settings, RESUME_KEYS)
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
-    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
-                         fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
-    data = dataclasses.replace(data, test=None)  # the search never looks at the test set
     print(f"NAO (no weight sharing) on {fv.dataset}: {len(data.train)} training / "
           f"{len(data.valid)} validation images; each cell N={fv.num_cells} F={fv.filters}, "
           f"{fv.epochs} epochs; devices: {', '.join(devices)}", flush=True)

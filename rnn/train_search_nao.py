@@ -88,8 +88,8 @@ SMOKE: dict[str, Any] = dict(
     controller_epochs=30, controller_batch_size=8)
 
 # Schedule values a run resumes only with (scores from different schedules must not mix).
-RESUME_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("log_interval", "max_rollbacks",
-                                                          "jit_compile"))
+RESUME_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("data_dir", "log_interval",
+                                                          "max_rollbacks", "jit_compile"))
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -168,17 +168,18 @@ def run(fv: flags.FlagValues) -> SearchResult:
     imported = read_imports(fv, space)
     tf.get_logger().setLevel("ERROR")  # every cell is a new model: its steps trace anew
     devices = parse_devices(fv.devices)
+    schedule = {k: fv[k].value for k in SCHEDULE_KEYS}
+    if not schedule["data_dir"] and fv.config != "smoke":
+        raise NaoError("--data_dir is required: a directory with train.txt, valid.txt and "
+                       "test.txt (scripts/get_data.sh ptb)")
+    vocab_size = read_corpus(schedule["data_dir"]).vocab_size if schedule["data_dir"] else None
     if fv.overwrite and os.path.isdir(fv.output_dir):
         shutil.rmtree(fv.output_dir)
-    schedule = {k: fv[k].value for k in SCHEDULE_KEYS}
-    if not schedule["data_dir"]:
-        if fv.config != "smoke":
-            raise NaoError("--data_dir is required: a directory with train.txt, valid.txt and "
-                           "test.txt (scripts/get_data.sh ptb)")
+    if not schedule["data_dir"]:  # --config=smoke: a generated corpus inside the run directory
         schedule["data_dir"] = str(write_generated_corpus(Path(fv.output_dir) / "corpus",
                                                           seed=fv.seed))
+        vocab_size = read_corpus(schedule["data_dir"]).vocab_size
     write_settings(os.path.join(fv.output_dir, "train_settings.json"), schedule, RESUME_KEYS)
-    vocab_size = read_corpus(schedule["data_dir"]).vocab_size
     print(f"NAO (no weight sharing) on {schedule['data_dir']} (vocabulary {vocab_size}): each "
           f"cell d={fv.emsize}, {fv.epochs} epochs; devices: {', '.join(devices)}", flush=True)
 

@@ -285,6 +285,23 @@ def named_arch(name: str) -> CellArch:
     return ANY_SPACE.parse(NAMED_ARCHS[key])
 
 
+def cell_graphs(arch: CellArch) -> list:
+    """The normal and the reduction cell of `arch` as `nao_tf.draw.CellGraph`s (DARTS-style
+    pictures: inputs c_{k-2}, c_{k-1}, nodes 0..4, output c_{k} = concat of the unused nodes)."""
+    from nao_tf.draw import CellGraph
+
+    def name(i: int) -> str:
+        return ("c_{k-2}", "c_{k-1}")[i] if i < NUM_CELL_INPUTS else str(i - NUM_CELL_INPUTS)
+
+    graphs = []
+    for title, cell in (("normal cell", arch.normal), ("reduction cell", arch.reduction)):
+        edges = [(name(inp), name(i + NUM_CELL_INPUTS), OPS[op].name)
+                 for i, n in enumerate(cell.nodes) for inp, op in ((n.in1, n.op1), (n.in2, n.op2))]
+        graphs.append(CellGraph(title, [name(0), name(1)], edges, "c_{k}",
+                                [name(i) for i in cell.loose_ends()], "concat"))
+    return graphs
+
+
 def load_arch(text: str) -> CellArch:
     """An architecture from `--arch`: a name (see NAMED_ARCHS), 40 integers, or the path of a
     `best_arch.json` written by a search (its `arch` key holds the 40 integers)."""

@@ -1,0 +1,179 @@
+"""The NAO-WS evaluator: trains the supernet between evaluations and scores the pool with it.
+
+`prepare(pool, iteration)` trains the supernet up to epoch (iteration + 1) * eval_every_epochs
+(at most `epochs`), one architecture drawn from `pool` per step (cnn.search_sampling); its
+checkpoint (`output_dir/supernet/`: weights, optimizer with step counter and momentum) is written
+at the end of every epoch and every `save_every_seconds` within one, so a killed run continues from
+the last save and `prepare` is a no-op once the supernet is trained that far. `evaluate` scores an
+architecture by its accuracy on the same fixed validation images every time (the first
+`eval_images` of the validation split), batch norm on batch statistics, so scores are
+deterministic for given weights and a resumed run gives the scores an uninterrupted one would.
+"""
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+from cnn.data import CifarData, eval_dataset, train_dataset
+from cnn.fit import scalar
+from cnn.search_sampling import draw, sampling_probabilities
+from cnn.search_space import CellArch
+from cnn.search_trainer import SupernetTrainer
+from cnn.supernet import arch_tensor
+from nao_tf.errors import NaoError
+from nao_tf.search import Evaluator, Record
+
+
+@dataclass
+class SupernetSchedule:
+    """How long and how the supernet trains (defaults: the NAO-WS search script)."""
+
+    epochs: int = 150
+    eval_every_epochs: int = 30
+    steps_per_epoch: int = 282  # ceil(45000 / 160)
+    batch_size: int = 160  # global
+    sample_policy: str = "uniform"
+    eval_images: int = 500
+    eval_batch_size: int = 500
+    seed: int = 0
+    save_every_seconds: float = 600.0
+    log_every_steps: int = 50
+
+    @property
+    def iterations(self) -> int:
+        """Controller rounds: the pool is scored after every `eval_every_epochs` epochs."""
+        return max(math.ceil(self.epochs / self.eval_every_epochs) - 1, 0)
+
+    def target_step(self, iteration: int) -> int:
+        return min((iteration + 1) * self.eval_every_epochs, self.epochs) * self.steps_per_epoch
+
+
+class SupernetEvaluator(Evaluator):
+    """Scores CNN cells with the weight-sharing supernet (accuracy, higher is better)."""
+
+    higher_is_better = True
+    rescore_pool = True
+
+    def __init__(self, trainer: SupernetTrainer, data: CifarData, schedule: SupernetSchedule,
+                 output_dir: str, num_cells_per_stage: int, filters: int,
+                 log: Callable[[str], None] = print):
+        if data.valid is None:
+            raise NaoError("the supernet is scored on a validation split; load the data with "
+                           "split='search'")
+        self.trainer, self.data, self.schedule = trainer, data, schedule
+        self.num_cells_per_stage, self.filters = num_cells_per_stage, filters
+        self.log = log
+        self.checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(output_dir, "supernet"), max_to_keep=2)
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            log(f"supernet: resumed from {self.manager.latest_checkpoint} (step {trainer.step}, "
+                f"epoch {trainer.step / schedule.steps_per_epoch:.2f})")
+        self.writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard",
+                                                                 "supernet"))
+        self._train_iterator = None
+        n_eval = min(schedule.eval_images, len(data.valid))
+        valid = type(data.valid)(data.valid.images[:n_eval], data.valid.labels[:n_eval])
+        self.num_eval_images = n_eval
+        self._valid_batches = list(trainer.strategy.experimental_distribute_dataset(
+            eval_dataset(valid, schedule.eval_batch_size, data.mean, data.std)))
+        self.steps_trained_this_run = 0
+        self.archs_scored_this_run = 0
+
+    # Training.
+
+    def _iterator(self):
+        if self._train_iterator is None:
+            ds = train_dataset(self.data.train, self.schedule.batch_size, self.data.mean,
+                               self.data.std, seed=self.schedule.seed or None)
+            self._train_iterator = iter(self.trainer.strategy.experimental_distribute_dataset(ds))
+        return self._train_iterator
+
+    def _save(self) -> None:
+        self.manager.save(checkpoint_number=self.trainer.step)
+        self._last_save = time.monotonic()
+
+    def prepare(self, pool: Sequence[CellArch], iteration: int) -> None:
+        """Trains the supernet up to this iteration's evaluation epoch (no-op if already there)."""
+        s, trainer = self.schedule, self.trainer
+        target = s.target_step(iteration)
+        if trainer.step >= target:
+            return
+        probabilities = sampling_probabilities(pool, s.sample_policy, self.num_cells_per_stage,
+                                               self.filters, self.data.num_classes)
+        archs = [tf.constant(arch_tensor(a)) for a in pool]
+        iterator = self._iterator()
+        self.log(f"supernet: training steps {trainer.step} -> {target} (epochs "
+                 f"{trainer.step // s.steps_per_epoch} -> {target // s.steps_per_epoch}), "
+                 f"{s.sample_policy} sampling from a pool of {len(pool)}")
+        self._last_save = time.monotonic()
+        window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "start": time.monotonic()}
+        timed_steps, timed_seconds = 0, 0.0
+        while trainer.step < target:
+            step = trainer.step
+            t = time.monotonic()
+            stats = trainer.train_step(*next(iterator), archs[draw(probabilities, s.seed, step)])
+            if self.steps_trained_this_run:  # the first step of a process includes tracing
+                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + time.monotonic() - t
+            self.steps_trained_this_run += 1
+            if not math.isfinite(stats["loss"]):
+                raise NaoError(f"supernet loss became {stats['loss']} at step {step + 1}; lower "
+                               f"--lr_max; the last good checkpoint is in {self.manager.directory}")
+            window["loss"] += stats["loss"]
+            window["accuracy"] += stats["accuracy"]
+            window["n"] += 1
+            step += 1
+            if step % s.log_every_steps == 0 or step == target:
+                self._log_window(window, stats, step, target, timed_steps, timed_seconds)
+                window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "start": time.monotonic()}
+            if step % s.steps_per_epoch == 0 or step == target \
+                    or time.monotonic() - self._last_save >= s.save_every_seconds:
+                self._save()
+        self.writer.flush()
+
+    def _log_window(self, window: dict, stats: dict, step: int, target: int, timed_steps: int,
+                    timed_seconds: float) -> None:
+        s = self.schedule
+        n = max(window["n"], 1)
+        loss, accuracy = window["loss"] / n, window["accuracy"] / n
+        rate = s.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
+        eta = (target - step) * timed_seconds / timed_steps if timed_steps else 0.0
+        lr = self.trainer.learning_rate()
+        self.log(f"supernet epoch {(step - 1) // s.steps_per_epoch + 1} step {step}/{target}  "
+                 f"loss {loss:.4f}  acc {accuracy:.4f}  lr {lr:.5f}  {rate:.1f} images/s  "
+                 f"ETA {eta:.0f}s")
+        with self.writer.as_default():
+            scalar("supernet/loss", loss, step)
+            scalar("supernet/accuracy", accuracy, step)
+            scalar("supernet/lr", lr, step)
+            scalar("supernet/grad_norm", stats["grad_norm"], step)
+            elapsed = time.monotonic() - window["start"]
+            if elapsed > 0:
+                scalar("supernet/images_per_sec", s.batch_size * window["n"] / elapsed, step)
+
+    # Scoring.
+
+    def score(self, arch: CellArch) -> float:
+        """Accuracy of `arch` on the fixed validation images."""
+        a = tf.constant(arch_tensor(arch))
+        correct = tf.add_n([self.trainer.correct_count(images, labels, a)
+                            for images, labels in self._valid_batches])
+        return float(correct) / self.num_eval_images
+
+    def evaluate(self, archs: Sequence[CellArch], iteration: int, record: Record) -> None:
+        started = last_log = time.monotonic()
+        for k, arch in enumerate(archs, 1):
+            record(arch, self.score(arch))
+            self.archs_scored_this_run += 1
+            now = time.monotonic()
+            if now - last_log >= 30 or k == len(archs):
+                rate = k / max(now - started, 1e-9)
+                self.log(f"supernet: scored {k}/{len(archs)} architectures on "
+                         f"{self.num_eval_images} validation images ({rate:.2f} archs/s)")
+                last_log = now
+

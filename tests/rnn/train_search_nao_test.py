@@ -7,10 +7,12 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 
 from nao_tf.errors import DataError
+from nao_tf.standalone import ArchDirs, StandaloneEvaluator
 from rnn import train_search_nao
 from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
 
@@ -67,6 +69,25 @@ def test_search_starts_from_imported_perplexities(tmp_path):
     assert not {r["arch"] for r in imported} & set(started)
     assert len(started) == len(history) - 2
     assert json.loads((run_dir / "best_arch.json").read_text())["arch"] == NAMED_ARCHS["NAO"]
+
+
+def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
+    space = RnnSearchSpace()
+    schedule = {**train_search_nao.SCHEDULE_DEFAULTS, "data_dir": str(corpus_dir), "emsize": 8,
+                "batch_size": 8, "bptt": 10, "max_seq_len_delta": 2, "epochs": 1}
+    schedule = {k: schedule[k] for k in train_search_nao.SCHEDULE_KEYS}
+    dirs = ArchDirs(tmp_path / "archs", space.to_string, scratch=("ckpt", "best"))
+    evaluator = StandaloneEvaluator(train_search_nao.PtbArchTrainer(schedule, dirs, space), False,
+                                    ["/cpu:0", "/cpu:1"], dirs=dirs, to_string=space.to_string,
+                                    log=lambda _: None)
+    cells = space.sample_unique(4, np.random.default_rng(0))
+    recorded = {}
+    evaluator.evaluate(cells, 0, lambda a, s: recorded.setdefault(space.to_string(a), s))
+    assert set(recorded) == {space.to_string(c) for c in cells}
+    assert all(1.0 < s < 100.0 for s in recorded.values())
+    saved = [json.loads((dirs.path(c) / "score.json").read_text()) for c in cells]
+    assert {r["device"] for r in saved} == {"/cpu:0", "/cpu:1"}
+    assert not any((dirs.path(c) / "ckpt").exists() for c in cells)
 
 
 def test_import_errors_name_the_file_and_line(tmp_path):

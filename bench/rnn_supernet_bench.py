@@ -7,7 +7,9 @@ For each size d:B:V (embedding = hidden size d, batch B, vocabulary V) it times
 `SupernetStep.train_step` (one cell drawn from a 100-cell pool per step, as the search does;
 forward, hand-written backward, clip, weight decay, SGD update) on random ids with BPTT 35, and
 `SupernetStep.score` on `--eval_windows` validation windows of 35 tokens for K cells per call,
-for each K in --arch_batches. Prints wall-clock and per-CPU-second rates, the load average, and
+for each K in --arch_batches. `--backward=autodiff` replaces the hand-written backward pass of
+the training step by automatic differentiation through the same forward loop (for comparison).
+Prints wall-clock and per-CPU-second rates, the load average, and
 an estimate of the paper-config search time from the measured rates (see `estimate`).
 """
 
@@ -25,6 +27,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from rnn import supernet as supernet_module  # noqa: E402
+from rnn.search_cell_loop import step_forward  # noqa: E402
 from rnn.search_space import RnnSearchSpace  # noqa: E402
 from rnn.supernet import Supernet, SupernetStep, arch_array, count_params  # noqa: E402
 
@@ -34,12 +38,29 @@ flags.DEFINE_integer("eval_windows", 256, "validation windows per score (the ori
 flags.DEFINE_list("arch_batches", ["1", "4", "8"], "cells scored per call")
 flags.DEFINE_integer("warmup", 2, "untimed training steps / scoring calls")
 flags.DEFINE_integer("steps", 5, "timed training steps")
+flags.DEFINE_enum("backward", "handwritten", ["handwritten", "autodiff"],
+                  "training step's backward pass")
 flags.DEFINE_integer("score_cells", 16, "cells scored in the timed scoring run")
 FLAGS = flags.FLAGS
 
 # The paper configuration (NAO-WS/rnn/train_search.sh) on PTB.
 PTB_TRAIN_TOKENS = 929_589
 EPOCHS, POOL, EVALUATIONS = 1000, 1000, 5
+
+
+def autodiff_search_cell(x_proj, h0, mask_h, w0_h, w_nodes, preds, acts):
+    """`run_search_cell` differentiated by automatic differentiation (the reference)."""
+    onehots = tf.one_hot(acts, 4)
+    steps = tf.shape(x_proj)[0]
+
+    def body(t, h, outs):
+        h, *_ = step_forward(x_proj[t], h, mask_h, w0_h, w_nodes, preds, onehots)
+        return t + 1, h, outs.write(t, h)
+
+    _, h, outs = tf.while_loop(lambda t, *_: t < steps, body,
+                               (tf.constant(0), h0, tf.TensorArray(x_proj.dtype, size=steps)),
+                               maximum_iterations=steps)
+    return outs.stack(), h
 
 
 def _timed(fn, repeats: int) -> tuple[float, float]:
@@ -98,9 +119,11 @@ def estimate(train_step_s: float, score_cell_s: float) -> float:
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    if FLAGS.backward == "autodiff":
+        supernet_module.run_search_cell = autodiff_search_cell
     print(f"TF {tf.__version__}, devices {[d.name for d in tf.config.list_logical_devices()]}, "
           f"CPUs {os.cpu_count()}, load average before {os.getloadavg()[0]:.1f}")
-    print(f"training: BPTT {FLAGS.bptt}; scoring: {FLAGS.eval_windows} windows of {FLAGS.bptt} "
+    print(f"training: BPTT {FLAGS.bptt}, {FLAGS.backward} backward; scoring: {FLAGS.eval_windows} windows of {FLAGS.bptt} "
           "tokens per cell")
     print("| d | B | V | params | train ms/step | train tokens/s | tokens per CPU-s | "
           + " | ".join(f"score cells/s, per CPU-s (K={k})" for k in FLAGS.arch_batches) + " |")

@@ -68,7 +68,8 @@ def parse_devices(text: str) -> list[str]:
             spec = tf.DeviceSpec.from_string(device)
         except ValueError:
             spec = None
-        visible = tf.config.list_logical_devices(spec.device_type) if spec and spec.device_type else []
+        visible = (tf.config.list_logical_devices(spec.device_type)
+                   if spec and spec.device_type else [])
         if spec is None or spec.device_index is None or spec.device_index >= len(visible):
             raise NaoError(f"--devices: {device!r} is not a visible device; visible: "
                            + ", ".join(d.name for d in tf.config.list_logical_devices()))
@@ -264,7 +265,7 @@ def read_imported(space: SearchSpace, archs_path: str | os.PathLike,
                         "the same order")
     score_lines = [n for n, _ in io.read_lines(scores_path)]
     pairs, seen = [], set()
-    for (lineno, arch), score, score_line in zip(archs, scores, score_lines):
+    for (_, arch), score, score_line in zip(archs, scores, score_lines, strict=True):
         problem = check(score) if check else None
         if problem:
             raise DataError(f"{scores_path}:{score_line}: {problem}")

@@ -8,6 +8,7 @@ one arrow per (input, op) branch labelled with the op.
 
 import dataclasses
 import io
+from collections import Counter
 from typing import Sequence
 
 import matplotlib
@@ -108,7 +109,7 @@ def _draw_one(ax: plt.Axes, graph: CellGraph) -> None:
 def render_png(graphs: Sequence[CellGraph], dpi: int = 110) -> bytes:
     """The graphs side by side, as PNG bytes."""
     widths = [1.6 * (max(_depths(g).values()) + 1) for g in graphs]
-    heights = [1.0 * (max(len(g.inputs), len(g.nodes)) + 1) for g in graphs]
+    heights = [1.0 * (max(Counter(_depths(g).values()).values()) + 1) for g in graphs]
     fig, axes = plt.subplots(1, len(graphs), figsize=(max(sum(widths), 4), max(max(heights), 3)),
                              gridspec_kw=dict(width_ratios=widths), squeeze=False)
     try:

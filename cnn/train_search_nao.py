@@ -193,16 +193,21 @@ class CifarArchTrainer:
         try:
             results = fit(trainer, self.data, loop, extra)
         except TrainingDiverged as err:
-            raise TrainingDiverged(str(err), _best_valid_accuracy(out)) from None
-        return max(r["valid_accuracy"] for r in results["history"])
+            path = os.path.join(out, RESULTS_FILE)
+            history = read_json(path).get("history", []) if os.path.exists(path) else []
+            raise TrainingDiverged(str(err), best_valid_accuracy(history)) from None
+        best = best_valid_accuracy(results["history"])
+        if best is None or not all(math.isfinite(r["valid_loss"]) for r in results["history"]):
+            raise TrainingDiverged("validation loss became NaN", best)
+        return best
 
 
-def _best_valid_accuracy(run_dir) -> float | None:
-    path = os.path.join(run_dir, RESULTS_FILE)
-    if not os.path.exists(path):
-        return None
-    history = read_json(path).get("history", [])
-    return max((r["valid_accuracy"] for r in history), default=None)
+def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
+    """The score: the best validation accuracy over the epochs of `history` (fit's per-epoch
+    records) whose validation loss is finite (a diverged network's NaN logits still give an
+    accuracy, a meaningless one); None when there is none."""
+    return max((r["valid_accuracy"] for r in history if math.isfinite(r["valid_loss"])),
+               default=None)
 
 
 class DivergenceCheckingTrainer(Trainer):

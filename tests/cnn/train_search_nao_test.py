@@ -77,3 +77,28 @@ def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     errors.write_text("0.08\n0.1\n")
     with pytest.raises(DataError, match=rf"{cells}:2: naonet: .* op 1 is not in this space"):
         train_search_nao.read_imports(fv, NAONET_SPACE)
+
+
+def test_a_diverging_cell_is_scored_at_chance_level(tmp_path):
+    import dataclasses
+
+    from cnn import data as data_lib
+    from nao_tf.standalone import ArchDirs, StandaloneEvaluator
+
+    data = dataclasses.replace(data_lib.load("synthetic", split="search", num_valid=32,
+                                             synthetic_sizes=(96, 0), seed=1), test=None)
+    fv = _flags(["--output_dir=x", "--nouse_aux_head", "--lr_max=1e30", "--epochs=2",
+                 "--batch_size=32"])
+    settings = {name: fv[name].value for name, _ in train_search_nao.SCHEDULE_FLAGS}
+    settings.update(log_every_steps=100, seed=1)
+    dirs = ArchDirs(tmp_path / "archs", NAONET_SPACE.to_string, scratch=("checkpoints",))
+    logs = []
+    evaluator = StandaloneEvaluator(train_search_nao.CifarArchTrainer(data, settings, dirs), True,
+                                    ["/cpu:0"], dirs=dirs, failed_score=0.1,
+                                    to_string=NAONET_SPACE.to_string, log=logs.append)
+    cell = NAONET_SPACE.parse(NAMED_ARCHS["naonet"])
+    recorded = []
+    evaluator.evaluate([cell], 0, lambda a, s: recorded.append(s))
+    assert recorded == [0.1]
+    assert any("diverged (training loss became" in line for line in logs), logs
+    assert json.loads((dirs.path(cell) / "score.json").read_text())["diverged"]

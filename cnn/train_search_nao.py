@@ -39,10 +39,10 @@ from absl import flags
 
 from cnn import data as data_lib
 from cnn.configs import CONFIGS
-from cnn.data import steps_per_epoch
+from cnn.data import CifarData, steps_per_epoch
 from cnn.fit import RESULTS_FILE, LoopConfig, fit
 from cnn.model import NASNetwork, count_params
-from cnn.search_space import NAONET_SPACE, CellSpace
+from cnn.search_space import NAONET_SPACE, CellArch, CellSpace
 from cnn.training import OptimConfig, Trainer
 from nao_tf import cli
 from nao_tf.controller import ControllerConfig
@@ -147,7 +147,7 @@ def _check_fraction(score: float) -> str | None:
             "(0.05 for 5%)")
 
 
-def read_imports(fv: flags.FlagValues, space: CellSpace) -> list:
+def read_imports(fv: flags.FlagValues, space: CellSpace) -> list[tuple[CellArch, float]]:
     """The (cell, accuracy) pairs of --import_archs / --import_scores ([] when not given)."""
     if bool(fv.import_archs) != bool(fv.import_scores):
         raise NaoError("--import_archs and --import_scores go together: one file of cells, one "
@@ -164,10 +164,10 @@ class CifarArchTrainer:
     with the per-architecture schedule in its own directory (resuming from its last finished
     epoch if a killed run left one)."""
 
-    def __init__(self, data, settings: dict[str, Any], dirs):
+    def __init__(self, data: CifarData, settings: dict[str, Any], dirs: ArchDirs):
         self.data, self.s, self.dirs = data, settings, dirs
 
-    def __call__(self, arch, device: str) -> float:
+    def __call__(self, arch: CellArch, device: str) -> float:
         s, out = self.s, self.dirs.path(arch)
         cfg = OptimConfig(
             epochs=s["epochs"], steps_per_epoch=steps_per_epoch(len(self.data.train),

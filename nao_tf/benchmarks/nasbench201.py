@@ -188,7 +188,9 @@ def regularized_evolution(space: NasBench201Space, query: QueryCounter, rng: np.
 class NaoSettings:
     """NAO settings for a small tabular budget: the original's loop with its counts scaled to
     ~100 queries (10 random seeds, then rounds of 5 new architectures from the top 5), lambda
-    growing in small steps, and 10x oversampling with the predictor keeping the best 5."""
+    growing in small steps, and 10x oversampling with the predictor keeping the best 5.
+    Targets are rank-normalised: with min-max, the many near-chance cells of the space squeeze
+    every good cell close to 1 and the predictor learns little about ordering them."""
 
     seed_archs: int = 10
     top_k: int = 5
@@ -198,7 +200,7 @@ class NaoSettings:
     lambda_step: float = 0.25
     oversample: float = 10.0
     controller_epochs: int = 60
-    normalization: str = "minmax"
+    normalization: str = "rank"
     emb_size: int = 32
     hidden_size: int = 64
     mlp_layers: int = 2
@@ -241,7 +243,8 @@ def predictor_quality(space: NasBench201Space, table: Table, column: str, n_trai
     tokens = space.encode(archs)
     scores = np.array([table.metric(a, column) for a in archs])
     model = Controller(settings.controller_config(space, seed), space.valid_token_mask())
-    ControllerTrainer(model).fit(tokens[:n_train], normalize_scores(scores[:n_train], True), epochs, rng)
+    targets = normalize_scores(scores[:n_train], True, settings.normalization)
+    ControllerTrainer(model).fit(tokens[:n_train], targets, epochs, rng)
     inference = ControllerInference(model)
     predicted = inference.predict(tokens[n_train:])
     return dict(pairwise_accuracy=pairwise_accuracy(scores[n_train:], predicted),

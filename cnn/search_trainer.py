@@ -10,7 +10,8 @@ architecture does not use get a zero loss gradient (still decayed and moved by m
 original). Scoring counts the correct predictions of one architecture on a batch, batch norm in
 batch-statistics mode (the supernet has no other mode), without dropout or aux head.
 
-Both steps are traced once: the architecture is a tensor argument, never a Python value.
+Both steps are traced once: the architecture is a tensor argument, never a Python value. The
+trainer switches grappler off (`disable_graph_optimizer`) before building anything.
 """
 
 from typing import Callable
@@ -23,6 +24,17 @@ from cnn.training import OptimConfig, make_schedule
 from nao_tf.distribute import build_optimizer
 
 
+def disable_graph_optimizer() -> None:
+    """Switches TensorFlow's graph optimiser (grappler) off for the rest of the process.
+
+    Instantiating the 100+ functions of the "switch" supernet under grappler took most of a
+    minute even for a tiny network, and the optimised step was no faster; the controller's speed
+    does not change either (docs/benchmarks.md). Switching it back on later makes every step
+    re-instantiate its functions, so it stays off.
+    """
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 class SupernetTrainer:
     """Owns the supernet, its optimizer and the compiled train / score steps; everything is built
     eagerly under `strategy.scope()` before the first traced step (see nao_tf.distribute)."""
@@ -32,6 +44,7 @@ class SupernetTrainer:
         self.strategy = strategy
         self.cfg = cfg
         self.global_batch_size = global_batch_size
+        disable_graph_optimizer()
         with strategy.scope():
             self.model = build_model()
             self.model.build_now()

@@ -1,0 +1,110 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn.model import NASNetwork, count_params
+from cnn.search_sampling import draw, fixed_network_params, sampling_probabilities
+from cnn.search_space import NAO_WS_SPACE, cell_graphs
+from cnn.search_trainer import SupernetTrainer
+from cnn.supernet import Supernet, arch_tensor
+from cnn.training import OptimConfig
+
+# Two cells that differ everywhere: inputs, ops, and which nodes are left unused.
+ARCH_A = NAO_WS_SPACE.parse("0 0 1 1 2 2 0 3 1 4 3 0 4 1 2 2 0 3 5 4 "
+                            "1 0 0 4 2 1 1 3 0 2 3 4 4 0 1 1 5 2 3 3")
+ARCH_B = NAO_WS_SPACE.parse("1 4 0 3 0 1 2 0 3 2 1 1 0 0 4 3 5 1 2 0 "
+                            "0 3 1 2 2 4 0 0 1 1 3 0 2 3 4 4 0 1 5 0")
+
+
+@pytest.fixture(autouse=True)
+def _restore_graph_optimizer():
+    """SupernetTrainer switches grappler off for the process; the other tests keep it."""
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    yield
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+def _batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.normal(size=(n, 32, 32, 3)).astype(np.float32)),
+            tf.constant(rng.integers(0, 10, size=n).astype(np.int32)))
+
+
+def _trainer(strategy, op_selection, batch):
+    keras.utils.set_random_seed(0)
+    cfg = OptimConfig(epochs=1, steps_per_epoch=10, lr_max=0.05, lr_min=0.0005, l2_reg=1e-4)
+    return SupernetTrainer(strategy, lambda: Supernet(1, 8, 10, op_selection=op_selection),
+                           cfg, batch)
+
+
+def test_two_architectures_share_one_trace_and_train_their_own_weights():
+    trainer = _trainer(tf.distribute.OneDeviceStrategy("/cpu:0"), "switch", 8)
+    images, labels = _batch()
+    cell = trainer.model.cell0
+    before = cell.sep5a_depthwise.numpy()
+    stats = [trainer.train_step(images, labels, tf.constant(arch_tensor(a)))
+             for a in (ARCH_A, ARCH_B, ARCH_A)]
+    assert trainer.train_tracing_count == 1
+    assert all(np.isfinite(s["loss"]) and s["grad_norm"] > 0 for s in stats)
+    # Weight rows are (node, branch, input): ARCH_A's node 2, branch 2 runs sep5 on input 1
+    # (row 2 + 1); neither architecture runs sep5 in node 2, branch 1 on input 1 (row 1), whose
+    # weights only decay (l2 and momentum), a change orders of magnitude smaller.
+    after = cell.sep5a_depthwise.numpy()
+    used, unused = np.abs(after[3] - before[3]).max(), np.abs(after[1] - before[1]).max()
+    assert used > 100 * unused > 0
+
+
+def test_switch_and_select_compute_the_same_network():
+    images, _ = _batch(4)
+    logits = {}
+    for mode in ("switch", "select"):
+        keras.utils.set_random_seed(3)
+        model = Supernet(1, 8, 10, op_selection=mode)
+        model.build_now()
+        logits[mode] = [model(images, tf.constant(arch_tensor(a))).numpy() for a in (ARCH_A,
+                                                                                     ARCH_B)]
+    for a, b in zip(logits["switch"], logits["select"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert np.abs(logits["switch"][0] - logits["switch"][1]).max() > 1e-3
+
+
+def test_supernet_step_on_two_replicas(two_replicas):
+    trainer = _trainer(two_replicas, "select", 8)  # "select" compiles fastest
+    images, labels = _batch()
+    ds = two_replicas.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(8))
+    batch = next(iter(ds))
+    first = trainer.train_step(*batch, tf.constant(arch_tensor(ARCH_A)))
+    second = trainer.train_step(*batch, tf.constant(arch_tensor(ARCH_B)))
+    assert trainer.train_tracing_count == 1 and trainer.step == 2
+    assert np.isfinite(first["loss"]) and np.isfinite(second["loss"])
+    correct = float(trainer.correct_count(*batch, tf.constant(arch_tensor(ARCH_A))))
+    assert 0 <= correct <= 8 and correct == int(correct)
+
+
+def test_parameter_count_matches_the_fixed_network():
+    model = NASNetwork(ARCH_A, 1, 8, 10, use_aux_head=True)
+    model.build_now()
+    assert fixed_network_params(ARCH_A, 1, 8, 10) == count_params(model)
+
+
+def test_sampling_policies():
+    pool = [ARCH_A, ARCH_B, NAO_WS_SPACE.parse(" ".join(["1 4 1 4"] * 10))]
+    uniform = sampling_probabilities(pool, "uniform", 2, 20)
+    params = sampling_probabilities(pool, "params", 2, 20)
+    np.testing.assert_allclose(uniform, [1 / 3] * 3)
+    assert params.sum() == pytest.approx(1.0) and not np.allclose(params, uniform)
+    counts = [fixed_network_params(a, 2, 20) for a in pool]
+    np.testing.assert_allclose(params, np.array(counts) / sum(counts))
+    draws = [draw(params, seed=5, step=s) for s in range(300)]
+    assert draws == [draw(params, seed=5, step=s) for s in range(300)]
+    assert set(draws) == {0, 1, 2}
+
+
+def test_cell_graphs_follow_the_architecture():
+    normal, reduction = cell_graphs(ARCH_A)
+    assert normal.inputs == ["c_{k-2}", "c_{k-1}"]
+    assert ("c_{k-2}", "0", "sep_conv_3x3") in normal.edges and len(normal.edges) == 10
+    assert normal.output_from == ["4"]  # only node 6 is unused in ARCH_A's normal cell
+    assert reduction.title == "reduction cell"

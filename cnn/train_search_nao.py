@@ -20,11 +20,12 @@ converted to accuracy = 1 - error). `--config=smoke` is a minutes-long offline r
 images with tiny networks.
 
 Writes into --output_dir: state.json (the search, resumable), history.jsonl, pool.<i>.txt/.perf,
-best_arch.json (for `scripts/train_final.sh cnn --arch=.../best_arch.json`), controller/,
-tensorboard/, train_settings.json, and archs/<hash>/ per cell (arch.txt, results.json with the
-per-epoch validation accuracy, TensorBoard events, score.json; its checkpoints are deleted once the
-score is known). Killed at any moment, the same command resumes: a cell whose score was recorded is
-never trained again, and a cell killed mid-training resumes from its last finished epoch.
+best_arch.json (for `scripts/train_final.sh cnn --arch=.../best_arch.json`), best_arch.png/.dot
+(the cells drawn), controller/, tensorboard/, train_settings.json, and archs/<hash>/ per cell
+(arch.txt, results.json with the per-epoch validation accuracy, TensorBoard events, score.json; its
+checkpoints are deleted once the score is known). Killed at any moment, the same command resumes:
+a cell whose score was recorded is never trained again, and a cell killed mid-training resumes
+from its last finished epoch.
 """
 
 import dataclasses
@@ -42,7 +43,7 @@ from cnn.configs import CONFIGS
 from cnn.data import CifarData, steps_per_epoch
 from cnn.fit import RESULTS_FILE, LoopConfig, fit
 from cnn.model import NASNetwork, count_params
-from cnn.search_space import NAONET_SPACE, CellArch, CellSpace
+from cnn.search_space import NAONET_SPACE, CellArch, CellSpace, cell_graphs
 from cnn.training import OptimConfig, Trainer
 from nao_tf import cli
 from nao_tf.controller import ControllerConfig
@@ -262,7 +263,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
         learning_rate=1e-3, max_gradient_norm=5.0, batch_size=fv.controller_batch_size,
         seed=fv.seed)
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
-                       save_every_seconds=0.0, imported=imported or None)
+                       save_every_seconds=0.0, imported=imported or None, graphs=cell_graphs)
     result = search.run()
     print(f"best cell (validation accuracy {result.best_score:.4f}, {result.evaluated} cells "
           f"trained or imported):\n{space.describe(result.best_arch)}\n"

@@ -52,6 +52,7 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     best = json.loads((run_dir / "best_arch.json").read_text())
     assert best["space"] == "naonet" and best["arch"] in history
     assert 0.0 <= best["score"] <= 1.0
+    assert (run_dir / "best_arch.png").exists()
 
 
 def _flags(argv):

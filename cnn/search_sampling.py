@@ -4,7 +4,8 @@ Policies (`--sample_policy`):
   uniform  every pool architecture with probability 1 / |pool| (the original NAO-WS search);
   params   probability proportional to the architecture's stand-alone parameter count at the
            search's N and F (NAO_pytorch V2's "balanced" sampling, which gives large models, whose
-           weights need more steps, more steps). Probabilities are normalised: p_i = P_i / sum_j P_j.
+           weights need more steps, more steps). Probabilities are normalised:
+           p_i = P_i / sum_j P_j.
            (The TF original feeds raw counts to `tf.multinomial` as logits, which picks the largest
            model almost always; see docs/differences.md.)
 

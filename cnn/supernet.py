@@ -26,7 +26,8 @@ Inside a cell (as the original supernet, `NAO-WS/cnn/model_search.py`, and the P
     factorized-reduced before the concatenation. (The TF supernet instead runs a stride-1 cell on
     two reductions of h[i-1] and drops h[i-2]; see docs/differences.md.)
   * every batch norm uses the batch's statistics, in training and when scoring (as the original
-    supernet); there are no moving averages.
+    supernet); the moving averages kept by the stem's, the calibrations' and the aux head's batch
+    norms are never read.
 
 Op selection (`op_selection`): "switch" runs only the chosen op (`tf.switch_case`); "select"
 computes every candidate and gathers the chosen one (the TF original's way). Both give the same
@@ -61,7 +62,8 @@ def arch_tensor(arch: CellArch) -> np.ndarray:
     values = np.asarray(arch.ints(), dtype=np.int32)
     ops_ = values[1::2]
     if ops_.min() < 0 or ops_.max() >= NUM_OPS:
-        raise ValueError(f"the supernet holds the NAO-WS ops 0..{NUM_OPS - 1}, got {sorted(set(ops_))}")
+        raise ValueError(f"the supernet holds the NAO-WS ops 0..{NUM_OPS - 1}, "
+                         f"got {sorted(set(ops_))}")
     return values
 
 
@@ -243,7 +245,7 @@ class SuperCell(keras.layers.Layer):
                 self._weight(f"sep{k}{stage}_pointwise", (rows, 1, 1, c, c), c)
                 self._weight(f"sep{k}{stage}_gamma", (rows, c), init="ones")
                 self._weight(f"sep{k}{stage}_beta", (rows, c), init="zeros")
-        if self.reduction:  # identity at stride 2 = factorized reduce, one per (node, branch, input)
+        if self.reduction:  # stride-2 identity = factorized reduce, per (node, branch, input)
             fr_rows = NUM_NODES * 2 * NUM_CELL_INPUTS
             for path in (1, 2):
                 self._weight(f"reduce{path}", (fr_rows, 1, 1, c, c // 2), c)
@@ -265,7 +267,7 @@ class SuperCell(keras.layers.Layer):
     REDUCE_PARTS = ("reduce1", "reduce2", "reduce_gamma", "reduce_beta")
 
     def _rows(self, names: tuple, rows) -> list[tuple]:
-        """Per branch (node-major), the tuple of the rows `rows[branch]` of the variables `names`."""
+        """Per branch (node-major), the tuple of rows `rows[branch]` of the variables `names`."""
         parts = [tf.unstack(tf.gather(getattr(self, name), rows), 2 * NUM_NODES) for name in names]
         return list(zip(*parts))
 

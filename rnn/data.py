@@ -139,6 +139,24 @@ _WT2_URLS = ("https://wikitext.smerity.com/wikitext-2-v1.zip",
 _WT2_MD5 = "542ccefacc6c27f945fb54453812b3cd"
 
 
+def write_generated_corpus(directory: Path, seed: int, vocab: int = 50,
+                           lines: tuple[int, int, int] = (700, 200, 100)) -> Path:
+    """train/valid/test.txt drawn from one sparse Markov chain over `vocab` words (learnable,
+    so different cells get different losses); the smoke run's offline corpus."""
+    rng = np.random.default_rng(seed)
+    successors = rng.integers(0, vocab, size=(vocab, 3))
+    for split, count in zip(("train", "valid", "test"), lines):
+        text = []
+        for _ in range(count):
+            w, sentence = int(rng.integers(vocab)), []
+            for _ in range(int(rng.integers(4, 12))):
+                sentence.append(f"w{w}")
+                w = int(successors[w, rng.integers(3)])
+            text.append(" ".join(sentence) + "\n")
+        atomic_write_text(directory / f"{split}.txt", "".join(text))
+    return directory
+
+
 def _fetch(url: str, md5: str, cache_dir: Path) -> Path:
     import keras  # only needed online
 

@@ -74,7 +74,7 @@ class TrainParams:
     overwrite: bool = False
 
 
-_HELP = dict(
+FLAG_HELP = dict(
     output_dir="run directory (created; re-running resumes)",
     data_dir="corpus directory with train.txt, valid.txt, test.txt",
     arch="NAO, NAO_WS, a best_arch.json path, or 22 integers 'p1 a1 ... p11 a11'",
@@ -323,7 +323,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     for field in dataclasses.fields(TrainParams):
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                   str: flags.DEFINE_string}[type(field.default)]
-        define(field.name, field.default, _HELP[field.name], flag_values=flag_values)
+        define(field.name, field.default, FLAG_HELP[field.name], flag_values=flag_values)
 
 
 def params_from_flags(values: flags.FlagValues) -> TrainParams:

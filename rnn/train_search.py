@@ -25,17 +25,16 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from absl import flags
 
 from nao_tf import cli
 from nao_tf.controller import ControllerConfig
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
-from nao_tf.io import atomic_write_json, atomic_write_text, read_json
+from nao_tf.io import atomic_write_json, read_json
 from nao_tf.search import NAOSearch, SearchConfig
 from rnn.configs import SEARCH_CONFIGS
-from rnn.data import read_corpus
+from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
 from rnn.search_space import RnnSearchSpace, cell_graphs
 
@@ -136,24 +135,6 @@ def controller_config(p: SearchParams, space: RnnSearchSpace) -> ControllerConfi
         encoder_dropout=0.1, mlp_dropout=0.0, attention="dot", trade_off=0.8, weight_decay=1e-4,
         learning_rate=p.controller_lr, max_gradient_norm=5.0,
         batch_size=p.controller_batch_size, seed=p.seed)
-
-
-def write_generated_corpus(directory: Path, seed: int, vocab: int = 50,
-                           lines: tuple[int, int, int] = (700, 200, 100)) -> Path:
-    """train/valid/test.txt drawn from one sparse Markov chain over `vocab` words (learnable,
-    so different cells get different losses); the smoke run's offline corpus."""
-    rng = np.random.default_rng(seed)
-    successors = rng.integers(0, vocab, size=(vocab, 3))
-    for split, count in zip(("train", "valid", "test"), lines):
-        text = []
-        for _ in range(count):
-            w, sentence = int(rng.integers(vocab)), []
-            for _ in range(int(rng.integers(4, 12))):
-                sentence.append(f"w{w}")
-                w = int(successors[w, rng.integers(3)])
-            text.append(" ".join(sentence) + "\n")
-        atomic_write_text(directory / f"{split}.txt", "".join(text))
-    return directory
 
 
 def check_params(p: SearchParams) -> None:

@@ -43,10 +43,9 @@ from nao_tf.search import NAOSearch, SearchConfig, SearchResult
 from nao_tf.standalone import (ArchDirs, StandaloneEvaluator, TrainingDiverged, parse_devices,
                                read_imported, write_settings)
 from rnn.configs import CONFIGS
-from rnn.data import read_corpus
+from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes
-from rnn.train_final import _HELP, FinalTrainer, TrainParams
-from rnn.train_search import write_generated_corpus
+from rnn.train_final import FLAG_HELP, FinalTrainer, TrainParams
 from rnn.training import perplexity
 
 # The per-architecture schedule: every TrainParams field but the run directory and the cell.
@@ -93,7 +92,7 @@ RESUME_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("data_dir", "log_inter
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    specs = [(k, SCHEDULE_DEFAULTS[k], "Per-cell training: " + _HELP[k]) for k in SCHEDULE_KEYS]
+    specs = [(k, SCHEDULE_DEFAULTS[k], "Per-cell training: " + FLAG_HELP[k]) for k in SCHEDULE_KEYS]
     for name, default, help_text, *choices in specs + list(OTHER_FLAGS):
         if choices:
             flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=fv)

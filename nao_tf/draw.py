@@ -62,12 +62,22 @@ def _depths(graph: CellGraph) -> dict[str, int]:
 
 
 def _positions(graph: CellGraph) -> dict[str, tuple[float, float]]:
+    """Nodes in columns by depth; within a column, ordered by the mean height of their sources
+    (the barycentre heuristic), which keeps most edges from crossing."""
     depth = _depths(graph)
     layers: dict[int, list[str]] = {}
     for name, d in depth.items():
         layers.setdefault(d, []).append(name)
-    positions = {}
-    for d, names in layers.items():
+    sources = {name: [s for s, t, _ in graph.edges if t == name] for name in depth}
+    sources[graph.output] = list(graph.output_from)
+    positions: dict[str, tuple[float, float]] = {}
+    for d in sorted(layers):
+        names = layers[d]
+        if d > 0:
+            def height(name: str) -> float:
+                placed = [positions[s][1] for s in sources[name] if s in positions]
+                return sum(placed) / len(placed) if placed else 0.0
+            names = sorted(names, key=height, reverse=True)
         for i, name in enumerate(names):
             positions[name] = (float(d), (len(names) - 1) / 2.0 - i)
     return positions
@@ -90,9 +100,13 @@ def _draw_one(ax: plt.Axes, graph: CellGraph) -> None:
                                      shrinkA=14, shrinkB=14))
         if label:
             (x0, y0), (x1, y1) = pos[source], pos[target]
-            mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-            # arc3 bends through mid + rad/2 * (dy, -dx): put the label on the curve.
-            ax.text(mx + rad * (y1 - y0) / 2, my - rad * (x1 - x0) / 2, label, fontsize=7,
+            # arc3 is the quadratic Bezier with control point mid + rad * (dy, -dx); labels sit
+            # past the middle, so the labels of edges leaving one node do not pile up.
+            cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+            t = 0.6
+            lx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t ** 2 * x1
+            ly = (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t ** 2 * y1
+            ax.text(lx, ly, label, fontsize=7,
                     ha="center", va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white",
                                                         ec="none", alpha=0.85))
     for name, (x, y) in pos.items():
@@ -108,8 +122,8 @@ def _draw_one(ax: plt.Axes, graph: CellGraph) -> None:
 
 def render_png(graphs: Sequence[CellGraph], dpi: int = 110) -> bytes:
     """The graphs side by side, as PNG bytes."""
-    widths = [1.6 * (max(_depths(g).values()) + 1) for g in graphs]
-    heights = [1.0 * (max(Counter(_depths(g).values()).values()) + 1) for g in graphs]
+    widths = [2.4 * (max(_depths(g).values()) + 1) for g in graphs]
+    heights = [1.3 * (max(Counter(_depths(g).values()).values()) + 1) for g in graphs]
     fig, axes = plt.subplots(1, len(graphs), figsize=(max(sum(widths), 4), max(max(heights), 3)),
                              gridspec_kw=dict(width_ratios=widths), squeeze=False)
     try:

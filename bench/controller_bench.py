@@ -8,9 +8,11 @@ generation of 300 new architectures from 100 seeds with lambda = 1, 2, ... .
 """
 
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -26,6 +28,8 @@ flags.DEFINE_integer("epochs", 10, "Timed training epochs (after one warm-up epo
 flags.DEFINE_list("attention", ["dot", "bahdanau"], "Attention variants to time.")
 flags.DEFINE_integer("archs", 1000, "Training architectures.")
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TensorFlow's default).")
+flags.DEFINE_integer("batch_shards", 2, "ControllerConfig.batch_shards.")
 
 
 def bench(attention: str) -> dict:
@@ -36,7 +40,8 @@ def bench(attention: str) -> dict:
     tokens = space.encode(archs)
     targets = normalize_scores(np.array([objective(a) for a in archs]), True)
     config = ControllerConfig.for_space(space, emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=200,
-                                        batch_size=100, attention=attention)
+                                        batch_size=100, batch_shards=FLAGS.batch_shards,
+                                        attention=attention)
     trainer = ControllerTrainer(Controller(config, space.valid_token_mask()), augment=space.random_equivalent)
     trainer.fit(tokens, targets, 1, rng)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -52,14 +57,13 @@ def bench(attention: str) -> dict:
     generate_wall = time.perf_counter() - wall
     return dict(attention=attention, epoch_s=epoch_wall, epoch_cpu_s=epoch_cpu,
                 generate_s=generate_wall, new=len(result.archs), lambda_reached=result.step_size,
-                traces=trainer.train_step.experimental_get_tracing_count())
+                traces=trainer.train_epoch.experimental_get_tracing_count())
 
 
 def main(argv):
     del argv
-    if FLAGS.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("attention | s/epoch (wall) | s/epoch (CPU) | generate 300 from 100 seeds (s) | lambda reached")
     for attention in FLAGS.attention:

@@ -36,6 +36,9 @@ class ControllerConfig:
     `vocab_size`, `source_length` and `encoder_length` come from the search space
     (`ControllerConfig.for_space`). `trade_off` is the paper's lambda_mse weighting:
     loss = trade_off * MSE(f) + (1 - trade_off) * CE(D) + weight_decay * sum ||w||^2 / 2.
+    `batch_shards`: each training batch is split into this many independent slices whose loss
+    terms are summed (the same loss; each slice draws its own dropout masks). TensorFlow runs the
+    slices concurrently, one per core: the LSTMs are too small to split across cores otherwise.
     """
 
     vocab_size: int
@@ -55,12 +58,16 @@ class ControllerConfig:
     learning_rate: float = 1e-3
     max_gradient_norm: float = 5.0
     batch_size: int = 100
+    batch_shards: int = 2
     seed: int = 0
 
     def __post_init__(self):
         if self.source_length % self.encoder_length:
             raise ValueError(f"source_length {self.source_length} is not a multiple of "
                              f"encoder_length {self.encoder_length}")
+        if not 1 <= self.batch_shards <= self.batch_size:
+            raise ValueError(f"batch_shards must be in [1, batch_size={self.batch_size}], "
+                             f"got {self.batch_shards}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
 
@@ -135,7 +142,8 @@ def _uniform(seed: int) -> keras.initializers.Initializer:
 
 class FusedLSTM(keras.layers.Layer):
     """An LSTM layer with TF1 `LSTMCell` semantics (forget-gate bias +1, no peepholes, no cell
-    clipping), run by TensorFlow's fused `BlockLSTM` kernel: one op for a whole sequence."""
+    clipping). The forward pass is TensorFlow's fused `BlockLSTM` kernel (one op for a whole
+    sequence); the backward pass is `block_lstm_backward`."""
 
     def __init__(self, units: int, input_size: int, seed: int, **kwargs):
         super().__init__(**kwargs)
@@ -143,17 +151,62 @@ class FusedLSTM(keras.layers.Layer):
         self.kernel = self.add_weight(name="kernel", shape=(input_size + units, 4 * units),
                                       initializer=_uniform(seed))
         self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer="zeros")
-        self._no_peephole = tf.zeros([units])
 
     def run(self, inputs: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
         """inputs [T, B, in] (time-major), state (h, c) -> (outputs [T, B, H], final (h, c))."""
-        h, c = state
-        out = tf.raw_ops.BlockLSTM(
-            seq_len_max=tf.cast(tf.shape(inputs)[0], tf.int64), x=inputs, cs_prev=c, h_prev=h,
-            w=self.kernel.value, wci=self._no_peephole, wcf=self._no_peephole,
-            wco=self._no_peephole, b=self.bias.value, forget_bias=1.0, cell_clip=-1.0,
+        outputs, h, c = _block_lstm(inputs, state[0], state[1], self.kernel.value, self.bias.value)
+        return outputs, (h, c)
+
+
+def _block_lstm_forward(x, h0, c0, kernel, bias):
+    no_peephole = tf.zeros([kernel.shape[1] // 4])
+    return tf.raw_ops.BlockLSTM(
+        seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=c0, h_prev=h0, w=kernel,
+        wci=no_peephole, wcf=no_peephole, wco=no_peephole, b=bias, forget_bias=1.0,
+        cell_clip=-1.0, use_peephole=False)
+
+
+@tf.custom_gradient
+def _block_lstm(x, h0, c0, kernel, bias):
+    """(outputs h_1..T, h_T, c_T) of `BlockLSTM`, with `block_lstm_backward` as its gradient."""
+    out = _block_lstm_forward(x, h0, c0, kernel, bias)
+
+    def grad(d_outputs, d_h_last, d_c_last):
+        return block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last, d_c_last)
+
+    return (out.h, out.h[-1], out.cs[-1]), grad
+
+
+def block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last, d_c_last):
+    """Gradients of `BlockLSTM` w.r.t. (x, h0, c0, kernel, bias).
+
+    Only the recurrence runs step by step: each step is the fused `LSTMBlockCellGrad` (gate
+    gradients from the saved activations) and one product with the recurrent weights. The weight
+    and input gradients are then single large matrix products over all T x B rows, which oneDNN
+    runs several times faster than the per-step products of TensorFlow's registered gradient.
+    """
+    steps, batch, input_size = x.shape[0], tf.shape(x)[1], x.shape[2]
+    hidden = h0.shape[-1]
+    no_peephole = tf.zeros([hidden])
+    h_prev = tf.concat([h0[None], out.h[:-1]], axis=0)
+    c_prev = tf.concat([c0[None], out.cs[:-1]], axis=0)
+    d_h = tf.zeros_like(h0) if d_h_last is None else d_h_last
+    d_c = tf.zeros_like(c0) if d_c_last is None else d_c_last
+    recurrent_kernel = kernel[input_size:]
+    d_gates = [None] * steps
+    for t in reversed(range(steps)):
+        d_c, d_gates[t], _, _, _ = tf.raw_ops.LSTMBlockCellGrad(
+            x=x[t], cs_prev=c_prev[t], h_prev=h_prev[t], w=kernel, wci=no_peephole,
+            wcf=no_peephole, wco=no_peephole, b=bias, i=out.i[t], cs=out.cs[t], f=out.f[t],
+            o=out.o[t], ci=out.ci[t], co=out.co[t], cs_grad=d_c, h_grad=d_outputs[t] + d_h,
             use_peephole=False)
-        return out.h, (out.h[-1], out.cs[-1])
+        d_h = tf.matmul(d_gates[t], recurrent_kernel, transpose_b=True)
+    d_gates = tf.reshape(tf.stack(d_gates), [-1, 4 * hidden])
+    rows = tf.reshape(tf.concat([x, h_prev], axis=-1), [-1, input_size + hidden])
+    d_kernel = tf.matmul(rows, d_gates, transpose_a=True)
+    d_x = tf.reshape(tf.matmul(d_gates, kernel[:input_size], transpose_b=True),
+                     [steps, batch, input_size])
+    return d_x, d_h, d_c, d_kernel, tf.reduce_sum(d_gates, axis=0)
 
 
 class Controller(keras.Model):

@@ -45,11 +45,12 @@ def normalize_scores(scores: np.ndarray, higher_is_better: bool, method: str = "
 
 
 class ControllerTrainer:
-    """Owns the controller's optimizer and compiled train step; `fit` warm-starts across calls.
+    """Owns the controller's optimizer and compiled training; `fit` warm-starts across calls.
 
-    The train step has a fixed input signature [batch_size, source_length]: an epoch of n
-    examples runs ceil(n / batch_size) steps, the last batch completed with examples from the
-    start of the epoch's permutation, so the step is traced exactly once for the trainer's life.
+    An epoch of n examples runs ceil(n / batch_size) steps of a fixed [batch_size, source_length]
+    shape, the last batch completed with examples from the start of the epoch's permutation. The
+    whole epoch is one call of `train_epoch`, a compiled loop over `train_step`'s body, traced
+    exactly once for the trainer's life.
     """
 
     def __init__(self, model: Controller, augment: Augment | None = None):
@@ -58,25 +59,49 @@ class ControllerTrainer:
         self.augment = augment
         self.optimizer = keras.optimizers.Adam(c.learning_rate, global_clipnorm=c.max_gradient_norm)
         build_optimizer(self.optimizer, model.trainable_variables)
-        spec = [tf.TensorSpec([c.batch_size, c.source_length], tf.int32),
-                tf.TensorSpec([c.batch_size], tf.float32)]
-        self.train_step = tf.function(self._train_step, input_signature=spec)
+        batch = [tf.TensorSpec([c.batch_size, c.source_length], tf.int32),
+                 tf.TensorSpec([c.batch_size], tf.float32)]
+        epoch = [tf.TensorSpec([None, c.batch_size, c.source_length], tf.int32),
+                 tf.TensorSpec([None, c.batch_size], tf.float32)]
+        self.train_step = tf.function(self._train_step, input_signature=batch)
+        self.train_epoch = tf.function(self._train_epoch, input_signature=epoch)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer)
+
+    def _loss_terms(self, tokens: tf.Tensor, targets: tf.Tensor,
+                    seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batch means of (f(E(x)) - s)^2 and CE(D(E(x)), x), summed over `batch_shards` slices."""
+        c = self.model.config
+        sizes = [len(part) for part in np.array_split(np.arange(c.batch_size), c.batch_shards)]
+        squared_error, cross_entropy = [], []
+        for shard, (x, y) in enumerate(zip(tf.split(tokens, sizes), tf.split(targets, sizes))):
+            shard_seed = tf.random.experimental.stateless_fold_in(seed, shard)
+            prediction, logits = self.model.train_forward(x, decoder_inputs_for(x), True, shard_seed)
+            squared_error.append(tf.reduce_sum(tf.square(prediction - y)))
+            cross_entropy.append(tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=x, logits=logits)))
+        return (tf.add_n(squared_error) / c.batch_size,
+                tf.add_n(cross_entropy) / (c.batch_size * c.source_length))
 
     def _train_step(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
         c = self.model.config
         variables = self.model.trainable_variables
         seed = tf.stack([tf.constant(c.seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
         with tf.GradientTape() as tape:
-            prediction, logits = self.model.train_forward(tokens, decoder_inputs_for(tokens), True, seed)
-            mse = tf.reduce_mean(tf.square(prediction - targets))
-            cross_entropy = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens, logits=logits))
+            mse, cross_entropy = self._loss_terms(tokens, targets, seed)
             l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]) / 2.0
             loss = c.trade_off * mse + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return {"loss": loss, "mse": mse, "cross_entropy": cross_entropy}
+
+    def _train_epoch(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`_train_step` over batches tokens [steps, B, L], targets [steps, B]; mean loss terms."""
+        steps = tf.shape(tokens)[0]
+        totals = {"loss": tf.constant(0.0), "mse": tf.constant(0.0), "cross_entropy": tf.constant(0.0)}
+        for s in tf.range(steps):
+            out = self._train_step(tokens[s], targets[s])
+            totals = {k: totals[k] + out[k] for k in totals}
+        return {k: v / tf.cast(steps, tf.float32) for k, v in totals.items()}
 
     def fit(self, tokens: np.ndarray, targets: np.ndarray, epochs: int, rng: np.random.Generator,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
@@ -97,12 +122,8 @@ class ControllerTrainer:
             x, y = tokens[order], targets[order]
             if self.augment is not None:
                 x = self.augment(x, rng)
-            sums: dict[str, float] = {}
-            for s in range(steps):
-                out = self.train_step(x[s * batch:(s + 1) * batch], y[s * batch:(s + 1) * batch])
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            metrics = {k: v / steps for k, v in sums.items()}
+            out = self.train_epoch(x.reshape(steps, batch, -1), y.reshape(steps, batch))
+            metrics = {k: float(v) for k, v in out.items()}
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"controller loss became {metrics['loss']} at epoch {epoch}")
             if on_epoch_end is not None:

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from nao_tf.benchmarks.synthetic import SyntheticSpace
-from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller import Controller, ControllerConfig, FusedLSTM
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.generate import ControllerInference, generate_new
 from nao_tf.metrics import hamming_distance, pairwise_accuracy
@@ -52,7 +52,7 @@ def test_reconstructs_training_architectures_exactly(trained):
 def test_train_step_traced_once_across_epochs_and_calls(trained):
     trainer, _, tokens, scores = trained
     trainer.fit(tokens[:7], normalize_scores(scores[:7], True), epochs=2, rng=np.random.default_rng(1))
-    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert trainer.train_epoch.experimental_get_tracing_count() == 1
 
 
 def test_predicted_score_of_generated_archs_grows_with_lambda(trained):
@@ -134,6 +134,46 @@ def test_save_restore_is_bit_exact(trained, tmp_path):
     np.testing.assert_array_equal(inference.predict(tokens[:50]),
                                   ControllerInference(restored.model).predict(tokens[:50]))
     np.testing.assert_array_equal(trainer.train_step(*batch)["loss"], restored.train_step(*batch)["loss"])
+
+
+def test_lstm_backward_matches_tensorflows_block_lstm_gradient():
+    """The hand-written backward pass equals the registered gradient of `BlockLSTM`."""
+    layer = FusedLSTM(units=8, input_size=6, seed=3)
+    layer.bias.assign(tf.random.stateless_uniform([32], [0, 1], -0.5, 0.5))
+    x = tf.random.stateless_normal([7, 5, 6], [0, 2])
+    h0, c0 = tf.random.stateless_normal([5, 8], [0, 3]), tf.random.stateless_normal([5, 8], [0, 4])
+    weights = tf.random.stateless_normal([7, 5, 8], [0, 5])
+
+    def loss(outputs, h, c):
+        return tf.reduce_sum(outputs * weights) + tf.reduce_sum(h) + 2.0 * tf.reduce_sum(c)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, h0, c0])
+        outputs, (h, c) = layer.run(x, (h0, c0))
+        ours = loss(outputs, h, c)
+        zeros = tf.zeros([8])
+        out = tf.raw_ops.BlockLSTM(seq_len_max=tf.constant(7, tf.int64), x=x, cs_prev=c0, h_prev=h0,
+                                   w=layer.kernel, wci=zeros, wcf=zeros, wco=zeros, b=layer.bias,
+                                   forget_bias=1.0, cell_clip=-1.0, use_peephole=False)
+        reference = loss(out.h, out.h[-1], out.cs[-1])
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    sources = [x, h0, c0, layer.kernel, layer.bias]
+    for a, b in zip(tape.gradient(ours, sources), tape.gradient(reference, sources)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_shards_give_the_same_loss_and_update(trained):
+    """Without dropout, a batch split into slices trains exactly like the whole batch."""
+    tokens, scores = trained[2][:20], normalize_scores(trained[3][:20], True)
+    results = []
+    for shards in (1, 3):
+        config = _config(batch_shards=shards, encoder_dropout=0.0, mlp_dropout=0.0)
+        trainer = ControllerTrainer(Controller(config, SPACE.valid_token_mask()))
+        loss = trainer.train_step(tokens, scores)["loss"]
+        results.append((loss, [np.asarray(v) for v in trainer.model.weights]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_normalize_scores_direction():

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = ["--config=smoke", "--seed_archs=4", "--iterations=1", "--top_k=2", "--new_archs=2",
         "--controller_epochs=5", "--emsize=8", "--epochs=1"]
 STARTED = re.compile(r"^  training ([\d ]+) on ")
+GENERATED = re.compile(r"generated (\d+) new architectures")
 # The original's best NAO cell, in the NAO code table (2=identity, 3=sigmoid), as in its files.
 NAO_CELL = "0 1 0 1 1 1 3 0 4 1 4 1 5 1 1 1 7 1 1 1 1 2"
 
@@ -48,7 +49,10 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
     assert not recorded & set(started), "a cell whose score was recorded was trained again"
     history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
-    assert len(history) == len(set(history)) == 6
+    # How many cells the 5-epoch controller finds depends on the scores, and the killed cell's
+    # score depends on where the kill fell; every one found is trained once.
+    generated, = [int(m.group(1)) for m in map(GENERATED.search, out.splitlines()) if m]
+    assert len(history) == len(set(history)) == 4 + generated
     best = json.loads((run_dir / "best_arch.json").read_text())
     assert best["arch"] in history and best["higher_is_better"] is False
     assert (run_dir / "best_arch.png").exists()

@@ -160,6 +160,29 @@ class Pool(keras.layers.Layer):
         return self.pool(x)
 
 
+def max_pool(x: tf.Tensor, size: int, strides: list[int], data_format: str) -> tf.Tensor:
+    """`tf.nn.max_pool2d` (SAME) whose gradient recomputes the pooling next to `MaxPoolGrad`.
+
+    Where the forward and backward passes are separate graphs (the supernet's per-branch
+    functions), TensorFlow cannot hand oneDNN's pooling workspace to the gradient and runs a
+    generic `MaxPoolGrad` instead, 8x slower on the CPU (docs/benchmarks.md). Recomputing the
+    forward pass beside the gradient (one cheap extra pooling) lets oneDNN pair them again.
+    """
+    ksize = [1, 1, size, size] if data_format == "NCHW" else [1, size, size, 1]
+
+    @tf.custom_gradient
+    def pool(inputs):
+        def grad(d_outputs):
+            outputs = tf.nn.max_pool2d(inputs, ksize, strides, "SAME", data_format=data_format)
+            return tf.raw_ops.MaxPoolGrad(orig_input=inputs, orig_output=outputs, grad=d_outputs,
+                                          ksize=ksize, strides=strides, padding="SAME",
+                                          data_format=data_format)
+
+        return tf.nn.max_pool2d(inputs, ksize, strides, "SAME", data_format=data_format), grad
+
+    return pool(x)
+
+
 class Identity(keras.layers.Layer):
     """Pass-through; at stride 2 a factorized reduction (op 4 of NAO-WS, op 5 of NAONet)."""
 

@@ -114,6 +114,8 @@ class OpFunctions:
             raise ValueError(f"op_selection must be one of {OP_SELECTIONS}, got {op_selection!r}")
         self.op_selection = op_selection
         self.layout = _Layout()
+        # A function of its own: its recomputing gradient cannot live directly in a switch branch.
+        self.max_pool = tf.function(ops.max_pool, experimental_attributes={"_noinline": True})
         if op_selection == "switch":
             # Kept as function calls: inlining 100+ call sites made the first step (graph
             # optimisation) several times slower and the step itself no faster.
@@ -155,8 +157,10 @@ class OpFunctions:
         return x
 
     def _pool(self, x, kind: str, strides: int):
-        pool = tf.nn.avg_pool2d if kind == "avg" else tf.nn.max_pool2d
-        return pool(x, 3, self.layout.strides(strides), "SAME", data_format=self.layout.format)
+        if kind == "max":
+            return self.max_pool(x, 3, self.layout.strides(strides), self.layout.format)
+        return tf.nn.avg_pool2d(x, 3, self.layout.strides(strides), "SAME",
+                                data_format=self.layout.format)
 
     def _factorized_reduce(self, x, weights: tuple):
         """The stride-2 identity: 1x1 convs on even and on shifted pixels, concatenated, BN."""

@@ -103,3 +103,26 @@ def test_factorized_reduce_reads_even_and_odd_pixels():
     even, odd = x.numpy()[:, ::2, ::2] @ w1, x.numpy()[:, 1::2, 1::2] @ w2
     np.testing.assert_allclose(out, np.concatenate([even, odd], -1) / np.sqrt(1 + 1e-5),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_max_pool_with_recomputing_gradient_matches_tensorflows(strides):
+    """`ops.max_pool` (used in a switch branch, as the supernet does) has max_pool2d's value and
+    gradient."""
+    x = tf.random.stateless_normal([2, 9, 9, 3], [0, 1])
+    pool = tf.function(ops.max_pool)
+
+    @tf.function
+    def gradients(branch):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            ours = tf.switch_case(branch, [lambda: pool(x, 3, [1, strides, strides, 1], "NHWC"),
+                                           lambda: x[:, ::strides, ::strides]])
+            reference = tf.nn.max_pool2d(x, 3, strides, "SAME")
+            weights = tf.reshape(tf.range(tf.size(reference), dtype=tf.float32), tf.shape(reference))
+            loss_ours, loss_reference = tf.reduce_sum(ours * weights), tf.reduce_sum(reference * weights)
+        return (ours, reference, tape.gradient(loss_ours, x), tape.gradient(loss_reference, x))
+
+    ours, reference, grad_ours, grad_reference = gradients(tf.constant(0))
+    np.testing.assert_array_equal(ours, reference)
+    np.testing.assert_allclose(grad_ours, grad_reference, rtol=1e-6)

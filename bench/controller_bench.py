@@ -4,7 +4,8 @@ Setting of the issue (and of the NAO_pytorch V1 controller): 1,000 architectures
 (vocab 11, two tokens folded per encoder step), batch 100, embedding 48, hidden 96, MLP 3 x 200;
 generation of 300 new architectures from 100 seeds with lambda = 1, 2, ... .
 
-    python bench/controller_bench.py [--epochs=10] [--attention=dot,bahdanau] [--intra_op_threads=1]
+    python bench/controller_bench.py [--epochs=10] [--attention=dot,bahdanau] [--batch_shards=2]
+        [--intra_op_threads=1 --inter_op_threads=2]
 """
 
 import os

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nao_tf.benchmarks.nasbench201 import (OPS, NaoSettings, NasBench201Space, QueryCounter, Table,
-                                           format_table, predictor_quality, random_search,
+                                           canonical, format_table, predictor_quality, random_search,
                                            regularized_evolution, run_methods)
 from nao_tf.errors import DataError, InvalidArchitectureError
 
@@ -42,6 +42,32 @@ def test_string_format_round_trip():
     assert arch == (3, 3, 4, 1, 3, 1)
     assert SPACE.to_string(arch) == EXAMPLE
     assert SPACE.from_tokens(SPACE.to_tokens(arch)) == arch
+
+
+@pytest.mark.parametrize("arch, expected", [
+    # Every edge on a path from node 0 to node 3: nothing changes.
+    ((3, 0, 4, 0, 0, 1), (3, 0, 4, 0, 0, 1)),
+    # 1 <- 0 is 'none': node 1 is unreachable, its outgoing edges 2 <- 1 and 3 <- 1 are dead.
+    ((0, 3, 4, 1, 2, 1), (0, 3, 0, 1, 0, 1)),
+    # 3 <- 2 is 'none': node 2 cannot reach the output, its incoming edges 2 <- 0 and 2 <- 1 are dead.
+    ((3, 2, 4, 1, 3, 0), (3, 0, 0, 1, 3, 0)),
+    # Nothing enters node 3: the zero cell.
+    ((3, 3, 3, 0, 0, 0), (0, 0, 0, 0, 0, 0)),
+    # Nothing leaves node 0: the zero cell.
+    ((0, 0, 2, 0, 3, 3), (0, 0, 0, 0, 0, 0)),
+])
+def test_dead_edges_become_none(arch, expected):
+    assert canonical(arch) == expected
+    assert SPACE.canonical_key(arch) == SPACE.to_string(expected)
+    assert SPACE.to_tokens(arch) == SPACE.to_tokens(expected)
+    assert SPACE.from_tokens(SPACE.to_tokens(arch)) == expected
+
+
+def test_canonical_cells_are_fixed_points_and_form_the_known_classes():
+    cells = list(itertools.product(range(len(OPS)), repeat=6))
+    classes = {canonical(a) for a in cells}
+    assert all(canonical(c) == c for c in classes)
+    assert len(classes) == 9445
 
 
 @pytest.mark.parametrize("bad", ["|nor_conv_3x3~0|+|nor_conv_3x3~0|",

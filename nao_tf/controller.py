@@ -143,7 +143,7 @@ def _uniform(seed: int) -> keras.initializers.Initializer:
 class FusedLSTM(keras.layers.Layer):
     """An LSTM layer with TF1 `LSTMCell` semantics (forget-gate bias +1, no peepholes, no cell
     clipping). The forward pass is TensorFlow's fused `BlockLSTM` kernel (one op for a whole
-    sequence); the backward pass is `block_lstm_backward`."""
+    sequence); the backward pass of a sequence is `block_lstm_backward`."""
 
     def __init__(self, units: int, input_size: int, seed: int, **kwargs):
         super().__init__(**kwargs)
@@ -153,7 +153,13 @@ class FusedLSTM(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer="zeros")
 
     def run(self, inputs: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
-        """inputs [T, B, in] (time-major), state (h, c) -> (outputs [T, B, H], final (h, c))."""
+        """inputs [T, B, in] (time-major), state (h, c) -> (outputs [T, B, H], final (h, c)).
+
+        A single step (the Bahdanau decoder, decoding) keeps `BlockLSTM`'s registered gradient:
+        it has no per-step products to batch, and is cheaper to trace."""
+        if inputs.shape[0] == 1:
+            out = _block_lstm_forward(inputs, state[0], state[1], self.kernel.value, self.bias.value)
+            return out.h, (out.h[-1], out.cs[-1])
         outputs, h, c = _block_lstm(inputs, state[0], state[1], self.kernel.value, self.bias.value)
         return outputs, (h, c)
 
@@ -193,13 +199,15 @@ def block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last, d_c_l
     d_h = tf.zeros_like(h0) if d_h_last is None else d_h_last
     d_c = tf.zeros_like(c0) if d_c_last is None else d_c_last
     recurrent_kernel = kernel[input_size:]
+    per_step = [tf.unstack(t) for t in (x, c_prev, h_prev, out.i, out.cs, out.f, out.o, out.ci,
+                                        out.co, d_outputs)]
     d_gates = [None] * steps
     for t in reversed(range(steps)):
+        x_t, c_prev_t, h_prev_t, i, cs, f, o, ci, co, d_output = (v[t] for v in per_step)
         d_c, d_gates[t], _, _, _ = tf.raw_ops.LSTMBlockCellGrad(
-            x=x[t], cs_prev=c_prev[t], h_prev=h_prev[t], w=kernel, wci=no_peephole,
-            wcf=no_peephole, wco=no_peephole, b=bias, i=out.i[t], cs=out.cs[t], f=out.f[t],
-            o=out.o[t], ci=out.ci[t], co=out.co[t], cs_grad=d_c, h_grad=d_outputs[t] + d_h,
-            use_peephole=False)
+            x=x_t, cs_prev=c_prev_t, h_prev=h_prev_t, w=kernel, wci=no_peephole,
+            wcf=no_peephole, wco=no_peephole, b=bias, i=i, cs=cs, f=f, o=o, ci=ci, co=co,
+            cs_grad=d_c, h_grad=d_output + d_h, use_peephole=False)
         d_h = tf.matmul(d_gates[t], recurrent_kernel, transpose_b=True)
     d_gates = tf.reshape(tf.stack(d_gates), [-1, 4 * hidden])
     rows = tf.reshape(tf.concat([x, h_prev], axis=-1), [-1, input_size + hidden])

@@ -63,34 +63,46 @@ class ControllerTrainer:
                  tf.TensorSpec([c.batch_size], tf.float32)]
         epoch = [tf.TensorSpec([None, c.batch_size, c.source_length], tf.int32),
                  tf.TensorSpec([None, c.batch_size], tf.float32)]
+        shard = [tf.TensorSpec([None, c.source_length], tf.int32), tf.TensorSpec([None], tf.float32),
+                 tf.TensorSpec([2], tf.int32)]
+        self.shard_gradients = tf.function(self._shard_gradients, input_signature=shard)
         self.train_step = tf.function(self._train_step, input_signature=batch)
         self.train_epoch = tf.function(self._train_epoch, input_signature=epoch)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer)
 
-    def _loss_terms(self, tokens: tf.Tensor, targets: tf.Tensor,
-                    seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Batch means of (f(E(x)) - s)^2 and CE(D(E(x)), x), summed over `batch_shards` slices."""
+    def _shard_gradients(self, tokens: tf.Tensor, targets: tf.Tensor,
+                         seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """One slice of a batch: sums of (f(E(x)) - s)^2 and of CE(D(E(x)), x) over its examples,
+        and the gradients of its share of the batch's data loss (the terms divided by the whole
+        batch's size). Compiled once and called per slice, so its trace and gradient are shared."""
         c = self.model.config
-        sizes = [len(part) for part in np.array_split(np.arange(c.batch_size), c.batch_shards)]
-        squared_error, cross_entropy = [], []
-        for shard, (x, y) in enumerate(zip(tf.split(tokens, sizes), tf.split(targets, sizes))):
-            shard_seed = tf.random.experimental.stateless_fold_in(seed, shard)
-            prediction, logits = self.model.train_forward(x, decoder_inputs_for(x), True, shard_seed)
-            squared_error.append(tf.reduce_sum(tf.square(prediction - y)))
-            cross_entropy.append(tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=x, logits=logits)))
-        return (tf.add_n(squared_error) / c.batch_size,
-                tf.add_n(cross_entropy) / (c.batch_size * c.source_length))
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            prediction, logits = self.model.train_forward(tokens, decoder_inputs_for(tokens), True, seed)
+            squared_error = tf.reduce_sum(tf.square(prediction - targets))
+            cross_entropy = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens, logits=logits))
+            share = (c.trade_off * squared_error / c.batch_size
+                     + (1.0 - c.trade_off) * cross_entropy / (c.batch_size * c.source_length))
+        gradients = tape.gradient(share, variables)
+        return squared_error, cross_entropy, [tf.convert_to_tensor(g) for g in gradients]
 
     def _train_step(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One Adam step on the batch: its slices' gradients (computed concurrently) summed, plus
+        the weight decay's."""
         c = self.model.config
         variables = self.model.trainable_variables
         seed = tf.stack([tf.constant(c.seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
-        with tf.GradientTape() as tape:
-            mse, cross_entropy = self._loss_terms(tokens, targets, seed)
-            l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]) / 2.0
-            loss = c.trade_off * mse + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
-        gradients = tape.gradient(loss, variables)
+        sizes = [len(part) for part in np.array_split(np.arange(c.batch_size), c.batch_shards)]
+        shards = [self.shard_gradients(x, y, tf.random.experimental.stateless_fold_in(seed, i))
+                  for i, (x, y) in enumerate(zip(tf.split(tokens, sizes), tf.split(targets, sizes)))]
+        mse = tf.add_n([squared_error for squared_error, _, _ in shards]) / c.batch_size
+        cross_entropy = (tf.add_n([cross_entropy for _, cross_entropy, _ in shards])
+                         / (c.batch_size * c.source_length))
+        l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]) / 2.0
+        loss = c.trade_off * mse + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
+        gradients = [tf.add_n(shard_gradients) + c.weight_decay * v
+                     for v, *shard_gradients in zip(variables, *(g for _, _, g in shards))]
         self.optimizer.apply_gradients(zip(gradients, variables))
         return {"loss": loss, "mse": mse, "cross_entropy": cross_entropy}
 

@@ -29,7 +29,7 @@ def run(main: Callable[[Sequence[str]], None], controller_only: bool = False) ->
     `controller_only`: the command trains no child network, so each TensorFlow op runs on one
     core (intra-op threads 1, unless TF_NUM_INTRAOP_THREADS says otherwise) while independent ops,
     such as the controller's batch shards, run side by side: the controller's small products lose
-    time when split across cores (0.54 -> 0.29 s per epoch on 2 cores, docs/benchmarks.md)."""
+    time when split across cores (0.44 -> 0.29 s per epoch on 2 cores, docs/benchmarks.md)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

@@ -32,6 +32,7 @@ from absl import flags
 from nao_tf import cli
 from nao_tf.errors import NaoError
 from nao_tf.io import read_json
+from nao_tf.search import CONTROLLER_OPTION_FLAGS, check_controller_options, controller_options
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
@@ -93,6 +94,7 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("symmetry", True, "Augment the controller's data by swapping the branches of a node."),
     ("seed", 0, "Random seed (pool, supernet weights, sampling, data order); 0 = not fixed for "
      "the weights and data order."),
+    *CONTROLLER_OPTION_FLAGS,
 )
 FLAG_NAMES = tuple(spec[0] for spec in FLAG_SPECS)
 
@@ -143,6 +145,7 @@ def check_flags(fv: flags.FlagValues) -> None:
             raise NaoError(f"--{name} must be positive")
     if fv.top_k > fv.seed_archs:
         raise NaoError(f"--top_k={fv.top_k} exceeds the pool size --seed_archs={fv.seed_archs}")
+    check_controller_options(lambda name: fv[name].value)
 
 
 def read_seed_pool(path: str, space) -> list:
@@ -221,16 +224,17 @@ def run(fv: flags.FlagValues):
          f"{time.perf_counter() - started:.0f}s")
     evaluator = SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells,
                                   fv.filters, log=_say)
+    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=schedule.iterations, top_k=fv.top_k,
         new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
         lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="pool",
-        symmetry=fv.symmetry, seed=fv.seed)
+        symmetry=fv.symmetry, seed=fv.seed, **search_extra)
     controller = ControllerConfig.for_space(
         space, emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
         mlp_dropout=0.1, attention=fv.controller_attention, trade_off=0.8, weight_decay=1e-4,
         learning_rate=fv.controller_lr, max_gradient_norm=5.0,
-        batch_size=fv.controller_batch_size, seed=fv.seed)
+        batch_size=fv.controller_batch_size, seed=fv.seed, **controller_extra)
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, seed_pool=seed_pool,
                        log=_say, graphs=cell_graphs)
     result = search.run()

@@ -49,7 +49,8 @@ from nao_tf import cli
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import NaoError
 from nao_tf.io import read_json
-from nao_tf.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
+                           check_controller_options, controller_options)
 from nao_tf.standalone import (ArchDirs, StandaloneEvaluator, TrainingDiverged, parse_devices,
                                read_imported, write_settings)
 
@@ -104,6 +105,7 @@ OTHER_FLAGS: tuple[tuple, ...] = (
     ("lambda_step", 10.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
     ("controller_epochs", 1000, "Controller training epochs per iteration."),
     ("controller_batch_size", 50, "Controller batch."),
+    *CONTROLLER_OPTION_FLAGS,
     ("log_every_steps", 100, "Progress line of a training every k steps."),
     ("seed", 0, "Random seed of the search and of every training."),
 )
@@ -227,6 +229,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
     apply_config(fv)
     if not fv.output_dir:
         raise NaoError("--output_dir is required (where the search state and results go)")
+    check_controller_options(lambda name: fv[name].value)
 
     space = NAONET_SPACE
     imported = read_imports(fv, space)
@@ -252,16 +255,17 @@ def run(fv: flags.FlagValues) -> SearchResult:
         CifarArchTrainer(data, settings, dirs), higher_is_better=True, devices=devices, dirs=dirs,
         failed_score=1.0 / data.num_classes if fv.on_diverge == "chance" else None,
         to_string=space.to_string, log=_say)
+    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
         new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
         lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
-        symmetry=False, seed=fv.seed)
+        symmetry=False, seed=fv.seed, **search_extra)
     controller = ControllerConfig.for_space(
         space, emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100, encoder_dropout=0.1,
         mlp_dropout=0.0, attention="bahdanau", trade_off=0.8, weight_decay=1e-4,
         learning_rate=1e-3, max_gradient_norm=5.0, batch_size=fv.controller_batch_size,
-        seed=fv.seed)
+        seed=fv.seed, **controller_extra)
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
                        save_every_seconds=0.0, imported=imported or None, graphs=cell_graphs)
     result = search.run()

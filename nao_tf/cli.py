@@ -1,10 +1,11 @@
 """Running absl entry points so that user errors print one clear line instead of a traceback."""
 
+import dataclasses
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from nao_tf.errors import NaoError
 
@@ -37,3 +38,23 @@ def run(main: Callable[[Sequence[str]], None], controller_only: bool = False) ->
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:
         tf.config.threading.set_intra_op_parallelism_threads(1)
     app.run(_guarded(main))
+
+
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string}
+
+
+def define_dataclass_flags(cls: type, help_texts: Mapping[str, str],
+                           flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """One absl flag per field of dataclass `cls`, named as the field, typed by its default,
+    with the help text `help_texts[name]`."""
+    for field in dataclasses.fields(cls):
+        _DEFINE[type(field.default)](field.name, field.default, help_texts[field.name],
+                                     flag_values=flag_values)
+
+
+def dataclass_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
+                         **overrides: Any) -> Any:
+    """An instance of `cls` from the parsed flags that `define_dataclass_flags` defined."""
+    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(cls)}
+    return cls(**{**values, **overrides})

@@ -5,7 +5,9 @@ Paper notation -> code:
   E(x)         `encode`: embedding, `fold` consecutive token embeddings concatenated per step,
                an n-layer LSTM, each step output L2-normalised (`outputs` [B, T, H], also the
                decoder's attention memory), and e_x = L2norm(mean_t outputs) (`embedding` [B, H])
-  f(e_x)       `predict_from`: m x (Dense + ReLU + dropout), Dense(1), sigmoid
+  f(e_x)       `predict_from`: m x (Dense + ReLU + dropout), Dense(1), sigmoid; with
+               `predictor_heads` = K > 1, K such heads on the shared embedding, f = their mean
+               and their spread the predictor's uncertainty (`predict_heads`)
   D(e_x)       `decoder_logits` (teacher forcing) / `greedy_decode` (hard valid-token masks): an
                LSTM whose (h, c) start at e_x, with attention over the encoder outputs
   e_x'         `step_outputs`: outputs + lambda * d f / d outputs, re-normalised (the gradient
@@ -39,6 +41,13 @@ class ControllerConfig:
     `batch_shards`: each training batch is split into this many independent slices whose loss
     terms are summed (the same loss; each slice draws its own dropout masks). TensorFlow runs the
     slices concurrently, one per core: the LSTMs are too small to split across cores otherwise.
+    `predictor_heads`: K predictor MLPs on the shared encoder, each with its own initialisation and
+    dropout masks and each trained on the targets; f is their mean, their standard deviation the
+    uncertainty that an acquisition (`nao_tf.generate.ACQUISITIONS`) can use.
+    `ranking_weight` w: the predictor's loss is (1 - w) * MSE + w * a pairwise logistic ranking
+    loss, mean over ordered pairs (i, j) of a batch slice with s_i > s_j of
+    log(1 + exp(-(z_i - z_j))), z the predictor's logit (its output before the sigmoid). w = 0 is
+    the original's MSE.
     """
 
     vocab_size: int
@@ -59,6 +68,8 @@ class ControllerConfig:
     max_gradient_norm: float = 5.0
     batch_size: int = 100
     batch_shards: int = 2
+    predictor_heads: int = 1
+    ranking_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -70,6 +81,10 @@ class ControllerConfig:
                              f"got {self.batch_shards}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.predictor_heads < 1:
+            raise ValueError(f"predictor_heads must be at least 1, got {self.predictor_heads}")
+        if not 0.0 <= self.ranking_weight <= 1.0:
+            raise ValueError(f"ranking_weight must be in [0, 1], got {self.ranking_weight}")
 
     @property
     def fold(self) -> int:
@@ -81,7 +96,14 @@ class ControllerConfig:
                    encoder_length=space.encoder_length, **overrides)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields, less the later options at their defaults (so a run written before they
+        existed keeps its settings fingerprint)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in OPTIONAL_DEFAULTS or OPTIONAL_DEFAULTS[k] != v}
+
+
+# Options added after the first release, omitted from `to_dict` while at these defaults.
+OPTIONAL_DEFAULTS = {"predictor_heads": 1, "ranking_weight": 0.0}
 
 
 def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
@@ -236,10 +258,7 @@ class Controller(keras.Model):
         self.encoder_layers = [
             FusedLSTM(c.hidden_size, c.fold * c.emb_size if i == 0 else c.hidden_size,
                       seed=next(seeds), name=f"enc_lstm_{i}") for i in range(c.encoder_layers)]
-        self.mlp = [keras.layers.Dense(c.mlp_hidden, activation="relu", name=f"mlp_{i}",
-                                       kernel_initializer=_uniform(next(seeds)))
-                    for i in range(c.mlp_layers)]
-        self.regressor = keras.layers.Dense(1, kernel_initializer=_uniform(next(seeds)), name="regressor")
+        self.mlp, self.regressor = self._predictor_head(seeds, "")
         self.decoder_embedding = keras.layers.Embedding(
             c.vocab_size, c.hidden_size, embeddings_initializer=_uniform(next(seeds)), name="dec_emb")
         feeds_context = c.attention == "bahdanau"
@@ -250,7 +269,22 @@ class Controller(keras.Model):
         self.attention = attention_cls(c.hidden_size, seed=next(seeds), name="attention")
         self.projection = keras.layers.Dense(c.vocab_size, kernel_initializer=_uniform(next(seeds)),
                                              name="projection")
+        if c.predictor_heads > 1:  # head 0 is `mlp` + `regressor`, as in a one-head controller
+            self.extra_heads = [self._predictor_head(seeds, f"head{k}_")
+                                for k in range(1, c.predictor_heads)]
         self._build_all()
+
+    def _predictor_head(self, seeds, prefix: str) -> tuple[list[keras.layers.Dense], keras.layers.Dense]:
+        c = self.config
+        mlp = [keras.layers.Dense(c.mlp_hidden, activation="relu", name=f"{prefix}mlp_{i}",
+                                  kernel_initializer=_uniform(next(seeds)))
+               for i in range(c.mlp_layers)]
+        return mlp, keras.layers.Dense(1, kernel_initializer=_uniform(next(seeds)),
+                                       name=f"{prefix}regressor")
+
+    @property
+    def predictor_heads(self) -> list[tuple[list[keras.layers.Dense], keras.layers.Dense]]:
+        return [(self.mlp, self.regressor)] + list(getattr(self, "extra_heads", []))
 
     def _build_all(self) -> None:
         """Creates every variable eagerly (required before tracing, and by checkpoint restore)."""
@@ -278,16 +312,29 @@ class Controller(keras.Model):
         """e_x = L2norm(mean over encoder steps)."""
         return tf.math.l2_normalize(tf.reduce_mean(outputs, axis=1), axis=-1)
 
+    def predictor_logits(self, embedding: tf.Tensor, training: bool = False,
+                         seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Each predictor head's logit (before the sigmoid), [B, K]."""
+        logits = []
+        for k, (mlp, regressor) in enumerate(self.predictor_heads):
+            h = embedding
+            for i, dense in enumerate(mlp):
+                h = dense(h)
+                if training:
+                    h = dropout(h, self.config.mlp_dropout,
+                                tf.random.experimental.stateless_fold_in(seed, 10 + 100 * k + i))
+            logits.append(regressor(h))
+        return tf.concat(logits, axis=1)
+
+    def predict_heads(self, embedding: tf.Tensor) -> tf.Tensor:
+        """Each head's f(e_x) in (0, 1), [B, K]."""
+        return tf.sigmoid(self.predictor_logits(embedding))
+
     def predict_from(self, embedding: tf.Tensor, training: bool = False,
                      seed: tf.Tensor | None = None) -> tf.Tensor:
-        """f(e_x) in (0, 1): predicted normalised score, higher is better. Shape [B]."""
-        h = embedding
-        for i, dense in enumerate(self.mlp):
-            h = dense(h)
-            if training:
-                h = dropout(h, self.config.mlp_dropout,
-                            tf.random.experimental.stateless_fold_in(seed, 10 + i))
-        return tf.sigmoid(self.regressor(h))[:, 0]
+        """f(e_x) in (0, 1): predicted normalised score, higher is better (the heads' mean).
+        Shape [B]."""
+        return tf.reduce_mean(tf.sigmoid(self.predictor_logits(embedding, training, seed)), axis=1)
 
     # Decoder.
 
@@ -355,10 +402,10 @@ class Controller(keras.Model):
 
     def train_forward(self, tokens: tf.Tensor, decoder_inputs: tf.Tensor, training: bool,
                       seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(f(E(x)) [B], D logits [B, L, V]) with teacher forcing."""
+        """(each predictor head's logit [B, K], D logits [B, L, V]) with teacher forcing."""
         outputs, embedding = self.encode(tokens, training, seed)
-        prediction = self.predict_from(embedding, training, seed)
-        return prediction, self.decoder_logits(outputs, embedding, decoder_inputs)
+        prediction_logits = self.predictor_logits(embedding, training, seed)
+        return prediction_logits, self.decoder_logits(outputs, embedding, decoder_inputs)
 
     def step_outputs(self, outputs: tf.Tensor, step_size: tf.Tensor) -> tf.Tensor:
         """outputs' = L2norm(outputs + lambda * d f(pool(outputs)) / d outputs)."""

@@ -1,7 +1,10 @@
 """Training the controller: score normalisation, the compiled train step, `fit`, checkpoints.
 
 Loss (paper eq. 5, with trade-off lambda = `trade_off`):
-    L = trade_off * mean (f(E(x)) - s)^2 + (1 - trade_off) * CE(D(E(x)), x) + wd * sum ||w||^2 / 2
+    L = trade_off * L_f + (1 - trade_off) * CE(D(E(x)), x) + wd * sum ||w||^2 / 2
+    L_f = (1 - w) * mean (f(E(x)) - s)^2 + w * mean_{s_i > s_j} log(1 + exp(-(z_i - z_j)))
+with w = `ranking_weight` (0, the original's MSE, by default) and z the predictor's logit; with K
+predictor heads each head has its own L_f and L_f is their mean.
 Targets s are min-max normalised to [0, 1] with 1 = best, whatever the direction of the raw
 score (accuracy: higher is better; error, loss, perplexity: lower is better), so generation always
 steps *up* the predictor's gradient.
@@ -44,6 +47,27 @@ def normalize_scores(scores: np.ndarray, higher_is_better: bool, method: str = "
     return (unit if higher_is_better else 1.0 - unit).astype(np.float32)
 
 
+def predictor_loss_sum(logits: tf.Tensor, targets: tf.Tensor, ranking_weight: float) -> tf.Tensor:
+    """Sum over the examples of the predictor loss L_f (module docstring), averaged over heads.
+
+    `logits` [B, K] (each head's z), `targets` [B] (normalised, 1 = best). The ranking term is
+    the mean over the ordered pairs with s_i > s_j, times B, so that dividing the sum by B gives
+    the mean of both terms; a slice without such a pair contributes no ranking term."""
+    heads = tf.cast(tf.shape(logits)[1], tf.float32)
+    total = tf.constant(0.0)
+    if ranking_weight < 1.0:
+        squared_error = tf.reduce_sum(tf.square(tf.sigmoid(logits) - targets[:, None])) / heads
+        total += (1.0 - ranking_weight) * squared_error
+    if ranking_weight > 0.0:
+        better = tf.cast(targets[:, None] > targets[None, :], tf.float32)  # [i, j]: s_i > s_j
+        margins = logits[:, None, :] - logits[None, :, :]  # [i, j, k]: z_i - z_j of head k
+        pair_losses = tf.reduce_sum(tf.nn.softplus(-margins) * better[:, :, None]) / heads
+        pairs = tf.reduce_sum(better)
+        ranking = tf.math.divide_no_nan(pair_losses, pairs) * tf.cast(tf.shape(logits)[0], tf.float32)
+        total += ranking_weight * ranking
+    return total
+
+
 class ControllerTrainer:
     """Owns the controller's optimizer and compiled training; `fit` warm-starts across calls.
 
@@ -72,20 +96,23 @@ class ControllerTrainer:
 
     def _shard_gradients(self, tokens: tf.Tensor, targets: tf.Tensor,
                          seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-        """One slice of a batch: sums of (f(E(x)) - s)^2 and of CE(D(E(x)), x) over its examples,
-        and the gradients of its share of the batch's data loss (the terms divided by the whole
-        batch's size). Compiled once and called per slice, so its trace and gradient are shared."""
+        """One slice of a batch: the sum of its examples' predictor losses (see the module
+        docstring; the ranking term of a slice is its pairs' mean times the slice's size) and of
+        CE(D(E(x)), x), and the gradients of its share of the batch's data loss (the terms divided
+        by the whole batch's size). Compiled once and called per slice, so its trace and gradient
+        are shared."""
         c = self.model.config
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            prediction, logits = self.model.train_forward(tokens, decoder_inputs_for(tokens), True, seed)
-            squared_error = tf.reduce_sum(tf.square(prediction - targets))
+            logits, decoder_logits = self.model.train_forward(
+                tokens, decoder_inputs_for(tokens), True, seed)
+            predictor_loss = predictor_loss_sum(logits, targets, c.ranking_weight)
             cross_entropy = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens, logits=logits))
-            share = (c.trade_off * squared_error / c.batch_size
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens, logits=decoder_logits))
+            share = (c.trade_off * predictor_loss / c.batch_size
                      + (1.0 - c.trade_off) * cross_entropy / (c.batch_size * c.source_length))
         gradients = tape.gradient(share, variables)
-        return squared_error, cross_entropy, [tf.convert_to_tensor(g) for g in gradients]
+        return predictor_loss, cross_entropy, [tf.convert_to_tensor(g) for g in gradients]
 
     def _train_step(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
         """One Adam step on the batch: its slices' gradients (computed concurrently) summed, plus
@@ -96,20 +123,20 @@ class ControllerTrainer:
         sizes = [len(part) for part in np.array_split(np.arange(c.batch_size), c.batch_shards)]
         shards = [self.shard_gradients(x, y, tf.random.experimental.stateless_fold_in(seed, i))
                   for i, (x, y) in enumerate(zip(tf.split(tokens, sizes), tf.split(targets, sizes)))]
-        mse = tf.add_n([squared_error for squared_error, _, _ in shards]) / c.batch_size
+        predictor_loss = tf.add_n([predictor for predictor, _, _ in shards]) / c.batch_size
         cross_entropy = (tf.add_n([cross_entropy for _, cross_entropy, _ in shards])
                          / (c.batch_size * c.source_length))
         l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]) / 2.0
-        loss = c.trade_off * mse + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
+        loss = c.trade_off * predictor_loss + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
         gradients = [tf.add_n(shard_gradients) + c.weight_decay * v
                      for v, *shard_gradients in zip(variables, *(g for _, _, g in shards))]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return {"loss": loss, "mse": mse, "cross_entropy": cross_entropy}
+        return {"loss": loss, "predictor_loss": predictor_loss, "cross_entropy": cross_entropy}
 
     def _train_epoch(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
         """`_train_step` over batches tokens [steps, B, L], targets [steps, B]; mean loss terms."""
         steps = tf.shape(tokens)[0]
-        totals = {"loss": tf.constant(0.0), "mse": tf.constant(0.0), "cross_entropy": tf.constant(0.0)}
+        totals = {k: tf.constant(0.0) for k in ("loss", "predictor_loss", "cross_entropy")}
         for s in tf.range(steps):
             out = self._train_step(tokens[s], targets[s])
             totals = {k: totals[k] + out[k] for k in totals}

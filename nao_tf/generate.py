@@ -3,7 +3,10 @@
 Generation (paper section 3.3): for each seed architecture x, take the encoder outputs, step them
 by lambda along the gradient of the predictor f (outputs' = outputs + lambda * df/doutputs,
 re-normalised), and decode D(e_x') with hard valid-token masks. `generate_new` raises lambda until
-N architectures are found that were never evaluated before.
+N architectures are found that were never evaluated before. With oversampling it keeps the N that
+an acquisition rates best: the predictor's mean, or (K predictor heads) an upper confidence bound
+mean + beta * std over the heads, or Thompson sampling (each of the N picks is the best candidate
+of one head drawn at random).
 """
 
 import dataclasses
@@ -28,6 +31,7 @@ class ControllerInference:
         self._zero_seed = tf.zeros([2], tf.int32)
         self._encode = tf.function(self._encode_fn, input_signature=[tokens])
         self._predict = tf.function(self._predict_fn, input_signature=[tokens])
+        self._predict_heads = tf.function(self._predict_heads_fn, input_signature=[tokens])
         self._decode = tf.function(self._decode_fn, input_signature=[outputs])
         self._step_decode = tf.function(self._step_decode_fn,
                                         input_signature=[tokens, tf.TensorSpec([], tf.float32)])
@@ -37,6 +41,9 @@ class ControllerInference:
 
     def _predict_fn(self, tokens):
         return self.model.predict_from(self.model.encode(tokens, False, self._zero_seed)[1])
+
+    def _predict_heads_fn(self, tokens):
+        return self.model.predict_heads(self.model.encode(tokens, False, self._zero_seed)[1])
 
     def _decode_fn(self, outputs):
         if self.beam_width > 1:
@@ -50,6 +57,10 @@ class ControllerInference:
     def predict(self, tokens: np.ndarray) -> np.ndarray:
         """f(E(x)): predicted normalised score (1 = best) for each row of tokens [N, L]."""
         return self._predict(np.asarray(tokens, np.int32)).numpy()
+
+    def predict_heads(self, tokens: np.ndarray) -> np.ndarray:
+        """Each predictor head's normalised score, [N, K]."""
+        return self._predict_heads(np.asarray(tokens, np.int32)).numpy()
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         return self._encode(np.asarray(tokens, np.int32)).numpy()
@@ -103,14 +114,44 @@ def step_sizes(maximum: float, increment: float = 1.0) -> list[float]:
     return [increment * (k + 1) for k in range(count)]
 
 
+ACQUISITIONS = ("mean", "ucb", "thompson")
+
+
+def acquire(head_scores: np.ndarray, count: int, acquisition: str = "mean", ucb_beta: float = 1.0,
+            rng: np.random.Generator | None = None) -> list[int]:
+    """Indices of the `count` candidates to keep, best first, from each candidate's predicted
+    normalised score per head `head_scores` [N, K]: by the heads' mean, by mean + ucb_beta * std
+    ("ucb"), or by Thompson sampling ("thompson": each pick is the best remaining candidate of a
+    head drawn uniformly by `rng`). With one head every acquisition is the mean."""
+    if acquisition not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
+    head_scores = np.asarray(head_scores, np.float64)
+    mean = head_scores.mean(axis=1)
+    if head_scores.shape[1] == 1 or acquisition == "mean":
+        return np.argsort(-mean, kind="stable")[:count].tolist()
+    if acquisition == "ucb":
+        value = mean + ucb_beta * head_scores.std(axis=1)
+        return np.argsort(-value, kind="stable")[:count].tolist()
+    if rng is None:
+        raise ValueError("Thompson sampling needs an rng")
+    picked: list[int] = []
+    remaining = np.ones(len(head_scores), bool)
+    for _ in range(min(count, len(head_scores))):
+        column = np.where(remaining, head_scores[:, rng.integers(head_scores.shape[1])], -np.inf)
+        picked.append(int(np.argmax(column)))
+        remaining[picked[-1]] = False
+    return picked
+
+
 def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequence[Hashable],
                  count: int, seen_keys: Iterable[str], lambdas: Sequence[float],
-                 oversample: float = 1.0) -> Generated:
+                 oversample: float = 1.0, acquisition: str = "mean", ucb_beta: float = 1.0,
+                 rng: np.random.Generator | None = None) -> Generated:
     """Decodes from `seeds` with growing lambda (each a single step from the seeds' embeddings)
     until `ceil(oversample * count)` architectures are found whose canonical keys are neither in
     `seen_keys` (everything ever evaluated or pooled) nor found before; returns the `count` of
-    them that the predictor rates best. `oversample=1` keeps the first found, as the original.
-    Stops early when the lambdas run out; the result may then hold fewer."""
+    them that the acquisition (`acquire`) rates best. `oversample=1` keeps the first found, as
+    the original. Stops early when the lambdas run out; the result may then hold fewer."""
     tokens = space.encode(seeds)
     keys = set(seen_keys)
     wanted = int(np.ceil(oversample * count))
@@ -129,6 +170,7 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
     found = found[:wanted]
     if not found:
         return Generated([], [], step_size)
-    predicted = inference.predict(space.encode(found))
-    best = np.argsort(-predicted, kind="stable")[:count]
+    head_scores = inference.predict_heads(space.encode(found))
+    best = acquire(head_scores, count, acquisition, ucb_beta, rng)
+    predicted = head_scores.mean(axis=1)
     return Generated([found[i] for i in best], [float(predicted[i]) for i in best], step_size)

@@ -33,8 +33,8 @@ from nao_tf import io
 from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.draw import CellGraph, render_png, to_dot
-from nao_tf.errors import StateError
-from nao_tf.generate import ControllerInference, generate_new, step_sizes
+from nao_tf.errors import NaoError, StateError
+from nao_tf.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
 from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
 from nao_tf.search_space import SearchSpace
 
@@ -78,7 +78,58 @@ class SearchConfig:
     normalization: str = "minmax"  # controller targets: "minmax" (original) or "rank"
     symmetry: bool = True  # augment controller data with the space's equivalent rewrites
     query_budget: int | None = None  # at most this many distinct architectures are evaluated
+    acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.generate.acquire
+    ucb_beta: float = 1.0  # "ucb": mean + ucb_beta * std over the predictor heads
     seed: int = 0
+
+    def __post_init__(self):
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
+
+    def to_dict(self) -> dict:
+        """The fields, less the later options at their defaults (so a run written before they
+        existed keeps its settings fingerprint)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _OPTIONAL_DEFAULTS or _OPTIONAL_DEFAULTS[k] != v}
+
+
+_OPTIONAL_DEFAULTS = {"acquisition": "mean", "ucb_beta": 1.0}
+
+# The options beyond the original (ranking loss, predictor ensemble, acquisition) as every search
+# command offers them: (flag name, default, help[, choices]); defaults are the original's.
+CONTROLLER_OPTION_FLAGS: tuple[tuple, ...] = (
+    ("predictor_heads", 1, "Predictor heads on the controller's shared encoder (an ensemble whose "
+     "spread is the predictor's uncertainty); 1 = the original."),
+    ("ranking_weight", 0.0, "Weight of a pairwise ranking loss in the predictor's loss (0: the "
+     "original's MSE alone, 1: ranking alone)."),
+    ("oversample", 1.0, "Decode this many times --new_archs candidates and keep the best by "
+     "--acquisition (1: keep the first found, the original)."),
+    ("acquisition", "mean", "Which oversampled candidates to keep: the heads' mean, an upper "
+     "confidence bound (mean + --ucb_beta * std) or Thompson sampling.", list(ACQUISITIONS)),
+    ("ucb_beta", 1.0, "--acquisition=ucb: mean + ucb_beta * std over the predictor heads."),
+)
+
+
+def controller_options(values: Callable[[str], object]) -> tuple[dict, dict]:
+    """(ControllerConfig keywords, SearchConfig keywords) of `CONTROLLER_OPTION_FLAGS`, read with
+    `values(name)` (e.g. `lambda name: FLAGS[name].value`)."""
+    controller = {name: values(name) for name in ("predictor_heads", "ranking_weight")}
+    search = {name: values(name) for name in ("oversample", "acquisition", "ucb_beta")}
+    return controller, search
+
+
+def check_controller_options(values: Callable[[str], object]) -> None:
+    """Stops with one line naming the flag when a `CONTROLLER_OPTION_FLAGS` value cannot work."""
+    if values("predictor_heads") < 1:
+        raise NaoError(f"--predictor_heads={values('predictor_heads')} must be at least 1")
+    if not 0.0 <= values("ranking_weight") <= 1.0:
+        raise NaoError(f"--ranking_weight={values('ranking_weight')} must be in [0, 1]")
+    if values("oversample") < 1.0:
+        raise NaoError(f"--oversample={values('oversample')} must be at least 1")
+    if values("acquisition") not in ACQUISITIONS:
+        raise NaoError(f"--acquisition={values('acquisition')!r}: choose one of {', '.join(ACQUISITIONS)}")
+    if values("ucb_beta") < 0.0:
+        raise NaoError(f"--ucb_beta={values('ucb_beta')} must not be negative")
 
 
 @dataclasses.dataclass
@@ -234,7 +285,7 @@ class NAOSearch:
         rng = self._rng(state)
         targets = normalize_scores(scores, self.evaluator.higher_is_better, self.config.normalization)
         fit = self.trainer.fit(tokens, targets, self.config.controller_epochs, rng)
-        metrics.update(controller_mse=fit["mse"], controller_cross_entropy=fit["cross_entropy"],
+        metrics.update(controller_predictor_loss=fit["predictor_loss"], controller_cross_entropy=fit["cross_entropy"],
                        hamming_distance=hamming_distance(tokens, self.inference.reconstruct(tokens)))
         state["rng"] = rng.bit_generator.state
         checkpoint = f"controller/ckpt-{iteration}"
@@ -253,7 +304,8 @@ class NAOSearch:
         seen = {self.space.canonical_key(self._parse(r["arch"])) for r in state["history"]}
         seen |= {self.space.canonical_key(a) for a in ranked}
         generated = generate_new(self.inference, self.space, ranked[:c.top_k], n_new, seen,
-                                 step_sizes(c.max_lambda, c.lambda_step), oversample=c.oversample)
+                                 step_sizes(c.max_lambda, c.lambda_step), oversample=c.oversample,
+                                 acquisition=c.acquisition, ucb_beta=c.ucb_beta, rng=rng)
         seen |= {self.space.canonical_key(a) for a in generated.archs}
         n_random += n_new - len(generated.archs) if budget is not None else 0
         fresh = self.space.sample_unique(n_random, rng, exclude=seen) if n_random else []
@@ -401,6 +453,6 @@ def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
 
 def _fingerprint(space_name: str, config: SearchConfig, controller_config: ControllerConfig,
                  imported: list[tuple[str, float]]) -> str:
-    blob = json.dumps([space_name, dataclasses.asdict(config), controller_config.to_dict()]
+    blob = json.dumps([space_name, config.to_dict(), controller_config.to_dict()]
                       + ([imported] if imported else []), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

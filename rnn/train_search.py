@@ -32,7 +32,8 @@ from nao_tf.controller import ControllerConfig
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
-from nao_tf.search import NAOSearch, SearchConfig
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig,
+                           check_controller_options, controller_options)
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
@@ -78,6 +79,12 @@ class SearchParams:
     controller_mlp_hidden: int = 200
     controller_batch_size: int = 100
     controller_lr: float = 1e-3
+    # Beyond the original (nao_tf.search.CONTROLLER_OPTION_FLAGS; defaults: the original).
+    predictor_heads: int = 1
+    ranking_weight: float = 0.0
+    oversample: float = 1.0
+    acquisition: str = "mean"
+    ucb_beta: float = 1.0
     seed: int = 1267
 
 
@@ -110,7 +117,7 @@ _HELP = dict(
     controller_hidden="controller LSTM size (2 x controller_emb: token pairs are folded)",
     controller_mlp_layers="predictor hidden layers", controller_mlp_hidden="predictor width",
     controller_batch_size="controller batch", controller_lr="controller Adam learning rate",
-    seed="random seed")
+    seed="random seed", **{name: help_text for name, _, help_text, *_ in CONTROLLER_OPTION_FLAGS})
 
 
 def supernet_params(p: SearchParams) -> SupernetParams:
@@ -124,7 +131,8 @@ def search_config(p: SearchParams) -> SearchConfig:
                         top_k=p.top_k, new_archs=p.new_archs, random_archs=p.random_archs,
                         max_lambda=p.max_lambda, lambda_step=1.0,
                         controller_epochs=p.controller_epochs, train_on="pool",
-                        normalization="minmax", symmetry=False, seed=p.seed)
+                        normalization="minmax", symmetry=False, seed=p.seed,
+                        **controller_options(lambda name: getattr(p, name))[1])
 
 
 def controller_config(p: SearchParams, space: RnnSearchSpace) -> ControllerConfig:
@@ -134,7 +142,8 @@ def controller_config(p: SearchParams, space: RnnSearchSpace) -> ControllerConfi
         decoder_layers=1, mlp_layers=p.controller_mlp_layers, mlp_hidden=p.controller_mlp_hidden,
         encoder_dropout=0.1, mlp_dropout=0.0, attention="dot", trade_off=0.8, weight_decay=1e-4,
         learning_rate=p.controller_lr, max_gradient_norm=5.0,
-        batch_size=p.controller_batch_size, seed=p.seed)
+        batch_size=p.controller_batch_size, seed=p.seed,
+        **controller_options(lambda name: getattr(p, name))[0])
 
 
 def check_params(p: SearchParams) -> None:
@@ -151,6 +160,7 @@ def check_params(p: SearchParams) -> None:
             raise NaoError(f"--{name} must be at least 1, got {getattr(p, name)}")
     if p.eval_windows < 0:
         raise NaoError(f"--eval_windows must be 0 (all) or positive, got {p.eval_windows}")
+    check_controller_options(lambda name: getattr(p, name))
 
 
 def run_search(p: SearchParams, log=print) -> dict:

@@ -39,7 +39,8 @@ from absl import flags
 from nao_tf import cli
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import NaoError
-from nao_tf.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
+                           check_controller_options, controller_options)
 from nao_tf.standalone import (ArchDirs, StandaloneEvaluator, TrainingDiverged, parse_devices,
                                read_imported, write_settings)
 from rnn.configs import CONFIGS
@@ -78,6 +79,7 @@ OTHER_FLAGS: tuple[tuple, ...] = (
     ("lambda_step", 10.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
     ("controller_epochs", 1000, "Controller training epochs per iteration."),
     ("controller_batch_size", 50, "Controller batch."),
+    *CONTROLLER_OPTION_FLAGS,
 )
 
 # `--config=smoke`: defaults for a minutes-long offline run (no --data_dir: a generated corpus).
@@ -163,6 +165,7 @@ def run(fv: flags.FlagValues) -> SearchResult:
     apply_config(fv)
     if not fv.output_dir:
         raise NaoError("--output_dir is required (where the search state and results go)")
+    check_controller_options(lambda name: fv[name].value)
     space = RnnSearchSpace()
     imported = read_imports(fv, space)
     tf.get_logger().setLevel("ERROR")  # every cell is a new model: its steps trace anew
@@ -188,17 +191,18 @@ def run(fv: flags.FlagValues) -> SearchResult:
         PtbArchTrainer(schedule, dirs, space), higher_is_better=False, devices=devices,
         dirs=dirs, failed_score=float(vocab_size) if fv.on_diverge == "uniform" else None,
         to_string=space.to_string, log=_say)
+    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
         new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
         lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
-        symmetry=False, seed=fv.seed)
+        symmetry=False, seed=fv.seed, **search_extra)
     controller = ControllerConfig(
         vocab_size=space.vocab_size, source_length=space.source_length,
         encoder_length=space.source_length, emb_size=96, hidden_size=96, mlp_layers=3,
         mlp_hidden=200, encoder_dropout=0.1, mlp_dropout=0.1, attention="bahdanau",
         trade_off=0.8, weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0,
-        batch_size=fv.controller_batch_size, seed=fv.seed)
+        batch_size=fv.controller_batch_size, seed=fv.seed, **controller_extra)
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
                        save_every_seconds=0.0, imported=imported or None, graphs=cell_graphs)
     result = search.run()

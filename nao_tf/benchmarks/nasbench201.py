@@ -39,9 +39,10 @@ from absl import flags
 from nao_tf import cli, io
 from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
-from nao_tf.errors import DataError, InvalidArchitectureError
+from nao_tf.errors import DataError, InvalidArchitectureError, NaoError
 from nao_tf.generate import ControllerInference
-from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.metrics import (hamming_distance, kendall_tau, paired_t_test, pairwise_accuracy,
+                            top_fraction_pairwise_accuracy)
 from nao_tf.search import Evaluator, NAOSearch, Record, SearchConfig
 from nao_tf.search_space import SearchSpace
 
@@ -243,12 +244,44 @@ class NaoSettings:
     batch_size: int = 20
     learning_rate: float = 3e-3
     trade_off: float = 0.95
+    predictor_heads: int = 1
+    ranking_weight: float = 0.0
+    acquisition: str = "mean"
+    ucb_beta: float = 1.0
 
     def controller_config(self, space: SearchSpace, seed: int) -> ControllerConfig:
         return ControllerConfig.for_space(
             space, emb_size=self.emb_size, hidden_size=self.hidden_size, mlp_layers=self.mlp_layers,
             mlp_hidden=self.mlp_hidden, attention="dot", batch_size=self.batch_size,
-            learning_rate=self.learning_rate, trade_off=self.trade_off, seed=seed)
+            learning_rate=self.learning_rate, trade_off=self.trade_off,
+            predictor_heads=self.predictor_heads, ranking_weight=self.ranking_weight, seed=seed)
+
+
+NAO_SETTINGS_HELP = dict(
+    seed_archs="NAO: random cells of the first pool.",
+    top_k="NAO: seeds of each generation round (the best k measured).",
+    new_archs="NAO: new cells per round.",
+    random_archs="NAO: fresh random cells per round.",
+    max_lambda="NAO: largest step size lambda.",
+    lambda_step="NAO: lambda grows by this.",
+    oversample="NAO: decode this many times --new_archs candidates, keep the best by "
+               "--acquisition.",
+    controller_epochs="NAO: controller epochs per round (warm start).",
+    normalization="NAO: controller targets, 'rank' or 'minmax'.",
+    emb_size="Controller token embedding size.",
+    hidden_size="Controller LSTM size.",
+    mlp_layers="Predictor hidden layers.",
+    mlp_hidden="Predictor width.",
+    batch_size="Controller batch.",
+    learning_rate="Controller Adam learning rate.",
+    trade_off="Predictor share of the controller loss (the rest: reconstruction).",
+    predictor_heads="Predictor heads on the shared encoder (an ensemble; its spread is the "
+                    "uncertainty).",
+    ranking_weight="Weight of the pairwise ranking loss in the predictor loss (0: MSE only, 1: "
+                   "ranking only).",
+    acquisition="Which oversampled candidates to keep: mean, ucb or thompson over the heads.",
+    ucb_beta="--acquisition=ucb: mean + ucb_beta * std.",
+)
 
 
 def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, seed: int,
@@ -259,8 +292,8 @@ def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, 
         new_archs=settings.new_archs, random_archs=settings.random_archs,
         max_lambda=settings.max_lambda, lambda_step=settings.lambda_step, oversample=settings.oversample,
         controller_epochs=settings.controller_epochs, train_on="history", symmetry=False,
-        normalization=settings.normalization,
-        query_budget=budget, seed=seed)
+        normalization=settings.normalization, acquisition=settings.acquisition,
+        ucb_beta=settings.ucb_beta, query_budget=budget, seed=seed)
     search = NAOSearch(space, TabularEvaluator(table, column), search_config,
                        settings.controller_config(space, seed),
                        work_dir, log=lambda _: None)
@@ -287,6 +320,7 @@ def predictor_quality(space: NasBench201Space, table: Table, column: str, n_trai
     inference = ControllerInference(model)
     predicted = inference.predict(tokens[n_train:])
     return dict(pairwise_accuracy=pairwise_accuracy(scores[n_train:], predicted),
+                top10_pairwise_accuracy=top_fraction_pairwise_accuracy(scores[n_train:], predicted),
                 kendall_tau=kendall_tau(scores[n_train:], predicted),
                 hamming_distance=hamming_distance(tokens[:n_train], inference.reconstruct(tokens[:n_train])),
                 linear_pairwise_accuracy=pairwise_accuracy(
@@ -322,16 +356,19 @@ def _ridge_predictions(tokens: np.ndarray, scores: np.ndarray, n_train: int, voc
 
 def run_methods(table: Table, search_metric: str, report_metric: str, budget: int, seeds: int,
                 methods: Sequence[str], settings: NaoSettings,
-                log: Callable[[str], None] = print) -> dict:
-    """Runs every method for every seed; each picks its best query by `search_metric`."""
+                log: Callable[[str], None] = print, first_seed: int = 0) -> dict:
+    """Runs every method for seeds first_seed, ..., first_seed + seeds - 1; each picks its best
+    query by `search_metric`. With evolution among the methods, every other method is compared
+    with it seed by seed (`paired_t_test`)."""
     space = NasBench201Space()
     table.check_column(search_metric)
     table.check_column(report_metric)
     results: dict = {"budget": budget, "search_metric": search_metric, "report_metric": report_metric,
-                     "table_best": table.best(report_metric), "methods": {}}
+                     "table_best": table.best(report_metric), "first_seed": first_seed,
+                     "settings": dataclasses.asdict(settings), "methods": {}}
     for method in methods:
         runs = []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             started = time.monotonic()
             rng = np.random.default_rng(seed)
             if method == "nao":
@@ -349,8 +386,16 @@ def run_methods(table: Table, search_metric: str, report_metric: str, budget: in
             log(f"{method:>9} seed {seed:2d}: {runs[-1]['report_score']:.3f} "
                 f"({runs[-1]['queries']} queries, {runs[-1]['seconds']:.1f}s)")
         reported = np.array([r["report_score"] for r in runs])
-        results["methods"][method] = dict(mean=float(reported.mean()), std=float(reported.std()), runs=runs)
+        results["methods"][method] = dict(
+            mean=float(reported.mean()), std=float(reported.std()),
+            standard_error=float(reported.std(ddof=1) / np.sqrt(len(reported))) if seeds > 1 else 0.0,
+            runs=runs)
     _add_mean_ranks(results, seeds)
+    if "evolution" in methods and seeds > 1:
+        evolution = [r["report_score"] for r in results["methods"]["evolution"]["runs"]]
+        results["paired_vs_evolution"] = {
+            m: paired_t_test([r["report_score"] for r in results["methods"][m]["runs"]], evolution)
+            for m in methods if m != "evolution"}
     return results
 
 
@@ -367,10 +412,14 @@ def _add_mean_ranks(results: dict, seeds: int) -> None:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{'method':>10}  {results['report_metric']} (mean +- std)  mean rank",
-             *(f"{m:>10}  {r['mean']:8.3f} +- {r['std']:.3f}        {r['mean_rank']:.2f}"
-               for m, r in results["methods"].items()),
+    lines = [f"{'method':>10}  {results['report_metric']} (mean +- std, s.e.)  mean rank",
+             *(f"{m:>10}  {r['mean']:8.3f} +- {r['std']:.3f}, {r['standard_error']:.3f}     "
+               f"{r['mean_rank']:.2f}" for m, r in results["methods"].items()),
              f"{'table best':>10}  {results['table_best']:8.3f}"]
+    for method, test in results.get("paired_vs_evolution", {}).items():
+        lines.append(f"{method} - evolution: {test['mean_difference']:+.3f} (s.e. "
+                     f"{test['standard_error']:.3f}, paired t-test p = {test['p_value']:.3g}; "
+                     f"{test['wins']} wins, {test['losses']} losses, {test['ties']} ties)")
     return "\n".join(lines)
 
 
@@ -378,18 +427,22 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The command's flags (defined only when run as a command, so the module imports cleanly)."""
+    """The command's flags (defined only when run as a command, so the module imports cleanly):
+    its own, and one per `NaoSettings` field."""
     flags.DEFINE_enum("mode", "search", ["search", "predictor"], "Compare search methods, or measure the predictor.")
     flags.DEFINE_string("table", None, "NAS-Bench-201 CSV with an 'arch' column and metric columns.")
     flags.DEFINE_string("search_metric", "cifar10_valid", "Column the methods search on.")
     flags.DEFINE_string("report_metric", "cifar10_test", "Column reported for the picked architecture.")
     flags.DEFINE_integer("budget", 100, "Distinct architectures each method may query.")
     flags.DEFINE_integer("seeds", 20, "Independent runs per method (predictor mode: draws of the train and test cells).")
+    flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study repeated "
+                         "on seeds never used before: e.g. tune on 0-49, report 100-149).")
     flags.DEFINE_list("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution.")
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
     flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
     flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
     flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
+    cli.define_dataclass_flags(NaoSettings, NAO_SETTINGS_HELP)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -399,23 +452,31 @@ def main(argv: Sequence[str]) -> None:
     unknown = set(FLAGS.methods) - {"nao", "random", "evolution"}
     if unknown:
         raise DataError(f"--methods: unknown {sorted(unknown)}; choose from nao, random, evolution")
+    try:
+        settings = cli.dataclass_from_flags(NaoSettings)
+        settings.controller_config(NasBench201Space(), 0)
+        SearchConfig(acquisition=settings.acquisition)
+    except ValueError as err:
+        raise NaoError(f"NAO settings: {err}") from None
     space = NasBench201Space()
     table = Table(FLAGS.table, space)
+    seeds = range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds)
     if FLAGS.mode == "predictor":
         table.check_column(FLAGS.search_metric)
         runs = []
-        for seed in range(FLAGS.seeds):
+        for seed in seeds:
             runs.append(predictor_quality(space, table, FLAGS.search_metric, FLAGS.train_archs,
-                                          FLAGS.test_archs, FLAGS.epochs, seed=seed, settings=NaoSettings()))
+                                          FLAGS.test_archs, FLAGS.epochs, seed=seed, settings=settings))
             print(f"seed {seed:2d}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()), flush=True)
         metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         print("mean: " + json.dumps(metrics))
         if FLAGS.output:
-            io.atomic_write_json(FLAGS.output, dict(mean=metrics, runs=runs))
+            io.atomic_write_json(FLAGS.output, dict(mean=metrics, runs=runs, first_seed=FLAGS.first_seed,
+                                                    settings=dataclasses.asdict(settings)))
         return
     started = time.monotonic()
     results = run_methods(table, FLAGS.search_metric, FLAGS.report_metric, FLAGS.budget, FLAGS.seeds,
-                          FLAGS.methods, NaoSettings())
+                          FLAGS.methods, settings, first_seed=FLAGS.first_seed)
     results["seconds"] = round(time.monotonic() - started, 1)
     print(format_table(results))
     print(f"total {results['seconds']:.0f}s")

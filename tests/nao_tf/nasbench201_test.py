@@ -127,6 +127,26 @@ def test_run_methods_picks_by_search_metric_and_reports_index(table_path):
             assert run["report_score"] == table.metric(arch, "cifar10_test")
         assert 1.0 <= summary["mean_rank"] <= 3.0
     assert "mean rank" in format_table(results)
+    for method in ("nao", "random"):  # each compared with evolution seed by seed
+        paired = results["paired_vs_evolution"][method]
+        differences = [a["report_score"] - b["report_score"] for a, b in zip(
+            results["methods"][method]["runs"], results["methods"]["evolution"]["runs"])]
+        assert paired["mean_difference"] == pytest.approx(np.mean(differences))
+        assert paired["wins"] + paired["losses"] + paired["ties"] == 2
+    assert "nao - evolution" in format_table(results)
+
+
+def test_first_seed_starts_the_seeds_elsewhere(table_path):
+    table = Table(table_path, SPACE)
+    settings = NaoSettings()
+    later = run_methods(table, "cifar10_valid", "cifar10_test", budget=15, seeds=2,
+                        methods=["random"], settings=settings, log=lambda _: None, first_seed=5)
+    full = run_methods(table, "cifar10_valid", "cifar10_test", budget=15, seeds=7,
+                       methods=["random"], settings=settings, log=lambda _: None)
+    assert [r["seed"] for r in later["methods"]["random"]["runs"]] == [5, 6]
+    assert later["methods"]["random"]["runs"] == [
+        dict(r, seconds=later["methods"]["random"]["runs"][i]["seconds"])
+        for i, r in enumerate(full["methods"]["random"]["runs"][5:])]
 
 
 def test_predictor_quality_on_a_learnable_table(table_path):
@@ -135,15 +155,27 @@ def test_predictor_quality_on_a_learnable_table(table_path):
                                 seed=0, settings=NaoSettings())
     assert metrics["pairwise_accuracy"] > 0.8
     assert metrics["hamming_distance"] < 0.25
+    assert 0.0 <= metrics["top10_pairwise_accuracy"] <= 1.0
 
 
 def test_command_writes_results_json(table_path, tmp_path):
     output = tmp_path / "results.json"
     subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
-                    "--budget=15", "--seeds=1", "--methods=random,evolution", f"--output={output}"],
+                    "--budget=15", "--seeds=2", "--first_seed=3", "--methods=random,evolution",
+                    "--predictor_heads=3", "--acquisition=ucb", f"--output={output}"],
                    check=True, capture_output=True, cwd=REPO)
     results = json.loads(output.read_text())
     assert set(results["methods"]) == {"random", "evolution"}
+    assert [r["seed"] for r in results["methods"]["random"]["runs"]] == [3, 4]
+    assert results["settings"]["predictor_heads"] == 3 and results["settings"]["acquisition"] == "ucb"
+    assert set(results["paired_vs_evolution"]) == {"random"}
+
+
+def test_command_reports_bad_nao_settings_in_one_line(table_path):
+    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
+                          "--acquisition=best"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: NAO settings: acquisition")
 
 
 def test_command_reports_a_missing_table_in_one_line(tmp_path):

@@ -64,8 +64,10 @@ def test_search_starts_from_imported_perplexities(tmp_path):
     cells.write_text(f"{NAO_CELL}\n{chain}\n")
     ppl.write_text("1.5\n80.25\n")
     run_dir = tmp_path / "run"
+    # With the controller options beyond the original (ranking loss, two heads, UCB on 2x).
     out, _ = _start(f"--output_dir={run_dir}", f"--import_archs={cells}",
-                    f"--import_scores={ppl}").communicate(timeout=300)
+                    f"--import_scores={ppl}", "--predictor_heads=2", "--ranking_weight=0.5",
+                    "--oversample=2", "--acquisition=ucb").communicate(timeout=300)
     history = json.loads((run_dir / "state.json").read_text())["history"]
     imported = [r for r in history if r.get("imported")]
     assert [r["arch"] for r in imported] == [NAMED_ARCHS["NAO"], chain]

@@ -135,6 +135,17 @@ def test_defaults_are_the_original_search():
     assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 32, "")
 
 
+def test_controller_options_reach_the_controller_and_the_loop():
+    params = SearchParams(predictor_heads=3, ranking_weight=0.25, oversample=4.0,
+                          acquisition="thompson", ucb_beta=2.0)
+    controller = controller_config(params, RnnSearchSpace())
+    config = search_config(params)
+    assert (controller.predictor_heads, controller.ranking_weight) == (3, 0.25)
+    assert (config.oversample, config.acquisition, config.ucb_beta) == (4.0, "thompson", 2.0)
+    with pytest.raises(NaoError, match="--acquisition='best'"):
+        check_params(SearchParams(output_dir="x", acquisition="best"))
+
+
 def _command(out, *extra):
     return [sys.executable, "-m", "rnn.train_search", "--config=smoke", f"--output_dir={out}",
             "--epochs=4", "--eval_every_epochs=2", "--batch_size=4", "--emsize=8",

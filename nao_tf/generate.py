@@ -117,6 +117,24 @@ def step_sizes(maximum: float, increment: float = 1.0) -> list[float]:
 ACQUISITIONS = ("mean", "ucb", "thompson")
 
 
+def _unseen_neighbours(space: SearchSpace, seeds: list, count: int, keys: set,
+                       rng: np.random.Generator | None, tries_per_neighbour: int = 20) -> list:
+    """Up to `count` neighbours of random seeds whose canonical keys are not in `keys` (which
+    gains them)."""
+    if rng is None:
+        raise ValueError("mutation candidates need an rng")
+    found: list = []
+    for _ in range(count * tries_per_neighbour):
+        if len(found) == count:
+            break
+        arch = space.mutate(seeds[int(rng.integers(len(seeds)))], rng)
+        key = space.canonical_key(arch)
+        if key not in keys:
+            keys.add(key)
+            found.append(arch)
+    return found
+
+
 def acquire(head_scores: np.ndarray, count: int, acquisition: str = "mean", ucb_beta: float = 1.0,
             rng: np.random.Generator | None = None) -> list[int]:
     """Indices of the `count` candidates to keep, best first, from each candidate's predicted
@@ -146,12 +164,17 @@ def acquire(head_scores: np.ndarray, count: int, acquisition: str = "mean", ucb_
 def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequence[Hashable],
                  count: int, seen_keys: Iterable[str], lambdas: Sequence[float],
                  oversample: float = 1.0, acquisition: str = "mean", ucb_beta: float = 1.0,
-                 rng: np.random.Generator | None = None) -> Generated:
+                 rng: np.random.Generator | None = None, mutations: int = 0) -> Generated:
     """Decodes from `seeds` with growing lambda (each a single step from the seeds' embeddings)
     until `ceil(oversample * count)` architectures are found whose canonical keys are neither in
     `seen_keys` (everything ever evaluated or pooled) nor found before; returns the `count` of
     them that the acquisition (`acquire`) rates best. `oversample=1` keeps the first found, as
-    the original. Stops early when the lambdas run out; the result may then hold fewer."""
+    the original. Stops early when the lambdas run out; the result may then hold fewer.
+
+    `mutations` > 0 adds that many more unseen candidates, each a neighbour (`space.mutate`) of a
+    seed drawn uniformly by `rng`, before the acquisition chooses: the predictor then also ranks
+    the seeds' immediate neighbourhood, as in predictor-guided local search (BANANAS, White et
+    al. 2021, optimises its acquisition over mutations the same way)."""
     tokens = space.encode(seeds)
     keys = set(seen_keys)
     wanted = int(np.ceil(oversample * count))
@@ -168,6 +191,8 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
         if len(found) >= wanted:
             break
     found = found[:wanted]
+    if mutations:
+        found += _unseen_neighbours(space, list(seeds), mutations, keys, rng)
     if not found:
         return Generated([], [], step_size)
     head_scores = inference.predict_heads(space.encode(found))

@@ -80,6 +80,7 @@ class SearchConfig:
     query_budget: int | None = None  # at most this many distinct architectures are evaluated
     acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.generate.acquire
     ucb_beta: float = 1.0  # "ucb": mean + ucb_beta * std over the predictor heads
+    mutations: int = 0  # neighbours of the top-k added to the candidates (nao_tf.generate_new)
     seed: int = 0
 
     def __post_init__(self):
@@ -93,7 +94,7 @@ class SearchConfig:
                 if k not in _OPTIONAL_DEFAULTS or _OPTIONAL_DEFAULTS[k] != v}
 
 
-_OPTIONAL_DEFAULTS = {"acquisition": "mean", "ucb_beta": 1.0}
+_OPTIONAL_DEFAULTS = {"acquisition": "mean", "ucb_beta": 1.0, "mutations": 0}
 
 # The options beyond the original (ranking loss, predictor ensemble, acquisition) as every search
 # command offers them: (flag name, default, help[, choices]); defaults are the original's.
@@ -107,6 +108,8 @@ CONTROLLER_OPTION_FLAGS: tuple[tuple, ...] = (
     ("acquisition", "mean", "Which oversampled candidates to keep: the heads' mean, an upper "
      "confidence bound (mean + --ucb_beta * std) or Thompson sampling.", list(ACQUISITIONS)),
     ("ucb_beta", 1.0, "--acquisition=ucb: mean + ucb_beta * std over the predictor heads."),
+    ("mutations", 0, "Also offer the acquisition this many neighbours (one token changed) of the "
+     "top-k cells besides the decoded ones (predictor-guided local search); 0 = the original."),
 )
 
 
@@ -114,7 +117,7 @@ def controller_options(values: Callable[[str], object]) -> tuple[dict, dict]:
     """(ControllerConfig keywords, SearchConfig keywords) of `CONTROLLER_OPTION_FLAGS`, read with
     `values(name)` (e.g. `lambda name: FLAGS[name].value`)."""
     controller = {name: values(name) for name in ("predictor_heads", "ranking_weight")}
-    search = {name: values(name) for name in ("oversample", "acquisition", "ucb_beta")}
+    search = {name: values(name) for name in ("oversample", "acquisition", "ucb_beta", "mutations")}
     return controller, search
 
 
@@ -130,6 +133,8 @@ def check_controller_options(values: Callable[[str], object]) -> None:
         raise NaoError(f"--acquisition={values('acquisition')!r}: choose one of {', '.join(ACQUISITIONS)}")
     if values("ucb_beta") < 0.0:
         raise NaoError(f"--ucb_beta={values('ucb_beta')} must not be negative")
+    if values("mutations") < 0:
+        raise NaoError(f"--mutations={values('mutations')} must not be negative")
 
 
 @dataclasses.dataclass
@@ -305,7 +310,8 @@ class NAOSearch:
         seen |= {self.space.canonical_key(a) for a in ranked}
         generated = generate_new(self.inference, self.space, ranked[:c.top_k], n_new, seen,
                                  step_sizes(c.max_lambda, c.lambda_step), oversample=c.oversample,
-                                 acquisition=c.acquisition, ucb_beta=c.ucb_beta, rng=rng)
+                                 acquisition=c.acquisition, ucb_beta=c.ucb_beta, rng=rng,
+                                 mutations=c.mutations)
         seen |= {self.space.canonical_key(a) for a in generated.archs}
         n_random += n_new - len(generated.archs) if budget is not None else 0
         fresh = self.space.sample_unique(n_random, rng, exclude=seen) if n_random else []

@@ -127,6 +127,26 @@ class SearchSpace(abc.ABC, Generic[Arch]):
                 "the space is nearly exhausted, ask for fewer")
         return archs
 
+    def mutate(self, arch: Arch, rng: np.random.Generator, max_tries: int = 100) -> Arch:
+        """A neighbour of `arch`: one token position changed to another token allowed there (for
+        NAS-Bench-201 one edge's op, for a CNN or RNN cell one input, op or activation). Spaces
+        whose masks do not capture every constraint rely on `from_tokens` refusing the rest."""
+        tokens = list(self.to_tokens(arch))
+        mask = self.valid_token_mask()
+        for _ in range(max_tries):
+            position = int(rng.integers(self.source_length))
+            choices = [t for t in np.flatnonzero(mask[position]) if t != tokens[position]]
+            if not choices:
+                continue
+            changed = tokens.copy()
+            changed[position] = int(rng.choice(choices))
+            try:
+                return self.from_tokens(changed)
+            except InvalidArchitectureError:
+                continue
+        raise InvalidArchitectureError(f"{self.name}: found no valid neighbour of "
+                                       f"{self.to_string(arch)} in {max_tries} tries")
+
     def random_equivalent(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Applies one random rewrite from every symmetry group to each row of `tokens` [N, L]."""
         out = np.asarray(tokens)

@@ -85,6 +85,7 @@ class SearchParams:
     oversample: float = 1.0
     acquisition: str = "mean"
     ucb_beta: float = 1.0
+    mutations: int = 0
     seed: int = 1267
 
 

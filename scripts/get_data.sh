@@ -3,7 +3,8 @@
 #   scripts/get_data.sh ptb [DATA_DIR]   -> DATA_DIR/penn/{train,valid,test}.txt        (default data/)
 #   scripts/get_data.sh wt2 [DATA_DIR]   -> DATA_DIR/wikitext-2/{train,valid,test}.txt
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 corpus="${1:-}"
 data_dir="${2:-data}"
 case "$corpus" in

@@ -2,10 +2,18 @@
 # Train a found architecture from scratch and evaluate it.
 #   scripts/train_final.sh cnn --config=nao_ws --arch=runs/search/best_arch.json [flags]
 #   scripts/train_final.sh rnn --config=ptb --arch=NAO_WS [flags]
+# TASK is any importable task package with a train_final module. Relative paths in the flags are
+# relative to the directory the script is run from.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 task="${1:-}"
 case "$task" in
-  cnn|rnn) shift; exec python -m "$task.train_final" "$@" ;;
-  *) echo "usage: scripts/train_final.sh {cnn|rnn} [--flag=value ...]" >&2; exit 2 ;;
+  ''|-*) echo "usage: scripts/train_final.sh TASK [--flag=value ...]   (TASK: cnn, rnn, or a task package)" >&2; exit 2 ;;
 esac
+shift
+if ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$task.train_final') is None)" 2>/dev/null; then
+  echo "error: no module $task.train_final; a task package provides train_final.py (cnn and rnn do)" >&2
+  exit 2
+fi
+exec python -m "$task.train_final" "$@"

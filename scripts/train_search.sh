@@ -2,13 +2,16 @@
 # Search a cell with NAO.
 #   scripts/train_search.sh cnn --config=smoke [flags]             NAO-WS (weight sharing, default)
 #   scripts/train_search.sh rnn --mode=nao --config=smoke [flags]  NAO (every architecture trained alone)
+# TASK is any importable task package with a train_search (NAO-WS) and/or train_search_nao (NAO)
+# module. Relative paths in the flags are relative to the directory the script is run from.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 task="${1:-}"
 case "$task" in
-  cnn|rnn) shift ;;
-  *) echo "usage: scripts/train_search.sh {cnn|rnn} [--mode=ws|nao] [--flag=value ...]" >&2; exit 2 ;;
+  ''|-*) echo "usage: scripts/train_search.sh TASK [--mode=ws|nao] [--flag=value ...]   (TASK: cnn, rnn, or a task package)" >&2; exit 2 ;;
 esac
+shift
 module="train_search"
 args=()
 for arg in "$@"; do
@@ -19,8 +22,8 @@ for arg in "$@"; do
     *) args+=("$arg") ;;
   esac
 done
-if [ ! -f "$task/$module.py" ]; then
-  echo "error: $task/$module.py is missing from this checkout" >&2
+if ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$task.$module') is None)" 2>/dev/null; then
+  echo "error: no module $task.$module; a task package provides $module.py for this mode (cnn and rnn do)" >&2
   exit 2
 fi
 exec python -m "$task.$module" ${args[@]+"${args[@]}"}

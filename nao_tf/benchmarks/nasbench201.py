@@ -248,6 +248,7 @@ class NaoSettings:
     ranking_weight: float = 0.0
     acquisition: str = "mean"
     ucb_beta: float = 1.0
+    mutations: int = 0
 
     def controller_config(self, space: SearchSpace, seed: int) -> ControllerConfig:
         return ControllerConfig.for_space(
@@ -281,6 +282,8 @@ NAO_SETTINGS_HELP = dict(
                    "ranking only).",
     acquisition="Which oversampled candidates to keep: mean, ucb or thompson over the heads.",
     ucb_beta="--acquisition=ucb: mean + ucb_beta * std.",
+    mutations="Neighbours (one edge changed) of the top-k cells offered to the acquisition "
+              "besides the decoded cells, per round.",
 )
 
 
@@ -293,7 +296,7 @@ def nao_search(space: NasBench201Space, table: Table, column: str, budget: int, 
         max_lambda=settings.max_lambda, lambda_step=settings.lambda_step, oversample=settings.oversample,
         controller_epochs=settings.controller_epochs, train_on="history", symmetry=False,
         normalization=settings.normalization, acquisition=settings.acquisition,
-        ucb_beta=settings.ucb_beta, query_budget=budget, seed=seed)
+        ucb_beta=settings.ucb_beta, mutations=settings.mutations, query_budget=budget, seed=seed)
     search = NAOSearch(space, TabularEvaluator(table, column), search_config,
                        settings.controller_config(space, seed),
                        work_dir, log=lambda _: None)

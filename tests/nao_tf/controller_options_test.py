@@ -156,3 +156,27 @@ def test_paired_t_test_matches_the_tabulated_values():
     d = np.array([1.0, -1.0] * 25) + 2.0 / np.sqrt(50) * np.std([1.0, -1.0] * 25, ddof=1)
     np.testing.assert_allclose(paired_t_test(d, np.zeros(50))["p_value"], 0.051059, rtol=1e-3)
     assert paired_t_test([1.0, 1.0], [1.0, 1.0])["p_value"] == 1.0
+
+
+def test_mutate_changes_exactly_one_token_to_an_allowed_one():
+    rng = np.random.default_rng(0)
+    mask = SPACE.valid_token_mask()
+    for arch in SPACE.sample_unique(30, rng):
+        neighbour = SPACE.mutate(arch, rng)
+        before, after = np.array(SPACE.to_tokens(arch)), np.array(SPACE.to_tokens(neighbour))
+        changed = np.flatnonzero(before != after)
+        assert len(changed) == 1 and mask[changed[0], after[changed[0]]]
+
+
+def test_mutation_candidates_join_the_decoded_ones(ensemble):
+    _, inference, tokens, scores = ensemble
+    seeds = SPACE.decode(tokens[np.argsort(-scores[:150])[:3]])
+    seen = {SPACE.canonical_key(a) for a in SPACE.decode(tokens[:150])}
+    seed_tokens = np.array([SPACE.to_tokens(a) for a in seeds])
+    result = generate_new(inference, SPACE, seeds, 40, seen, [0.0], oversample=1.0,
+                          rng=np.random.default_rng(0), mutations=30)
+    distances = [np.min((seed_tokens != np.array(SPACE.to_tokens(a))).sum(axis=1))
+                 for a in result.archs]
+    assert sum(d == 1 for d in distances) >= 20  # lambda 0 decodes the seeds, already seen
+    assert not seen & set(map(SPACE.canonical_key, result.archs))
+    assert len(set(map(SPACE.canonical_key, result.archs))) == len(result.archs)

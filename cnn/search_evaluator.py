@@ -83,7 +83,6 @@ class SupernetEvaluator(Evaluator):
         self._valid_batches = list(trainer.strategy.experimental_distribute_dataset(
             eval_dataset(valid, schedule.eval_batch_size, data.mean, data.std)))
         self.steps_trained_this_run = 0
-        self.archs_scored_this_run = 0
 
     # Training.
 
@@ -169,7 +168,6 @@ class SupernetEvaluator(Evaluator):
         started = last_log = time.monotonic()
         for k, arch in enumerate(archs, 1):
             record(arch, self.score(arch))
-            self.archs_scored_this_run += 1
             now = time.monotonic()
             if now - last_log >= 30 or k == len(archs):
                 rate = k / max(now - started, 1e-9)

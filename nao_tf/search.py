@@ -203,7 +203,7 @@ class NAOSearch:
                    for a, s in self.imported]
         return dict(fingerprint=self._fingerprint, iteration=0, phase="evaluate",
                     pool=[self.space.to_string(a) for a in pool], history=history,
-                    rng=rng.bit_generator.state, controller_checkpoint=None, log=[])
+                    rng=rng.bit_generator.state, controller_checkpoint=None)
 
     def _load_state(self) -> dict:
         try:

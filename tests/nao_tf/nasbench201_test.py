@@ -184,3 +184,14 @@ def test_command_reports_a_missing_table_in_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_nao_seeds_in_two_processes_give_the_same_picks(table_path):
+    table = Table(table_path, SPACE)
+    settings = NaoSettings(seed_archs=8, new_archs=4, top_k=4, controller_epochs=3, mutations=8)
+    picks = [[r["arch"] for r in run_methods(table, "cifar10_valid", "cifar10_test", budget=16,
+                                             seeds=2, methods=["nao"], settings=settings,
+                                             log=lambda _: None, workers=workers)
+              ["methods"]["nao"]["runs"]] for workers in (1, 2)]
+    assert picks[0] == picks[1]

@@ -152,13 +152,18 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(demo(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    reached = False
+    while time.monotonic() < deadline and process.poll() is None:
         state = killed / "state.json"
         if state.exists() and '"phase": "generate"' in state.read_text():
+            reached = True
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert reached and process.returncode == -signal.SIGKILL, \
+        "the search must be killed by SIGKILL before it ends"
+    assert json.loads((killed / "state.json").read_text())["phase"] != "done"
     subprocess.run(demo(killed), env=env, check=True, capture_output=True)
     assert (killed / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
     assert json.loads((killed / "best_arch.json").read_text()) == json.loads(

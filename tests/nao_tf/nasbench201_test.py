@@ -195,3 +195,10 @@ def test_nao_seeds_in_two_processes_give_the_same_picks(table_path):
                                              log=lambda _: None, workers=workers)
               ["methods"]["nao"]["runs"]] for workers in (1, 2)]
     assert picks[0] == picks[1]
+
+
+def test_predictor_quality_of_separate_controllers(table_path):
+    table = Table(table_path, SPACE)
+    metrics = predictor_quality(SPACE, table, "cifar10_valid", n_train=60, n_test=100, epochs=30,
+                                seed=0, settings=NaoSettings(), controllers=2)
+    assert metrics["pairwise_accuracy"] > 0.6 and 0.0 <= metrics["top10_pairwise_accuracy"] <= 1.0

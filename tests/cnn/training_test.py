@@ -44,7 +44,11 @@ def test_one_replica_and_two_replicas_give_the_same_step(two_replicas):
     assert s1["grad_norm"] == pytest.approx(s2["grad_norm"], rel=1e-4)
     assert s1["grad_norm"] > 1.0  # clipping was active
     for a, b in zip(d1, d2):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+        # Each tensor's update within 2% (relative norm of the difference): the gradients of the
+        # convolutions in front of a batch norm are differences of large terms, so the float32
+        # sums split over two replicas move single elements by a few percent on some CPUs (AVX2
+        # kernels), while a wrong reduction over the replicas would be off by half or more.
+        assert np.linalg.norm(a - b) <= 0.02 * np.linalg.norm(b), a.shape
     assert max(np.abs(d).max() for d in d1) > 0
 
 

@@ -12,6 +12,7 @@ SMALL_ARCH = ANY_SPACE.parse("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
                              "0 4 1 3 2 2 0 1 1 4 2 4 3 2 4 4 0 3 5 2")
 
 
+@pytest.mark.slow
 def test_nao_ws_final_network_has_the_published_2_5m_parameters():
     model = NASNetwork(named_arch("nao_ws"), 5, 36, 10, use_aux_head=True)
     model.build_now()

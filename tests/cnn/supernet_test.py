@@ -38,6 +38,7 @@ def _trainer(strategy, op_selection, batch):
                            cfg, batch)
 
 
+@pytest.mark.slow
 def test_two_architectures_share_one_trace_and_train_their_own_weights():
     trainer = _trainer(tf.distribute.OneDeviceStrategy("/cpu:0"), "switch", 8)
     images, labels = _batch()
@@ -55,6 +56,7 @@ def test_two_architectures_share_one_trace_and_train_their_own_weights():
     assert used > 100 * unused > 0
 
 
+@pytest.mark.slow
 def test_switch_and_select_compute_the_same_network():
     images, _ = _batch(4)
     logits = {}
@@ -69,6 +71,7 @@ def test_switch_and_select_compute_the_same_network():
     assert np.abs(logits["switch"][0] - logits["switch"][1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_supernet_step_on_two_replicas(two_replicas):
     trainer = _trainer(two_replicas, "select", 8)  # "select" compiles fastest
     images, labels = _batch()

@@ -37,6 +37,7 @@ def _command(*args):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
     run_dir = tmp_path / "run"
     child = subprocess.Popen([sys.executable, "-m", "cnn.train_final", *_argv(run_dir)], cwd=ROOT,
@@ -90,6 +91,7 @@ def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
     assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--arch=enas_cell"], "error: unknown architecture name 'enas_cell'"),
     (["--arch=0 1 0 4"], "error: cnn_any: got 4 integers, expected 40"),

@@ -30,6 +30,7 @@ def _start(output_dir) -> subprocess.Popen:
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     run_dir = tmp_path / "run"
     child = _start(run_dir)
@@ -66,6 +67,7 @@ def _flags(argv):
     return values
 
 
+@pytest.mark.slow
 def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     cells, errors = tmp_path / "archs", tmp_path / "valid_error_rate"
     cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["naonet_a"] + "\n")
@@ -83,6 +85,7 @@ def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
         train_search_nao.read_imports(fv, NAONET_SPACE)
 
 
+@pytest.mark.slow
 def test_a_diverging_cell_is_scored_at_chance_level(tmp_path):
     import dataclasses
 

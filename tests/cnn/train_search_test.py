@@ -39,6 +39,7 @@ def _training_ranges(lines):
             if (m := re.search(r"training steps (\d+) -> (\d+)", line))]
 
 
+@pytest.mark.slow
 def test_killed_in_supernet_training_and_in_controller_training_resumes_without_redoing(
         tmp_path):
     out = tmp_path / "search"
@@ -72,6 +73,7 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     assert "top 5:" in third.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--top_k=50"], "error: --top_k=50 exceeds the pool size --seed_archs=16"),
     (["--arch_pool=/nonexistent/pool"], "error: /nonexistent/pool: file not found"),

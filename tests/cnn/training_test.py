@@ -20,6 +20,7 @@ def _trainer(strategy, sync_bn, batch, **cfg):
                                                 sync_bn=sync_bn), config, batch)
 
 
+@pytest.mark.slow
 def test_one_replica_and_two_replicas_give_the_same_step(two_replicas):
     """Loss, gradient norm and the SGD update (hence the gradients) agree. Both runs use the
     synchronized batch norm that multi-replica training uses (the fast single-replica BatchNorm
@@ -52,6 +53,7 @@ def test_one_replica_and_two_replicas_give_the_same_step(two_replicas):
     assert max(np.abs(d).max() for d in d1) > 0
 
 
+@pytest.mark.slow
 def test_training_on_synthetic_data_drives_the_loss_down():
     train, _ = data_lib.synthetic_splits(256, 0, seed=3)
     mean = (train.images.reshape(-1, 3).mean(0) / 255).astype(np.float32)

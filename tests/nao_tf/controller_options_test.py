@@ -113,6 +113,7 @@ def test_generation_keeps_the_candidates_the_acquisition_rates_best(ensemble):
     assert np.all(ucb[chosen] >= np.sort(ucb)[-5] - 1e-6)
 
 
+@pytest.mark.slow
 def test_search_runs_with_every_option_and_resumes_only_with_the_same(tmp_path):
     class Lookup:
         higher_is_better, rescore_pool = True, False

@@ -112,6 +112,7 @@ def test_beam_search_decodes_valid_sequences(trained, attention):
     assert decoded.shape == greedy.reconstruct(tokens).shape
 
 
+@pytest.mark.slow
 def test_bahdanau_controller_trains(trained):
     tokens, scores = trained[2][:60], trained[3][:60]
     model = Controller(_config(attention="bahdanau"), SPACE.valid_token_mask())

@@ -113,6 +113,7 @@ def test_evolution_beats_random_on_a_smooth_table(table_path):
     assert best["regularized_evolution"] > best["random_search"]
 
 
+@pytest.mark.slow
 def test_run_methods_picks_by_search_metric_and_reports_index(table_path):
     table = Table(table_path, SPACE)
     settings = NaoSettings(seed_archs=10, new_archs=5, top_k=5, controller_epochs=5)
@@ -149,6 +150,7 @@ def test_first_seed_starts_the_seeds_elsewhere(table_path):
         for i, r in enumerate(full["methods"]["random"]["runs"][5:])]
 
 
+@pytest.mark.slow
 def test_predictor_quality_on_a_learnable_table(table_path):
     table = Table(table_path, SPACE)
     metrics = predictor_quality(SPACE, table, "cifar10_valid", n_train=100, n_test=300, epochs=300,
@@ -158,6 +160,7 @@ def test_predictor_quality_on_a_learnable_table(table_path):
     assert 0.0 <= metrics["top10_pairwise_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_command_writes_results_json(table_path, tmp_path):
     output = tmp_path / "results.json"
     subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
@@ -171,6 +174,7 @@ def test_command_writes_results_json(table_path, tmp_path):
     assert set(results["paired_vs_evolution"]) == {"random"}
 
 
+@pytest.mark.slow
 def test_command_reports_bad_nao_settings_in_one_line(table_path):
     run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
                           "--acquisition=best"], capture_output=True, text=True, cwd=REPO)
@@ -178,6 +182,7 @@ def test_command_reports_bad_nao_settings_in_one_line(table_path):
     assert run.stderr.strip().splitlines()[-1].startswith("error: NAO settings: acquisition")
 
 
+@pytest.mark.slow
 def test_command_reports_a_missing_table_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201",
                           f"--table={tmp_path / 'missing.csv'}"], capture_output=True, text=True, cwd=REPO)
@@ -197,6 +202,7 @@ def test_nao_seeds_in_two_processes_give_the_same_picks(table_path):
     assert picks[0] == picks[1]
 
 
+@pytest.mark.slow
 def test_predictor_quality_of_separate_controllers(table_path):
     table = Table(table_path, SPACE)
     metrics = predictor_quality(SPACE, table, "cifar10_valid", n_train=60, n_test=100, epochs=30,

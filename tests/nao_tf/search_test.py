@@ -67,6 +67,7 @@ def _save_points(output_dir) -> list[tuple[str, int]]:
     return points
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_in_every_phase_gives_the_identical_history(uninterrupted, tmp_path):
     expected, _ = uninterrupted
     points = _save_points(tmp_path / "probe")
@@ -142,6 +143,7 @@ def test_state_of_a_different_search_is_refused(tmp_path):
     assert (tmp_path / "state.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     def demo(output_dir):
         return [sys.executable, "-m", "nao_tf.demo", f"--output_dir={output_dir}", "--iterations=2",

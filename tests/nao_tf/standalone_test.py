@@ -126,6 +126,7 @@ def _search(output_dir, train, devices) -> NAOSearch:
                      save_every_seconds=0.0)
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_without_training_a_recorded_architecture_again(tmp_path):
     first = RecordingTrain(seconds=0.0)
     calls = []

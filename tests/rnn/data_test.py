@@ -66,6 +66,7 @@ def test_split_file_writes_three_splits(tmp_path):
     assert len(corpus.train) + len(corpus.valid) + len(corpus.test) == 60
 
 
+@pytest.mark.slow
 def test_cli_reports_missing_input_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "rnn.data", "split", f"--input={tmp_path}/none.txt",

@@ -114,6 +114,7 @@ def test_nan_rollback_is_bounded(corpus_dir, tmp_path):
     assert state["epoch"] == 1  # the last good state is kept for a resume
 
 
+@pytest.mark.slow
 def test_resume_after_kill(corpus_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rnn.train_final", f"--data_dir={corpus_dir}",
@@ -163,6 +164,7 @@ def test_config_sets_defaults_and_explicit_flags_win():
                                                                         20.0, 0.25)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--arch=0 1 0 1", "error: invalid RNN arch '0 1 0 1': an RNN arch string has 22 integers"),
     ("--data_dir={tmp}/nowhere", "error: {tmp}/nowhere: directory not found"),

@@ -31,6 +31,7 @@ def _start(*args) -> subprocess.Popen:
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     run_dir = tmp_path / "run"
     child = _start(f"--output_dir={run_dir}")
@@ -58,6 +59,7 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     assert (run_dir / "best_arch.png").exists()
 
 
+@pytest.mark.slow
 def test_search_starts_from_imported_perplexities(tmp_path):
     cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
     chain = "0 0 0 0 1 0 2 0 3 0 4 0 5 0 6 0 7 0 8 0 9 0"  # tanh only: the same in both tables
@@ -77,6 +79,7 @@ def test_search_starts_from_imported_perplexities(tmp_path):
     assert json.loads((run_dir / "best_arch.json").read_text())["arch"] == NAMED_ARCHS["NAO"]
 
 
+@pytest.mark.slow
 def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     space = RnnSearchSpace()
     schedule = {**train_search_nao.SCHEDULE_DEFAULTS, "data_dir": str(corpus_dir), "emsize": 8,
@@ -96,6 +99,7 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     assert not any((dirs.path(c) / "ckpt").exists() for c in cells)
 
 
+@pytest.mark.slow
 def test_import_errors_name_the_file_and_line(tmp_path):
     values = flags.FlagValues()
     train_search_nao.define_flags(values)

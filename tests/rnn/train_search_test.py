@@ -48,6 +48,7 @@ def test_validation_windows_cover_the_whole_stream_without_overlap():
         validation_windows(stream, 28, 35, np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_prepare_trains_up_to_the_iteration_and_resumes_mid_epoch(corpus_dir, tmp_path):
     pool = _pool(6)
     evaluator = _evaluator(corpus_dir, tmp_path / "sn", save_every_seconds=0.0)
@@ -153,6 +154,7 @@ def _command(out, *extra):
             "--controller_epochs=5", "--save_every_seconds=0.2", "--log_interval=1000", *extra]
 
 
+@pytest.mark.slow
 def test_kill_during_supernet_training_and_resume(tmp_path):
     out = tmp_path / "search"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -188,6 +190,7 @@ def test_kill_during_supernet_training_and_resume(tmp_path):
     assert json.loads((out / "supernet" / "state.json").read_text())["epoch"] == 4
 
 
+@pytest.mark.slow
 def test_command_line_error_is_one_line(tmp_path):
     proc = subprocess.run(_command(tmp_path / "out", "--epochs=5"), cwd=REPO,
                           capture_output=True, text=True,

@@ -290,7 +290,8 @@ class NAOSearch:
         rng = self._rng(state)
         targets = normalize_scores(scores, self.evaluator.higher_is_better, self.config.normalization)
         fit = self.trainer.fit(tokens, targets, self.config.controller_epochs, rng)
-        metrics.update(controller_predictor_loss=fit["predictor_loss"], controller_cross_entropy=fit["cross_entropy"],
+        metrics.update(controller_predictor_loss=fit["predictor_loss"],
+                       controller_cross_entropy=fit["cross_entropy"],
                        hamming_distance=hamming_distance(tokens, self.inference.reconstruct(tokens)))
         state["rng"] = rng.bit_generator.state
         checkpoint = f"controller/ckpt-{iteration}"

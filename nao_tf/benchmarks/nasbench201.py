@@ -43,7 +43,7 @@ from nao_tf.errors import DataError, InvalidArchitectureError, NaoError
 from nao_tf.generate import ControllerInference
 from nao_tf.metrics import (hamming_distance, kendall_tau, paired_t_test, pairwise_accuracy,
                             top_fraction_pairwise_accuracy)
-from nao_tf.search import Evaluator, NAOSearch, Record, SearchConfig
+from nao_tf.search import CONTROLLER_OPTION_FLAGS, Evaluator, NAOSearch, Record, SearchConfig
 from nao_tf.search_space import SearchSpace
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -267,8 +267,6 @@ NAO_SETTINGS_HELP = dict(
     random_archs="NAO: fresh random cells per round.",
     max_lambda="NAO: largest step size lambda.",
     lambda_step="NAO: lambda grows by this.",
-    oversample="NAO: decode this many times --new_archs candidates, keep the best by "
-               "--acquisition.",
     controller_epochs="NAO: controller epochs per round (warm start).",
     normalization="NAO: controller targets, 'rank' or 'minmax'.",
     emb_size="Controller token embedding size.",
@@ -278,14 +276,7 @@ NAO_SETTINGS_HELP = dict(
     batch_size="Controller batch.",
     learning_rate="Controller Adam learning rate.",
     trade_off="Predictor share of the controller loss (the rest: reconstruction).",
-    predictor_heads="Predictor heads on the shared encoder (an ensemble; its spread is the "
-                    "uncertainty).",
-    ranking_weight="Weight of the pairwise ranking loss in the predictor loss (0: MSE only, 1: "
-                   "ranking only).",
-    acquisition="Which oversampled candidates to keep: mean, ucb or thompson over the heads.",
-    ucb_beta="--acquisition=ucb: mean + ucb_beta * std.",
-    mutations="Neighbours (one edge changed) of the top-k cells offered to the acquisition "
-              "besides the decoded cells, per round.",
+    **{name: help_text for name, _, help_text, *_ in CONTROLLER_OPTION_FLAGS},
 )
 
 

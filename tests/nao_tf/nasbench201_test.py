@@ -175,11 +175,15 @@ def test_command_writes_results_json(table_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_command_reports_bad_nao_settings_in_one_line(table_path):
+@pytest.mark.parametrize("flag, message", [
+    ("--acquisition=best", "error: NAO settings: acquisition"),
+    ("--budget=0", "error: --budget=0 must be at least 1"),
+])
+def test_command_reports_bad_settings_in_one_line(table_path, flag, message):
     run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
-                          "--acquisition=best"], capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1].startswith("error: NAO settings: acquisition")
+                          flag], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(message)
 
 
 @pytest.mark.slow

@@ -14,22 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.training import Trainer
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.run_dir import write_scalars
 
 RESULTS_FILE = "results.json"
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
-
-
-def scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar event (the same record `tensorboard.summary.scalar` writes), without
-    needing the tensorboard package at training time."""
-    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
 
 
 @dataclass
@@ -116,12 +108,10 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                 print(f"epoch {epoch + 1} step {step}/{cfg.total_steps}  loss {last['loss']:.4f}  "
                       f"acc {last['accuracy']:.4f}  lr {last['lr']:.5f}  {rate:.1f} images/s  "
                       f"ETA {_format_eta(eta)}", flush=True)
-                with writer.as_default():
-                    scalar("train/loss", last["loss"], step)
-                    scalar("train/accuracy", last["accuracy"], step)
-                    scalar("train/lr", last["lr"], step)
-                    scalar("train/images_per_sec", loop.batch_size * window_n / elapsed, step)
-                    scalar("train/grad_norm", stats["grad_norm"], step)
+                write_scalars(writer, step, {
+                    "train/loss": last["loss"], "train/accuracy": last["accuracy"],
+                    "train/lr": last["lr"], "train/grad_norm": stats["grad_norm"],
+                    "train/images_per_sec": loop.batch_size * window_n / elapsed})
                 window_loss = window_acc = 0.0
                 window_n = 0
                 window_start = time.perf_counter()
@@ -134,9 +124,8 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                 metrics = trainer.evaluate(ds)
                 record[f"{name}_accuracy"] = metrics["accuracy"]
                 record[f"{name}_loss"] = metrics["loss"]
-                with writer.as_default():
-                    scalar(f"{name}/accuracy", metrics["accuracy"], trainer.step)
-                    scalar(f"{name}/loss", metrics["loss"], trainer.step)
+                write_scalars(writer, trainer.step, {f"{name}/accuracy": metrics["accuracy"],
+                                                     f"{name}/loss": metrics["loss"]})
                 print(f"epoch {epoch + 1}: {name} accuracy {metrics['accuracy']:.4f} "
                       f"({metrics['images']} images)", flush=True)
             history.append(record)

@@ -19,12 +19,12 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from cnn.data import CifarData, eval_dataset, train_dataset
-from cnn.fit import scalar
 from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import CellArch
 from cnn.search_trainer import SupernetTrainer
 from cnn.supernet import arch_tensor
 from nao_tf.errors import NaoError
+from nao_tf.run_dir import write_scalars
 from nao_tf.search import Evaluator, Record
 
 
@@ -146,14 +146,12 @@ class SupernetEvaluator(Evaluator):
         self.log(f"supernet epoch {(step - 1) // s.steps_per_epoch + 1} step {step}/{target}  "
                  f"loss {loss:.4f}  acc {accuracy:.4f}  lr {lr:.5f}  {rate:.1f} images/s  "
                  f"ETA {eta:.0f}s")
-        with self.writer.as_default():
-            scalar("supernet/loss", loss, step)
-            scalar("supernet/accuracy", accuracy, step)
-            scalar("supernet/lr", lr, step)
-            scalar("supernet/grad_norm", stats["grad_norm"], step)
-            elapsed = time.monotonic() - window["start"]
-            if elapsed > 0:
-                scalar("supernet/images_per_sec", s.batch_size * window["n"] / elapsed, step)
+        values = {"supernet/loss": loss, "supernet/accuracy": accuracy, "supernet/lr": lr,
+                  "supernet/grad_norm": stats["grad_norm"]}
+        elapsed = time.monotonic() - window["start"]
+        if elapsed > 0:
+            values["supernet/images_per_sec"] = s.batch_size * window["n"] / elapsed
+        write_scalars(self.writer, step, values)
 
     # Scoring.
 

@@ -11,15 +11,15 @@ resumes from the last checkpoint; --overwrite starts fresh.
 """
 
 import os
-import shutil
 import time
-from typing import Any, Sequence
+from typing import Any
 
 from absl import flags
 
 from nao_tf import cli
-from nao_tf.errors import NaoError, StateError
-from nao_tf.io import atomic_write_json, read_json
+from nao_tf.errors import NaoError
+from nao_tf.io import atomic_write_json
+from nao_tf.run_dir import RunDir
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
@@ -77,52 +77,35 @@ FLAG_NAMES = tuple(spec[0] for spec in FLAG_SPECS)
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    for name, default, help_text, *choices in FLAG_SPECS:
-        if choices:
-            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=fv)
-        else:
-            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-                      float: flags.DEFINE_float, str: flags.DEFINE_string}[type(default)]
-            define(name, default, help_text, flag_values=fv)
+    cli.define_flags(FLAG_SPECS, fv)
 
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "num_cells", "filters", "stem_multiplier", "use_aux_head",
                "batch_size", "split", "precision")
-STATE_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
+# What --overwrite deletes: this command's files, not the rest of the directory.
+OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
+
+
+def check_flags(fv: flags.FlagValues) -> None:
+    """Stops with one line on a flag that cannot work, before anything is read or written."""
+    value = lambda name: fv[name].value  # noqa: E731
+    cli.check_at_least(value, 1, "num_cells", "filters", "stem_multiplier", "epochs",
+                       "batch_size", "eval_batch_size", "t0", "t_mul", "eval_every_epochs",
+                       "log_every_steps", "keep_checkpoints")
+    cli.check_at_least(value, 0, "lr_min", "l2_reg", "grad_bound", "label_smoothing",
+                       "cutout_size", "aux_weight")
+    cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
+    if fv.lr_max <= 0:
+        raise NaoError(f"--lr_max={fv.lr_max} must be positive")
 
 
 def apply_config(fv: flags.FlagValues) -> None:
     """Sets the --config preset as defaults of every flag not given on the command line."""
     from cnn.configs import preset
 
-    if not fv.config:
-        return
-    for name, value in preset(fv.config, fv.dataset).items():
-        if not fv[name].present:
-            setattr(fv, name, value)
-
-
-def prepare_output_dir(output_dir: str, settings: dict[str, Any], overwrite: bool) -> None:
-    """Clears it with --overwrite; refuses to resume a run made with different model/data flags."""
-    if overwrite:
-        for name in STATE_PATHS:
-            path = os.path.join(output_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    flags_path = os.path.join(output_dir, "flags.json")
-    if os.path.isdir(os.path.join(output_dir, "checkpoints")) and os.path.exists(flags_path):
-        old = read_json(flags_path)
-        changed = [k for k in RESUME_KEYS if k in old and old[k] != settings[k]]
-        if changed:
-            raise StateError(
-                f"{output_dir} holds a run made with different {', '.join(changed)} ("
-                + ", ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in changed)
-                + "); use --overwrite to start fresh or choose another --output_dir")
-    os.makedirs(output_dir, exist_ok=True)
-    atomic_write_json(flags_path, settings)
+    if fv.config:
+        cli.apply_preset(fv, preset(fv.config, fv.dataset))
 
 
 def train(fv: flags.FlagValues) -> dict[str, Any]:
@@ -130,6 +113,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     apply_config(fv)
     if not fv.output_dir:
         raise NaoError("--output_dir is required (where checkpoints and results go)")
+    check_flags(fv)
 
     from cnn.search_space import load_arch, space_for
 
@@ -145,14 +129,6 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn.training import OptimConfig, Trainer, set_precision
     from nao_tf.distribute import get_strategy
 
-    settings = {name: fv[name].value for name in FLAG_NAMES}
-    settings["arch"] = space.to_string(arch)
-    prepare_output_dir(fv.output_dir, settings, fv.overwrite)
-    if fv.seed:
-        keras.utils.set_random_seed(fv.seed)
-    keras.config.set_image_data_format(fv.data_format)
-    set_precision(fv.precision)
-
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
                          fv.num_valid,
                          (fv.synthetic_train_images, fv.synthetic_test_images),
@@ -161,6 +137,13 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     if fv.batch_size % strategy.num_replicas_in_sync:
         raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
                        f"{strategy.num_replicas_in_sync} replicas")
+    settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
+    settings["arch"] = space.to_string(arch)
+    RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS).prepare(settings, fv.overwrite)
+    if fv.seed:
+        keras.utils.set_random_seed(fv.seed)
+    keras.config.set_image_data_format(fv.data_format)
+    set_precision(fv.precision)
     steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     cfg = OptimConfig(
         epochs=fv.epochs, steps_per_epoch=steps, lr_schedule=fv.lr_schedule,
@@ -209,12 +192,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     return results
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
-    train(flags.FLAGS)
-
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run(lambda _: train(flags.FLAGS))

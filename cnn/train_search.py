@@ -23,15 +23,13 @@ finished supernet epochs, scores and controller rounds are not redone.
 
 import dataclasses
 import os
-import shutil
 import time
-from typing import Any, Sequence
+from typing import Any
 
 from absl import flags
 
 from nao_tf import cli
 from nao_tf.errors import NaoError
-from nao_tf.io import read_json
 from nao_tf.search import CONTROLLER_OPTION_FLAGS, check_controller_options, controller_options
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
@@ -115,21 +113,13 @@ RESUME_KEYS = ("dataset", "data_dir", "synthetic_train_images", "num_valid", "nu
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    for name, default, help_text, *choices in FLAG_SPECS:
-        if choices:
-            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=fv)
-        else:
-            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-                      float: flags.DEFINE_float, str: flags.DEFINE_string}[type(default)]
-            define(name, default, help_text, flag_values=fv)
+    cli.define_flags(FLAG_SPECS, fv)
 
 
 def apply_config(fv: flags.FlagValues) -> None:
     """`--config=smoke` sets the defaults of every flag not given on the command line."""
     if fv.config == "smoke":
-        for name, value in SMOKE.items():
-            if not fv[name].present:
-                setattr(fv, name, value)
+        cli.apply_preset(fv, SMOKE)
 
 
 def check_flags(fv: flags.FlagValues) -> None:
@@ -183,16 +173,9 @@ def run(fv: flags.FlagValues):
     from cnn.training import OptimConfig
     from nao_tf.controller import ControllerConfig
     from nao_tf.distribute import get_strategy
+    from nao_tf.run_dir import RunDir
     from nao_tf.search import NAOSearch, SearchConfig
-    from nao_tf.standalone import write_settings
 
-    if fv.overwrite and os.path.isdir(fv.output_dir):
-        shutil.rmtree(fv.output_dir)
-    settings = {name: fv[name].value for name in FLAG_NAMES if name not in ("overwrite",)}
-    write_settings(os.path.join(fv.output_dir, "search_settings.json"), settings, RESUME_KEYS)
-    if fv.seed:
-        keras.utils.set_random_seed(fv.seed)
-    keras.config.set_image_data_format(fv.data_format)
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
@@ -202,6 +185,11 @@ def run(fv: flags.FlagValues):
         if fv[name].value % replicas:
             raise NaoError(f"--{name}={fv[name].value} does not split evenly over {replicas} "
                            "replicas")
+    settings = {name: fv[name].value for name in FLAG_NAMES if name not in ("overwrite",)}
+    RunDir(fv.output_dir, RESUME_KEYS, "search_settings.json").prepare(settings, fv.overwrite)
+    if fv.seed:
+        keras.utils.set_random_seed(fv.seed)
+    keras.config.set_image_data_format(fv.data_format)
     steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     schedule = SupernetSchedule(
         epochs=fv.epochs, eval_every_epochs=fv.eval_every_epochs, steps_per_epoch=steps,
@@ -217,13 +205,13 @@ def run(fv: flags.FlagValues):
         fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
         dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection), cfg, fv.batch_size)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
-    _say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "
-         f"images; supernet N={fv.num_cells} F={fv.filters} ({params:,} shared weights, op "
-         f"selection '{fv.op_selection}'), {steps} steps/epoch x {fv.epochs} epochs, batch "
-         f"{fv.batch_size} over {replicas} replica(s); built in "
-         f"{time.perf_counter() - started:.0f}s")
+    cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "
+            f"images; supernet N={fv.num_cells} F={fv.filters} ({params:,} shared weights, op "
+            f"selection '{fv.op_selection}'), {steps} steps/epoch x {fv.epochs} epochs, batch "
+            f"{fv.batch_size} over {replicas} replica(s); built in "
+            f"{time.perf_counter() - started:.0f}s")
     evaluator = SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells,
-                                  fv.filters, log=_say)
+                                  fv.filters, log=cli.say)
     controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=schedule.iterations, top_k=fv.top_k,
@@ -236,28 +224,18 @@ def run(fv: flags.FlagValues):
         learning_rate=fv.controller_lr, max_gradient_norm=5.0,
         batch_size=fv.controller_batch_size, seed=fv.seed, **controller_extra)
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, seed_pool=seed_pool,
-                       log=_say, graphs=cell_graphs)
+                       log=cli.say, graphs=cell_graphs)
     result = search.run()
     best_path = os.path.join(fv.output_dir, "best_arch.json")
-    top = read_json(best_path)["top"]
-    _say(f"best cell (supernet validation accuracy {result.best_score:.4f}):\n"
-         f"{space.describe(result.best_arch)}\ntop {len(top)}:\n"
-         + "\n".join(f"  {t['score']:.4f}  {t['arch']}" for t in top)
-         + f"\nwritten to {best_path}; train the best with: scripts/train_final.sh cnn "
-         f"--config=nao_ws --arch={best_path}")
+    cli.say(f"best cell (supernet validation accuracy {result.best_score:.4f}):\n"
+            f"{space.describe(result.best_arch)}\ntop {len(result.top)}:\n"
+            + "\n".join(f"  {score:.4f}  {space.to_string(a)}" for a, score in result.top)
+            + f"\nwritten to {best_path}; train the best with: scripts/train_final.sh cnn "
+            f"--config=nao_ws --arch={best_path}")
     return result
 
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
-    run(flags.FLAGS)
 
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run(lambda _: run(flags.FLAGS))

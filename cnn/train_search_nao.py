@@ -31,8 +31,7 @@ from its last finished epoch.
 import dataclasses
 import math
 import os
-import shutil
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -43,16 +42,12 @@ from cnn.configs import CONFIGS
 from cnn.data import CifarData, steps_per_epoch
 from cnn.fit import RESULTS_FILE, LoopConfig, fit
 from cnn.model import NASNetwork, count_params
-from cnn.search_space import NAONET_SPACE, CellArch, CellSpace, cell_graphs
+from cnn.search_space import NAONET_SPACE, CellArch, cell_graphs
 from cnn.training import OptimConfig, Trainer
-from nao_tf import cli
-from nao_tf.controller import ControllerConfig
+from nao_tf import cli, standalone_search
 from nao_tf.errors import NaoError
 from nao_tf.io import read_json
-from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
-                           check_controller_options, controller_options)
-from nao_tf.standalone import (ArchDirs, StandaloneEvaluator, TrainingDiverged, parse_devices,
-                               read_imported, write_settings)
+from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The per-architecture schedule; defaults come from the `nao_search` preset (cnn/configs.py).
@@ -76,36 +71,19 @@ SCHEDULE_FLAGS: tuple[tuple, ...] = (
     ("cutout_size", "Cutout square side (0: none)."),
     ("num_valid", "Validation images held out from the end of the training set."),
 )
-# (name, default, help[, enum values]) of the other flags.
-OTHER_FLAGS: tuple[tuple, ...] = (
-    ("config", "", "smoke: a minutes-long offline run (synthetic images, tiny networks, small "
-     "pool); '' = the original's settings.", ["", "smoke"]),
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete --output_dir first and start a new search."),
+
+# (name, default, help[, enum values]) of the task's other flags.
+TASK_FLAGS: tuple[tuple, ...] = (
     ("dataset", "cifar10", "Dataset.", _DATASETS),
     ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
      "directory (unused for synthetic)."),
     ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),
     ("synthetic_train_images", 2048, "Training images of --dataset=synthetic (valid included)."),
-    ("devices", "", "Comma-separated devices, one architecture training on each at a time "
-     "(default: every visible GPU, else the CPU)."),
     ("on_diverge", "chance", "A training whose loss becomes NaN: 'chance' scores it with the best "
      "validation accuracy reached before, else chance accuracy (1 / classes); 'error' stops.",
      ["chance", "error"]),
-    ("import_archs", "", "File of already-trained cells, one 40-integer cell per line."),
-    ("import_scores", "", "Their scores, one per line, in the same order."),
     ("import_score_kind", "error", "What --import_scores holds: 'error' (the original's "
      "valid_error_rate, a fraction) or 'accuracy' (a fraction).", ["error", "accuracy"]),
-    ("seed_archs", 1000, "Size of the first pool (imported cells first, then random ones)."),
-    ("iterations", 2, "Controller rounds; the pool is trained iterations + 1 times."),
-    ("top_k", 100, "Seeds for generation: the best k of the pool."),
-    ("new_archs", 300, "New cells generated per iteration."),
-    ("random_archs", 0, "Fresh random cells added per iteration (the original adds none)."),
-    ("max_lambda", 30.0, "Largest step size lambda of the generation."),
-    ("lambda_step", 10.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
-    ("controller_epochs", 1000, "Controller training epochs per iteration."),
-    ("controller_batch_size", 50, "Controller batch."),
-    *CONTROLLER_OPTION_FLAGS,
     ("log_every_steps", 100, "Progress line of a training every k steps."),
     ("seed", 0, "Random seed of the search and of every training."),
 )
@@ -123,26 +101,6 @@ RESUME_KEYS = ("dataset", "synthetic_train_images", "num_valid", "num_cells",
                "aux_weight", "cutout_size", "seed")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    schedule = CONFIGS["nao_search"]
-    specs = [(name, schedule[name], help_text) for name, help_text in SCHEDULE_FLAGS]
-    for name, default, help_text, *choices in specs + list(OTHER_FLAGS):
-        if choices:
-            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=fv)
-        else:
-            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-                      float: flags.DEFINE_float, str: flags.DEFINE_string}[type(default)]
-            define(name, default, help_text, flag_values=fv)
-
-
-def apply_config(fv: flags.FlagValues) -> None:
-    """`--config=smoke` sets the defaults of every flag not given on the command line."""
-    if fv.config == "smoke":
-        for name, value in SMOKE.items():
-            if not fv[name].present:
-                setattr(fv, name, value)
-
-
 def _check_fraction(score: float) -> str | None:
     if 0.0 <= score <= 1.0:
         return None
@@ -150,15 +108,12 @@ def _check_fraction(score: float) -> str | None:
             "(0.05 for 5%)")
 
 
-def read_imports(fv: flags.FlagValues, space: CellSpace) -> list[tuple[CellArch, float]]:
+def read_imports(fv: flags.FlagValues) -> list[tuple[CellArch, float]]:
     """The (cell, accuracy) pairs of --import_archs / --import_scores ([] when not given)."""
-    if bool(fv.import_archs) != bool(fv.import_scores):
-        raise NaoError("--import_archs and --import_scores go together: one file of cells, one "
-                       "of their scores")
     if not fv.import_archs:
         return []
     convert = (lambda e: 1.0 - e) if fv.import_score_kind == "error" else None
-    return read_imported(space, fv.import_archs, fv.import_scores, convert=convert,
+    return read_imported(NAONET_SPACE, fv.import_archs, fv.import_scores, convert=convert,
                          check=_check_fraction)
 
 
@@ -224,68 +179,57 @@ class DivergenceCheckingTrainer(Trainer):
         return stats
 
 
-def run(fv: flags.FlagValues) -> SearchResult:
-    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    apply_config(fv)
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where the search state and results go)")
-    check_controller_options(lambda name: fv[name].value)
-
-    space = NAONET_SPACE
-    imported = read_imports(fv, space)
-    tf.get_logger().setLevel("ERROR")  # every cell is a new network: its steps trace anew
-    devices = parse_devices(fv.devices)
+def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
+    """The per-architecture flags and the data; returns the settings record and the data."""
+    value = lambda name: fv[name].value  # noqa: E731
+    cli.check_at_least(value, 1, "num_cells", "filters", "epochs", "batch_size",
+                       "eval_batch_size", "t0", "t_mul", "num_valid", "log_every_steps")
+    cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
+    if fv.lr_max <= 0 or fv.lr_min < 0:
+        raise NaoError(f"--lr_max={fv.lr_max} must be positive and --lr_min={fv.lr_min} not "
+                       "negative")
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
-    if fv.overwrite and os.path.isdir(fv.output_dir):
-        shutil.rmtree(fv.output_dir)
     settings = {name: fv[name].value for name, _ in SCHEDULE_FLAGS}
     settings.update({name: fv[name].value for name in (
         "dataset", "data_dir", "synthetic_train_images", "log_every_steps", "seed")})
-    write_settings(os.path.join(fv.output_dir, "train_settings.json"), settings, RESUME_KEYS)
+    return settings, data
+
+
+def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
+          dirs: ArchDirs) -> standalone_search.Setup:
+    tf.get_logger().setLevel("ERROR")  # every cell is a new network: its steps trace anew
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
-    print(f"NAO (no weight sharing) on {fv.dataset}: {len(data.train)} training / "
-          f"{len(data.valid)} validation images; each cell N={fv.num_cells} F={fv.filters}, "
-          f"{fv.epochs} epochs; devices: {', '.join(devices)}", flush=True)
-
-    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string, scratch=("checkpoints",))
-    evaluator = StandaloneEvaluator(
-        CifarArchTrainer(data, settings, dirs), higher_is_better=True, devices=devices, dirs=dirs,
+    return standalone_search.Setup(
+        CifarArchTrainer(data, settings, dirs),
         failed_score=1.0 / data.num_classes if fv.on_diverge == "chance" else None,
-        to_string=space.to_string, log=_say)
-    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
-    config = SearchConfig(
-        seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
-        new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
-        lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
-        symmetry=False, seed=fv.seed, **search_extra)
-    controller = ControllerConfig.for_space(
-        space, emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100, encoder_dropout=0.1,
-        mlp_dropout=0.0, attention="bahdanau", trade_off=0.8, weight_decay=1e-4,
-        learning_rate=1e-3, max_gradient_norm=5.0, batch_size=fv.controller_batch_size,
-        seed=fv.seed, **controller_extra)
-    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=_say,
-                       save_every_seconds=0.0, imported=imported or None, graphs=cell_graphs)
-    result = search.run()
-    print(f"best cell (validation accuracy {result.best_score:.4f}, {result.evaluated} cells "
-          f"trained or imported):\n{space.describe(result.best_arch)}\n"
-          f"written to {os.path.join(fv.output_dir, 'best_arch.json')}; train it with "
-          "scripts/train_final.sh cnn --config=naonet --arch=<that file>", flush=True)
-    return result
+        summary=f"{fv.dataset}, {len(data.train)} training / {len(data.valid)} validation "
+                f"images; each cell N={fv.num_cells} F={fv.filters}, {fv.epochs} epochs")
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
+_SCHEDULE = CONFIGS["nao_search"]
+TASK = standalone_search.StandaloneTask(
+    name="cnn", space=NAONET_SPACE,
+    flags=[(name, _SCHEDULE[name], text) for name, text in SCHEDULE_FLAGS] + list(TASK_FLAGS),
+    presets={"smoke": SMOKE}, identity=RESUME_KEYS,
+    # The TF original's non-weight-sharing EPD.
+    controller=dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,
+                    encoder_dropout=0.1, mlp_dropout=0.0, attention="bahdanau", trade_off=0.8,
+                    weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0),
+    higher_is_better=True, score_name="validation accuracy", check=check, setup=setup,
+    read_imports=read_imports, scratch=("checkpoints",), graphs=cell_graphs,
+    final_command="scripts/train_final.sh cnn --config=naonet")
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
-    run(flags.FLAGS)
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    standalone_search.define_flags(TASK, fv)
+
+
+def apply_config(fv: flags.FlagValues) -> None:
+    standalone_search.apply_config(TASK, fv)
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(main)
+    standalone_search.main(TASK)

@@ -1,9 +1,10 @@
-"""Running absl entry points so that user errors print one clear line instead of a traceback."""
+"""The command layer every entry point shares: flags defined from specs or dataclasses, presets
+layered defaults < preset < explicit flags, and `run`, which reports user errors as one line."""
 
 import dataclasses
 import os
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
@@ -15,6 +16,9 @@ def _guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]],
         if logging.get_verbosity() == logging.INFO:
             logging.set_verbosity(logging.WARNING)
         try:
+            if len(argv) > 1:
+                raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like "
+                               "--name=value")
             main(argv)
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -23,8 +27,9 @@ def _guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]],
     return wrapped
 
 
-def run(main: Callable[[Sequence[str]], None], controller_only: bool = False) -> None:
-    """`absl.app.run(main)`, with `NaoError` reported as `error: <message>` and exit code 2.
+def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> None:
+    """`absl.app.run(main)`, with `NaoError` reported as `error: <message>` and exit code 2, and
+    positional arguments (flags are `--name=value`) refused the same way.
 
     TensorFlow's own INFO chatter is silenced; the commands print their own progress.
     `controller_only`: the command trains no child network, so each TensorFlow op runs on one
@@ -40,21 +45,70 @@ def run(main: Callable[[Sequence[str]], None], controller_only: bool = False) ->
     app.run(_guarded(main))
 
 
+def say(message: str) -> None:
+    """A progress line on stdout, flushed at once (visible in the logs of long runs)."""
+    print(message, flush=True)
+
+
+# A flag spec: (name, default, help) or (name, default, help, enum values); the type of the
+# default picks the kind of absl flag.
+FlagSpec = tuple
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            str: flags.DEFINE_string}
 
 
+def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """One absl flag per spec in `flag_values`."""
+    for name, default, help_text, *choices in specs:
+        if choices:
+            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=flag_values)
+        else:
+            _DEFINE[type(default)](name, default, help_text, flag_values=flag_values)
+
+
+def dataclass_flag_specs(cls: type, help_texts: Mapping[str, str],
+                         choices: Mapping[str, Sequence[str]] | None = None) -> list[FlagSpec]:
+    """A flag spec per field of dataclass `cls`: named as the field, typed by its default, with the
+    help text `help_texts[name]` (and the enum values `choices[name]`, where given)."""
+    choices = choices or {}
+    return [(f.name, f.default, help_texts[f.name], *([list(choices[f.name])]
+                                                      if f.name in choices else []))
+            for f in dataclasses.fields(cls)]
+
+
 def define_dataclass_flags(cls: type, help_texts: Mapping[str, str],
                            flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """One absl flag per field of dataclass `cls`, named as the field, typed by its default,
-    with the help text `help_texts[name]`."""
-    for field in dataclasses.fields(cls):
-        _DEFINE[type(field.default)](field.name, field.default, help_texts[field.name],
-                                     flag_values=flag_values)
+    """`define_flags` for the fields of dataclass `cls` (see `dataclass_flag_specs`)."""
+    define_flags(dataclass_flag_specs(cls, help_texts), flag_values)
+
+
+def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> None:
+    """Layers a preset between the defaults and the command line: every flag of `preset` not
+    given explicitly takes the preset's value."""
+    for name, value in preset.items():
+        if not flag_values[name].present:
+            setattr(flag_values, name, value)
 
 
 def dataclass_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
-                         **overrides: Any) -> Any:
-    """An instance of `cls` from the parsed flags that `define_dataclass_flags` defined."""
-    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(cls)}
+                         preset: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+    """An instance of `cls` from the parsed flags that `define_dataclass_flags` defined:
+    defaults < `preset` < flags given on the command line < `overrides`."""
+    preset = preset or {}
+    values = {f.name: (preset[f.name] if f.name in preset and not flag_values[f.name].present
+                       else flag_values[f.name].value) for f in dataclasses.fields(cls)}
     return cls(**{**values, **overrides})
+
+
+def check_at_least(value_of: Callable[[str], Any], minimum: float, *names: str) -> None:
+    """Stops with one line naming the first flag of `names` whose value is below `minimum`."""
+    for name in names:
+        if value_of(name) < minimum:
+            raise NaoError(f"--{name}={value_of(name)} must be at least {minimum}")
+
+
+def check_keep_probability(value_of: Callable[[str], Any], *names: str) -> None:
+    """Stops with one line naming the first flag of `names` outside (0, 1]."""
+    for name in names:
+        if not 0.0 < value_of(name) <= 1.0:
+            raise NaoError(f"--{name}={value_of(name)} must be a keep probability in (0, 1]")

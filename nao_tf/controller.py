@@ -92,12 +92,12 @@ class ControllerConfig:
 
     @classmethod
     def for_space(cls, space: SearchSpace, **overrides) -> "ControllerConfig":
-        return cls(vocab_size=space.vocab_size, source_length=space.source_length,
-                   encoder_length=space.encoder_length, **overrides)
+        return cls(**{"vocab_size": space.vocab_size, "source_length": space.source_length,
+                      "encoder_length": space.encoder_length, **overrides})
 
     def to_dict(self) -> dict:
-        """The fields, less the later options at their defaults (so a run written before they
-        existed keeps its settings fingerprint)."""
+        """The fields, less the later options at their defaults (so a controller saved before
+        they existed reads back the same)."""
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if k not in OPTIONAL_DEFAULTS or OPTIONAL_DEFAULTS[k] != v}
 

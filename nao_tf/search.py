@@ -36,6 +36,7 @@ from nao_tf.draw import CellGraph, render_png, to_dot
 from nao_tf.errors import NaoError, StateError
 from nao_tf.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
 from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.run_dir import check_identity, write_scalars
 from nao_tf.search_space import SearchSpace
 
 Arch = Hashable
@@ -87,14 +88,6 @@ class SearchConfig:
         if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
 
-    def to_dict(self) -> dict:
-        """The fields, less the later options at their defaults (so a run written before they
-        existed keeps its settings fingerprint)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in _OPTIONAL_DEFAULTS or _OPTIONAL_DEFAULTS[k] != v}
-
-
-_OPTIONAL_DEFAULTS = {"acquisition": "mean", "ucb_beta": 1.0, "mutations": 0}
 
 # The options beyond the original (ranking loss, predictor ensemble, acquisition) as every search
 # command offers them: (flag name, default, help[, choices]); defaults are the original's.
@@ -143,6 +136,7 @@ class SearchResult:
     best_score: float
     history: list[dict]
     evaluated: int
+    top: list[tuple[Arch, float]]  # the best 5 of the last pool, by their latest scores
 
 
 class NAOSearch:
@@ -177,8 +171,8 @@ class NAOSearch:
         augment = space.random_equivalent if config.symmetry else None
         self.trainer = ControllerTrainer(self.controller, augment=augment)
         self.inference = ControllerInference(self.controller)
-        self._fingerprint = _fingerprint(space.name, config, controller_config,
-                                         [(space.to_string(a), s) for a, s in self.imported])
+        self._identity = _identity(space.name, config, controller_config,
+                                   [(space.to_string(a), s) for a, s in self.imported])
         self._writer = None
         self._last_save = 0.0
         self._save_every_seconds = save_every_seconds
@@ -201,7 +195,7 @@ class NAOSearch:
             pool = imported + self.space.sample_unique(n_random, rng, exclude=exclude)
         history = [dict(arch=self.space.to_string(a), score=s, iteration=0, imported=True)
                    for a, s in self.imported]
-        return dict(fingerprint=self._fingerprint, iteration=0, phase="evaluate",
+        return dict(identity=self._identity, iteration=0, phase="evaluate",
                     pool=[self.space.to_string(a) for a in pool], history=history,
                     rng=rng.bit_generator.state, controller_checkpoint=None)
 
@@ -211,14 +205,13 @@ class NAOSearch:
         except Exception as err:
             raise StateError(f"{self.state_path} cannot be read ({err}); it is left untouched. "
                              "Move it away, or pass --overwrite to start a new search") from None
-        missing = {"fingerprint", "iteration", "phase", "pool", "history", "rng"} - set(state)
+        missing = {"identity", "iteration", "phase", "pool", "history", "rng"} - set(state)
         if missing or state.get("phase") not in PHASES:
             raise StateError(f"{self.state_path} is not a search state (missing {sorted(missing)} "
                              "or unknown phase); it is left untouched. Use another --output_dir or "
                              "pass --overwrite")
-        if state["fingerprint"] != self._fingerprint:
-            raise StateError(f"{self.state_path} belongs to a search with different settings; "
-                             "rerun with the same flags, use another --output_dir, or pass --overwrite")
+        check_identity(state["identity"], self._identity, self._identity,
+                       f"{self.state_path} belongs to a search")
         return state
 
     def _save(self, state: dict) -> None:
@@ -419,13 +412,14 @@ class NAOSearch:
     def _write_best(self, state: dict) -> None:
         arch_text, score = self._best(state)
         arch = self._parse(arch_text)
-        ranked = self._ranked_pool(state)[:5]
-        latest = self._latest_scores(state)
         io.atomic_write_json(self.output_dir / "best_arch.json", dict(
             space=self.space.name, arch=arch_text, score=score, description=self.space.describe(arch),
             higher_is_better=self.evaluator.higher_is_better,
-            top=[dict(arch=self.space.to_string(a), score=latest[self.space.canonical_key(a)][1])
-                 for a in ranked]))
+            top=[dict(arch=self.space.to_string(a), score=s) for a, s in self._top(state)]))
+
+    def _top(self, state: dict) -> list[tuple[Arch, float]]:
+        latest = self._latest_scores(state)
+        return [(a, latest[self.space.canonical_key(a)][1]) for a in self._ranked_pool(state)[:5]]
 
     def _draw_best(self, state: dict) -> None:
         arch = self._parse(self._best(state)[0])
@@ -438,14 +432,12 @@ class NAOSearch:
         self._writer.flush()
 
     def _scalars(self, step: int, values: dict) -> None:
-        with self._writer.as_default():
-            for name, value in values.items():
-                tf.summary.scalar(name, float(value), step=step)
-        self._writer.flush()
+        write_scalars(self._writer, step, values)
 
     def _result(self, state: dict) -> SearchResult:
         arch_text, score = self._best(state)
-        return SearchResult(self._parse(arch_text), score, state["history"], self._evaluated_count(state))
+        return SearchResult(self._parse(arch_text), score, state["history"],
+                            self._evaluated_count(state), self._top(state))
 
 
 def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
@@ -458,8 +450,15 @@ def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
     return out
 
 
-def _fingerprint(space_name: str, config: SearchConfig, controller_config: ControllerConfig,
-                 imported: list[tuple[str, float]]) -> str:
-    blob = json.dumps([space_name, config.to_dict(), controller_config.to_dict()]
-                      + ([imported] if imported else []), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _identity(space_name: str, config: SearchConfig, controller_config: ControllerConfig,
+              imported: list[tuple[str, float]]) -> dict:
+    """What a search's state depends on, by name: the space, every search and controller setting
+    (`search.<field>`, `controller.<field>`) and a digest of the imported scores."""
+    identity = {"space": space_name}
+    identity.update({f"search.{k}": v for k, v in dataclasses.asdict(config).items()})
+    identity.update({f"controller.{k}": v
+                     for k, v in dataclasses.asdict(controller_config).items()})
+    if imported:
+        blob = json.dumps(imported, sort_keys=True).encode()
+        identity["imported"] = hashlib.sha256(blob).hexdigest()[:16]
+    return json.loads(json.dumps(identity))  # tuples as lists, as they are read back

@@ -38,13 +38,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | None = None, batch_
     params = read_json(run_dir / "flags.json")
     data_dir = data_dir or params["data_dir"]
     corpus = read_corpus(data_dir)
-    state = read_json(run_dir / "train_state.json")
-    if state["model"]["vocab_size"] != corpus.vocab_size:
+    if params.get("vocab_size") != corpus.vocab_size:
         raise StateError(f"{data_dir} has a vocabulary of {corpus.vocab_size} words but the model "
-                         f"was trained with {state['model']['vocab_size']}; "
-                         "use the training corpus")
+                         f"was trained with {params.get('vocab_size')}; use the training corpus")
     space = RnnSearchSpace()
-    arch = space.parse(state["model"]["arch"])
+    arch = space.parse(params["arch"])
     model = build_model(params, arch, corpus.vocab_size)
     tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched()
     lm = LMStep(model, tf.distribute.get_strategy(), int(params["batch_size"]), clip=0.0,

@@ -25,13 +25,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.errors import DataError, NaoError, StateError
+from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.run_dir import check_identity, write_scalars
 from nao_tf.search import Evaluator, Record
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
 from rnn.supernet import Supernet, SupernetStep, arch_array, count_params
-from rnn.training import perplexity, search_windows, write_scalars
+from rnn.training import perplexity, search_windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,12 +133,8 @@ class SupernetEvaluator(Evaluator):
         identity = self._identity()
         if path.exists():
             state = read_json(path)
-            for key, value in identity.items():
-                if state.get("identity", {}).get(key) != value:
-                    raise StateError(
-                        f"{self.dir} holds a supernet with {key}="
-                        f"{state.get('identity', {}).get(key)!r}, not {value!r}; rerun with the "
-                        "same flags, use another --output_dir, or pass --overwrite")
+            check_identity(state.get("identity", {}), identity, identity,
+                           f"{self.dir} holds a supernet")
             self.ckpt.restore(str(self.dir / "ckpt" / state["checkpoint"])) \
                 .assert_existing_objects_matched()
             self.log(f"supernet: resuming after epoch {state['epoch']}, step {state['step']}")

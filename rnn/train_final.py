@@ -20,11 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -34,12 +32,12 @@ from nao_tf import cli
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.run_dir import RunDir, write_scalars
 from rnn.configs import CONFIGS, MODEL_KEYS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
 from rnn.search_space import RnnSearchSpace, resolve_arch
-from rnn.training import (LMStep, WeightAverage, perplexity, should_switch_to_asgd, train_windows,
-                          write_scalars)
+from rnn.training import LMStep, WeightAverage, perplexity, should_switch_to_asgd, train_windows
 
 
 @dataclasses.dataclass
@@ -112,12 +110,9 @@ class FinalTrainer:
     """One training run in `params.output_dir` (see the module docstring)."""
 
     def __init__(self, params: TrainParams, strategy: tf.distribute.Strategy | None = None):
-        if not params.output_dir:
-            raise NaoError("--output_dir is required")
+        check_params(params)
         self.p = params
         self.out = Path(params.output_dir)
-        if params.overwrite and self.out.exists():
-            shutil.rmtree(self.out)
         self.space = RnnSearchSpace()
         self.arch, self.arch_source = resolve_arch(params.arch, params.arch_nao_codes)
         self.corpus: Corpus = read_corpus(params.data_dir)
@@ -126,6 +121,10 @@ class FinalTrainer:
         self.valid_data = batchify(self.corpus.valid, params.eval_batch_size,
                                    data_dir / "valid.txt")
         self.test_data = batchify(self.corpus.test, params.test_batch_size, data_dir / "test.txt")
+        settings = {**dataclasses.asdict(params), "arch": self.space.to_string(self.arch),
+                    "vocab_size": self.corpus.vocab_size}
+        settings.pop("overwrite")
+        RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
         self.strategy = strategy or _strategy_for(params.batch_size)
         tf.random.set_seed(params.seed)
         with self.strategy.scope():
@@ -143,29 +142,14 @@ class FinalTrainer:
 
     # Run-directory state.
 
-    def _model_identity(self) -> dict[str, Any]:
-        return {"arch": self.space.to_string(self.arch), "emsize": self.p.emsize,
-                "vocab_size": self.corpus.vocab_size}
-
     def _load_or_init_state(self) -> dict[str, Any]:
         state_path = self.out / "train_state.json"
-        identity = self._model_identity()
-        self.out.mkdir(parents=True, exist_ok=True)
-        flags_record = dataclasses.asdict(self.p)
-        flags_record.pop("overwrite")
         if state_path.exists():
             state = read_json(state_path)
-            for key in MODEL_KEYS:
-                if state["model"].get(key) != identity[key]:
-                    raise StateError(
-                        f"{self.out} holds a run with {key}={state['model'].get(key)!r}, not "
-                        f"{identity[key]!r}; use another --output_dir or --overwrite")
             self._restore(state)
-            _say(f"resuming {self.out} after epoch {state['epoch']}")
-            atomic_write_json(self.out / "flags.json", flags_record)
+            cli.say(f"resuming {self.out} after epoch {state['epoch']}")
             return state
-        atomic_write_json(self.out / "flags.json", flags_record)
-        state = {"model": identity, "epoch": 0, "val_history": [], "best_val_loss": math.inf,
+        state = {"epoch": 0, "val_history": [], "best_val_loss": math.inf,
                  "best_epoch": 0, "switched_at_epoch": None, "rollbacks": 0,
                  "checkpoint": self._save(0), "train_seconds": 0.0, "tokens_per_sec": 0.0}
         self._write_state(state)
@@ -215,7 +199,7 @@ class FinalTrainer:
         done = self.state["epoch"] + step / steps
         epoch_seconds = steps * seconds / max(1, (step - 1) % self.p.log_interval + 1)
         eta = (self.p.epochs - done) * epoch_seconds
-        _say(f"epoch {epoch} step {step}/{steps} | loss {loss:.3f} ppl {perplexity(loss):.1f} | "
+        cli.say(f"epoch {epoch} step {step}/{steps} | loss {loss:.3f} ppl {perplexity(loss):.1f} | "
              f"{tokens_per_s:.0f} tokens/s | ETA {_hms(eta)}"
              + (" | ASGD" if self.state["switched_at_epoch"] else ""))
 
@@ -226,7 +210,7 @@ class FinalTrainer:
                 f"{err}; rolled back to the epoch-{self.state['epoch']} checkpoint "
                 f"{self.p.max_rollbacks} times in a row and it diverged again. Lower --lr or "
                 f"--clip, then re-run the same command to resume from epoch {self.state['epoch']}")
-        _say(f"{err}; rolling back to the checkpoint after epoch {self.state['epoch']} "
+        cli.say(f"{err}; rolling back to the checkpoint after epoch {self.state['epoch']} "
              f"(rollback {failures} of {self.p.max_rollbacks})")
         self._restore(self.state)
 
@@ -242,7 +226,7 @@ class FinalTrainer:
                 self.best_ckpt.write(str(self.out / "best" / "model"))
         if st["switched_at_epoch"] is None:
             if should_switch_to_asgd(st["val_history"], val_loss, p.nonmono):
-                _say(f"switching to averaged SGD after epoch {epoch}")
+                cli.say(f"switching to averaged SGD after epoch {epoch}")
                 st["switched_at_epoch"] = epoch
                 self.average.count.assign(0)
                 self.average.active.assign(True)
@@ -254,13 +238,13 @@ class FinalTrainer:
             "train/loss": train_loss, "train/ppl": perplexity(train_loss),
             "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
             "valid/ppl": perplexity(val_loss), "asgd": float(st["switched_at_epoch"] is not None)})
-        _say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
+        cli.say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
              f"{perplexity(val_loss):.2f} | best {perplexity(st['best_val_loss']):.2f} "
              f"(epoch {st['best_epoch']})")
 
     def train(self) -> dict[str, Any]:
         """Trains to `epochs`, then evaluates the best model; returns (and writes) results."""
-        _say(f"arch {self.space.to_string(self.arch)} ({self.arch_source}), {self.num_params} "
+        cli.say(f"arch {self.space.to_string(self.arch)} ({self.arch_source}), {self.num_params} "
              f"parameters, vocabulary {self.corpus.vocab_size}, "
              f"{self.strategy.num_replicas_in_sync} replica(s)")
         failures = 0
@@ -303,11 +287,6 @@ class FinalTrainer:
         return results
 
 
-def _say(message: str) -> None:
-    """A progress line on stdout, flushed at once (visible in logs of long runs)."""
-    print(message, flush=True)
-
-
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -315,37 +294,36 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def check_params(p: TrainParams) -> None:
+    """Stops with one line on a setting that cannot work, before anything is read or written."""
+    if not p.output_dir:
+        raise NaoError("--output_dir is required (the run directory)")
+    value = lambda name: getattr(p, name)  # noqa: E731
+    cli.check_at_least(value, 1, "emsize", "batch_size", "eval_batch_size", "test_batch_size",
+                       "bptt", "epochs", "nonmono", "log_interval")
+    cli.check_at_least(value, 0, "max_seq_len_delta", "clip", "beta", "wdecay", "max_rollbacks",
+                       "dropout", "dropouth", "dropoutx", "dropouti", "dropoute")
+    for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
+        if getattr(p, name) >= 1:
+            raise NaoError(f"--{name}={getattr(p, name)} must be a drop rate in [0, 1)")
+    if p.lr <= 0:
+        raise NaoError(f"--lr={p.lr} must be positive")
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """absl flags for every `TrainParams` field, plus `--config`."""
     flags.DEFINE_enum("config", None, sorted(CONFIGS),
                       "original final configuration (sets flag defaults; explicit flags win)",
                       flag_values=flag_values)
-    for field in dataclasses.fields(TrainParams):
-        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                  str: flags.DEFINE_string}[type(field.default)]
-        define(field.name, field.default, FLAG_HELP[field.name], flag_values=flag_values)
+    cli.define_dataclass_flags(TrainParams, FLAG_HELP, flag_values)
 
 
 def params_from_flags(values: flags.FlagValues) -> TrainParams:
     """`TrainParams` from parsed flags: defaults < `--config` < explicit flags."""
-    chosen = CONFIGS.get(values.config, {}) if values.config else {}
-    kwargs = {}
-    for field in dataclasses.fields(TrainParams):
-        if field.name in chosen and not values[field.name].present:
-            kwargs[field.name] = chosen[field.name]
-        else:
-            kwargs[field.name] = values[field.name].value
-    return TrainParams(**kwargs)
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {list(argv[1:])}; flags are --name=value")
-    params = params_from_flags(flags.FLAGS)
-    print(json.dumps(FinalTrainer(params).train(), indent=2))
+    return cli.dataclass_from_flags(TrainParams, values, CONFIGS.get(values.config))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
-    cli.run(main)
+    cli.run(lambda _: print(json.dumps(FinalTrainer(params_from_flags(flags.FLAGS)).train(),
+                                       indent=2)))

@@ -20,10 +20,7 @@ it stopped (mid-epoch for the supernet); `--overwrite` starts afresh. Train the 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
-from typing import Sequence
 
 from absl import flags
 
@@ -31,8 +28,8 @@ from nao_tf import cli
 from nao_tf.controller import ControllerConfig
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
-from nao_tf.io import atomic_write_json, read_json
-from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig,
+from nao_tf.run_dir import RunDir
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
                            check_controller_options, controller_options)
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
@@ -164,18 +161,17 @@ def check_params(p: SearchParams) -> None:
     check_controller_options(lambda name: getattr(p, name))
 
 
-def run_search(p: SearchParams, log=print) -> dict:
-    """Runs (or resumes) the search; returns best_arch.json's content."""
+def run_search(p: SearchParams, log=print) -> SearchResult:
+    """Runs (or resumes) the search; returns its `SearchResult`."""
     check_params(p)
     out = Path(p.output_dir)
-    if p.overwrite and out.exists():
-        shutil.rmtree(out)
-    if not p.data_dir:
-        p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
-    corpus = read_corpus(p.data_dir)
+    corpus = read_corpus(p.data_dir) if p.data_dir else None
     record = dataclasses.asdict(p)
     record.pop("overwrite")
-    atomic_write_json(out / "flags.json", record)
+    RunDir(out, SupernetParams.IDENTITY).prepare(record, p.overwrite)
+    if corpus is None:  # --config=smoke: a generated corpus inside the run directory
+        p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
+        corpus = read_corpus(p.data_dir)
     space = RnnSearchSpace()
     strategy = get_strategy()
     if p.batch_size % strategy.num_replicas_in_sync:
@@ -190,38 +186,20 @@ def run_search(p: SearchParams, log=print) -> dict:
         f"{space.to_string(result.best_arch)}\n{space.describe(result.best_arch)}\n"
         f"train it: scripts/train_final.sh rnn --arch={out / 'best_arch.json'} "
         "--output_dir=...")
-    return read_json(out / "best_arch.json")
+    return result
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """absl flags for every `SearchParams` field, plus `--config`."""
     flags.DEFINE_enum("config", None, sorted(SEARCH_CONFIGS),
                       "preset (sets flag defaults; explicit flags win)", flag_values=flag_values)
-    for field in dataclasses.fields(SearchParams):
-        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                  str: flags.DEFINE_string}[type(field.default)]
-        define(field.name, field.default, _HELP[field.name], flag_values=flag_values)
+    cli.define_dataclass_flags(SearchParams, _HELP, flag_values)
 
 
 def params_from_flags(values: flags.FlagValues) -> SearchParams:
     """`SearchParams` from parsed flags: defaults < `--config` < explicit flags."""
-    chosen = SEARCH_CONFIGS.get(values.config, {}) if values.config else {}
-    kwargs = {}
-    for field in dataclasses.fields(SearchParams):
-        if field.name in chosen and not values[field.name].present:
-            kwargs[field.name] = chosen[field.name]
-        else:
-            kwargs[field.name] = values[field.name].value
-    return SearchParams(**kwargs)
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {list(argv[1:])}; flags are --name=value")
-    run_search(params_from_flags(flags.FLAGS), log=lambda m: print(m, flush=True))
-
+    return cli.dataclass_from_flags(SearchParams, values, SEARCH_CONFIGS.get(values.config))
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
-    cli.run(main)
+    cli.run(lambda _: run_search(params_from_flags(flags.FLAGS), log=cli.say))

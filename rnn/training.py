@@ -197,17 +197,5 @@ class LMStep:
         return total / count
 
 
-_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
-    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
-
-
-def write_scalars(writer: tf.summary.SummaryWriter, step: int, values: dict[str, float]) -> None:
-    """TensorBoard scalars, written with TF's own summary op (no tensorboard package needed)."""
-    with writer.as_default(step=step):
-        for tag, value in values.items():
-            tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
-    writer.flush()
-
-
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf

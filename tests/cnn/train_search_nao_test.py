@@ -73,16 +73,16 @@ def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["naonet_a"] + "\n")
     errors.write_text("0.08\n0.1\n")
     fv = _flags([f"--import_archs={cells}", f"--import_scores={errors}", "--output_dir=x"])
-    pairs = train_search_nao.read_imports(fv, NAONET_SPACE)
+    pairs = train_search_nao.read_imports(fv)
     assert [round(s, 6) for _, s in pairs] == [0.92, 0.9]
 
     errors.write_text("8\n10\n")
     with pytest.raises(DataError, match=rf"{errors}:1: score 8.0 is outside \[0, 1\]"):
-        train_search_nao.read_imports(fv, NAONET_SPACE)
+        train_search_nao.read_imports(fv)
     cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["nao_ws"] + "\n")
     errors.write_text("0.08\n0.1\n")
     with pytest.raises(DataError, match=rf"{cells}:2: naonet: .* op 1 is not in this space"):
-        train_search_nao.read_imports(fv, NAONET_SPACE)
+        train_search_nao.read_imports(fv)
 
 
 @pytest.mark.slow

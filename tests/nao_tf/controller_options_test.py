@@ -9,6 +9,7 @@ import tensorflow as tf
 from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
 from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores, predictor_loss_sum
+from nao_tf.errors import StateError
 from nao_tf.generate import ControllerInference, acquire, generate_new, step_sizes
 from nao_tf.metrics import paired_t_test, pairwise_accuracy, top_fraction_pairwise_accuracy
 from nao_tf.search import NAOSearch, SearchConfig, controller_options
@@ -42,11 +43,10 @@ def test_ranking_loss_is_the_mean_pairwise_logistic_loss_computed_by_hand():
     assert equal == 0.0  # no ordered pair: no ranking term
 
 
-def test_one_head_controller_is_unchanged_and_keeps_its_settings_fingerprint():
+def test_one_head_controller_is_unchanged_and_keeps_its_saved_settings():
     config = _config()
     assert "predictor_heads" not in config.to_dict() and "ranking_weight" not in config.to_dict()
     assert _config(predictor_heads=3).to_dict()["predictor_heads"] == 3
-    assert "acquisition" not in SearchConfig().to_dict()
     model = Controller(config, SPACE.valid_token_mask())
     names = sorted(v.path for v in model.trainable_variables)
     assert not any("head" in n for n in names)
@@ -135,7 +135,7 @@ def test_search_runs_with_every_option_and_resumes_only_with_the_same(tmp_path):
     result = NAOSearch(SPACE, Lookup(), config, controller, tmp_path, log=lambda _: None).run()
     assert result.evaluated == 20  # rounds of 5 (random cells fill what decoding misses)
     other = dataclasses.replace(config, acquisition="ucb")
-    with pytest.raises(Exception, match="different settings"):
+    with pytest.raises(StateError, match="search.acquisition: 'thompson' -> 'ucb'"):
         NAOSearch(SPACE, Lookup(), other, controller, tmp_path, log=lambda _: None).run()
 
 

@@ -138,7 +138,7 @@ def test_corrupt_state_stops_and_is_not_overwritten(tmp_path):
 def test_state_of_a_different_search_is_refused(tmp_path):
     make_search(tmp_path, [], iterations=0).run()
     before = (tmp_path / "state.json").read_text()
-    with pytest.raises(StateError, match="different settings"):
+    with pytest.raises(StateError, match=r"other settings \(search.top_k: 4 -> 3\)"):
         make_search(tmp_path, [], iterations=0, top_k=3).run()
     assert (tmp_path / "state.json").read_text() == before
 

@@ -143,10 +143,12 @@ def test_resume_after_kill(corpus_dir, tmp_path):
 
 
 def test_resume_refuses_a_different_model(corpus_dir, tmp_path):
-    FinalTrainer(_params(corpus_dir, tmp_path / "run", epochs=0))
-    with pytest.raises(StateError, match="emsize=16.*--overwrite"):
-        FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=0))
-    FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=0, overwrite=True))
+    FinalTrainer(_params(corpus_dir, tmp_path / "run", epochs=1))
+    recorded = (tmp_path / "run" / "flags.json").read_text()
+    with pytest.raises(StateError, match="emsize: 16 -> 8.*--overwrite"):
+        FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=1))
+    assert (tmp_path / "run" / "flags.json").read_text() == recorded  # a refused run writes nothing
+    FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=1, overwrite=True))
 
 
 def test_config_sets_defaults_and_explicit_flags_win():

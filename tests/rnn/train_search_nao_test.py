@@ -108,10 +108,10 @@ def test_import_errors_name_the_file_and_line(tmp_path):
     cells.write_text(NAO_CELL + "\n" + NAO_CELL.replace("0 1 0 1", "0 1 5 1") + "\n")
     ppl.write_text("60\n70\n")
     with pytest.raises(DataError, match=rf"{cells}:2: "):
-        train_search_nao.read_imports(values, RnnSearchSpace())
+        train_search_nao.read_imports(values)
     cells.write_text(NAO_CELL + "\n")
     ppl.write_text("4.1\n")
     values.import_scores = str(ppl)
     ppl.write_text("0.5\n")
     with pytest.raises(DataError, match=rf"{ppl}:1: perplexity 0.5 is below 1"):
-        train_search_nao.read_imports(values, RnnSearchSpace())
+        train_search_nao.read_imports(values)

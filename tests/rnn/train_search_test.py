@@ -113,7 +113,7 @@ def test_scores_are_deterministic_per_iteration_and_lower_is_better(corpus_dir, 
 
 def test_resume_refuses_another_supernet(corpus_dir, tmp_path):
     _evaluator(corpus_dir, tmp_path / "sn")
-    with pytest.raises(StateError, match="emsize=8, not 12.*--overwrite"):
+    with pytest.raises(StateError, match="emsize: 8 -> 12.*--overwrite"):
         _evaluator(corpus_dir, tmp_path / "sn", emsize=12)
 
 

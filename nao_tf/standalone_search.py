@@ -1,0 +1,162 @@
+"""The command "NAO without weight sharing", for any task: a task supplies its space, its
+per-architecture trainer, its flags and presets (`StandaloneTask`); this module supplies the rest.
+
+    flags  = the task's flags (per-architecture schedule, data, seed, --on_diverge, import format)
+           + SEARCH_FLAGS (run directory, devices, imports, search loop, controller options)
+    run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
+             record the settings -> train the pool, controller rounds, write best_arch.json
+
+Writes into --output_dir: train_settings.json (the per-architecture settings; a rerun resumes only
+with the same identity settings), state.json and history.jsonl (the search, resumable),
+pool.<i>.txt/.perf, best_arch.json/.png/.dot, controller/, tensorboard/, and archs/<hash>/ per
+architecture (its training's own files, then score.json). Killed at any moment, the same command
+resumes: an architecture whose score was recorded is never trained again.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import flags
+
+from nao_tf import cli
+from nao_tf.controller import ControllerConfig
+from nao_tf.errors import NaoError
+from nao_tf.run_dir import RunDir
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
+                           check_controller_options, controller_options)
+from nao_tf.search_space import SearchSpace
+from nao_tf.standalone import ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
+
+SETTINGS_FILE = "train_settings.json"
+
+# The flags every such search has: (name, default, help[, enum values]).
+SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
+    ("output_dir", "", "Run directory (required)."),
+    ("overwrite", False, "Delete --output_dir first and start a new search (only once every "
+     "other check has passed)."),
+    ("devices", "", "Comma-separated devices, one architecture training on each at a time "
+     "(default: every visible GPU, else the CPU)."),
+    ("import_archs", "", "File of already-trained architectures, one per line."),
+    ("import_scores", "", "Their scores, one per line, in the same order."),
+    ("seed_archs", 1000, "Size of the first pool (imported architectures first, then random)."),
+    ("iterations", 2, "Controller rounds; the pool is trained iterations + 1 times."),
+    ("top_k", 100, "Seeds for generation: the best k of the pool."),
+    ("new_archs", 300, "New architectures generated per iteration."),
+    ("random_archs", 0, "Fresh random architectures added per iteration (the original adds "
+     "none)."),
+    ("max_lambda", 30.0, "Largest step size lambda of the generation."),
+    ("lambda_step", 10.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
+    ("controller_epochs", 1000, "Controller training epochs per iteration."),
+    ("controller_batch_size", 50, "Controller batch."),
+    *CONTROLLER_OPTION_FLAGS,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a task's `setup` returns, once the run directory is ready."""
+
+    train: TrainFn  # (arch, device) -> score, training in dirs.path(arch)
+    failed_score: float | None  # the score of a diverged architecture; None: stop instead
+    summary: str  # one line: data and per-architecture schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class StandaloneTask:
+    """A task's part of the search (see the module docstring).
+
+    `check(fv)` validates the task's flags and data without writing anything and returns the
+    settings record and the loaded data; `identity` names the record's keys a rerun must keep.
+    `setup(fv, settings, data, dirs)` runs after the run directory is recorded (it may write
+    there, e.g. a generated corpus).
+    `read_imports(fv)` reads --import_archs/--import_scores ([] when not given). `controller`:
+    the `ControllerConfig` fields of the task's original controller."""
+
+    name: str
+    space: SearchSpace
+    flags: Sequence[cli.FlagSpec]
+    presets: Mapping[str, Mapping[str, Any]]
+    identity: Sequence[str]
+    controller: Mapping[str, Any]
+    higher_is_better: bool
+    score_name: str
+    check: Callable[[flags.FlagValues], tuple[dict[str, Any], Any]]
+    setup: Callable[[flags.FlagValues, dict[str, Any], Any, ArchDirs], Setup]
+    read_imports: Callable[[flags.FlagValues], list]
+    scratch: Sequence[str] = ()
+    graphs: Callable | None = None
+    final_command: str = ""
+
+
+def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
+    """`--config` (the task's presets), the task's flags and `SEARCH_FLAGS`, in `fv`."""
+    presets = ", ".join(task.presets)
+    cli.define_flags([("config", "", f"Preset ({presets}); '' = the original's settings.",
+                       ["", *task.presets]), *task.flags, *SEARCH_FLAGS], fv)
+
+
+def apply_config(task: StandaloneTask, fv: flags.FlagValues) -> None:
+    """Layers `--config`'s preset under the flags given explicitly."""
+    if fv.config:
+        cli.apply_preset(fv, task.presets[fv.config])
+
+
+def check_flags(fv: flags.FlagValues) -> None:
+    """The search loop's flags; stops with one line on one that cannot work."""
+    if not fv.output_dir:
+        raise NaoError("--output_dir is required (where the search state and results go)")
+    value = lambda name: fv[name].value  # noqa: E731
+    cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
+                       "controller_batch_size")
+    cli.check_at_least(value, 0, "iterations", "new_archs", "random_archs")
+    if fv.lambda_step <= 0 or fv.max_lambda < fv.lambda_step:
+        raise NaoError(f"--lambda_step={fv.lambda_step} must be positive and at most "
+                       f"--max_lambda={fv.max_lambda}")
+    if bool(fv.import_archs) != bool(fv.import_scores):
+        raise NaoError("--import_archs and --import_scores go together: one file of "
+                       "architectures, one of their scores")
+    check_controller_options(value)
+
+
+def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
+    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
+    apply_config(task, fv)
+    check_flags(fv)
+    settings, data = task.check(fv)
+    imported = task.read_imports(fv)
+    devices = parse_devices(fv.devices)
+    RunDir(fv.output_dir, task.identity, SETTINGS_FILE).prepare(settings, fv.overwrite)
+
+    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), task.space.to_string,
+                    scratch=task.scratch)
+    setup = task.setup(fv, settings, data, dirs)
+    cli.say(f"NAO (no weight sharing), {task.name}: {setup.summary}; devices: "
+            f"{', '.join(devices)}")
+    evaluator = StandaloneEvaluator(
+        setup.train, higher_is_better=task.higher_is_better, devices=devices, dirs=dirs,
+        failed_score=setup.failed_score, to_string=task.space.to_string, log=cli.say)
+    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
+    config = SearchConfig(
+        seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
+        new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
+        lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
+        symmetry=False, seed=fv.seed, **search_extra)
+    controller = ControllerConfig.for_space(
+        task.space, **{**task.controller, "batch_size": fv.controller_batch_size, "seed": fv.seed,
+                       **controller_extra})
+    search = NAOSearch(task.space, evaluator, config, controller, fv.output_dir, log=cli.say,
+                       save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)
+    result = search.run()
+    cli.say(f"best architecture ({task.score_name} {result.best_score:.6g}, {result.evaluated} "
+            f"trained or imported):\n{task.space.describe(result.best_arch)}\n"
+            f"written to {os.path.join(fv.output_dir, 'best_arch.json')}"
+            + (f"; train it with {task.final_command} --arch=<that file>"
+               if task.final_command else ""))
+    return result
+
+
+def main(task: StandaloneTask) -> None:
+    """The command line of `task`'s search: defines the flags and runs."""
+    define_flags(task)
+    cli.run(lambda _: run(task, flags.FLAGS))

@@ -119,15 +119,17 @@ ACQUISITIONS = ("mean", "ucb", "thompson")
 
 def _unseen_neighbours(space: SearchSpace, seeds: list, count: int, keys: set,
                        rng: np.random.Generator | None, tries_per_neighbour: int = 20) -> list:
-    """Up to `count` neighbours of random seeds whose canonical keys are not in `keys` (which
-    gains them)."""
+    """Up to `count` neighbours (`space.mutate`) of the canonical forms of random seeds (the
+    cells as the controller sees them) whose canonical keys are not in `keys` (which gains
+    them)."""
     if rng is None:
         raise ValueError("mutation candidates need an rng")
     found: list = []
     for _ in range(count * tries_per_neighbour):
         if len(found) == count:
             break
-        arch = space.mutate(seeds[int(rng.integers(len(seeds)))], rng)
+        seed = seeds[int(rng.integers(len(seeds)))]
+        arch = space.mutate(space.from_tokens(space.to_tokens(seed)), rng)
         key = space.canonical_key(arch)
         if key not in keys:
             keys.add(key)

@@ -1,4 +1,5 @@
-"""NAS-Bench-201 space, table, baselines and command, on a generated table."""
+"""Tabular benchmarks on a generated NAS-Bench-201 table: the space, the table, the baselines,
+NAO and the command."""
 
 import itertools
 import json
@@ -9,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nao_tf.benchmarks.nasbench201 import (OPS, NaoSettings, NasBench201Space, QueryCounter, Table,
-                                           canonical, format_table, predictor_quality, random_search,
-                                           regularized_evolution, run_methods)
+from nao_tf.benchmarks.nasbench201 import OPS, NasBench201Space, canonical
+from nao_tf.benchmarks.tabular import (NaoSettings, QueryCounter, Table, format_table,
+                                       predictor_quality, random_search, regularized_evolution,
+                                       run_methods)
+from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
 from nao_tf.errors import DataError, InvalidArchitectureError
 
 SPACE = NasBench201Space()
@@ -113,11 +116,43 @@ def test_evolution_beats_random_on_a_smooth_table(table_path):
     assert best["regularized_evolution"] > best["random_search"]
 
 
+def test_nasbench201_mutation_changes_one_edge_of_the_cell_as_given():
+    rng = np.random.default_rng(0)
+    dead = SPACE.parse("|none~0|+|skip_connect~0|nor_conv_3x3~1|+|nor_conv_1x1~0|none~1|none~2|")
+    changed_edges = set()
+    for _ in range(200):
+        child = SPACE.mutate(dead, rng)
+        diff = [k for k in range(6) if child[k] != dead[k]]
+        assert len(diff) == 1
+        changed_edges.add(diff[0])
+    assert changed_edges == set(range(6))  # dead edges (into node 1, 2) mutate too
+
+
+def test_evolution_is_generic_over_spaces(tmp_path):
+    """A second tabular benchmark needs only its space: evolution on a whole synthetic table."""
+    space = SyntheticSpace(num_nodes=2, choices=2)
+    objective = SyntheticObjective(space, seed=0)
+    allowed = [np.flatnonzero(row) for row in space.valid_token_mask()]
+    archs = [space.from_tokens(t) for t in itertools.product(*allowed)]
+    path = tmp_path / "synthetic.csv"
+    path.write_text("arch,score\n" + "".join(f"{space.to_string(a)},{objective(a)}\n"
+                                             for a in archs))
+    table = Table(path, space)
+    assert len(table.rows) == len(archs) == 256
+    scores = []
+    for method in (random_search, regularized_evolution):
+        query = QueryCounter(table, "score", budget=40)
+        method(space, query, np.random.default_rng(1))
+        assert len(query.queried) == 40
+        scores.append(max(query.queried.values()))
+    assert scores[1] >= scores[0]
+
+
 @pytest.mark.slow
 def test_run_methods_picks_by_search_metric_and_reports_index(table_path):
     table = Table(table_path, SPACE)
     settings = NaoSettings(seed_archs=10, new_archs=5, top_k=5, controller_epochs=5)
-    results = run_methods(table, "cifar10_valid", "cifar10_test", budget=20, seeds=2,
+    results = run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=20, seeds=2,
                           methods=["nao", "random", "evolution"], settings=settings, log=lambda _: None)
     for method, summary in results["methods"].items():
         assert len(summary["runs"]) == 2
@@ -140,9 +175,9 @@ def test_run_methods_picks_by_search_metric_and_reports_index(table_path):
 def test_first_seed_starts_the_seeds_elsewhere(table_path):
     table = Table(table_path, SPACE)
     settings = NaoSettings()
-    later = run_methods(table, "cifar10_valid", "cifar10_test", budget=15, seeds=2,
+    later = run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=15, seeds=2,
                         methods=["random"], settings=settings, log=lambda _: None, first_seed=5)
-    full = run_methods(table, "cifar10_valid", "cifar10_test", budget=15, seeds=7,
+    full = run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=15, seeds=7,
                        methods=["random"], settings=settings, log=lambda _: None)
     assert [r["seed"] for r in later["methods"]["random"]["runs"]] == [5, 6]
     assert later["methods"]["random"]["runs"] == [
@@ -163,7 +198,7 @@ def test_predictor_quality_on_a_learnable_table(table_path):
 @pytest.mark.slow
 def test_command_writes_results_json(table_path, tmp_path):
     output = tmp_path / "results.json"
-    subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
+    subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.tabular", f"--table={table_path}",
                     "--budget=15", "--seeds=2", "--first_seed=3", "--methods=random,evolution",
                     "--predictor_heads=3", "--acquisition=ucb", f"--output={output}"],
                    check=True, capture_output=True, cwd=REPO)
@@ -180,7 +215,7 @@ def test_command_writes_results_json(table_path, tmp_path):
     ("--budget=0", "error: --budget=0 must be at least 1"),
 ])
 def test_command_reports_bad_settings_in_one_line(table_path, flag, message):
-    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201", f"--table={table_path}",
+    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.tabular", f"--table={table_path}",
                           flag], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(message)
@@ -188,7 +223,7 @@ def test_command_reports_bad_settings_in_one_line(table_path, flag, message):
 
 @pytest.mark.slow
 def test_command_reports_a_missing_table_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.nasbench201",
+    run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.tabular",
                           f"--table={tmp_path / 'missing.csv'}"], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -199,7 +234,7 @@ def test_command_reports_a_missing_table_in_one_line(tmp_path):
 def test_nao_seeds_in_two_processes_give_the_same_picks(table_path):
     table = Table(table_path, SPACE)
     settings = NaoSettings(seed_archs=8, new_archs=4, top_k=4, controller_epochs=3, mutations=8)
-    picks = [[r["arch"] for r in run_methods(table, "cifar10_valid", "cifar10_test", budget=16,
+    picks = [[r["arch"] for r in run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=16,
                                              seeds=2, methods=["nao"], settings=settings,
                                              log=lambda _: None, workers=workers)
               ["methods"]["nao"]["runs"]] for workers in (1, 2)]

@@ -8,3 +8,5 @@ steps), `search_evaluator` (the NAO-WS evaluator), `data` (CIFAR / synthetic inp
 original scripts), and the commands `train_search` (NAO-WS), `train_search_nao` (NAO),
 `train_final` and `evaluate`.
 """
+
+import nao_tf  # noqa: F401,E402  (TensorFlow loads without its start-up lines)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
+from nao_tf import startup
 from nao_tf.errors import NaoError
 
 
@@ -42,6 +43,8 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> 
     tf.get_logger().setLevel("WARNING")
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:
         tf.config.threading.set_intra_op_parallelism_threads(1)
+    with startup.held_back():
+        tf.config.list_logical_devices()  # the device search writes its own start-up lines
     app.run(_guarded(main))
 
 

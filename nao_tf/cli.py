@@ -24,13 +24,27 @@ def _guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]],
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
 
     return wrapped
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag reported as one `error:` line and exit code 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}; --helpfull lists the flags", file=sys.stderr)
+        sys.exit(2)
+
+
 def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> None:
-    """`absl.app.run(main)`, with `NaoError` reported as `error: <message>` and exit code 2, and
-    positional arguments (flags are `--name=value`) refused the same way.
+    """`absl.app.run(main)`, with `NaoError`, an unknown or malformed flag and a positional
+    argument (flags are `--name=value`) each reported as one line `error: <message>`, exit code 2;
+    Ctrl-C prints one line and exits with 130 (every command's state is saved atomically, so the
+    same command resumes).
 
     TensorFlow's own INFO chatter is silenced; the commands print their own progress.
     `controller_only`: the command trains no child network, so each TensorFlow op runs on one
@@ -45,7 +59,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> 
         tf.config.threading.set_intra_op_parallelism_threads(1)
     with startup.held_back():
         tf.config.list_logical_devices()  # the device search writes its own start-up lines
-    app.run(_guarded(main))
+    app.run(_guarded(main), flags_parser=_parse_flags)
 
 
 def say(message: str) -> None:

@@ -1,0 +1,79 @@
+"""The run directory: validate, then touch; a mismatch names every differing setting."""
+
+import json
+
+import pytest
+import tensorflow as tf
+
+from nao_tf.errors import StateError
+from nao_tf.run_dir import RunDir, check_identity, write_scalars
+
+
+def test_a_new_run_records_its_settings(tmp_path):
+    RunDir(tmp_path / "run", ["lr"]).prepare({"lr": 0.1, "log": 5}, overwrite=False)
+    assert json.loads((tmp_path / "run" / "flags.json").read_text()) == {"lr": 0.1, "log": 5}
+
+
+def test_a_refused_rerun_names_each_difference_and_writes_nothing(tmp_path):
+    run = RunDir(tmp_path, ["lr", "depth", "seed"])
+    run.prepare({"lr": 0.1, "depth": 3, "seed": 1, "log": 5}, overwrite=False)
+    (tmp_path / "weights").write_text("trained")
+    before = (tmp_path / "flags.json").read_text()
+    with pytest.raises(StateError, match=r"lr: 0.1 -> 0.2; depth: 3 -> 4\).*--overwrite"):
+        run.prepare({"lr": 0.2, "depth": 4, "seed": 1, "log": 5}, overwrite=False)
+    assert (tmp_path / "flags.json").read_text() == before
+    assert (tmp_path / "weights").read_text() == "trained"
+
+
+def test_settings_outside_the_identity_may_change_on_a_rerun(tmp_path):
+    run = RunDir(tmp_path, ["lr"])
+    run.prepare({"lr": 0.1, "log": 5}, overwrite=False)
+    run.prepare({"lr": 0.1, "log": 50}, overwrite=False)
+    assert json.loads((tmp_path / "flags.json").read_text())["log"] == 50
+
+
+def test_overwrite_deletes_only_what_the_command_owns(tmp_path):
+    RunDir(tmp_path, ["lr"]).prepare({"lr": 0.1}, overwrite=False)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-1").write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    RunDir(tmp_path, ["lr"], owned=["checkpoints", "flags.json"]).prepare({"lr": 0.2}, True)
+    assert not (tmp_path / "checkpoints").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert json.loads((tmp_path / "flags.json").read_text()) == {"lr": 0.2}
+
+
+def test_overwrite_of_a_whole_directory(tmp_path):
+    RunDir(tmp_path / "run", ["lr"]).prepare({"lr": 0.1}, overwrite=False)
+    (tmp_path / "run" / "state.json").write_text("{}")
+    RunDir(tmp_path / "run", ["lr"]).prepare({"lr": 0.2}, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["flags.json"]
+
+
+@pytest.mark.parametrize("make", ["file", "file_parent"])
+def test_an_unwritable_place_is_one_error_before_anything_happens(tmp_path, make):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    path = blocker if make == "file" else blocker / "run"
+    with pytest.raises(StateError, match="is a file"):
+        RunDir(path, []).prepare({}, overwrite=True)
+    assert blocker.read_text() == "a file"
+
+
+def test_a_settings_file_that_is_not_a_record_is_refused(tmp_path):
+    (tmp_path / "flags.json").write_text("[1, 2]")
+    with pytest.raises(StateError, match="not hold a settings record"):
+        RunDir(tmp_path, ["lr"]).check({"lr": 1}, overwrite=False)
+
+
+def test_identity_keys_added_later_do_not_block_old_runs():
+    check_identity({"lr": 1}, {"lr": 1, "new_key": 2}, ["lr", "new_key"], "x")
+
+
+def test_scalars_reach_the_event_file(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    write_scalars(writer, 3, {"loss": 1.5, "acc": 0.25})
+    events = [e for f in tmp_path.iterdir() for e in tf.compat.v1.train.summary_iterator(str(f))]
+    values = {v.tag: tf.make_ndarray(v.tensor).item() for e in events for v in e.summary.value}
+    assert values == {"loss": 1.5, "acc": 0.25}
+    assert {e.step for e in events if e.summary.value} == {3}

@@ -1,0 +1,153 @@
+"""Every command validates its flags and data before it touches the run directory: a failed
+`--overwrite` rerun deletes nothing, and a refused rerun rewrites no record. One-line errors
+for bad flags and Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from absl import flags
+
+from cnn import train_final as cnn_final
+from cnn import train_search as cnn_search
+from cnn import train_search_nao as cnn_nao
+from nao_tf import standalone_search
+from nao_tf.errors import NaoError
+from rnn import train_search_nao as rnn_nao
+from rnn.train_final import FinalTrainer, TrainParams
+from rnn.train_search import SearchParams, run_search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flags(module, argv):
+    values = flags.FlagValues()
+    module.define_flags(values)
+    values(["prog", *argv])
+    return values
+
+
+def _finished_run(path: Path) -> Path:
+    """A stand-in for a finished run: files no failed rerun may delete."""
+    path.mkdir()
+    for name in ("state.json", "search_settings.json", "train_settings.json", "flags.json"):
+        (path / name).write_text('{"from": "the finished run"}')
+    (path / "results.json").write_text("precious")
+    return path
+
+
+def _cnn_search(out, data):
+    fv = _flags(cnn_search, ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
+    cnn_search.run(fv)
+
+
+def _cnn_nao(out, data):
+    fv = _flags(cnn_nao, ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
+    standalone_search.run(cnn_nao.TASK, fv)
+
+
+def _cnn_final(out, data):
+    fv = _flags(cnn_final, [f"--output_dir={out}", "--overwrite", *data])
+    cnn_final.train(fv)
+
+
+def _rnn_search(out, data_dir):
+    run_search(SearchParams(output_dir=str(out), data_dir=data_dir, overwrite=True))
+
+
+def _rnn_nao(out, data_dir):
+    fv = _flags(rnn_nao, [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
+    standalone_search.run(rnn_nao.TASK, fv)
+
+
+def _rnn_final(out, data_dir):
+    FinalTrainer(TrainParams(output_dir=str(out), data_dir=data_dir, overwrite=True))
+
+
+CIFAR_TYPO = ["--dataset=cifar10", "--data_source=pickle", "--data_dir=/no/such/cifar"]
+
+
+@pytest.mark.parametrize("command, data", [
+    (_cnn_search, CIFAR_TYPO), (_cnn_nao, CIFAR_TYPO), (_cnn_final, CIFAR_TYPO),
+    (_rnn_search, "/no/such/corpus"), (_rnn_nao, "/no/such/corpus"),
+    (_rnn_final, "/no/such/corpus")])
+def test_overwrite_with_missing_data_deletes_nothing(tmp_path, command, data):
+    out = _finished_run(tmp_path / "run")
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    with pytest.raises(NaoError, match="/no/such/"):
+        command(out, data)
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+
+
+def test_a_refused_final_training_rewrites_no_record(tmp_path):
+    argv = ["--dataset=synthetic", f"--output_dir={tmp_path}", "--num_cells=1", "--filters=8",
+            "--epochs=1", "--batch_size=16", "--synthetic_train_images=64",
+            "--synthetic_test_images=16"]
+    (tmp_path / "flags.json").write_text('{"num_cells": 2, "filters": 8}')
+    with pytest.raises(NaoError, match=r"num_cells: 2 -> 1"):
+        cnn_final.train(_flags(cnn_final, argv))
+    assert (tmp_path / "flags.json").read_text() == '{"num_cells": 2, "filters": 8}'
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs=0"], "--epochs=0 must be at least 1"),
+    (["--batch_size=0"], "--batch_size=0 must be at least 1"),
+    (["--keep_prob=0"], "--keep_prob=0.0 must be a keep probability"),
+    (["--num_cells=0"], "--num_cells=0 must be at least 1")])
+def test_final_training_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
+    fv = _flags(cnn_final, ["--dataset=synthetic", f"--output_dir={tmp_path / 'run'}", *argv])
+    with pytest.raises(NaoError, match=message):
+        cnn_final.train(fv)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed_archs=0"], "--seed_archs=0 must be at least 1"),
+    (["--epochs=-1"], "--epochs=-1 must be at least 1"),
+    (["--lambda_step=0"], "--lambda_step=0.0 must be positive"),
+    (["--import_archs=a.txt"], "--import_archs and --import_scores go together")])
+def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
+    fv = _flags(cnn_nao, ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
+    with pytest.raises(NaoError, match=message):
+        standalone_search.run(cnn_nao.TASK, fv)
+    assert not (tmp_path / "run").exists()
+
+
+def _command(module, *args, **popen):
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
+    (["--epochs=many"], "error: flag --epochs=many: invalid literal"),
+    (["positional"], "error: unexpected arguments positional")])
+def test_bad_command_lines_are_one_error_line(args, message):
+    child = _command("cnn.train_final", *args)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 2
+    assert err.splitlines() == [err.strip()] and err.startswith(message), err
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
+    args = ["--config=smoke", "--epochs=20", f"--output_dir={tmp_path}"]
+    child = _command("cnn.train_search", *args)
+    for line in child.stdout:
+        if line.startswith("supernet epoch 2 step"):
+            child.send_signal(signal.SIGINT)
+            break
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]
+    assert err == "interrupted; rerun the same command to resume\n"
+    rerun = _command("cnn.train_search", *args, env={**os.environ})
+    for line in rerun.stdout:
+        if "resumed from" in line:
+            rerun.kill()
+            break
+    rerun.wait(timeout=60)
+    assert rerun.returncode == -signal.SIGKILL, "the rerun did not resume"

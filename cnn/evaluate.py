@@ -84,8 +84,6 @@ def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     evaluate(flags.FLAGS)
 
 

@@ -12,12 +12,16 @@ from nao_tf import startup
 from nao_tf.errors import NaoError
 
 
-def _guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+def _guarded(main: Callable[[Sequence[str]], None],
+             subcommands: Sequence[str]) -> Callable[[Sequence[str]], None]:
     def wrapped(argv: Sequence[str]) -> None:
         if logging.get_verbosity() == logging.INFO:
             logging.set_verbosity(logging.WARNING)
         try:
-            if len(argv) > 1:
+            if subcommands and (len(argv) != 2 or argv[1] not in subcommands):
+                raise NaoError(f"usage: python -m {_program()} {{{'|'.join(subcommands)}}} "
+                               "--name=value ...")
+            if not subcommands and len(argv) > 1:
                 raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like "
                                "--name=value")
             main(argv)
@@ -31,6 +35,12 @@ def _guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]],
     return wrapped
 
 
+def _program() -> str:
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    return spec.name if spec else os.path.basename(sys.argv[0])
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag reported as one `error:` line and exit code 2."""
     try:
@@ -40,9 +50,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> None:
+def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
+        subcommands: Sequence[str] = ()) -> None:
     """`absl.app.run(main)`, with `NaoError`, an unknown or malformed flag and a positional
-    argument (flags are `--name=value`) each reported as one line `error: <message>`, exit code 2;
+    argument (flags are `--name=value`; a command with `subcommands` takes exactly one of them)
+    each reported as one line `error: <message>`, exit code 2;
     Ctrl-C prints one line and exits with 130 (every command's state is saved atomically, so the
     same command resumes).
 
@@ -59,7 +71,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False) -> 
         tf.config.threading.set_intra_op_parallelism_threads(1)
     with startup.held_back():
         tf.config.list_logical_devices()  # the device search writes its own start-up lines
-    app.run(_guarded(main), flags_parser=_parse_flags)
+    app.run(_guarded(main, tuple(subcommands)), flags_parser=_parse_flags)
 
 
 def say(message: str) -> None:

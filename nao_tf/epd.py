@@ -47,11 +47,9 @@ flags.DEFINE_integer("count", 0, "generate: stop at this many new architectures 
 flags.DEFINE_string("exclude", None, "generate: a file of architectures that do not count as new.")
 flags.DEFINE_integer("beam_width", 0, "Decode with beam search of this width (0: greedy).")
 flags.DEFINE_string("output", None, "evaluate: predictions file; generate: output prefix.")
-for field in dataclasses.fields(ControllerConfig):
-    if field.name in ("vocab_size", "source_length", "encoder_length", "seed"):
-        continue
-    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[field.type]
-    define(f"controller_{field.name}", field.default, f"ControllerConfig.{field.name}.")
+cli.define_flags((f"controller_{f.name}", f.default, f"ControllerConfig.{f.name}.")
+                 for f in dataclasses.fields(ControllerConfig)
+                 if f.name not in ("vocab_size", "source_length", "encoder_length", "seed"))
 
 
 def read_archs(space: SearchSpace, path: str, fmt: str) -> list:
@@ -127,9 +125,18 @@ def train(space: SearchSpace, model_dir: Path) -> None:
     print(f"saved the controller to {model_dir}")
 
 
+def load_trained_controller(space: SearchSpace, model_dir: Path) -> tuple[ControllerTrainer, dict]:
+    """`load_controller` for `evaluate` and `generate`: a directory without a trained controller
+    is an error, not an untrained controller."""
+    if not (model_dir / "config.json").exists() or not (model_dir / "checkpoint.index").exists():
+        raise DataError(f"--model_dir={model_dir} holds no trained controller (config.json and "
+                        "checkpoint); train one with `python -m nao_tf.epd train` first")
+    return load_controller(space, model_dir)
+
+
 def evaluate(space: SearchSpace, model_dir: Path) -> None:
     archs, scores = read_scored(space)
-    trainer, saved = load_controller(space, model_dir)
+    trainer, saved = load_trained_controller(space, model_dir)
     inference = ControllerInference(trainer.model, beam_width=FLAGS.beam_width)
     tokens = space.encode(archs)
     predicted = inference.predict(tokens)
@@ -145,7 +152,7 @@ def evaluate(space: SearchSpace, model_dir: Path) -> None:
 def generate(space: SearchSpace, model_dir: Path) -> None:
     seeds = read_archs(space, _required("archs"), FLAGS.format)
     output = _required("output")
-    trainer, _ = load_controller(space, model_dir)
+    trainer, _ = load_trained_controller(space, model_dir)
     inference = ControllerInference(trainer.model, beam_width=FLAGS.beam_width)
     excluded = read_archs(space, FLAGS.exclude, "arch") if FLAGS.exclude else []
     seen = {space.canonical_key(a) for a in seeds + excluded}
@@ -166,11 +173,9 @@ COMMANDS = {"train": train, "evaluate": evaluate, "generate": generate}
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise DataError(f"usage: python -m nao_tf.epd {{{','.join(COMMANDS)}}} --space=... [flags]")
     space = load_space(_required("space"))
     COMMANDS[argv[1]](space, Path(_required("model_dir")))
 
 
 if __name__ == "__main__":
-    cli.run(main, controller_only=True)
+    cli.run(main, controller_only=True, subcommands=tuple(COMMANDS))

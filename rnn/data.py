@@ -211,9 +211,6 @@ def _define_cli_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) != 2 or argv[1] not in ("split", "download"):
-        raise DataError("usage: python -m rnn.data split --input=FILE --output_dir=DIR | "
-                        "python -m rnn.data download --corpus=ptb|wt2 --data_dir=DIR")
     if argv[1] == "split":
         if not _FLAGS.input or not _FLAGS.output_dir:
             raise DataError("split needs --input=FILE and --output_dir=DIR")
@@ -230,4 +227,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     _define_cli_flags()
-    cli.run(main)
+    cli.run(main, subcommands=("split", "download"))

@@ -65,8 +65,6 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise NaoError(f"unexpected arguments {list(argv[1:])}; flags are --name=value")
     f = flags.FLAGS
     if not f.run_dir:
         raise NaoError("--run_dir is required (the output_dir of a rnn.train_final run)")

@@ -25,7 +25,7 @@ from cnn.search_trainer import SupernetTrainer
 from cnn.supernet import arch_tensor
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import write_scalars
-from nao_tf.search import Evaluator, Record
+from nao_tf.search import Record, WeightSharingEvaluator
 
 
 @dataclass
@@ -43,20 +43,11 @@ class SupernetSchedule:
     save_every_seconds: float = 600.0
     log_every_steps: int = 50
 
-    @property
-    def iterations(self) -> int:
-        """Controller rounds: the pool is scored after every `eval_every_epochs` epochs."""
-        return max(math.ceil(self.epochs / self.eval_every_epochs) - 1, 0)
 
-    def target_step(self, iteration: int) -> int:
-        return min((iteration + 1) * self.eval_every_epochs, self.epochs) * self.steps_per_epoch
-
-
-class SupernetEvaluator(Evaluator):
+class SupernetEvaluator(WeightSharingEvaluator):
     """Scores CNN cells with the weight-sharing supernet (accuracy, higher is better)."""
 
     higher_is_better = True
-    rescore_pool = True
 
     def __init__(self, trainer: SupernetTrainer, data: CifarData, schedule: SupernetSchedule,
                  output_dir: str, num_cells_per_stage: int, filters: int,
@@ -65,6 +56,7 @@ class SupernetEvaluator(Evaluator):
             raise NaoError("the supernet is scored on a validation split; load the data with "
                            "split='search'")
         self.trainer, self.data, self.schedule = trainer, data, schedule
+        self.epochs, self.eval_every_epochs = schedule.epochs, schedule.eval_every_epochs
         self.num_cells_per_stage, self.filters = num_cells_per_stage, filters
         self.log = log
         self.checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
@@ -100,7 +92,7 @@ class SupernetEvaluator(Evaluator):
     def prepare(self, pool: Sequence[CellArch], iteration: int) -> None:
         """Trains the supernet up to this iteration's evaluation epoch (no-op if already there)."""
         s, trainer = self.schedule, self.trainer
-        target = s.target_step(iteration)
+        target = self.evaluation_epoch(iteration) * s.steps_per_epoch
         if trainer.step >= target:
             return
         probabilities = sampling_probabilities(pool, s.sample_policy, self.num_cells_per_stage,

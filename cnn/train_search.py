@@ -22,23 +22,27 @@ finished supernet epochs, scores and controller rounds are not redone.
 """
 
 import dataclasses
-import os
 import time
 from typing import Any
 
+import keras
 from absl import flags
 
-from nao_tf import cli
+from cnn import data as data_lib
+from cnn.data import CifarData
+from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
+from cnn.search_space import NAO_WS_SPACE, cell_graphs
+from cnn.search_trainer import SupernetTrainer
+from cnn.supernet import Supernet
+from cnn.training import OptimConfig
+from nao_tf import cli, weight_sharing_search
+from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
-from nao_tf.search import CONTROLLER_OPTION_FLAGS, check_controller_options, controller_options
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
-# (name, default, help[, enum values]); the type of the default picks the absl flag kind.
-FLAG_SPECS: tuple[tuple, ...] = (
-    ("config", "", "smoke: a minutes-long offline run (synthetic images, tiny supernet, small "
-     "pool); '' = the original NAO-WS search.", ["", "smoke"]),
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete --output_dir first and start a new search."),
+# The task's flags, (name, default, help[, enum values]); the search loop's are
+# nao_tf.weight_sharing_search.SEARCH_FLAGS.
+TASK_FLAGS: tuple[tuple, ...] = (
     ("dataset", "cifar10", "Dataset.", _DATASETS),
     ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
      "directory (unused for synthetic)."),
@@ -76,28 +80,15 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("log_every_steps", 50, "Supernet progress line and TensorBoard scalars every k steps."),
     ("data_format", "channels_last", "Image layout inside the supernet (channels_first only on "
      "GPUs).", ["channels_last", "channels_first"]),
-    # The search loop and the controller.
-    ("seed_archs", 1000, "Size of the first pool."),
-    ("arch_pool", "", "File of seed cells (one 40-integer cell per line) instead of random ones."),
-    ("top_k", 100, "Seeds for generation: the best k of the pool."),
-    ("new_archs", 500, "New cells generated per iteration."),
-    ("random_archs", 50, "Fresh random cells added to each new pool."),
-    ("max_lambda", 100.0, "Largest step size lambda of the generation."),
-    ("lambda_step", 1.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
-    ("controller_epochs", 1000, "Controller training epochs per iteration."),
-    ("controller_batch_size", 100, "Controller batch."),
+    # The controller.
     ("controller_attention", "bahdanau", "Decoder attention: the TF original's normalised "
      "Bahdanau or the PyTorch port's dot attention.", ["bahdanau", "dot"]),
     ("controller_lr", 1e-3, "Controller Adam learning rate."),
     ("controller_trade_off", 0.8, "Predictor share of the controller loss (the rest: "
      "reconstruction)."),
-    ("symmetry", True, "Augment the controller's data by swapping the branches of a node."),
     ("seed", 0, "Random seed (pool, supernet weights, sampling, data order); 0 = not fixed for "
      "the weights and data order."),
-    *CONTROLLER_OPTION_FLAGS,
 )
-FLAG_NAMES = tuple(spec[0] for spec in FLAG_SPECS)
-
 # `--config=smoke`: defaults for a minutes-long offline run on 2 CPU cores. Its controller trains
 # long enough, with enough weight on reconstruction, to decode its 16 cells back (Hamming
 # distance about 1 of 40 tokens), so the new cells it generates are decoded, not collapsed.
@@ -115,87 +106,34 @@ RESUME_KEYS = ("dataset", "data_dir", "synthetic_train_images", "num_valid", "nu
                "aux_weight", "sample_policy", "eval_images", "data_format", "seed")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    cli.define_flags(FLAG_SPECS, fv)
-
-
-def apply_config(fv: flags.FlagValues) -> None:
-    """`--config=smoke` sets the defaults of every flag not given on the command line."""
-    if fv.config == "smoke":
-        cli.apply_preset(fv, SMOKE)
-
-
-def check_flags(fv: flags.FlagValues) -> None:
-    """Stops with one line on settings that cannot work, before anything is written."""
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where the search state and results go)")
-    if fv.epochs < 1 or fv.eval_every_epochs < 1:
-        raise NaoError("--epochs and --eval_every_epochs must be positive")
+def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
+    """The supernet's flags and the data; returns the settings record and the data."""
+    value = lambda name: fv[name].value  # noqa: E731
+    cli.check_at_least(value, 1, "num_cells", "filters", "batch_size", "epochs",
+                       "eval_every_epochs", "t0", "t_mul", "eval_images", "eval_batch_size",
+                       "num_valid", "log_every_steps")
     if fv.filters % 2:
         raise NaoError(f"--filters={fv.filters} must be even (factorized reductions halve it)")
-    for name in ("batch_size", "eval_images", "eval_batch_size", "seed_archs"):
-        if fv[name].value < 1:
-            raise NaoError(f"--{name} must be positive")
-    if fv.top_k > fv.seed_archs:
-        raise NaoError(f"--top_k={fv.top_k} exceeds the pool size --seed_archs={fv.seed_archs}")
+    cli.check_keep_probability(value, "keep_prob")
     if not 0.0 <= fv.controller_trade_off <= 1.0:
         raise NaoError(f"--controller_trade_off={fv.controller_trade_off} must be in [0, 1]")
-    check_controller_options(lambda name: fv[name].value)
-
-
-def read_seed_pool(path: str, space) -> list:
-    """Cells of `--arch_pool`, one per line (the original's arch_pool file)."""
-    from nao_tf.errors import InvalidArchitectureError
-    from nao_tf.io import read_lines
-
-    archs = []
-    for lineno, text in read_lines(path):
-        try:
-            archs.append(space.parse(text))
-        except InvalidArchitectureError as err:
-            raise NaoError(f"{path}:{lineno}: {err}") from None
-    if not archs:
-        raise NaoError(f"{path}: no cells; one 40-integer cell per line")
-    return archs
-
-
-def run(fv: flags.FlagValues):
-    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    apply_config(fv)
-    check_flags(fv)
-
-    from cnn.search_space import NAO_WS_SPACE, cell_graphs
-
-    space = NAO_WS_SPACE
-    seed_pool = read_seed_pool(fv.arch_pool, space) if fv.arch_pool else None
-
-    import keras
-
-    from cnn import data as data_lib
-    from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
-    from cnn.search_trainer import SupernetTrainer
-    from cnn.supernet import Supernet
-    from cnn.training import OptimConfig
-    from nao_tf.controller import ControllerConfig
-    from nao_tf.distribute import get_strategy
-    from nao_tf.run_dir import RunDir
-    from nao_tf.search import NAOSearch, SearchConfig
-
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
-    strategy = get_strategy()
-    replicas = strategy.num_replicas_in_sync
+    replicas = get_strategy().num_replicas_in_sync
     for name in ("batch_size", "eval_batch_size"):
         if fv[name].value % replicas:
             raise NaoError(f"--{name}={fv[name].value} does not split evenly over {replicas} "
                            "replicas")
-    settings = {name: fv[name].value for name in FLAG_NAMES if name not in ("overwrite",)}
-    RunDir(fv.output_dir, RESUME_KEYS, "search_settings.json").prepare(settings, fv.overwrite)
+    names = [spec[0] for spec in (*TASK_FLAGS, *weight_sharing_search.SEARCH_FLAGS)]
+    return {name: fv[name].value for name in names if name != "overwrite"}, data
+
+
+def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)
+    strategy = get_strategy()
     steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     schedule = SupernetSchedule(
         epochs=fv.epochs, eval_every_epochs=fv.eval_every_epochs, steps_per_epoch=steps,
@@ -214,35 +152,35 @@ def run(fv: flags.FlagValues):
     cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "
             f"images; supernet N={fv.num_cells} F={fv.filters} ({params:,} shared weights, op "
             f"selection '{fv.op_selection}'), {steps} steps/epoch x {fv.epochs} epochs, batch "
-            f"{fv.batch_size} over {replicas} replica(s); built in "
+            f"{fv.batch_size} over {strategy.num_replicas_in_sync} replica(s); built in "
             f"{time.perf_counter() - started:.0f}s")
-    evaluator = SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells,
-                                  fv.filters, log=cli.say)
-    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
-    config = SearchConfig(
-        seed_archs=fv.seed_archs, iterations=schedule.iterations, top_k=fv.top_k,
-        new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
-        lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="pool",
-        symmetry=fv.symmetry, seed=fv.seed, **search_extra)
-    controller = ControllerConfig.for_space(
-        space, emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
-        mlp_dropout=0.1, attention=fv.controller_attention, trade_off=fv.controller_trade_off,
-        weight_decay=1e-4,
-        learning_rate=fv.controller_lr, max_gradient_norm=5.0,
-        batch_size=fv.controller_batch_size, seed=fv.seed, **controller_extra)
-    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, seed_pool=seed_pool,
-                       log=cli.say, graphs=cell_graphs)
-    result = search.run()
-    best_path = os.path.join(fv.output_dir, "best_arch.json")
-    cli.say(f"best cell (supernet validation accuracy {result.best_score:.4f}):\n"
-            f"{space.describe(result.best_arch)}\ntop {len(result.top)}:\n"
-            + "\n".join(f"  {score:.4f}  {space.to_string(a)}" for a, score in result.top)
-            + f"\nwritten to {best_path}; train the best with: scripts/train_final.sh cnn "
-            f"--config=nao_ws --arch={best_path}")
-    return result
+    return SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells, fv.filters,
+                             log=cli.say)
 
+
+def controller(fv: flags.FlagValues) -> dict[str, Any]:
+    """The TF original's NAO-WS controller (attention and learning rate are flags)."""
+    return dict(emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
+                mlp_dropout=0.1, attention=fv.controller_attention,
+                trade_off=fv.controller_trade_off, weight_decay=1e-4,
+                learning_rate=fv.controller_lr, max_gradient_norm=5.0)
+
+
+TASK = weight_sharing_search.WeightSharingTask(
+    name="cnn", space=NAO_WS_SPACE, flags=TASK_FLAGS, presets={"smoke": SMOKE},
+    identity=RESUME_KEYS, check=check, evaluator=evaluator, controller=controller,
+    score_name="validation accuracy", graphs=cell_graphs,
+    final_command="scripts/train_final.sh cnn --config=nao_ws")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    weight_sharing_search.define_flags(TASK, fv)
+
+
+def run(fv: flags.FlagValues):
+    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
+    return weight_sharing_search.run(TASK, fv)
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(lambda _: run(flags.FLAGS))
+    weight_sharing_search.main(TASK)

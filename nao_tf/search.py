@@ -62,6 +62,24 @@ class Evaluator(abc.ABC):
         """Scores `archs`, calling `record(arch, score)` for each as soon as it is known."""
 
 
+class WeightSharingEvaluator(Evaluator):
+    """A supernet evaluator: `prepare` trains the shared weights up to the epoch at which the pool
+    is scored (`evaluation_epoch`), and the evaluator owns the number of controller rounds."""
+
+    rescore_pool = True
+    epochs: int  # supernet training epochs in all
+    eval_every_epochs: int  # the pool is scored after every this many epochs, and at the end
+
+    @property
+    def iterations(self) -> int:
+        """Controller rounds: one after every scoring but the last (ceil(epochs / every) - 1)."""
+        return max(math.ceil(self.epochs / self.eval_every_epochs) - 1, 0)
+
+    def evaluation_epoch(self, iteration: int) -> int:
+        """The supernet epoch after which iteration `iteration`'s pool is scored."""
+        return min((iteration + 1) * self.eval_every_epochs, self.epochs)
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """Every count of the loop (defaults: the original CNN NAO-WS search)."""

@@ -28,7 +28,7 @@ import tensorflow as tf
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
 from nao_tf.run_dir import check_identity, write_scalars
-from nao_tf.search import Evaluator, Record
+from nao_tf.search import Record, WeightSharingEvaluator
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
 from rnn.supernet import Supernet, SupernetStep, arch_array, count_params
@@ -51,6 +51,7 @@ class SupernetParams:
     dropoutx: float = 0.75
     dropouti: float = 0.2
     dropoute: float = 0.0
+    epochs: int = 1000  # in all; the pool is scored every eval_every_epochs and at the end
     eval_every_epochs: int = 200
     eval_windows: int = 256
     eval_arch_batch: int = 4
@@ -87,7 +88,7 @@ def validation_windows(stream: np.ndarray, windows: int, bptt: int,
     return cols[:-1], cols[1:]
 
 
-class SupernetEvaluator(Evaluator):
+class SupernetEvaluator(WeightSharingEvaluator):
     """Weight-sharing scores for `nao_tf.search` (see the module docstring).
 
     Writes into `directory`: `state.json` (epoch, step within the epoch, checkpoint name),
@@ -95,12 +96,12 @@ class SupernetEvaluator(Evaluator):
     """
 
     higher_is_better = False
-    rescore_pool = True
 
     def __init__(self, params: SupernetParams, corpus: Corpus, directory: str | Path,
                  strategy: tf.distribute.Strategy | None = None,
                  log: Callable[[str], None] = print):
         self.p, self.corpus, self.log = params, corpus, log
+        self.epochs, self.eval_every_epochs = params.epochs, params.eval_every_epochs
         self.dir = Path(directory)
         self.space = RnnSearchSpace()
         self.train_data = batchify(corpus.train, params.batch_size, "the training split")
@@ -154,8 +155,8 @@ class SupernetEvaluator(Evaluator):
     # Training.
 
     def prepare(self, pool: Sequence[RnnCell], iteration: int) -> None:
-        """Trains the supernet up to epoch (iteration + 1) · eval_every_epochs on `pool`."""
-        target = (iteration + 1) * self.p.eval_every_epochs
+        """Trains the supernet up to `evaluation_epoch(iteration)` on `pool`."""
+        target = self.evaluation_epoch(iteration)
         if self.state["epoch"] >= target:
             return
         archs = arch_array(pool)

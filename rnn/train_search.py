@@ -8,7 +8,8 @@ trained 1000 epochs (batch 256, SGD lr 0.25, clip 10) with one cell drawn from t
 the pool scored by validation loss every 200 epochs, then a controller round (embedding 48,
 LSTM 96, 4 x 200 MLP, dot attention, 1000 epochs) that generates 300 new cells with lambda up to
 30 from the top 100, plus 50 random ones. `--config=smoke` shrinks everything and, without
-`--data_dir`, generates a small corpus into `--output_dir/corpus`.
+`--data_dir`, generates a small corpus into `--output_dir/corpus`. The command is the shared
+`nao_tf.weight_sharing_search` with this module's `TASK`.
 
 `--output_dir` receives flags.json, the search state and results (state.json, history.jsonl,
 pool.<i>.txt/.perf, best_arch.json, best_arch.png/.dot, tensorboard/), the controller checkpoint
@@ -21,18 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from absl import flags
 
-from nao_tf import cli
-from nao_tf.controller import ControllerConfig
+from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
-from nao_tf.run_dir import RunDir
-from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
-                           check_controller_options, controller_options)
+from nao_tf.search import CONTROLLER_OPTION_FLAGS
 from rnn.configs import SEARCH_CONFIGS
-from rnn.data import read_corpus, write_generated_corpus
+from rnn.data import Corpus, read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
 from rnn.search_space import RnnSearchSpace, cell_graphs
 
@@ -69,6 +68,9 @@ class SearchParams:
     random_archs: int = 50
     top_k: int = 100
     max_lambda: float = 30.0
+    lambda_step: float = 1.0
+    arch_pool: str = ""
+    symmetry: bool = False  # the recurrent cell has no equivalent rewrites
     controller_epochs: int = 1000
     controller_emb: int = 48
     controller_hidden: int = 96
@@ -110,6 +112,9 @@ _HELP = dict(
     random_archs="fresh random cells added to each new pool",
     top_k="best cells the controller starts generation from",
     max_lambda="largest step size lambda in the embedding space",
+    lambda_step="lambda = lambda_step, 2 lambda_step, ... up to --max_lambda",
+    arch_pool="file of seed cells (one 22-integer cell per line) instead of random ones",
+    symmetry="augment the controller's data with equivalent rewrites (the cell has none)",
     controller_epochs="controller training epochs per round",
     controller_emb="controller token embedding size",
     controller_hidden="controller LSTM size (2 x controller_emb: token pairs are folded)",
@@ -118,88 +123,80 @@ _HELP = dict(
     seed="random seed", **{name: help_text for name, _, help_text, *_ in CONTROLLER_OPTION_FLAGS})
 
 
+def params(fv: flags.FlagValues) -> SearchParams:
+    """The typed view of parsed flags `fv` (every `SearchParams` field is a flag)."""
+    return SearchParams(**{f.name: fv[f.name].value for f in dataclasses.fields(SearchParams)})
+
+
 def supernet_params(p: SearchParams) -> SupernetParams:
     names = {f.name for f in dataclasses.fields(SupernetParams)}
     return SupernetParams(**{k: v for k, v in dataclasses.asdict(p).items() if k in names})
-
-
-def search_config(p: SearchParams) -> SearchConfig:
-    """The outer loop: one evaluation every `eval_every_epochs` supernet epochs."""
-    return SearchConfig(seed_archs=p.seed_archs, iterations=p.epochs // p.eval_every_epochs - 1,
-                        top_k=p.top_k, new_archs=p.new_archs, random_archs=p.random_archs,
-                        max_lambda=p.max_lambda, lambda_step=1.0,
-                        controller_epochs=p.controller_epochs, train_on="pool",
-                        normalization="minmax", symmetry=False, seed=p.seed,
-                        **controller_options(lambda name: getattr(p, name))[1])
-
-
-def controller_config(p: SearchParams, space: RnnSearchSpace) -> ControllerConfig:
-    """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0)."""
-    return ControllerConfig.for_space(
-        space, emb_size=p.controller_emb, hidden_size=p.controller_hidden, encoder_layers=1,
-        decoder_layers=1, mlp_layers=p.controller_mlp_layers, mlp_hidden=p.controller_mlp_hidden,
-        encoder_dropout=0.1, mlp_dropout=0.0, attention="dot", trade_off=0.8, weight_decay=1e-4,
-        learning_rate=p.controller_lr, max_gradient_norm=5.0,
-        batch_size=p.controller_batch_size, seed=p.seed,
-        **controller_options(lambda name: getattr(p, name))[0])
 
 
 def check_params(p: SearchParams) -> None:
     """Stops on inconsistent flags before anything is written."""
     if not p.output_dir:
         raise NaoError("--output_dir is required")
-    if p.eval_every_epochs < 1 or p.epochs < p.eval_every_epochs or \
-            p.epochs % p.eval_every_epochs:
-        raise NaoError(f"--epochs={p.epochs} must be a positive multiple of "
-                       f"--eval_every_epochs={p.eval_every_epochs}")
-    for name in ("emsize", "batch_size", "bptt", "seed_archs", "top_k", "controller_epochs",
-                 "eval_arch_batch"):
-        if getattr(p, name) < 1:
-            raise NaoError(f"--{name} must be at least 1, got {getattr(p, name)}")
-    if p.eval_windows < 0:
-        raise NaoError(f"--eval_windows must be 0 (all) or positive, got {p.eval_windows}")
-    check_controller_options(lambda name: getattr(p, name))
+    value = lambda name: getattr(p, name)  # noqa: E731
+    cli.check_at_least(value, 1, "epochs", "eval_every_epochs", "emsize", "batch_size", "bptt",
+                       "eval_arch_batch", "log_interval", "controller_emb", "controller_hidden")
+    cli.check_at_least(value, 0, "eval_windows", "controller_mlp_layers")
 
 
-def run_search(p: SearchParams, log=print) -> SearchResult:
-    """Runs (or resumes) the search; returns its `SearchResult`."""
+def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
+    """The supernet's flags and the corpus (None: --config=smoke generates one)."""
+    p = params(fv)
     check_params(p)
-    out = Path(p.output_dir)
-    corpus = read_corpus(p.data_dir) if p.data_dir else None
     record = dataclasses.asdict(p)
     record.pop("overwrite")
-    RunDir(out, SupernetParams.IDENTITY).prepare(record, p.overwrite)
-    if corpus is None:  # --config=smoke: a generated corpus inside the run directory
+    return record, read_corpus(p.data_dir) if p.data_dir else None
+
+
+def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
+    p = params(fv)
+    out = Path(p.output_dir)
+    if corpus is None:  # a generated corpus inside the run directory
         p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
         corpus = read_corpus(p.data_dir)
-    space = RnnSearchSpace()
     strategy = get_strategy()
     if p.batch_size % strategy.num_replicas_in_sync:
         strategy = get_strategy([strategy.extended.worker_devices[0]])
-    evaluator = SupernetEvaluator(supernet_params(p), corpus, out / "supernet", strategy, log)
-    log(f"corpus {p.data_dir}: vocabulary {corpus.vocab_size}, tokens train={len(corpus.train)} "
-        f"valid={len(corpus.valid)}")
-    search = NAOSearch(space, evaluator, search_config(p), controller_config(p, space), out,
-                       log=log, graphs=cell_graphs)
-    result = search.run()
-    log(f"best cell (validation loss {result.best_score:.4f} on the supernet): "
-        f"{space.to_string(result.best_arch)}\n{space.describe(result.best_arch)}\n"
-        f"train it: scripts/train_final.sh rnn --arch={out / 'best_arch.json'} "
-        "--output_dir=...")
-    return result
+    cli.say(f"corpus {p.data_dir}: vocabulary {corpus.vocab_size}, tokens "
+            f"train={len(corpus.train)} valid={len(corpus.valid)}")
+    return SupernetEvaluator(supernet_params(p), corpus, out / "supernet", strategy, cli.say)
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """absl flags for every `SearchParams` field, plus `--config`."""
-    flags.DEFINE_enum("config", None, sorted(SEARCH_CONFIGS),
-                      "preset (sets flag defaults; explicit flags win)", flag_values=flag_values)
-    cli.define_dataclass_flags(SearchParams, _HELP, flag_values)
+def controller(fv: flags.FlagValues) -> dict[str, Any]:
+    """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0)."""
+    p = params(fv)
+    return dict(emb_size=p.controller_emb, hidden_size=p.controller_hidden, encoder_layers=1,
+                decoder_layers=1, mlp_layers=p.controller_mlp_layers,
+                mlp_hidden=p.controller_mlp_hidden, encoder_dropout=0.1, mlp_dropout=0.0,
+                attention="dot", trade_off=0.8, weight_decay=1e-4,
+                learning_rate=p.controller_lr, max_gradient_norm=5.0)
 
 
-def params_from_flags(values: flags.FlagValues) -> SearchParams:
-    """`SearchParams` from parsed flags: defaults < `--config` < explicit flags."""
-    return cli.dataclass_from_flags(SearchParams, values, SEARCH_CONFIGS.get(values.config))
+_COMMON = {spec[0] for spec in weight_sharing_search.SEARCH_FLAGS}
+TASK = weight_sharing_search.WeightSharingTask(
+    name="rnn", space=RnnSearchSpace(),
+    flags=[spec for spec in cli.dataclass_flag_specs(SearchParams, _HELP)
+           if spec[0] not in _COMMON],
+    defaults={name: getattr(SearchParams(), name) for name in _COMMON
+              if hasattr(SearchParams, name)},
+    presets=SEARCH_CONFIGS, identity=SupernetParams.IDENTITY, settings_file="flags.json",
+    check=check, evaluator=evaluator, controller=controller,
+    score_name="validation loss", search={"normalization": "minmax"}, graphs=cell_graphs,
+    final_command="scripts/train_final.sh rnn --config=ptb")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    weight_sharing_search.define_flags(TASK, fv)
+
+
+def run(fv: flags.FlagValues):
+    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
+    return weight_sharing_search.run(TASK, fv)
+
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(lambda _: run_search(params_from_flags(flags.FLAGS), log=cli.say))
+    weight_sharing_search.main(TASK)

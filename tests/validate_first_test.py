@@ -16,9 +16,9 @@ from cnn import train_search as cnn_search
 from cnn import train_search_nao as cnn_nao
 from nao_tf import standalone_search
 from nao_tf.errors import NaoError
+from rnn import train_search as rnn_search
 from rnn import train_search_nao as rnn_nao
 from rnn.train_final import FinalTrainer, TrainParams
-from rnn.train_search import SearchParams, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,8 @@ def _cnn_final(out, data):
 
 
 def _rnn_search(out, data_dir):
-    run_search(SearchParams(output_dir=str(out), data_dir=data_dir, overwrite=True))
+    rnn_search.run(_flags(rnn_search, [f"--output_dir={out}", "--overwrite",
+                                       f"--data_dir={data_dir}"]))
 
 
 def _rnn_nao(out, data_dir):

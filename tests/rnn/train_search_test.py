@@ -14,8 +14,8 @@ from nao_tf.errors import DataError, NaoError, StateError
 from rnn.data import read_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams, validation_windows
 from rnn.search_space import RnnSearchSpace, resolve_arch
-from rnn.train_search import (SearchParams, check_params, controller_config, define_flags,
-                              params_from_flags, run_search, search_config)
+from nao_tf import weight_sharing_search
+from rnn.train_search import TASK, SearchParams, check_params, define_flags, params, run
 from rnn.training import search_windows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,34 +117,47 @@ def test_resume_refuses_another_supernet(corpus_dir, tmp_path):
         _evaluator(corpus_dir, tmp_path / "sn", emsize=12)
 
 
+def _flags(*argv):
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["prog", *argv])
+    weight_sharing_search.apply_config(TASK, values)
+    return values
+
+
 def test_defaults_are_the_original_search():
-    params = SearchParams()
-    config = search_config(params)
-    assert (config.seed_archs, config.iterations, config.top_k, config.new_archs,
-            config.random_archs, config.max_lambda, config.controller_epochs) == \
-        (1000, 4, 100, 300, 50, 30.0, 1000)
-    controller = controller_config(params, RnnSearchSpace())
+    values = _flags()
+    config = weight_sharing_search.search_config(TASK, values, iterations=4)
+    assert (config.seed_archs, config.top_k, config.new_archs, config.random_archs,
+            config.max_lambda, config.lambda_step, config.controller_epochs, config.symmetry,
+            config.normalization) == (1000, 100, 300, 50, 30.0, 1.0, 1000, False, "minmax")
+    controller = weight_sharing_search.controller_config(TASK, values)
     assert (controller.emb_size, controller.hidden_size, controller.mlp_layers,
             controller.mlp_hidden, controller.attention, controller.mlp_dropout) == \
         (48, 96, 4, 200, "dot", 0.0)
-    assert (params.emsize, params.batch_size, params.lr, params.clip, params.wdecay,
-            params.eval_every_epochs) == (300, 256, 0.25, 10.0, 5e-7, 200)
-    values = flags.FlagValues()
-    define_flags(values)
-    values(["prog", "--config=smoke", "--epochs=6"])
-    smoke = params_from_flags(values)
+    p = params(values)
+    assert (p.emsize, p.batch_size, p.lr, p.clip, p.wdecay, p.eval_every_epochs, p.epochs) == \
+        (300, 256, 0.25, 10.0, 5e-7, 200, 1000)
+    smoke = params(_flags("--config=smoke", "--epochs=6"))
     assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 32, "")
 
 
+def test_the_supernet_owns_the_rounds(corpus_dir, tmp_path):
+    assert _evaluator(corpus_dir, tmp_path / "a", epochs=1000, eval_every_epochs=200).iterations == 4
+    rounded_up = _evaluator(corpus_dir, tmp_path / "b", epochs=5, eval_every_epochs=2)
+    assert rounded_up.iterations == 2  # scored after epochs 2, 4 and 5
+    assert [rounded_up.evaluation_epoch(i) for i in range(3)] == [2, 4, 5]
+
+
 def test_controller_options_reach_the_controller_and_the_loop():
-    params = SearchParams(predictor_heads=3, ranking_weight=0.25, oversample=4.0,
-                          acquisition="thompson", ucb_beta=2.0)
-    controller = controller_config(params, RnnSearchSpace())
-    config = search_config(params)
+    values = _flags("--predictor_heads=3", "--ranking_weight=0.25", "--oversample=4",
+                    "--acquisition=thompson", "--ucb_beta=2")
+    controller = weight_sharing_search.controller_config(TASK, values)
+    config = weight_sharing_search.search_config(TASK, values, iterations=1)
     assert (controller.predictor_heads, controller.ranking_weight) == (3, 0.25)
     assert (config.oversample, config.acquisition, config.ucb_beta) == (4.0, "thompson", 2.0)
-    with pytest.raises(NaoError, match="--acquisition='best'"):
-        check_params(SearchParams(output_dir="x", acquisition="best"))
+    with pytest.raises(NaoError, match="--ranking_weight=2.0 must be in"):
+        weight_sharing_search.check_flags(_flags("--output_dir=x", "--ranking_weight=2"))
 
 
 def _command(out, *extra):
@@ -192,12 +205,12 @@ def test_kill_during_supernet_training_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_command_line_error_is_one_line(tmp_path):
-    proc = subprocess.run(_command(tmp_path / "out", "--epochs=5"), cwd=REPO,
+    proc = subprocess.run(_command(tmp_path / "out", "--eval_windows=-1"), cwd=REPO,
                           capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
-        "error: --epochs=5 must be a positive multiple of --eval_every_epochs=2"
+        "error: --eval_windows=-1 must be at least 0"
     assert not (tmp_path / "out").exists()
 
 
@@ -207,8 +220,8 @@ def test_bad_params_stop_before_anything_is_written(tmp_path):
     with pytest.raises(NaoError, match="--eval_windows"):
         check_params(SearchParams(output_dir="x", eval_windows=-1))
     with pytest.raises(DataError, match="nowhere: directory not found"):
-        run_search(SearchParams(output_dir=str(tmp_path / "out"),
-                                data_dir=str(tmp_path / "nowhere")))
+        run(_flags(f"--output_dir={tmp_path / 'out'}", f"--data_dir={tmp_path / 'nowhere'}"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_search_windows_have_the_original_lengths_and_cover_the_stream():

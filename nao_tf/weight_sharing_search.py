@@ -1,0 +1,171 @@
+"""The command "NAO with weight sharing" (NAO-WS), for any task: a task supplies its space, its
+supernet evaluator, its flags and presets (`WeightSharingTask`); this module supplies the rest.
+
+    flags  = the task's flags (supernet, data, controller architecture, seed)
+           + SEARCH_FLAGS (run directory, seed pool, search loop, controller options)
+    run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
+             record the settings -> build the supernet evaluator -> rounds of (train the supernet,
+             score the pool, train the controller, generate), best_arch.json
+
+The evaluator (`nao_tf.search.WeightSharingEvaluator`) owns the number of rounds: the pool is
+scored every `eval_every_epochs` supernet epochs and at the end. Writes into --output_dir: the
+settings record, state.json and history.jsonl (the search, resumable), pool.<i>.txt/.perf,
+best_arch.json/.png/.dot, controller/, tensorboard/, and the evaluator's supernet files. Killed at
+any moment, the same command resumes: finished supernet epochs, scores and controller rounds are
+not redone.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import flags
+
+from nao_tf import cli
+from nao_tf.controller import ControllerConfig
+from nao_tf.errors import InvalidArchitectureError, NaoError
+from nao_tf.io import read_lines
+from nao_tf.run_dir import RunDir
+from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
+                           WeightSharingEvaluator, check_controller_options, controller_options)
+from nao_tf.search_space import SearchSpace
+
+# The flags every such search has: (name, default, help[, enum values]); a task may change a
+# default (`WeightSharingTask.defaults`).
+SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
+    ("output_dir", "", "Run directory (required)."),
+    ("overwrite", False, "Delete --output_dir first and start a new search (only once every "
+     "other check has passed)."),
+    ("arch_pool", "", "File of seed architectures (one per line, the original's arch_pool) "
+     "instead of random ones."),
+    ("seed_archs", 1000, "Size of the first pool."),
+    ("top_k", 100, "Seeds for generation: the best k of the pool."),
+    ("new_archs", 500, "New architectures generated per iteration."),
+    ("random_archs", 50, "Fresh random architectures added to each new pool."),
+    ("max_lambda", 100.0, "Largest step size lambda of the generation."),
+    ("lambda_step", 1.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
+    ("controller_epochs", 1000, "Controller training epochs per iteration."),
+    ("controller_batch_size", 100, "Controller batch."),
+    ("symmetry", True, "Augment the controller's data with the space's equivalent rewrites "
+     "(a CNN node's two branches swapped)."),
+    *CONTROLLER_OPTION_FLAGS,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSharingTask:
+    """A task's part of the search (see the module docstring).
+
+    `check(fv)` validates the task's flags and data without writing anything and returns the
+    settings record and the loaded data; `identity` names the record's keys a rerun must keep.
+    `evaluator(fv, data)` builds the supernet evaluator once the run directory is recorded.
+    `controller(fv)`: the `ControllerConfig` fields of the task's original controller;
+    `search`: `SearchConfig` fields the task fixes (e.g. the target normalisation)."""
+
+    name: str
+    space: SearchSpace
+    flags: Sequence[cli.FlagSpec]
+    presets: Mapping[str, Mapping[str, Any]]
+    identity: Sequence[str]
+    check: Callable[[flags.FlagValues], tuple[dict[str, Any], Any]]
+    evaluator: Callable[[flags.FlagValues, Any], WeightSharingEvaluator]
+    controller: Callable[[flags.FlagValues], dict[str, Any]]
+    score_name: str
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    search: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    settings_file: str = "search_settings.json"
+    graphs: Callable | None = None
+    final_command: str = ""
+
+
+def define_flags(task: WeightSharingTask, fv: flags.FlagValues = flags.FLAGS) -> None:
+    """`--config` (the task's presets), the task's flags and `SEARCH_FLAGS`, in `fv`."""
+    common = [(name, task.defaults.get(name, default), text, *choices)
+              for name, default, text, *choices in SEARCH_FLAGS]
+    presets = ", ".join(task.presets)
+    cli.define_flags([("config", "", f"Preset ({presets}); '' = the original's settings.",
+                       ["", *task.presets]), *task.flags, *common], fv)
+
+
+def apply_config(task: WeightSharingTask, fv: flags.FlagValues) -> None:
+    """Layers `--config`'s preset under the flags given explicitly."""
+    if fv.config:
+        cli.apply_preset(fv, task.presets[fv.config])
+
+
+def check_flags(fv: flags.FlagValues) -> None:
+    """The search loop's flags; stops with one line on one that cannot work."""
+    if not fv.output_dir:
+        raise NaoError("--output_dir is required (where the search state and results go)")
+    value = lambda name: fv[name].value  # noqa: E731
+    cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
+                       "controller_batch_size")
+    cli.check_at_least(value, 0, "new_archs", "random_archs")
+    if fv.top_k > fv.seed_archs:
+        raise NaoError(f"--top_k={fv.top_k} exceeds the pool size --seed_archs={fv.seed_archs}")
+    if fv.lambda_step <= 0 or fv.max_lambda < fv.lambda_step:
+        raise NaoError(f"--lambda_step={fv.lambda_step} must be positive and at most "
+                       f"--max_lambda={fv.max_lambda}")
+    check_controller_options(value)
+
+
+def read_seed_pool(path: str, space: SearchSpace) -> list:
+    """The architectures of `--arch_pool`, one per line (the original's arch_pool file)."""
+    archs = []
+    for lineno, text in read_lines(path):
+        try:
+            archs.append(space.parse(text))
+        except InvalidArchitectureError as err:
+            raise NaoError(f"{path}:{lineno}: {err}") from None
+    if not archs:
+        raise NaoError(f"{path}: no architectures; one per line")
+    return archs
+
+
+def search_config(task: WeightSharingTask, fv: flags.FlagValues,
+                  iterations: int) -> SearchConfig:
+    """The outer loop of parsed flags `fv` (`iterations`: the evaluator's rounds)."""
+    search_extra = controller_options(lambda name: fv[name].value)[1]
+    return SearchConfig(**{
+        "seed_archs": fv.seed_archs, "iterations": iterations, "top_k": fv.top_k,
+        "new_archs": fv.new_archs, "random_archs": fv.random_archs,
+        "max_lambda": fv.max_lambda, "lambda_step": fv.lambda_step,
+        "controller_epochs": fv.controller_epochs, "train_on": "pool", "symmetry": fv.symmetry,
+        "seed": fv.seed, **task.search, **search_extra})
+
+
+def controller_config(task: WeightSharingTask, fv: flags.FlagValues) -> ControllerConfig:
+    """The task's controller, with the batch, seed and options of parsed flags `fv`."""
+    controller_extra = controller_options(lambda name: fv[name].value)[0]
+    return ControllerConfig.for_space(
+        task.space, **{**task.controller(fv), "batch_size": fv.controller_batch_size,
+                       "seed": fv.seed, **controller_extra})
+
+
+def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult:
+    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
+    apply_config(task, fv)
+    check_flags(fv)
+    settings, data = task.check(fv)
+    seed_pool = read_seed_pool(fv.arch_pool, task.space) if fv.arch_pool else None
+    RunDir(fv.output_dir, task.identity, task.settings_file).prepare(settings, fv.overwrite)
+
+    evaluator = task.evaluator(fv, data)
+    search = NAOSearch(task.space, evaluator, search_config(task, fv, evaluator.iterations),
+                       controller_config(task, fv), fv.output_dir, seed_pool=seed_pool,
+                       log=cli.say, graphs=task.graphs)
+    result = search.run()
+    best_path = os.path.join(fv.output_dir, "best_arch.json")
+    cli.say(f"best architecture ({task.score_name} {result.best_score:.6g} on the supernet):\n"
+            f"{task.space.describe(result.best_arch)}\ntop {len(result.top)}:\n"
+            + "\n".join(f"  {score:.6g}  {task.space.to_string(a)}" for a, score in result.top)
+            + f"\nwritten to {best_path}"
+            + (f"; train the best with: {task.final_command} --arch={best_path}"
+               if task.final_command else ""))
+    return result
+
+
+def main(task: WeightSharingTask) -> None:
+    """The command line of `task`'s search: defines the flags and runs."""
+    define_flags(task)
+    cli.run(lambda _: run(task, flags.FLAGS))

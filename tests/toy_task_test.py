@@ -1,0 +1,48 @@
+"""A third task from a space, one network and presets (tests/toy_task.py) runs both search modes
+end to end through the shared command skeletons."""
+
+import json
+
+import pytest
+from absl import flags
+
+from nao_tf import standalone_search, weight_sharing_search
+from tests import toy_task
+
+
+def _flags(skeleton, task, *argv):
+    values = flags.FlagValues()
+    skeleton.define_flags(task, values)
+    values(["prog", "--config=tiny", *argv])
+    return values
+
+
+def _check_result(out, result, space):
+    best = json.loads((out / "best_arch.json").read_text())
+    assert best["arch"] == space.to_string(result.best_arch)
+    assert best["higher_is_better"] is False and best["score"] == result.best_score
+    assert 0.0 < result.best_score < 2.0  # a validation MSE, finite and learned
+
+
+@pytest.mark.slow
+def test_toy_task_searches_with_weight_sharing(tmp_path):
+    values = _flags(weight_sharing_search, toy_task.WS_TASK, f"--output_dir={tmp_path}")
+    result = weight_sharing_search.run(toy_task.WS_TASK, values)
+    _check_result(tmp_path, result, toy_task.SPACE)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["phase"] == "done" and state["iteration"] == 1  # epochs 6, scored every 3
+    assert {r["iteration"] for r in state["history"]} == {0, 1}  # the pool re-scored
+    assert json.loads((tmp_path / "search_settings.json").read_text())["epochs"] == 6
+    rerun = weight_sharing_search.run(toy_task.WS_TASK, _flags(
+        weight_sharing_search, toy_task.WS_TASK, f"--output_dir={tmp_path}"))
+    assert rerun.history == result.history  # a finished search resumes as done
+
+
+@pytest.mark.slow
+def test_toy_task_searches_without_weight_sharing(tmp_path):
+    values = _flags(standalone_search, toy_task.STANDALONE_TASK, f"--output_dir={tmp_path}",
+                    "--iterations=1", "--epochs=3")
+    result = standalone_search.run(toy_task.STANDALONE_TASK, values)
+    _check_result(tmp_path, result, toy_task.SPACE)
+    trained = list((tmp_path / "archs").glob("*/score.json"))
+    assert len(trained) == result.evaluated == len(result.history) > 8  # the pool, then new ones

@@ -125,7 +125,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
         if fv[name].value % replicas:
             raise NaoError(f"--{name}={fv[name].value} does not split evenly over {replicas} "
                            "replicas")
-    names = [spec[0] for spec in (*TASK_FLAGS, *weight_sharing_search.SEARCH_FLAGS)]
+    names = [spec[0] for spec in TASK_FLAGS] + sorted(weight_sharing_search.COMMON_FLAG_NAMES)
     return {name: fv[name].value for name in names if name != "overwrite"}, data
 
 
@@ -171,15 +171,6 @@ TASK = weight_sharing_search.WeightSharingTask(
     identity=RESUME_KEYS, check=check, evaluator=evaluator, controller=controller,
     score_name="validation accuracy", graphs=cell_graphs,
     final_command="scripts/train_final.sh cnn --config=nao_ws")
-
-
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    weight_sharing_search.define_flags(TASK, fv)
-
-
-def run(fv: flags.FlagValues):
-    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    return weight_sharing_search.run(TASK, fv)
 
 
 if __name__ == "__main__":

@@ -87,12 +87,15 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFI
 
 
 def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """One absl flag per spec in `flag_values`."""
+    """One absl flag per spec in `flag_values`, listed as the running command's own flags (by
+    `--helpshort`, and first by `--help`)."""
     for name, default, help_text, *choices in specs:
         if choices:
-            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=flag_values)
+            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=flag_values,
+                              module_name=sys.argv[0])
         else:
-            _DEFINE[type(default)](name, default, help_text, flag_values=flag_values)
+            _DEFINE[type(default)](name, default, help_text, flag_values=flag_values,
+                                   module_name=sys.argv[0])
 
 
 def dataclass_flag_specs(cls: type, help_texts: Mapping[str, str],

@@ -2,7 +2,8 @@
 per-architecture trainer, its flags and presets (`StandaloneTask`); this module supplies the rest.
 
     flags  = the task's flags (per-architecture schedule, data, seed, --on_diverge, import format)
-           + SEARCH_FLAGS (run directory, devices, imports, search loop, controller options)
+           + SEARCH_FLAGS (devices, imports, rounds) + the search loop's
+             (`search_command.LOOP_FLAGS`: run directory, pool, generation, controller options)
     run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
              record the settings -> train the pool, controller rounds, write best_arch.json
 
@@ -19,38 +20,27 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 
-from nao_tf import cli
+from nao_tf import cli, search_command
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import RunDir
-from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
-                           check_controller_options, controller_options)
+from nao_tf.search import NAOSearch, SearchConfig, SearchResult, controller_options
 from nao_tf.search_space import SearchSpace
 from nao_tf.standalone import ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
 
 SETTINGS_FILE = "train_settings.json"
 
-# The flags every such search has: (name, default, help[, enum values]).
+# The command's own flags; the search loop's are `search_command.LOOP_FLAGS`, with the
+# original's defaults for NAO without weight sharing (`DEFAULTS`).
 SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete --output_dir first and start a new search (only once every "
-     "other check has passed)."),
     ("devices", "", "Comma-separated devices, one architecture training on each at a time "
      "(default: every visible GPU, else the CPU)."),
     ("import_archs", "", "File of already-trained architectures, one per line."),
     ("import_scores", "", "Their scores, one per line, in the same order."),
-    ("seed_archs", 1000, "Size of the first pool (imported architectures first, then random)."),
     ("iterations", 2, "Controller rounds; the pool is trained iterations + 1 times."),
-    ("top_k", 100, "Seeds for generation: the best k of the pool."),
-    ("new_archs", 300, "New architectures generated per iteration."),
-    ("random_archs", 0, "Fresh random architectures added per iteration (the original adds "
-     "none)."),
-    ("max_lambda", 30.0, "Largest step size lambda of the generation."),
-    ("lambda_step", 10.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
-    ("controller_epochs", 1000, "Controller training epochs per iteration."),
-    ("controller_batch_size", 50, "Controller batch."),
-    *CONTROLLER_OPTION_FLAGS,
 )
+DEFAULTS = dict(new_archs=300, random_archs=0, max_lambda=30.0, lambda_step=10.0,
+                controller_batch_size=50)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,38 +80,22 @@ class StandaloneTask:
 
 
 def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
-    """`--config` (the task's presets), the task's flags and `SEARCH_FLAGS`, in `fv`."""
-    presets = ", ".join(task.presets)
-    cli.define_flags([("config", "", f"Preset ({presets}); '' = the original's settings.",
-                       ["", *task.presets]), *task.flags, *SEARCH_FLAGS], fv)
-
-
-def apply_config(task: StandaloneTask, fv: flags.FlagValues) -> None:
-    """Layers `--config`'s preset under the flags given explicitly."""
-    if fv.config:
-        cli.apply_preset(fv, task.presets[fv.config])
+    """`--config` (the task's presets), the task's flags, `SEARCH_FLAGS` and the loop's."""
+    search_command.define_flags(task.presets, task.flags, SEARCH_FLAGS, DEFAULTS, fv)
 
 
 def check_flags(fv: flags.FlagValues) -> None:
-    """The search loop's flags; stops with one line on one that cannot work."""
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where the search state and results go)")
-    value = lambda name: fv[name].value  # noqa: E731
-    cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
-                       "controller_batch_size")
-    cli.check_at_least(value, 0, "iterations", "new_archs", "random_archs")
-    if fv.lambda_step <= 0 or fv.max_lambda < fv.lambda_step:
-        raise NaoError(f"--lambda_step={fv.lambda_step} must be positive and at most "
-                       f"--max_lambda={fv.max_lambda}")
+    """The search's flags; stops with one line on one that cannot work."""
+    search_command.check_loop_flags(fv)
+    cli.check_at_least(lambda name: fv[name].value, 0, "iterations")
     if bool(fv.import_archs) != bool(fv.import_scores):
         raise NaoError("--import_archs and --import_scores go together: one file of "
                        "architectures, one of their scores")
-    check_controller_options(value)
 
 
 def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
     """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    apply_config(task, fv)
+    search_command.apply_config(task.presets, fv)
     check_flags(fv)
     settings, data = task.check(fv)
     imported = task.read_imports(fv)

@@ -2,7 +2,8 @@
 supernet evaluator, its flags and presets (`WeightSharingTask`); this module supplies the rest.
 
     flags  = the task's flags (supernet, data, controller architecture, seed)
-           + SEARCH_FLAGS (run directory, seed pool, search loop, controller options)
+           + SEARCH_FLAGS (seed pool, symmetry) + the search loop's
+             (`search_command.LOOP_FLAGS`: run directory, pool, generation, controller options)
     run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
              record the settings -> build the supernet evaluator -> rounds of (train the supernet,
              score the pool, train the controller, generate), best_arch.json
@@ -21,35 +22,23 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 
-from nao_tf import cli
+from nao_tf import cli, search_command
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import InvalidArchitectureError, NaoError
 from nao_tf.io import read_lines
 from nao_tf.run_dir import RunDir
-from nao_tf.search import (CONTROLLER_OPTION_FLAGS, NAOSearch, SearchConfig, SearchResult,
-                           WeightSharingEvaluator, check_controller_options, controller_options)
+from nao_tf.search import (NAOSearch, SearchConfig, SearchResult, WeightSharingEvaluator,
+                           controller_options)
 from nao_tf.search_space import SearchSpace
 
-# The flags every such search has: (name, default, help[, enum values]); a task may change a
-# default (`WeightSharingTask.defaults`).
+# The command's own flags; the search loop's are `search_command.LOOP_FLAGS`.
 SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete --output_dir first and start a new search (only once every "
-     "other check has passed)."),
     ("arch_pool", "", "File of seed architectures (one per line, the original's arch_pool) "
      "instead of random ones."),
-    ("seed_archs", 1000, "Size of the first pool."),
-    ("top_k", 100, "Seeds for generation: the best k of the pool."),
-    ("new_archs", 500, "New architectures generated per iteration."),
-    ("random_archs", 50, "Fresh random architectures added to each new pool."),
-    ("max_lambda", 100.0, "Largest step size lambda of the generation."),
-    ("lambda_step", 1.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
-    ("controller_epochs", 1000, "Controller training epochs per iteration."),
-    ("controller_batch_size", 100, "Controller batch."),
     ("symmetry", True, "Augment the controller's data with the space's equivalent rewrites "
      "(a CNN node's two branches swapped)."),
-    *CONTROLLER_OPTION_FLAGS,
 )
+COMMON_FLAG_NAMES = frozenset(spec[0] for spec in (*search_command.LOOP_FLAGS, *SEARCH_FLAGS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,34 +68,15 @@ class WeightSharingTask:
 
 
 def define_flags(task: WeightSharingTask, fv: flags.FlagValues = flags.FLAGS) -> None:
-    """`--config` (the task's presets), the task's flags and `SEARCH_FLAGS`, in `fv`."""
-    common = [(name, task.defaults.get(name, default), text, *choices)
-              for name, default, text, *choices in SEARCH_FLAGS]
-    presets = ", ".join(task.presets)
-    cli.define_flags([("config", "", f"Preset ({presets}); '' = the original's settings.",
-                       ["", *task.presets]), *task.flags, *common], fv)
-
-
-def apply_config(task: WeightSharingTask, fv: flags.FlagValues) -> None:
-    """Layers `--config`'s preset under the flags given explicitly."""
-    if fv.config:
-        cli.apply_preset(fv, task.presets[fv.config])
+    """`--config` (the task's presets), the task's flags, `SEARCH_FLAGS` and the loop's."""
+    search_command.define_flags(task.presets, task.flags, SEARCH_FLAGS, task.defaults, fv)
 
 
 def check_flags(fv: flags.FlagValues) -> None:
-    """The search loop's flags; stops with one line on one that cannot work."""
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where the search state and results go)")
-    value = lambda name: fv[name].value  # noqa: E731
-    cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
-                       "controller_batch_size")
-    cli.check_at_least(value, 0, "new_archs", "random_archs")
+    """The search's flags; stops with one line on one that cannot work."""
+    search_command.check_loop_flags(fv)
     if fv.top_k > fv.seed_archs:
         raise NaoError(f"--top_k={fv.top_k} exceeds the pool size --seed_archs={fv.seed_archs}")
-    if fv.lambda_step <= 0 or fv.max_lambda < fv.lambda_step:
-        raise NaoError(f"--lambda_step={fv.lambda_step} must be positive and at most "
-                       f"--max_lambda={fv.max_lambda}")
-    check_controller_options(value)
 
 
 def read_seed_pool(path: str, space: SearchSpace) -> list:
@@ -144,7 +114,7 @@ def controller_config(task: WeightSharingTask, fv: flags.FlagValues) -> Controll
 
 def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult:
     """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    apply_config(task, fv)
+    search_command.apply_config(task.presets, fv)
     check_flags(fv)
     settings, data = task.check(fv)
     seed_pool = read_seed_pool(fv.arch_pool, task.space) if fv.arch_pool else None

@@ -176,26 +176,16 @@ def controller(fv: flags.FlagValues) -> dict[str, Any]:
                 learning_rate=p.controller_lr, max_gradient_norm=5.0)
 
 
-_COMMON = {spec[0] for spec in weight_sharing_search.SEARCH_FLAGS}
 TASK = weight_sharing_search.WeightSharingTask(
     name="rnn", space=RnnSearchSpace(),
     flags=[spec for spec in cli.dataclass_flag_specs(SearchParams, _HELP)
-           if spec[0] not in _COMMON],
-    defaults={name: getattr(SearchParams(), name) for name in _COMMON
-              if hasattr(SearchParams, name)},
+           if spec[0] not in weight_sharing_search.COMMON_FLAG_NAMES],
+    defaults={name: getattr(SearchParams(), name)
+              for name in weight_sharing_search.COMMON_FLAG_NAMES if hasattr(SearchParams, name)},
     presets=SEARCH_CONFIGS, identity=SupernetParams.IDENTITY, settings_file="flags.json",
     check=check, evaluator=evaluator, controller=controller,
     score_name="validation loss", search={"normalization": "minmax"}, graphs=cell_graphs,
     final_command="scripts/train_final.sh rnn --config=ptb")
-
-
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    weight_sharing_search.define_flags(TASK, fv)
-
-
-def run(fv: flags.FlagValues):
-    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    return weight_sharing_search.run(TASK, fv)
 
 
 if __name__ == "__main__":

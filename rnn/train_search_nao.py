@@ -157,13 +157,5 @@ TASK = standalone_search.StandaloneTask(
     final_command="scripts/train_final.sh rnn --config=ptb")
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    standalone_search.define_flags(TASK, fv)
-
-
-def apply_config(fv: flags.FlagValues) -> None:
-    standalone_search.apply_config(TASK, fv)
-
-
 if __name__ == "__main__":
     standalone_search.main(TASK)

@@ -14,7 +14,7 @@ from absl import flags
 from cnn import train_final as cnn_final
 from cnn import train_search as cnn_search
 from cnn import train_search_nao as cnn_nao
-from nao_tf import standalone_search
+from nao_tf import standalone_search, weight_sharing_search
 from nao_tf.errors import NaoError
 from rnn import train_search as rnn_search
 from rnn import train_search_nao as rnn_nao
@@ -30,6 +30,13 @@ def _flags(module, argv):
     return values
 
 
+def _search_flags(skeleton, module, argv):
+    values = flags.FlagValues()
+    skeleton.define_flags(module.TASK, values)
+    values(["prog", *argv])
+    return values
+
+
 def _finished_run(path: Path) -> Path:
     """A stand-in for a finished run: files no failed rerun may delete."""
     path.mkdir()
@@ -40,12 +47,14 @@ def _finished_run(path: Path) -> Path:
 
 
 def _cnn_search(out, data):
-    fv = _flags(cnn_search, ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
-    cnn_search.run(fv)
+    fv = _search_flags(weight_sharing_search, cnn_search,
+                       ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
+    weight_sharing_search.run(cnn_search.TASK, fv)
 
 
 def _cnn_nao(out, data):
-    fv = _flags(cnn_nao, ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
+    fv = _search_flags(standalone_search, cnn_nao,
+                       ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
     standalone_search.run(cnn_nao.TASK, fv)
 
 
@@ -55,12 +64,14 @@ def _cnn_final(out, data):
 
 
 def _rnn_search(out, data_dir):
-    rnn_search.run(_flags(rnn_search, [f"--output_dir={out}", "--overwrite",
-                                       f"--data_dir={data_dir}"]))
+    fv = _search_flags(weight_sharing_search, rnn_search,
+                       [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
+    weight_sharing_search.run(rnn_search.TASK, fv)
 
 
 def _rnn_nao(out, data_dir):
-    fv = _flags(rnn_nao, [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
+    fv = _search_flags(standalone_search, rnn_nao,
+                       [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
     standalone_search.run(rnn_nao.TASK, fv)
 
 
@@ -111,7 +122,8 @@ def test_final_training_flags_out_of_range_stop_before_anything(tmp_path, argv, 
     (["--lambda_step=0"], "--lambda_step=0.0 must be positive"),
     (["--import_archs=a.txt"], "--import_archs and --import_scores go together")])
 def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
-    fv = _flags(cnn_nao, ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
+    fv = _search_flags(standalone_search, cnn_nao,
+                       ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
     with pytest.raises(NaoError, match=message):
         standalone_search.run(cnn_nao.TASK, fv)
     assert not (tmp_path / "run").exists()

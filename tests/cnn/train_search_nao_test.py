@@ -12,6 +12,7 @@ from absl import flags
 
 from cnn import train_search_nao
 from cnn.search_space import NAMED_ARCHS, NAONET_SPACE
+from nao_tf import search_command, standalone_search
 from nao_tf.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,9 +62,9 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
 
 def _flags(argv):
     values = flags.FlagValues()
-    train_search_nao.define_flags(values)
+    standalone_search.define_flags(train_search_nao.TASK, values)
     values(["prog", *argv])
-    train_search_nao.apply_config(values)
+    search_command.apply_config(train_search_nao.TASK.presets, values)
     return values
 
 

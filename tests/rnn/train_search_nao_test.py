@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from nao_tf import standalone_search
 from nao_tf.errors import DataError
 from nao_tf.standalone import ArchDirs, StandaloneEvaluator
 from rnn import train_search_nao
@@ -102,7 +103,7 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
 @pytest.mark.slow
 def test_import_errors_name_the_file_and_line(tmp_path):
     values = flags.FlagValues()
-    train_search_nao.define_flags(values)
+    standalone_search.define_flags(train_search_nao.TASK, values)
     cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
     values(["prog", f"--import_archs={cells}", f"--import_scores={ppl}"])
     cells.write_text(NAO_CELL + "\n" + NAO_CELL.replace("0 1 0 1", "0 1 5 1") + "\n")

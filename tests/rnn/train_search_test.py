@@ -14,8 +14,8 @@ from nao_tf.errors import DataError, NaoError, StateError
 from rnn.data import read_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams, validation_windows
 from rnn.search_space import RnnSearchSpace, resolve_arch
-from nao_tf import weight_sharing_search
-from rnn.train_search import TASK, SearchParams, check_params, define_flags, params, run
+from nao_tf import search_command, weight_sharing_search
+from rnn.train_search import TASK, SearchParams, check_params, params
 from rnn.training import search_windows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,9 +119,9 @@ def test_resume_refuses_another_supernet(corpus_dir, tmp_path):
 
 def _flags(*argv):
     values = flags.FlagValues()
-    define_flags(values)
+    weight_sharing_search.define_flags(TASK, values)
     values(["prog", *argv])
-    weight_sharing_search.apply_config(TASK, values)
+    search_command.apply_config(TASK.presets, values)
     return values
 
 
@@ -220,7 +220,8 @@ def test_bad_params_stop_before_anything_is_written(tmp_path):
     with pytest.raises(NaoError, match="--eval_windows"):
         check_params(SearchParams(output_dir="x", eval_windows=-1))
     with pytest.raises(DataError, match="nowhere: directory not found"):
-        run(_flags(f"--output_dir={tmp_path / 'out'}", f"--data_dir={tmp_path / 'nowhere'}"))
+        weight_sharing_search.run(TASK, _flags(f"--output_dir={tmp_path / 'out'}",
+                                               f"--data_dir={tmp_path / 'nowhere'}"))
     assert not (tmp_path / "out").exists()
 
 

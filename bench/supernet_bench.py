@@ -49,9 +49,8 @@ def measure(name: str, mode: str) -> dict:
 
     from cnn import data as data_lib
     from cnn.search_space import NAO_WS_SPACE
-    from cnn.search_trainer import SupernetTrainer
     from cnn.supernet import Supernet, arch_tensor
-    from cnn.training import OptimConfig
+    from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
     from nao_tf.distribute import get_strategy
 
     conf = CONFIGS[name]
@@ -64,7 +63,8 @@ def measure(name: str, mode: str) -> dict:
     strategy = get_strategy()
     cfg = OptimConfig(epochs=150, steps_per_epoch=282, lr_max=0.05, lr_min=0.0005, l2_reg=1e-4)
     t = time.perf_counter()
-    trainer = SupernetTrainer(strategy, lambda: Supernet(
+    disable_graph_optimizer()
+    trainer = Trainer(strategy, lambda: Supernet(
         conf["num_cells"], conf["filters"], 10, use_aux_head=True, dropout_rate=0.1,
         op_selection=mode), cfg, batch)
     build = time.perf_counter() - t

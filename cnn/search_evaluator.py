@@ -21,8 +21,8 @@ import tensorflow as tf
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import CellArch
-from cnn.search_trainer import SupernetTrainer
 from cnn.supernet import arch_tensor
+from cnn.training import Trainer
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
@@ -49,7 +49,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
 
     higher_is_better = True
 
-    def __init__(self, trainer: SupernetTrainer, data: CifarData, schedule: SupernetSchedule,
+    def __init__(self, trainer: Trainer, data: CifarData, schedule: SupernetSchedule,
                  output_dir: str, num_cells_per_stage: int, filters: int,
                  log: Callable[[str], None] = print):
         if data.valid is None:

@@ -32,9 +32,8 @@ from cnn import data as data_lib
 from cnn.data import CifarData
 from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
 from cnn.search_space import NAO_WS_SPACE, cell_graphs
-from cnn.search_trainer import SupernetTrainer
 from cnn.supernet import Supernet
-from cnn.training import OptimConfig
+from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
 from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
@@ -145,7 +144,8 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
                       momentum=0.9, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
                       grad_bound=fv.grad_bound, aux_weight=fv.aux_weight)
     started = time.perf_counter()
-    trainer = SupernetTrainer(strategy, lambda: Supernet(
+    disable_graph_optimizer()
+    trainer = Trainer(strategy, lambda: Supernet(
         fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
         dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection), cfg, fv.batch_size)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))

@@ -1,4 +1,5 @@
-"""Training and evaluation steps for a fixed CIFAR network under a `tf.distribute` strategy.
+"""Training and evaluation steps for a CIFAR network, fixed or weight-sharing, under a
+`tf.distribute` strategy.
 
 Loss of one example (as the original final trainers):
     CE(logits) + aux_weight * CE(aux_logits)              (aux_weight 0.4; label smoothing optional)
@@ -15,7 +16,6 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from cnn.model import NASNetwork
 from nao_tf.distribute import build_optimizer
 from nao_tf.schedules import SGDR, Cosine
 
@@ -58,12 +58,32 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_dtype_policy(policy)
 
 
+def disable_graph_optimizer() -> None:
+    """Switches TensorFlow's graph optimiser (grappler) off for the rest of the process; call it
+    before building a supernet.
+
+    Instantiating the 100+ functions of the "switch" supernet under grappler took most of a
+    minute even for a tiny network, and the optimised step was no faster; the controller's speed
+    does not change either (docs/benchmarks.md). Switching it back on later makes every step
+    re-instantiate its functions, so it stays off.
+    """
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 class Trainer:
     """Owns the model, optimizer and compiled steps; everything is built eagerly in `__init__`,
-    under `strategy.scope()`, before any traced step (see nao_tf.distribute)."""
+    under `strategy.scope()`, before any traced step (see nao_tf.distribute).
 
-    def __init__(self, strategy: tf.distribute.Strategy, build_model: Callable[[], NASNetwork],
-                 cfg: OptimConfig, global_batch_size: int, jit_compile: bool = False):
+    One class for both networks: the final network (`NASNetwork`, called with the drop-path
+    progress) and the weight-sharing supernet (`cnn.supernet.Supernet`), whose steps take the
+    architecture `arch`, an int32 [40] tensor the same on every replica, so a supernet step is one
+    architecture on the global batch as in the original, and each step is traced once. Variables
+    of ops the architecture does not use get a zero loss gradient (still decayed and moved by
+    momentum, as in the original)."""
+
+    def __init__(self, strategy: tf.distribute.Strategy,
+                 build_model: Callable[[], keras.Model], cfg: OptimConfig,
+                 global_batch_size: int, jit_compile: bool = False):
         self.strategy = strategy
         self.cfg = cfg
         self.global_batch_size = global_batch_size
@@ -81,6 +101,13 @@ class Trainer:
                                if jit_compile else self._replica_forward_backward)
         self._eval_step = tf.function(self._distributed_eval_step)
 
+    def _logits(self, images, arch, training: bool, progress=None):
+        if arch is None:
+            if training:
+                return self.model(images, training=True, drop_path_progress=progress)
+            return self.model(images, training=False)
+        return self.model(images, arch, training=training)
+
     # Loss and gradients of one replica.
 
     def _cross_entropy(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -90,11 +117,11 @@ class Trainer:
             onehot = onehot * (1.0 - self.cfg.label_smoothing) + self.cfg.label_smoothing / k
         return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
 
-    def _replica_forward_backward(self, images, labels, progress):
+    def _replica_forward_backward(self, images, labels, arch, progress):
         """(summed gradients over this replica's share, CE sum, correct count)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            out = self.model(images, training=True, drop_path_progress=progress)
+            out = self._logits(images, arch, True, progress)
             logits, aux_logits = out if isinstance(out, tuple) else (out, None)
             ce = self._cross_entropy(labels, logits)
             per_example = ce
@@ -109,14 +136,16 @@ class Trainer:
                 loss += tf.nn.scale_regularization_loss(self.cfg.l2_reg * l2)
             scaled = self.optimizer.scale_loss(loss) if self.cfg.precision == "fp16" else loss
         grads = tape.gradient(scaled, variables)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, variables)]
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                                  tf.cast(labels, tf.int32)), tf.float32))
         return grads, tf.reduce_sum(ce), correct
 
-    def _replica_step(self, images, labels):
+    def _replica_step(self, images, labels, arch=None):
         step = tf.cast(self.optimizer.iterations, tf.float32)
         progress = tf.minimum(1.0, (step + 1.0) / float(self.cfg.total_steps))
-        grads, ce_sum, correct = self._replica_train(images, labels, progress)
+        grads, ce_sum, correct = self._replica_train(images, labels, arch, progress)
         ctx = tf.distribute.get_replica_context()
         # Clip the global gradient (summed over replicas), then hand the optimizer 1/R of it: its
         # own all-reduce sums the R identical copies back.
@@ -134,32 +163,35 @@ class Trainer:
             zip([g / replicas for g in grads], self.model.trainable_variables))
         return ce_sum, correct, grad_norm
 
-    def _distributed_train_step(self, images, labels):
-        ce_sum, correct, grad_norm = self.strategy.run(self._replica_step, args=(images, labels))
+    def _distributed_train_step(self, images, labels, *arch):
+        ce_sum, correct, grad_norm = self.strategy.run(self._replica_step,
+                                                       args=(images, labels, *arch))
         reduce = self.strategy.reduce
         return (reduce(tf.distribute.ReduceOp.SUM, ce_sum, axis=None),
                 reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
                 reduce(tf.distribute.ReduceOp.MEAN, grad_norm, axis=None))
 
-    def train_step(self, images, labels) -> dict[str, float]:
-        """One optimisation step on a global batch (a distributed-dataset element); returns host
-        floats: mean cross-entropy, accuracy, gradient norm before clipping."""
-        ce_sum, correct, grad_norm = self._train_step(images, labels)
+    def train_step(self, images, labels, arch: tf.Tensor | None = None) -> dict[str, float]:
+        """One optimisation step on a global batch (a distributed-dataset element), of the
+        supernet's architecture `arch` when given; returns host floats: mean cross-entropy,
+        accuracy, gradient norm before clipping."""
+        ce_sum, correct, grad_norm = self._train_step(images, labels,
+                                                      *(() if arch is None else (arch,)))
         n = float(self.global_batch_size)
         return {"loss": float(ce_sum) / n, "accuracy": float(correct) / n,
                 "grad_norm": float(grad_norm)}
 
     # Evaluation.
 
-    def _distributed_eval_step(self, images, labels):
-        def replica(images, labels):
-            logits = self.model(images, training=False)
+    def _distributed_eval_step(self, images, labels, *arch):
+        def replica(images, labels, arch=None):
+            logits = self._logits(images, arch, training=False)
             ce = tf.reduce_sum(self._cross_entropy(labels, logits))
             pred = tf.argmax(logits, -1, output_type=tf.int32)
             correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
             count = tf.cast(tf.shape(labels)[0], tf.float32)
             return ce, correct, count
-        out = self.strategy.run(replica, args=(images, labels))
+        out = self.strategy.run(replica, args=(images, labels, *arch))
         return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out)
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
@@ -170,6 +202,19 @@ class Trainer:
             ce, correct, count = ce + float(c), correct + float(k), count + float(n)
         return {"loss": ce / max(count, 1.0), "accuracy": correct / max(count, 1.0),
                 "images": int(count)}
+
+    def correct_count(self, images, labels, arch: tf.Tensor) -> tf.Tensor:
+        """The supernet's correct predictions of `arch` on one (distributed) batch, as a device
+        scalar (batch norm in batch-statistics mode, the supernet's only one)."""
+        return self._eval_step(images, labels, arch)[1]
+
+    @property
+    def train_tracing_count(self) -> int:
+        return self._train_step.experimental_get_tracing_count()
+
+    @property
+    def score_tracing_count(self) -> int:
+        return self._eval_step.experimental_get_tracing_count()
 
     def learning_rate(self) -> float:
         return float(self.schedule(self.optimizer.iterations))

@@ -6,9 +6,8 @@ import tensorflow as tf
 from cnn.model import NASNetwork, count_params
 from cnn.search_sampling import draw, fixed_network_params, sampling_probabilities
 from cnn.search_space import NAO_WS_SPACE, cell_graphs
-from cnn.search_trainer import SupernetTrainer
 from cnn.supernet import Supernet, arch_tensor
-from cnn.training import OptimConfig
+from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
 
 # Two cells that differ everywhere: inputs, ops, and which nodes are left unused.
 ARCH_A = NAO_WS_SPACE.parse("0 0 1 1 2 2 0 3 1 4 3 0 4 1 2 2 0 3 5 4 "
@@ -19,7 +18,7 @@ ARCH_B = NAO_WS_SPACE.parse("1 4 0 3 0 1 2 0 3 2 1 1 0 0 4 3 5 1 2 0 "
 
 @pytest.fixture(autouse=True)
 def _restore_graph_optimizer():
-    """SupernetTrainer switches grappler off for the process; the other tests keep it."""
+    """The supernet tests switch grappler off for the process; the other tests keep it."""
     before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     yield
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
@@ -34,8 +33,8 @@ def _batch(n=8, seed=0):
 def _trainer(strategy, op_selection, batch):
     keras.utils.set_random_seed(0)
     cfg = OptimConfig(epochs=1, steps_per_epoch=10, lr_max=0.05, lr_min=0.0005, l2_reg=1e-4)
-    return SupernetTrainer(strategy, lambda: Supernet(1, 8, 10, op_selection=op_selection),
-                           cfg, batch)
+    disable_graph_optimizer()
+    return Trainer(strategy, lambda: Supernet(1, 8, 10, op_selection=op_selection), cfg, batch)
 
 
 @pytest.mark.slow

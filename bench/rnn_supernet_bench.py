@@ -4,9 +4,9 @@
     python bench/rnn_supernet_bench.py --sizes=300:256:10000 --arch_batches=1,4,8
 
 For each size d:B:V (embedding = hidden size d, batch B, vocabulary V) it times
-`SupernetStep.train_step` (one cell drawn from a 100-cell pool per step, as the search does;
+`LMStep.train_step` (one cell drawn from a 100-cell pool per step, as the search does;
 forward, hand-written backward, clip, weight decay, SGD update) on random ids with BPTT 35, and
-`SupernetStep.score` on `--eval_windows` validation windows of 35 tokens for K cells per call,
+`LMStep.score` on `--eval_windows` validation windows of 35 tokens for K cells per call,
 for each K in --arch_batches. `--backward=autodiff` replaces the hand-written backward pass of
 the training step by automatic differentiation through the same forward loop (for comparison).
 Prints wall-clock and per-CPU-second rates, the load average, and
@@ -30,7 +30,9 @@ from absl import app, flags  # noqa: E402
 from rnn import supernet as supernet_module  # noqa: E402
 from rnn.search_cell_loop import step_forward  # noqa: E402
 from rnn.search_space import RnnSearchSpace  # noqa: E402
-from rnn.supernet import Supernet, SupernetStep, arch_array, count_params  # noqa: E402
+from rnn.model import count_params  # noqa: E402
+from rnn.supernet import Supernet, arch_array  # noqa: E402
+from rnn.training import LMStep  # noqa: E402
 
 flags.DEFINE_list("sizes", ["300:256:10000", "64:32:6000"], "d:B:V per size to measure")
 flags.DEFINE_integer("bptt", 35, "tokens per training step and per scoring window")
@@ -76,7 +78,7 @@ def bench_size(d: int, batch: int, vocab: int) -> dict:
     rng = np.random.default_rng(0)
     pool = arch_array(space.sample_unique(100, rng))
     net = Supernet(vocab, d)
-    step = SupernetStep(net, tf.distribute.get_strategy(), batch, clip=10.0, wdecay=5e-7,
+    step = LMStep(net, tf.distribute.get_strategy(), batch, clip=10.0, wdecay=5e-7,
                         beta=1e-3)
     x = rng.integers(0, vocab, (FLAGS.bptt, batch)).astype(np.int32)
     y = rng.integers(0, vocab, (FLAGS.bptt, batch)).astype(np.int32)

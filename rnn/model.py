@@ -145,16 +145,13 @@ class NaoCell(keras.layers.Layer):
         return run_cell(x_proj, hidden, mask_h, w0_h, weights, self.schedule)
 
 
-class RNNModel(keras.Model):
-    """Embedding -> locked dropout -> NAO cell -> locked dropout -> tied decoder.
+class TiedLanguageModel(keras.Model):
+    """What the final model and the supernet share: the embedding E (V x d) with embedding (word)
+    dropout and locked input dropout, the locked output dropout, and the tied decoder
+    logits = h E^T + b. Subclasses add the recurrent cell."""
 
-    `call(ids [T, B], hidden [B, d], training)` returns (logits [T, B, V], raw cell outputs
-    [T, B, d] for TAR, last hidden [B, d]).
-    """
-
-    def __init__(self, arch: RnnCell, vocab_size: int, units: int, dropout: float = 0.75,
-                 dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2,
-                 dropoute: float = 0.0, **kwargs):
+    def __init__(self, vocab_size: int, units: int, dropout: float, dropouti: float,
+                 dropoute: float, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.units = vocab_size, units
         self.dropout, self.dropouti, self.dropoute = dropout, dropouti, dropoute
@@ -162,8 +159,6 @@ class RNNModel(keras.Model):
                                          initializer=_uniform())
         self.decoder_bias = self.add_weight(name="decoder_bias", shape=(vocab_size,),
                                             initializer="zeros")
-        self.cell = NaoCell(arch, units, dropoutx=dropoutx, dropouth=dropouth, name="cell")
-        self.cell.build()
 
     def initial_hidden(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.units])
@@ -178,15 +173,35 @@ class RNNModel(keras.Model):
             x = x * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropouti)
         return x
 
-    def call(self, ids: tf.Tensor, hidden: tf.Tensor, training: bool = False):
-        x = self.embed(ids, training)
-        raw, hidden = self.cell(x, hidden, training=training)
-        out = raw
+    def decode(self, raw: tf.Tensor, training: bool) -> tf.Tensor:
+        """Cell outputs [..., B, d] -> logits [..., B, V], through the locked output dropout."""
         if training and self.dropout > 0:
-            out = out * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropout)
-        logits = tf.tensordot(out, tf.convert_to_tensor(self.embedding), [[2], [1]])
-        return logits + self.decoder_bias, raw, hidden
+            raw = raw * dropout_mask([1, tf.shape(raw)[-2], self.units], self.dropout)
+        return self.logits(raw)
+
+    def logits(self, h: tf.Tensor) -> tf.Tensor:
+        return tf.tensordot(h, tf.convert_to_tensor(self.embedding), [[-1], [1]]) + \
+            self.decoder_bias
 
 
-def count_params(model: RNNModel) -> int:
+class RNNModel(TiedLanguageModel):
+    """Embedding -> locked dropout -> NAO cell -> locked dropout -> tied decoder.
+
+    `call(ids [T, B], hidden [B, d], training)` returns (logits [T, B, V], raw cell outputs
+    [T, B, d] for TAR, last hidden [B, d]).
+    """
+
+    def __init__(self, arch: RnnCell, vocab_size: int, units: int, dropout: float = 0.75,
+                 dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2,
+                 dropoute: float = 0.0, **kwargs):
+        super().__init__(vocab_size, units, dropout, dropouti, dropoute, **kwargs)
+        self.cell = NaoCell(arch, units, dropoutx=dropoutx, dropouth=dropouth, name="cell")
+        self.cell.build()
+
+    def call(self, ids: tf.Tensor, hidden: tf.Tensor, training: bool = False):
+        raw, hidden = self.cell(self.embed(ids, training), hidden, training=training)
+        return self.decode(raw, training), raw, hidden
+
+
+def count_params(model: keras.Model) -> int:
     return int(sum(v.numpy().size for v in model.trainable_variables))

@@ -31,8 +31,9 @@ from nao_tf.run_dir import check_identity, write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
-from rnn.supernet import Supernet, SupernetStep, arch_array, count_params
-from rnn.training import perplexity, search_windows
+from rnn.model import count_params
+from rnn.supernet import Supernet, arch_array
+from rnn.training import LMStep, perplexity, search_windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +114,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
                                   name="supernet")
             self.hidden = tf.Variable(tf.zeros([params.batch_size, params.emsize]),
                                       trainable=False, name="hidden")
-        self.step = SupernetStep(self.model, self.strategy, params.batch_size, params.clip,
-                                 params.wdecay, params.beta)
+        self.step = LMStep(self.model, self.strategy, params.batch_size, params.clip,
+                           params.wdecay, params.beta)
         self.ckpt = tf.train.Checkpoint(model=self.model, hidden=self.hidden)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir / "ckpt"),
                                                   max_to_keep=2)

@@ -18,11 +18,12 @@ import contextlib
 import math
 from typing import Iterator, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from rnn.data import get_batch
-from rnn.model import RNNModel, tar_penalty
+from rnn.model import tar_penalty
 
 
 def sample_seq_len(rng: np.random.Generator, bptt: int, max_seq_len_delta: int) -> int:
@@ -115,15 +116,19 @@ class WeightAverage(tf.Module):
 
 
 class LMStep:
-    """Compiled training step and evaluation of an `RNNModel` under a `tf.distribute` strategy.
+    """Compiled training step and evaluation of a language model under a `tf.distribute`
+    strategy: the final `RNNModel`, or the weight-sharing `rnn.supernet.Supernet`, whose steps
+    also take the cell.
 
-    The training step takes inputs/targets [T, B] with T free (one trace for every length), the
-    hidden state [B, d] and the step's learning rate; under MirroredStrategy each replica trains
-    on its own slice of the B columns (and their hidden states), gradients are averaged across
-    replicas, clipped, decayed and applied as plain SGD.
+    `train_step(x [T, B], y [T, B], hidden [B, d], lr[, arch [n, 2]])`: one SGD step of the
+    original's loss (NLL + TAR); T is free and the cell is a tensor, so it traces once. Under
+    MirroredStrategy each replica trains on its own slice of the B columns (and their hidden
+    states), gradients are averaged across replicas, clipped, decayed and applied as plain SGD.
+    Supernet only: `score(x, y, archs [K, n, 2])`, the summed NLL per cell (one trace for every
+    K).
     """
 
-    def __init__(self, model: RNNModel, strategy: tf.distribute.Strategy, batch_size: int,
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, batch_size: int,
                  clip: float, wdecay: float, beta: float, average: WeightAverage | None = None,
                  jit_compile: bool = False):
         replicas = strategy.num_replicas_in_sync
@@ -136,18 +141,24 @@ class LMStep:
         self._vars = [v.value for v in model.trainable_variables]
         ids = tf.TensorSpec([None, batch_size], tf.int32)
         hidden = tf.TensorSpec([batch_size, model.units], tf.float32)
+        self.weight_sharing = hasattr(model, "score")
+        arch = [tf.TensorSpec([model.num_nodes, 2], tf.int32)] if self.weight_sharing else []
         self.train_step = tf.function(
             self._train_step, jit_compile=jit_compile,
-            input_signature=[ids, ids, hidden, tf.TensorSpec([], tf.float32)])
+            input_signature=[ids, ids, hidden, tf.TensorSpec([], tf.float32), *arch])
+        if self.weight_sharing:
+            self.score = tf.function(model.score, input_signature=[
+                tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None, model.num_nodes, 2], tf.int32)])
         self.eval_step = tf.function(
             self._eval_step, input_signature=[tf.TensorSpec([None, None], tf.int32),
                                               tf.TensorSpec([None, None], tf.int32),
                                               tf.TensorSpec([None, model.units], tf.float32)])
 
-    def loss_fn(self, x: tf.Tensor, y: tf.Tensor, hidden: tf.Tensor,
-                training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(mean NLL, NLL + TAR, next hidden) for one segment."""
-        logits, raw, hidden = self.model(x, hidden, training=training)
+    def loss_fn(self, x: tf.Tensor, y: tf.Tensor, hidden: tf.Tensor, training: bool,
+                *arch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(mean NLL, NLL + TAR, next hidden) for one segment (of the supernet's cell `arch`)."""
+        logits, raw, hidden = self.model(x, hidden, *arch, training=training)
         nll = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         total = nll
@@ -155,19 +166,21 @@ class LMStep:
             total += tar_penalty(raw, self.beta)
         return nll, total, hidden
 
-    def _replica_step(self, x, y, hidden):
+    def _replica_step(self, x, y, hidden, *arch):
         ctx = tf.distribute.get_replica_context()
         cols = slice(None), slice(ctx.replica_id_in_sync_group * self._cols,
                                   (ctx.replica_id_in_sync_group + 1) * self._cols)
         with tf.GradientTape() as tape:
-            nll, total, new_hidden = self.loss_fn(x[cols], y[cols], hidden[cols[1]], training=True)
+            nll, total, new_hidden = self.loss_fn(x[cols], y[cols], hidden[cols[1]], True, *arch)
         grads = tape.gradient(total, self._vars)
+        if self.weight_sharing:  # the supernet's embedding gradient: dense, as its blocks'
+            grads = [tf.convert_to_tensor(g) for g in grads]
         grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
         grads = clip_and_decay(grads, self._vars, self.clip, self.wdecay)
         return nll, grads, new_hidden
 
-    def _train_step(self, x, y, hidden, lr):
-        nll, grads, new_hidden = self.strategy.run(self._replica_step, args=(x, y, hidden))
+    def _train_step(self, x, y, hidden, lr, *arch):
+        nll, grads, new_hidden = self.strategy.run(self._replica_step, args=(x, y, hidden, *arch))
         for v, g in zip(self._vars, grads):
             self.strategy.extended.update(v, lambda var, grad: var.assign_sub(lr * grad),
                                           args=(g,))

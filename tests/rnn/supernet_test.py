@@ -5,7 +5,8 @@ import tensorflow as tf
 from rnn.model import RNNModel
 from rnn.search_cell_loop import run_search_cell, step_forward
 from rnn.search_space import RnnSearchSpace
-from rnn.supernet import Supernet, SupernetStep, arch_array
+from rnn.supernet import Supernet, arch_array
+from rnn.training import LMStep
 
 D, V, B = 8, 13, 4
 
@@ -78,7 +79,7 @@ def test_supernet_cell_equals_a_fixed_cell_with_its_blocks():
 
 def test_train_step_traces_once_and_moves_only_the_sampled_blocks():
     net = Supernet(V, D, dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1)
-    step = SupernetStep(net, tf.distribute.get_strategy(), B, clip=10.0, wdecay=0.0, beta=1e-3)
+    step = LMStep(net, tf.distribute.get_strategy(), B, clip=10.0, wdecay=0.0, beta=1e-3)
     rng = np.random.default_rng(0)
     cells = _cells(3)
     hidden = net.initial_hidden(B)
@@ -105,7 +106,7 @@ def test_train_step_on_two_replicas_matches_one_device(two_replicas):
             initial = [v.numpy() for v in net.trainable_variables]
         for v, value in zip(net.trainable_variables, initial):
             v.assign(value)
-        step = SupernetStep(net, strategy, B, clip=0.5, wdecay=1e-3, beta=1e-3)
+        step = LMStep(net, strategy, B, clip=0.5, wdecay=1e-3, beta=1e-3)
         step.train_step(ids[:-1], ids[1:], net.initial_hidden(B), 0.5, arch_array([cell])[0])
         results.append([v.numpy() for v in net.trainable_variables])
     for a, b in zip(*results):
@@ -114,7 +115,7 @@ def test_train_step_on_two_replicas_matches_one_device(two_replicas):
 
 def test_scoring_batches_cells_without_retracing():
     net = Supernet(V, D)
-    step = SupernetStep(net, tf.distribute.get_strategy(), B, clip=10.0, wdecay=0.0, beta=0.0)
+    step = LMStep(net, tf.distribute.get_strategy(), B, clip=10.0, wdecay=0.0, beta=0.0)
     cells = _cells(5)
     ids = np.random.default_rng(0).integers(0, V, size=(6, 3)).astype(np.int32)
     x, y = ids[:-1], ids[1:]

@@ -21,7 +21,6 @@ predictor), or, when the task gives none, stops with an error naming the archite
 """
 
 import hashlib
-import json
 import math
 import os
 import queue
@@ -29,12 +28,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import tensorflow as tf
 
 from nao_tf import io
-from nao_tf.errors import DataError, InvalidArchitectureError, NaoError, StateError
+from nao_tf.errors import DataError, InvalidArchitectureError, NaoError
 from nao_tf.search import Evaluator, Record
 from nao_tf.search_space import SearchSpace
 
@@ -275,19 +274,3 @@ def read_imported(space: SearchSpace, archs_path: str | os.PathLike,
         seen.add(key)
         pairs.append((arch, convert(score) if convert else score))
     return pairs
-
-
-def write_settings(path: str | os.PathLike, settings: dict, keys: Iterable[str]) -> None:
-    """Writes the per-architecture training settings of a run to `path`; when the file exists
-    (a resumed run), refuses settings that differ in any of `keys` (scores trained with another
-    schedule must not be mixed)."""
-    path = Path(path)
-    if path.exists():
-        old = io.read_json(path)
-        changed = [k for k in keys if k in old and old[k] != settings.get(k)]
-        if changed:
-            raise StateError(
-                f"{path.parent} holds a search whose architectures were trained with different "
-                + ", ".join(f"{k} ({old[k]!r} -> {settings.get(k)!r})" for k in changed)
-                + "; rerun with the same flags, use another --output_dir, or pass --overwrite")
-    io.atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")

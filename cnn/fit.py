@@ -7,7 +7,6 @@ every evaluation and at the end). Re-running resumes from the latest checkpoint,
 learning rate and momentum continue where the last completed epoch left them.
 """
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import tensorflow as tf
 
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.training import Trainer
+from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
 from nao_tf.run_dir import write_scalars
@@ -91,10 +91,11 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
             stats = trainer.train_step(images, labels)
             dt = time.perf_counter() - t
             step = trainer.step
-            if not math.isfinite(stats["loss"]):
-                raise NaoError(f"training loss became {stats['loss']} at step {step}; lower "
-                               "--lr_max or use --precision=fp32; the last good checkpoint is "
-                               f"kept in {manager.directory}")
+            diverged = divergence(stats["loss"], data.num_classes)
+            if diverged:
+                raise NaoError(f"training {diverged} at step {step}; lower --lr_max or use "
+                               "--precision=fp32; the last good checkpoint is kept in "
+                               f"{manager.directory}")
             if step > expected_step + 1:  # the first step of a process includes tracing
                 timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
             window_loss, window_acc = window_loss + stats["loss"], window_acc + stats["accuracy"]

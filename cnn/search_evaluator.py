@@ -10,7 +10,6 @@ architecture by its accuracy on the same fixed validation images every time (the
 deterministic for given weights and a resumed run gives the scores an uninterrupted one would.
 """
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import CellArch
 from cnn.supernet import arch_tensor
 from cnn.training import Trainer
+from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
@@ -112,9 +112,10 @@ class SupernetEvaluator(WeightSharingEvaluator):
             if self.steps_trained_this_run:  # the first step of a process includes tracing
                 timed_steps, timed_seconds = timed_steps + 1, timed_seconds + time.monotonic() - t
             self.steps_trained_this_run += 1
-            if not math.isfinite(stats["loss"]):
-                raise NaoError(f"supernet loss became {stats['loss']} at step {step + 1}; lower "
-                               f"--lr_max; the last good checkpoint is in {self.manager.directory}")
+            diverged = divergence(stats["loss"], self.data.num_classes)
+            if diverged:
+                raise NaoError(f"supernet {diverged} at step {step + 1}; lower --lr_max; the "
+                               f"last good checkpoint is in {self.manager.directory}")
             window["loss"] += stats["loss"]
             window["accuracy"] += stats["accuracy"]
             window["n"] += 1

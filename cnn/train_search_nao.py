@@ -45,6 +45,7 @@ from cnn.model import NASNetwork, count_params
 from cnn.search_space import NAONET_SPACE, CellArch, cell_graphs
 from cnn.training import OptimConfig, Trainer
 from nao_tf import cli, standalone_search
+from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import read_json
 from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
@@ -141,7 +142,8 @@ class CifarArchTrainer:
                               dropout_rate=1.0 - s["keep_prob"])
 
         trainer = DivergenceCheckingTrainer(tf.distribute.OneDeviceStrategy(device),
-                                            build_model, cfg, s["batch_size"])
+                                            build_model, cfg, s["batch_size"],
+                                            classes=self.data.num_classes)
         loop = LoopConfig(output_dir=str(out), batch_size=s["batch_size"],
                           eval_batch_size=s["eval_batch_size"], cutout_size=s["cutout_size"],
                           eval_every_epochs=1, log_every_steps=s["log_every_steps"],
@@ -169,13 +171,18 @@ def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
 
 
 class DivergenceCheckingTrainer(Trainer):
-    """A `Trainer` whose step raises `TrainingDiverged` on a NaN/inf loss (the evaluator then
-    applies --on_diverge)."""
+    """A `Trainer` whose step raises `TrainingDiverged` when the loss diverges
+    (`nao_tf.divergence`; the evaluator then applies --on_diverge)."""
+
+    def __init__(self, *args, classes: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.classes = classes
 
     def train_step(self, images, labels) -> dict[str, float]:
         stats = super().train_step(images, labels)
-        if not math.isfinite(stats["loss"]):
-            raise TrainingDiverged(f"training loss became {stats['loss']} at step {self.step}")
+        diverged = divergence(stats["loss"], self.classes)
+        if diverged:
+            raise TrainingDiverged(f"training {diverged} at step {self.step}")
         return stats
 
 

@@ -17,7 +17,6 @@ cells run side by side in one compiled call.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from nao_tf.divergence import divergence
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
 from nao_tf.run_dir import check_identity, write_scalars
@@ -183,10 +183,11 @@ class SupernetEvaluator(WeightSharingEvaluator):
             arch = archs[picks[step]]
             loss, hidden = self.step.train_step(x, y, hidden, p.lr * len(x) / p.bptt, arch)
             loss = float(loss)
-            if not math.isfinite(loss):
-                raise NaoError(f"supernet training loss is {loss} at epoch {epoch}, step "
-                               f"{step + 1}; lower --lr or --clip, then re-run the same command "
-                               "to resume from the last checkpoint")
+            diverged = divergence(loss, self.corpus.vocab_size)
+            if diverged:
+                raise NaoError(f"supernet training {diverged} at epoch {epoch}, step {step + 1}; "
+                               "lower --lr or --clip, then re-run the same command to resume "
+                               "from the last checkpoint")
             total += loss * len(x)
             rows += len(x)
             tokens += x.size

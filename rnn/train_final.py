@@ -30,6 +30,7 @@ from absl import flags, logging
 
 from nao_tf import cli
 from nao_tf.distribute import get_strategy
+from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
 from nao_tf.run_dir import RunDir, write_scalars
@@ -180,8 +181,9 @@ class FinalTrainer:
             x, y = get_batch(self.train_data, i, seq_len)
             loss, hidden = self.lm.train_step(x, y, hidden, p.lr * len(x) / p.bptt)
             loss = float(loss)
-            if not math.isfinite(loss):
-                raise Diverged(f"training loss is {loss} at epoch {epoch}, step {step}")
+            diverged = divergence(loss, self.corpus.vocab_size)
+            if diverged:
+                raise Diverged(f"training {diverged} at epoch {epoch}, step {step}")
             total_loss += loss * len(x)
             tokens += x.size
             interval_loss += loss

@@ -40,7 +40,9 @@ from nao_tf.run_dir import check_identity, write_scalars
 from nao_tf.search_space import SearchSpace
 
 Arch = Hashable
-Record = Callable[[Arch, float], None]
+# record(arch, score, failed=False): `failed` marks a score that is the evaluator's stand-in for
+# an architecture that could not be trained (it diverged), not a measurement.
+Record = Callable[..., None]
 PHASES = ("evaluate", "train", "generate", "done")
 
 
@@ -265,11 +267,11 @@ class NAOSearch:
         todo = [a for a in self._pool(state) if self.space.canonical_key(a) not in done]
         started = time.monotonic()
 
-        def record(arch: Arch, score: float) -> None:
+        def record(arch: Arch, score: float, failed: bool = False) -> None:
             if not math.isfinite(score):
                 raise FloatingPointError(f"evaluator returned {score} for {self.space.to_string(arch)}")
             state["history"].append(dict(arch=self.space.to_string(arch), score=float(score),
-                                         iteration=iteration))
+                                         iteration=iteration, **({"failed": True} if failed else {})))
             if time.monotonic() - self._last_save >= self._save_every_seconds:
                 self._save(state)
 
@@ -430,10 +432,14 @@ class NAOSearch:
     def _write_best(self, state: dict) -> None:
         arch_text, score = self._best(state)
         arch = self._parse(arch_text)
+        warning = _warning(state["history"])
+        if warning:
+            self.log(f"warning: {warning}")
         io.atomic_write_json(self.output_dir / "best_arch.json", dict(
             space=self.space.name, arch=arch_text, score=score, description=self.space.describe(arch),
             higher_is_better=self.evaluator.higher_is_better,
-            top=[dict(arch=self.space.to_string(a), score=s) for a, s in self._top(state)]))
+            top=[dict(arch=self.space.to_string(a), score=s) for a, s in self._top(state)],
+            **({"warning": warning} if warning else {})))
 
     def _top(self, state: dict) -> list[tuple[Arch, float]]:
         latest = self._latest_scores(state)
@@ -456,6 +462,20 @@ class NAOSearch:
         arch_text, score = self._best(state)
         return SearchResult(self._parse(arch_text), score, state["history"],
                             self._evaluated_count(state), self._top(state))
+
+
+def _warning(history: list[dict]) -> str | None:
+    """What makes a search's result meaningless: every measured architecture failed, or all
+    scores are the same (a supernet or trainer that learned nothing scores every cell alike)."""
+    measured = [r for r in history if not r.get("imported")]
+    if measured and all(r.get("failed") for r in measured):
+        return (f"all {len(measured)} architectures failed to train (they diverged); their scores "
+                "are the failure score, so the best architecture is arbitrary. Lower the "
+                "learning rate and start again with --overwrite")
+    if len(measured) > 1 and len({r["score"] for r in measured}) == 1:
+        return (f"all {len(measured)} scores are {measured[0]['score']:.6g}: nothing was learned "
+                "that tells the architectures apart, so the best architecture is arbitrary")
+    return None
 
 
 def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:

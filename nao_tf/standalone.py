@@ -94,16 +94,18 @@ class ArchDirs:
             io.atomic_write_text(directory / "arch.txt", text + "\n")
         return directory
 
-    def score(self, arch: Arch) -> float | None:
-        """The saved score of `arch`, or None when it has not been trained to the end."""
+    def score(self, arch: Arch) -> tuple[float, bool] | None:
+        """(saved score of `arch`, whether it is the failure score), or None when it has not been
+        trained to the end."""
         path = self.path(arch) / "score.json"
         if not path.exists():
             return None
         record = io.read_json(path)
-        if record.get("arch") != self.to_string(arch):
-            raise DataError(f"{path} holds the score of {record.get('arch')!r}, not of "
-                            f"{self.to_string(arch)!r}; delete that directory")
-        return float(record["score"])
+        if not isinstance(record, dict) or record.get("arch") != self.to_string(arch) or \
+                not isinstance(record.get("score"), (int, float)):
+            raise DataError(f"{path} does not hold the score of {self.to_string(arch)!r}; "
+                            "delete that directory to train it again")
+        return float(record["score"]), bool(record.get("failed"))
 
     def save(self, arch: Arch, score: float, **info) -> None:
         directory = self.path(arch)
@@ -144,9 +146,9 @@ class StandaloneEvaluator(Evaluator):
             if saved is None:
                 todo.append(arch)
             else:
-                self.log(f"  score {saved:.6g} of {self.to_string(arch)} was saved by an earlier "
-                         "run; not training it again")
-                record(arch, saved)
+                self.log(f"  score {saved[0]:.6g} of {self.to_string(arch)} was saved by an "
+                         "earlier run; not training it again")
+                record(arch, saved[0], failed=saved[1])
         if not todo:
             return
         tasks: queue.Queue = queue.Queue()
@@ -183,8 +185,8 @@ class StandaloneEvaluator(Evaluator):
                                  + (f"; waiting for the {busy} training(s) still running on other "
                                     "devices, their scores are kept" if busy else ""))
                 else:
-                    arch, score, device, seconds = payload
-                    record(arch, score)
+                    arch, (score, failed), device, seconds = payload
+                    record(arch, score, failed=failed)
                     done += 1
                     elapsed = time.monotonic() - started
                     eta = elapsed / done * (len(todo) - done)
@@ -213,7 +215,9 @@ class StandaloneEvaluator(Evaluator):
         finally:
             results.put(("exit", device))
 
-    def _train_one(self, arch: Arch, device: str) -> float:
+    def _train_one(self, arch: Arch, device: str) -> tuple[float, bool]:
+        """(score, failed): `failed` when the score is `failed_score`, a stand-in for a training
+        that diverged before it measured anything."""
         text = self.to_string(arch)
         self.log(f"  training {text} on {device}")
         with tf.device(device):
@@ -223,20 +227,21 @@ class StandaloneEvaluator(Evaluator):
                 score, diverged = err.score, str(err)
         if diverged is None and not math.isfinite(score):
             score, diverged = None, f"the score is {score}"
+        failed = False
         if diverged is not None:
             if score is not None and math.isfinite(score):
                 self.log(f"  {text} diverged ({diverged}); its score is the best reached before: "
                          f"{score:.6g}")
             elif self.failed_score is not None:
-                score = self.failed_score
+                score, failed = self.failed_score, True
                 self.log(f"  {text} diverged ({diverged}); scored as a network that learned "
                          f"nothing: {score:.6g}")
             else:
                 raise NaoError(f"training {text} on {device} diverged ({diverged}); change the "
                                "per-architecture schedule (e.g. a lower learning rate)")
         if self.dirs is not None:
-            self.dirs.save(arch, score, device=device, diverged=diverged)
-        return score
+            self.dirs.save(arch, score, device=device, diverged=diverged, failed=failed)
+        return score, failed
 
 
 def read_imported(space: SearchSpace, archs_path: str | os.PathLike,

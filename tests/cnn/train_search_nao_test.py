@@ -109,7 +109,7 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
                                     to_string=NAONET_SPACE.to_string, log=logs.append)
     cell = NAONET_SPACE.parse(NAMED_ARCHS["naonet"])
     recorded = []
-    evaluator.evaluate([cell], 0, lambda a, s: recorded.append(s))
+    evaluator.evaluate([cell], 0, lambda a, s, failed=False: recorded.append(s))
     assert recorded == [0.1]
     assert any(reason in line for line in logs), logs
     assert json.loads((dirs.path(cell) / "score.json").read_text())["diverged"]

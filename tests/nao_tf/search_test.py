@@ -135,6 +135,22 @@ def test_corrupt_state_stops_and_is_not_overwritten(tmp_path):
     assert (tmp_path / "state.json").read_text() == '{"iteration": 1, "pool": ['
 
 
+def test_a_search_whose_scores_are_all_alike_says_so(tmp_path):
+    class Flat(Evaluator):
+        def evaluate(self, archs, iteration, record):
+            for arch in archs:
+                record(arch, 0.1)
+
+    search = make_search(tmp_path / "flat", [], iterations=0)
+    search.evaluator = Flat()
+    search.run()
+    best = json.loads((tmp_path / "flat" / "best_arch.json").read_text())
+    assert best["warning"] == ("all 12 scores are 0.1: nothing was learned that tells the "
+                               "architectures apart, so the best architecture is arbitrary")
+    make_search(tmp_path / "normal", [], iterations=0).run()
+    assert "warning" not in json.loads((tmp_path / "normal" / "best_arch.json").read_text())
+
+
 def test_state_of_a_different_search_is_refused(tmp_path):
     make_search(tmp_path, [], iterations=0).run()
     before = (tmp_path / "state.json").read_text()

@@ -1,6 +1,7 @@
 """The standalone evaluator: one worker per device, every score recorded once from the calling
 thread, errors and divergence surfaced, saved scores never recomputed, imported score files."""
 
+import json
 import math
 import threading
 import time
@@ -45,7 +46,7 @@ def _archs(n: int, seed: int = 0) -> list:
 def _collect(evaluator: StandaloneEvaluator, archs) -> list[tuple[str, float]]:
     recorded, threads = [], set()
 
-    def record(arch, score):
+    def record(arch, score, failed=False):
         threads.add(threading.current_thread())
         recorded.append((SPACE.to_string(arch), score))
 
@@ -73,7 +74,7 @@ def test_a_worker_error_surfaces_after_the_running_trainings_are_recorded():
                                     log=lambda _: None)
     recorded = []
     with pytest.raises(RuntimeError, match="out of memory"):
-        evaluator.evaluate(archs, 0, lambda a, s: recorded.append(SPACE.to_string(a)))
+        evaluator.evaluate(archs, 0, lambda a, s, failed=False: recorded.append(SPACE.to_string(a)))
     failed = train.runs[2][0]
     assert failed not in recorded
     assert sorted(recorded) == sorted(a for a, _ in train.runs if a != failed)
@@ -124,6 +125,21 @@ def _search(output_dir, train, devices) -> NAOSearch:
                                     log=lambda _: None)
     return NAOSearch(SPACE, evaluator, config, controller, output_dir, log=lambda _: None,
                      save_every_seconds=0.0)
+
+
+def test_a_search_whose_every_architecture_failed_says_so(tmp_path):
+    def diverge(arch, device):
+        raise TrainingDiverged("loss is nan at step 1")
+
+    search = _search(tmp_path, diverge, ["/cpu:0"])
+    search.evaluator.failed_score = 0.1
+    logs = []
+    search.log = logs.append
+    result = search.run()
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert best["warning"].startswith(f"all {result.evaluated} architectures failed to train")
+    assert any(line.startswith("warning: all") for line in logs)
+    assert all(r["failed"] for r in result.history)
 
 
 @pytest.mark.slow

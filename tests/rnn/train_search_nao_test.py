@@ -92,7 +92,7 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
                                     log=lambda _: None)
     cells = space.sample_unique(4, np.random.default_rng(0))
     recorded = {}
-    evaluator.evaluate(cells, 0, lambda a, s: recorded.setdefault(space.to_string(a), s))
+    evaluator.evaluate(cells, 0, lambda a, s, failed=False: recorded.setdefault(space.to_string(a), s))
     assert set(recorded) == {space.to_string(c) for c in cells}
     assert all(1.0 < s < 100.0 for s in recorded.values())
     saved = [json.loads((dirs.path(c) / "score.json").read_text()) for c in cells]

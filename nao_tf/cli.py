@@ -24,6 +24,10 @@ def _guarded(main: Callable[[Sequence[str]], None],
             if not subcommands and len(argv) > 1:
                 raise NaoError(f"unexpected arguments {' '.join(argv[1:])}; flags look like "
                                "--name=value")
+            if flags.FLAGS.deterministic:
+                import tensorflow as tf
+
+                tf.config.experimental.enable_op_determinism()
             main(argv)
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -71,6 +75,9 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
         tf.config.threading.set_intra_op_parallelism_threads(1)
     with startup.held_back():
         tf.config.list_logical_devices()  # the device search writes its own start-up lines
+    flags.DEFINE_bool("deterministic", False, "Reproducible by seed: two runs with the same "
+                      "nonzero --seed give the same results (TensorFlow's op determinism on top "
+                      "of the seeds; docs/architecture.md).", module_name=sys.argv[0])
     app.run(_guarded(main, tuple(subcommands)), flags_parser=_parse_flags)
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
@@ -127,7 +128,7 @@ class FinalTrainer:
         settings.pop("overwrite")
         RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
         self.strategy = strategy or _strategy_for(params.batch_size)
-        tf.random.set_seed(params.seed)
+        keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
         with self.strategy.scope():
             self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)
             variables = [v.value for v in self.model.trainable_variables]

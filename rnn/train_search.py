@@ -24,6 +24,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import keras
 from absl import flags
 
 from nao_tf import cli, weight_sharing_search
@@ -158,6 +159,7 @@ def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
     if corpus is None:  # a generated corpus inside the run directory
         p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
         corpus = read_corpus(p.data_dir)
+    keras.utils.set_random_seed(p.seed)  # initial weights, dropout masks
     strategy = get_strategy()
     if p.batch_size % strategy.num_replicas_in_sync:
         strategy = get_strategy([strategy.extended.worker_devices[0]])

@@ -29,6 +29,7 @@ from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.errors import DataError, InvalidArchitectureError, NaoError
 from nao_tf.generate import ControllerInference
+from nao_tf.run_dir import check_identity
 from nao_tf.metrics import (hamming_distance, kendall_tau, paired_t_test, pairwise_accuracy,
                             top_fraction_pairwise_accuracy)
 from nao_tf.search import CONTROLLER_OPTION_FLAGS, Evaluator, NAOSearch, Record, SearchConfig
@@ -268,33 +269,45 @@ def _ridge_predictions(tokens: np.ndarray, scores: np.ndarray, n_train: int, voc
 
 def run_methods(space: SearchSpace, table: Table, search_metric: str, report_metric: str,
                 budget: int, seeds: int, methods: Sequence[str], settings: NaoSettings,
-                log: Callable[[str], None] = print, first_seed: int = 0, workers: int = 1) -> dict:
+                log: Callable[[str], None] = print, first_seed: int = 0, workers: int = 1,
+                progress: str | None = None) -> dict:
     """Runs every method for seeds first_seed, ..., first_seed + seeds - 1; each picks its best
     query by `search_metric`. With evolution among the methods, every other method is compared
     with it seed by seed (`paired_t_test`). `workers` > 1 runs NAO's seeds in that many
-    processes (one core each); the results do not depend on it."""
+    processes (one core each); the results do not depend on it. `progress`: a file that keeps
+    every finished (method, seed) run, so a killed study resumes without redoing one."""
     table.check_column(search_metric)
     table.check_column(report_metric)
     results: dict = {"space": space.name, "budget": budget, "search_metric": search_metric, "report_metric": report_metric,
                      "table_best": table.best(report_metric), "first_seed": first_seed,
                      "settings": dataclasses.asdict(settings), "methods": {}}
+    identity = {k: results[k] for k in ("space", "budget", "search_metric", "settings")}
+    identity["table"] = os.path.abspath(table.path)
+    done = _read_progress(progress, identity) if progress else {}
     seed_range = range(first_seed, first_seed + seeds)
     for method in methods:
+        todo = [seed for seed in seed_range if f"{method} {seed}" not in done]
+        for seed in seed_range:
+            if seed not in todo:
+                log(f"{method:>9} seed {seed:2d}: {done[f'{method} {seed}']['report_score']:.3f} "
+                    f"(finished by an earlier run, {progress})")
         if method == "nao" and workers > 1:
-            queried_runs = _nao_in_processes(space, table, search_metric, budget, seed_range,
+            queried_runs = _nao_in_processes(space, table, search_metric, budget, todo,
                                              settings, workers)
         else:
             queried_runs = (_queries(method, space, table, search_metric, budget, seed, settings)
-                            for seed in seed_range)
-        runs = []
-        for seed, (queried, seconds) in zip(seed_range, queried_runs):
+                            for seed in todo)
+        for seed, (queried, seconds) in zip(todo, queried_runs):
             picked = max(queried, key=lambda a: table.metric(a, search_metric))
-            runs.append(dict(seed=seed, queries=len(set(queried)), arch=space.to_string(picked),
-                             index=table.index[picked], search_score=table.metric(picked, search_metric),
-                             report_score=table.metric(picked, report_metric),
-                             seconds=round(seconds, 2)))
-            log(f"{method:>9} seed {seed:2d}: {runs[-1]['report_score']:.3f} "
-                f"({runs[-1]['queries']} queries, {runs[-1]['seconds']:.1f}s)")
+            run = dict(seed=seed, queries=len(set(queried)), arch=space.to_string(picked),
+                       index=table.index[picked], search_score=table.metric(picked, search_metric),
+                       report_score=table.metric(picked, report_metric), seconds=round(seconds, 2))
+            done[f"{method} {seed}"] = run
+            if progress:
+                io.atomic_write_json(progress, dict(identity=identity, runs=done))
+            log(f"{method:>9} seed {seed:2d}: {run['report_score']:.3f} "
+                f"({run['queries']} queries, {run['seconds']:.1f}s)")
+        runs = [done[f"{method} {seed}"] for seed in seed_range]
         reported = np.array([r["report_score"] for r in runs])
         results["methods"][method] = dict(
             mean=float(reported.mean()), std=float(reported.std()),
@@ -307,6 +320,17 @@ def run_methods(space: SearchSpace, table: Table, search_metric: str, report_met
             m: paired_t_test([r["report_score"] for r in results["methods"][m]["runs"]], evolution)
             for m in methods if m != "evolution"}
     return results
+
+
+def _read_progress(path: str, identity: dict) -> dict[str, dict]:
+    """The finished runs of `path` ({"<method> <seed>": run}); refuses another study's file."""
+    if not os.path.exists(path):
+        return {}
+    saved = io.read_json(path)
+    if not isinstance(saved, dict) or "identity" not in saved or "runs" not in saved:
+        raise DataError(f"{path} is not a study's progress file; move it away")
+    check_identity(saved["identity"], identity, identity, f"{path} holds a study")
+    return saved["runs"]
 
 
 def _queries(method: str, space: SearchSpace, table: Table, column: str, budget: int,
@@ -403,7 +427,9 @@ def define_flags() -> None:
     flags.DEFINE_list("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution.")
     flags.DEFINE_integer("workers", 1, "Search mode: run NAO's seeds in this many processes (one "
                          "core each; on 2 cores, 2 finish a study in about 0.6x the time).")
-    flags.DEFINE_string("output", None, "Write the results as JSON here.")
+    flags.DEFINE_string("output", None, "Write the results as JSON here. Search mode keeps every "
+                        "finished (method, seed) in OUTPUT.progress.json until the end, so the "
+                        "same command resumes a killed study without redoing one.")
     flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
     flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
     flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
@@ -446,14 +472,16 @@ def main(argv: Sequence[str]) -> None:
                                                     settings=dataclasses.asdict(settings)))
         return
     started = time.monotonic()
+    progress = f"{FLAGS.output}.progress.json" if FLAGS.output else None
     results = run_methods(space, table, FLAGS.search_metric, FLAGS.report_metric, FLAGS.budget, FLAGS.seeds,
-                          FLAGS.methods, settings, first_seed=FLAGS.first_seed,
-                          workers=FLAGS.workers)
+                          FLAGS.methods, settings, log=cli.say, first_seed=FLAGS.first_seed,
+                          workers=FLAGS.workers, progress=progress)
     results["seconds"] = round(time.monotonic() - started, 1)
     print(format_table(results))
-    print(f"total {results['seconds']:.0f}s")
+    print(f"total {results['seconds']:.0f}s (this run)")
     if FLAGS.output:
         io.atomic_write_json(FLAGS.output, results)
+        os.remove(progress)
 
 
 if __name__ == "__main__":

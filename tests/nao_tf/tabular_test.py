@@ -3,6 +3,7 @@ NAO and the command."""
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from nao_tf.benchmarks.tabular import (NaoSettings, QueryCounter, Table, format_
                                        predictor_quality, random_search, regularized_evolution,
                                        run_methods)
 from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.errors import DataError, InvalidArchitectureError
+from nao_tf.errors import DataError, InvalidArchitectureError, StateError
 
 SPACE = NasBench201Space()
 REPO = Path(__file__).resolve().parents[2]
@@ -207,6 +208,49 @@ def test_command_writes_results_json(table_path, tmp_path):
     assert [r["seed"] for r in results["methods"]["random"]["runs"]] == [3, 4]
     assert results["settings"]["predictor_heads"] == 3 and results["settings"]["acquisition"] == "ucb"
     assert set(results["paired_vs_evolution"]) == {"random"}
+
+
+def test_a_progress_file_serves_only_its_own_study(table_path, tmp_path):
+    table, progress = Table(table_path, SPACE), str(tmp_path / "progress.json")
+    first = run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=15, seeds=2,
+                        methods=["random"], settings=NaoSettings(), log=lambda _: None,
+                        progress=progress)
+    logs = []
+    again = run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=15, seeds=3,
+                        methods=["random"], settings=NaoSettings(), log=logs.append,
+                        progress=progress)
+    assert again["methods"]["random"]["runs"][:2] == first["methods"]["random"]["runs"]
+    assert sum("finished by an earlier run" in line for line in logs) == 2
+    with pytest.raises(StateError, match="budget: 15 -> 20"):
+        run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=20, seeds=2,
+                    methods=["random"], settings=NaoSettings(), log=lambda _: None,
+                    progress=progress)
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_without_redoing_a_finished_seed(table_path, tmp_path):
+    output = tmp_path / "results.json"
+    command = [sys.executable, "-m", "nao_tf.benchmarks.tabular", f"--table={table_path}",
+               "--budget=16", "--seeds=3", "--methods=nao,evolution", "--controller_epochs=10",
+               "--seed_archs=6", "--mutations=5", f"--output={output}"]
+    child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    for line in child.stdout:
+        if line.strip().startswith("nao seed  0:"):
+            child.kill()
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, "the study ended before it could be killed"
+    finished = json.loads((tmp_path / "results.json.progress.json").read_text())["runs"]
+    assert "nao 0" in finished and not output.exists()
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "nao seed  0: " in rerun.stdout and "finished by an earlier run" in rerun.stdout
+    results = json.loads(output.read_text())
+    assert [r["seed"] for r in results["methods"]["nao"]["runs"]] == [0, 1, 2]
+    assert results["methods"]["nao"]["runs"][0] == finished["nao 0"]
+    assert not (tmp_path / "results.json.progress.json").exists()
 
 
 @pytest.mark.slow

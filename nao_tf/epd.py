@@ -9,12 +9,16 @@ The original's `epd/main.py` workflow, generic over search spaces:
 
 Architectures are read one per line in the space's text format (`--format=arch`) or as controller
 token sequences (`--format=tokens`, the original's `encoder.*.input`); scores one float per line.
-`train` warm-starts from a checkpoint in `--model_dir` (pass `--overwrite` to start afresh).
+`train` warm-starts from a checkpoint in `--model_dir` (pass `--overwrite` to start afresh). While
+it trains it checkpoints every `--save_every_epochs` epochs (`progress` and `progress.json`); a
+killed `train` rerun with the same files and `--epochs` continues from there, without redoing
+the finished epochs.
 `generate` writes OUTPUT.arch (reconstructions), OUTPUT.new_arch (new architectures, never in
 --archs or --exclude) and OUTPUT.perf (their predicted normalised scores, 1 = best).
 """
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -40,6 +44,8 @@ flags.DEFINE_bool("lower_is_better", False, "Scores are errors/losses/perplexiti
 flags.DEFINE_string("model_dir", None, "Directory of the controller checkpoint and its config.json.")
 flags.DEFINE_bool("overwrite", False, "train: discard an existing checkpoint in --model_dir.")
 flags.DEFINE_integer("epochs", 1000, "train: passes over the data.")
+flags.DEFINE_integer("save_every_epochs", 50, "train: checkpoint this often, so that a killed "
+                     "train resumes.")
 flags.DEFINE_bool("symmetry", True, "train: augment with the space's equivalent rewrites.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_list("lambdas", ["10", "20", "30"], "generate: step sizes, each a step from the seeds.")
@@ -104,6 +110,9 @@ def load_controller(space: SearchSpace, model_dir: Path) -> tuple[ControllerTrai
 
 
 def train(space: SearchSpace, model_dir: Path) -> None:
+    for name in ("epochs", "save_every_epochs"):
+        if FLAGS[name].value < 1:
+            raise DataError(f"--{name}={FLAGS[name].value} must be at least 1")
     archs, scores = read_scored(space)
     if FLAGS.overwrite and model_dir.exists():
         shutil.rmtree(model_dir)
@@ -113,15 +122,32 @@ def train(space: SearchSpace, model_dir: Path) -> None:
                         "pass the same flag, or --overwrite")
     tokens = space.encode(archs)
     targets = normalize_scores(scores, higher_is_better=not FLAGS.lower_is_better)
+    run = dict(data=hashlib.sha256(tokens.tobytes() + targets.tobytes()).hexdigest()[:16],
+               epochs=FLAGS.epochs, seed=FLAGS.seed)
+    progress_path, done = model_dir / "progress.json", 0
+    if progress_path.exists():
+        progress = io.read_json(progress_path)
+        if progress.get("run") == run:
+            trainer.restore(str(model_dir / "progress"))
+            done = progress["epochs_done"]
+            print(f"resuming the training killed after epoch {done} of {FLAGS.epochs}", flush=True)
+    model_dir.mkdir(parents=True, exist_ok=True)
 
     def report(epoch: int, metrics: dict) -> None:
-        if (epoch + 1) % 50 == 0 or epoch + 1 == FLAGS.epochs:
-            print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+        epoch += done + 1
+        if epoch % FLAGS.save_every_epochs == 0 and epoch < FLAGS.epochs:
+            trainer.save(str(model_dir / "progress"))
+            io.atomic_write_json(progress_path, dict(run=run, epochs_done=epoch))
+        if epoch % 50 == 0 or epoch == FLAGS.epochs:
+            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
 
-    trainer.fit(tokens, targets, FLAGS.epochs, np.random.default_rng(FLAGS.seed), on_epoch_end=report)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([FLAGS.seed, done])
+    trainer.fit(tokens, targets, FLAGS.epochs - done, rng, on_epoch_end=report)
     trainer.save(str(model_dir / "checkpoint"))
     io.atomic_write_json(model_dir / "config.json", saved)
+    progress_path.unlink(missing_ok=True)
+    for stale in model_dir.glob("progress.*"):
+        stale.unlink()
     print(f"saved the controller to {model_dir}")
 
 

@@ -37,6 +37,7 @@ from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
 from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
+from nao_tf.io import fingerprint
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The task's flags, (name, default, help[, enum values]); the search loop's are
@@ -99,7 +100,7 @@ SMOKE: dict[str, Any] = dict(
     controller_attention="dot", controller_lr=5e-3, controller_trade_off=0.5, seed=1)
 
 # Flags the supernet's checkpoint depends on: a run resumes only with the same values.
-RESUME_KEYS = ("dataset", "data_dir", "synthetic_train_images", "num_valid", "num_cells",
+RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "batch_size", "epochs", "eval_every_epochs", "lr_max", "lr_min", "t0",
                "t_mul", "nesterov", "l2_reg", "grad_bound", "keep_prob", "use_aux_head",
                "aux_weight", "sample_policy", "eval_images", "data_format", "seed")
@@ -125,7 +126,8 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
             raise NaoError(f"--{name}={fv[name].value} does not split evenly over {replicas} "
                            "replicas")
     names = [spec[0] for spec in TASK_FLAGS] + sorted(weight_sharing_search.COMMON_FLAG_NAMES)
-    return {name: fv[name].value for name in names if name != "overwrite"}, data
+    settings = {name: fv[name].value for name in names if name != "overwrite"}
+    return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
 
 
 def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:

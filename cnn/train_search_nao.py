@@ -47,7 +47,7 @@ from cnn.training import OptimConfig, Trainer
 from nao_tf import cli, standalone_search
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.io import read_json
+from nao_tf.io import fingerprint, read_json
 from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
@@ -96,7 +96,7 @@ SMOKE: dict[str, Any] = dict(
     new_archs=4, controller_epochs=30, controller_batch_size=8, log_every_steps=1000, seed=1)
 
 # Settings of the per-architecture training: a run resumes only with the same values.
-RESUME_KEYS = ("dataset", "synthetic_train_images", "num_valid", "num_cells",
+RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "epochs", "batch_size", "lr_max", "lr_min", "t0", "t_mul", "nesterov",
                "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob", "use_aux_head",
                "aux_weight", "cutout_size", "seed")
@@ -201,7 +201,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     settings = {name: fv[name].value for name, _ in SCHEDULE_FLAGS}
     settings.update({name: fv[name].value for name in (
         "dataset", "data_dir", "synthetic_train_images", "log_every_steps", "seed")})
-    return settings, data
+    return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
 
 
 def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,

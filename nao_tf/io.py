@@ -1,5 +1,6 @@
 """Atomic file writes and strict readers for the plain-text formats NAO exchanges."""
 
+import hashlib
 import json
 import math
 import os
@@ -67,6 +68,23 @@ def read_scores(path: str | os.PathLike) -> list[float]:
             raise DataError(f"{path}:{lineno}: score is {text}; every score must be a finite number")
         scores.append(value)
     return scores
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A digest of the contents of a data file or directory (every file below it, by relative
+    name), so that a run can tell its data from other data wherever the directory was moved; ''
+    when `path` is empty or missing (generated data)."""
+    if not path or not os.path.exists(path):
+        return ""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(root) if file != root else file.name).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:

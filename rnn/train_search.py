@@ -30,6 +30,7 @@ from absl import flags
 from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
+from nao_tf.io import fingerprint
 from nao_tf.search import CONTROLLER_OPTION_FLAGS
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
@@ -150,6 +151,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
     check_params(p)
     record = dataclasses.asdict(p)
     record.pop("overwrite")
+    record["data_fingerprint"] = fingerprint(p.data_dir)
     return record, read_corpus(p.data_dir) if p.data_dir else None
 
 
@@ -184,7 +186,8 @@ TASK = weight_sharing_search.WeightSharingTask(
            if spec[0] not in weight_sharing_search.COMMON_FLAG_NAMES],
     defaults={name: getattr(SearchParams(), name)
               for name in weight_sharing_search.COMMON_FLAG_NAMES if hasattr(SearchParams, name)},
-    presets=SEARCH_CONFIGS, identity=SupernetParams.IDENTITY, settings_file="flags.json",
+    presets=SEARCH_CONFIGS, identity=(*SupernetParams.IDENTITY, "data_fingerprint"),
+    settings_file="flags.json",
     check=check, evaluator=evaluator, controller=controller,
     score_name="validation loss", search={"normalization": "minmax"}, graphs=cell_graphs,
     final_command="scripts/train_final.sh rnn --config=ptb")

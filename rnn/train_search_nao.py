@@ -36,6 +36,7 @@ from absl import flags
 
 from nao_tf import standalone_search
 from nao_tf.errors import NaoError
+from nao_tf.io import fingerprint
 from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
@@ -67,7 +68,8 @@ SMOKE: dict[str, Any] = dict(
 
 # Schedule values a run resumes only with (scores from different schedules must not mix).
 RESUME_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("data_dir", "log_interval",
-                                                          "max_rollbacks", "jit_compile"))
+                                                          "max_rollbacks", "jit_compile")) + (
+    "data_fingerprint",)
 
 
 def _check_perplexity(score: float) -> str | None:
@@ -125,12 +127,14 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], int | None]:
             raise NaoError("--data_dir is required: a directory with train.txt, valid.txt and "
                            "test.txt (scripts/get_data.sh ptb)")
         return schedule, None
-    return schedule, read_corpus(schedule["data_dir"]).vocab_size
+    vocab_size = read_corpus(schedule["data_dir"]).vocab_size
+    return {**schedule, "data_fingerprint": fingerprint(schedule["data_dir"])}, vocab_size
 
 
 def setup(fv: flags.FlagValues, schedule: dict[str, Any], vocab_size: int | None,
           dirs: ArchDirs) -> standalone_search.Setup:
     tf.get_logger().setLevel("ERROR")  # every cell is a new model: its steps trace anew
+    schedule = {k: schedule[k] for k in SCHEDULE_KEYS}
     if vocab_size is None:  # --config=smoke: a generated corpus inside the run directory
         schedule = {**schedule, "data_dir": str(write_generated_corpus(
             Path(fv.output_dir) / "corpus", seed=fv.seed))}

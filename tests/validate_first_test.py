@@ -164,3 +164,25 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_state(tmp_path):
     rerun.kill()
     rerun.wait(timeout=60)
     assert first.startswith(f"iteration {state['iteration']}: "), first  # it resumed there
+
+
+def test_data_identity_is_the_contents_not_the_path(tmp_path):
+    import shutil
+
+    from nao_tf.run_dir import RunDir
+    from rnn.data import write_generated_corpus
+
+    first, other = write_generated_corpus(tmp_path / "a", seed=1), write_generated_corpus(
+        tmp_path / "b", seed=2)
+    moved = shutil.copytree(first, tmp_path / "moved")
+
+    def settings(data_dir):
+        fv = _search_flags(standalone_search, rnn_nao,
+                           [f"--output_dir={tmp_path / 'run'}", f"--data_dir={data_dir}"])
+        return rnn_nao.TASK.check(fv)[0]
+
+    run = RunDir(tmp_path / "run", rnn_nao.TASK.identity, standalone_search.SETTINGS_FILE)
+    run.prepare(settings(first), overwrite=False)
+    run.check(settings(moved), overwrite=False)  # the same corpus elsewhere resumes
+    with pytest.raises(NaoError, match="data_fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+        run.check(settings(other), overwrite=False)

@@ -67,8 +67,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     core (intra-op threads 1, unless TF_NUM_INTRAOP_THREADS says otherwise) while independent ops,
     such as the controller's batch shards, run side by side: the controller's small products lose
     time when split across cores (0.44 -> 0.29 s per epoch on 2 cores, docs/benchmarks.md)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    import tensorflow as tf  # already imported, quietly, by `nao_tf.startup`
 
     tf.get_logger().setLevel("WARNING")
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:

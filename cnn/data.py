@@ -63,8 +63,11 @@ def _unpickle(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise DataError(f"{path}: not a CIFAR python-pickle batch ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    except Exception as err:  # noqa: BLE001 -- damaged bytes fail in many ways inside pickle
+        raise DataError(f"{path}: not a CIFAR python-pickle batch ({type(err).__name__}: "
+                        f"{str(err)[:100]}); replace it with the original file") from None
 
 
 def _pickle_split(path: str, label_key: bytes, num_classes: int) -> Split:

@@ -15,6 +15,7 @@ from absl import flags
 from nao_tf import cli
 from nao_tf.errors import DataError, NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.run_dir import restore
 
 
 
@@ -48,7 +49,7 @@ def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
                        settings["filters"], num_classes, use_aux_head=settings["use_aux_head"],
                        stem_multiplier=settings["stem_multiplier"])
     model.build_now()
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    restore(tf.train.Checkpoint(model=model), latest, exact=False)
     return model
 
 

@@ -19,7 +19,7 @@ from cnn.training import Trainer
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import write_scalars
+from nao_tf.run_dir import latest_checkpoint, restore, write_scalars
 
 RESULTS_FILE = "results.json"
 
@@ -58,16 +58,17 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                                          max_to_keep=loop.keep_checkpoints)
     results_path = os.path.join(loop.output_dir, RESULTS_FILE)
     history: list[dict[str, Any]] = []
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    latest = latest_checkpoint(manager)
+    if latest:
+        restore(checkpoint, latest, exact=False)
         if os.path.exists(results_path):
-            history = read_json(results_path).get("history", [])
-        print(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch_var.numpy())}, step "
+            history = read_json(results_path, {"history": list})["history"]
+        print(f"resumed from {latest}: epoch {int(epoch_var.numpy())}, step "
               f"{trainer.step}, lr {trainer.learning_rate():.6g}", flush=True)
     start_epoch = int(epoch_var.numpy())
     expected_step = start_epoch * cfg.steps_per_epoch
     if trainer.step != expected_step:
-        raise NaoError(f"{manager.latest_checkpoint}: step {trainer.step} does not match epoch "
+        raise NaoError(f"{latest}: step {trainer.step} does not match epoch "
                        f"{start_epoch} x {cfg.steps_per_epoch} steps; the batch size or data "
                        "changed since this run started; use --overwrite or a new --output_dir")
 
@@ -93,9 +94,9 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
             step = trainer.step
             diverged = divergence(stats["loss"], data.num_classes)
             if diverged:
-                raise NaoError(f"training {diverged} at step {step}; lower --lr_max or use "
-                               "--precision=fp32; the last good checkpoint is kept in "
-                               f"{manager.directory}")
+                raise NaoError(f"training {diverged} at step {step}; rerun the same command "
+                               "with a lower --lr_max (a resume may change it): it goes on from "
+                               f"the last good checkpoint in {manager.directory}")
             if step > expected_step + 1:  # the first step of a process includes tracing
                 timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
             window_loss, window_acc = window_loss + stats["loss"], window_acc + stats["accuracy"]

@@ -24,7 +24,7 @@ from cnn.supernet import arch_tensor
 from cnn.training import Trainer
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.run_dir import write_scalars
+from nao_tf.run_dir import latest_checkpoint, restore, write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
 
 
@@ -62,9 +62,10 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(output_dir, "supernet"), max_to_keep=2)
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            log(f"supernet: resumed from {self.manager.latest_checkpoint} (step {trainer.step}, "
+        latest = latest_checkpoint(self.manager)
+        if latest:
+            restore(self.checkpoint, latest, exact=False)
+            log(f"supernet: resumed from {latest} (step {trainer.step}, "
                 f"epoch {trainer.step / schedule.steps_per_epoch:.2f})")
         self.writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard",
                                                                  "supernet"))
@@ -114,8 +115,10 @@ class SupernetEvaluator(WeightSharingEvaluator):
             self.steps_trained_this_run += 1
             diverged = divergence(stats["loss"], self.data.num_classes)
             if diverged:
-                raise NaoError(f"supernet {diverged} at step {step + 1}; lower --lr_max; the "
-                               f"last good checkpoint is in {self.manager.directory}")
+                raise NaoError(f"supernet {diverged} at step {step + 1}; rerun the same command "
+                               "with a lower --lr_max or --grad_bound (a resume may change them): "
+                               "it goes on from the last good checkpoint in "
+                               f"{self.manager.directory}")
             window["loss"] += stats["loss"]
             window["accuracy"] += stats["accuracy"]
             window["n"] += 1

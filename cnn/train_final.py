@@ -18,7 +18,7 @@ from absl import flags
 
 from nao_tf import cli
 from nao_tf.errors import NaoError
-from nao_tf.io import atomic_write_json
+from nao_tf.io import atomic_write_json, fingerprint
 from nao_tf.run_dir import RunDir
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
@@ -81,8 +81,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
-RESUME_KEYS = ("arch", "dataset", "num_cells", "filters", "stem_multiplier", "use_aux_head",
-               "batch_size", "split", "precision")
+RESUME_KEYS = ("arch", "dataset", "data_fingerprint", "num_cells", "filters", "stem_multiplier",
+               "use_aux_head", "batch_size", "split", "precision")
 # What --overwrite deletes: this command's files, not the rest of the directory.
 OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
@@ -138,7 +138,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
         raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
                        f"{strategy.num_replicas_in_sync} replicas")
     settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
-    settings["arch"] = space.to_string(arch)
+    settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
     RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS).prepare(settings, fv.overwrite)
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)

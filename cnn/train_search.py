@@ -99,11 +99,12 @@ SMOKE: dict[str, Any] = dict(
     max_lambda=20.0, controller_epochs=300, controller_batch_size=16,
     controller_attention="dot", controller_lr=5e-3, controller_trade_off=0.5, seed=1)
 
-# Flags the supernet's checkpoint depends on: a run resumes only with the same values.
+# Flags the supernet's checkpoint depends on: a run resumes only with the same values. The
+# learning rate and gradient bound are left out: a rerun after a divergence lowers them.
 RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
-               "filters", "batch_size", "epochs", "eval_every_epochs", "lr_max", "lr_min", "t0",
-               "t_mul", "nesterov", "l2_reg", "grad_bound", "keep_prob", "use_aux_head",
-               "aux_weight", "sample_policy", "eval_images", "data_format", "seed")
+               "filters", "batch_size", "epochs", "eval_every_epochs", "lr_min", "t0", "t_mul",
+               "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight", "sample_policy",
+               "eval_images", "data_format", "seed")
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from nao_tf.controller import Controller, decoder_inputs_for
 from nao_tf.distribute import build_optimizer
+from nao_tf.run_dir import restore
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -175,4 +176,4 @@ class ControllerTrainer:
 
     def restore(self, path: str) -> None:
         """Restores weights and optimizer state exactly as saved."""
-        self.checkpoint.read(path).assert_consumed()
+        restore(self.checkpoint, path)

@@ -93,10 +93,13 @@ def load_controller(space: SearchSpace, model_dir: Path) -> tuple[ControllerTrai
     """The controller of `model_dir` (weights and optimizer), or a new one built from the flags."""
     config_path = model_dir / "config.json"
     if config_path.exists():
-        saved = io.read_json(config_path)
+        saved = io.read_json(config_path, {"space": str, "controller": dict, "lower_is_better": bool})
         if saved["space"] != space.name:
             raise DataError(f"{model_dir} holds a controller for space {saved['space']!r}, not {space.name!r}")
-        config = ControllerConfig(**saved["controller"])
+        try:
+            config = ControllerConfig(**saved["controller"])
+        except TypeError as err:
+            raise DataError(f"{config_path}: 'controller' is not a controller's settings ({err})") from None
     else:
         overrides = {f.name: getattr(FLAGS, f"controller_{f.name}") for f in dataclasses.fields(ControllerConfig)
                      if f.name not in ("vocab_size", "source_length", "encoder_length", "seed")}
@@ -126,7 +129,7 @@ def train(space: SearchSpace, model_dir: Path) -> None:
                epochs=FLAGS.epochs, seed=FLAGS.seed)
     progress_path, done = model_dir / "progress.json", 0
     if progress_path.exists():
-        progress = io.read_json(progress_path)
+        progress = io.read_json(progress_path, {"run": dict, "epochs_done": int})
         if progress.get("run") == run:
             trainer.restore(str(model_dir / "progress"))
             done = progress["epochs_done"]

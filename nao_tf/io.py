@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from nao_tf.errors import DataError
 
@@ -36,15 +36,29 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Reads a JSON file; a missing or malformed file raises `DataError` naming it."""
+def read_json(path: str | os.PathLike, fields: Mapping[str, type | tuple[type, ...]] | None = None
+              ) -> Any:
+    """Reads a JSON file; a missing or malformed file raises `DataError` naming it. With `fields`
+    the file must hold an object with each named field of the given type (a file that parses but
+    holds something else is named, not a KeyError later)."""
     try:
         with open(path) as f:
-            return json.load(f)
+            value = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if fields is None:
+        return value
+    fix = "restore it from the run that wrote it, or move it away (or pass --overwrite) to start over"
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: holds a JSON {type(value).__name__}, not the object this program "
+                        f"writes; {fix}")
+    for key, kind in fields.items():
+        if not isinstance(value.get(key), kind):
+            names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            raise DataError(f"{path}: field {key!r} is missing or not of type {names}; {fix}")
+    return value
 
 
 def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:

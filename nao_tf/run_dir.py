@@ -12,6 +12,8 @@ Every command goes through the same three steps, in this order:
      settings record is written (atomically), so a refused rerun never rewrites it.
 
 `RunDir.prepare` runs 2 and 3 together when the command has nothing to check in between.
+`restore`, `latest_checkpoint` and `require_record` read a run's checkpoints back, naming a missing
+or damaged one, or lost bookkeeping.
 """
 
 import os
@@ -116,6 +118,50 @@ class RunDir:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise StateError(f"--output_dir={self.path}: {existing} is not writable; choose a "
                              "directory you can write to")
+
+
+def restore(checkpoint: tf.train.Checkpoint, path: str | os.PathLike, exact: bool = True) -> None:
+    """Restores `checkpoint` from `path` (a checkpoint prefix). A missing, damaged or foreign
+    checkpoint is a `StateError` naming it. `exact`: every value of the checkpoint must be
+    consumed (one made by `write` into a full training state); otherwise every object of
+    `checkpoint` must be matched (checkpoint numbers are always given explicitly, so the
+    `save_counter` is not restored)."""
+    path = str(path)
+    fix = "restore it from a copy, or pass --overwrite to start the run again"
+    if not tf.io.gfile.exists(path + ".index"):
+        raise StateError(f"checkpoint {path} is missing ({path}.index not found); {fix}")
+    try:
+        status = checkpoint.read(path)
+        status.assert_consumed() if exact else status.assert_existing_objects_matched()
+    except Exception as err:  # noqa: BLE001 -- damaged files fail in many ways inside the reader
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise StateError(f"checkpoint {path} cannot be restored ({reason}); {fix}") from None
+
+
+def latest_checkpoint(manager: tf.train.CheckpointManager) -> str | None:
+    """The newest checkpoint of `manager`, None for a new run; an error when checkpoint files are
+    there but the manager's record of them (the `checkpoint` file) is gone, instead of silently
+    training again from the start."""
+    if manager.latest_checkpoint:
+        return manager.latest_checkpoint
+    orphans = tf.io.gfile.glob(os.path.join(manager.directory, "*.index"))
+    if orphans:
+        raise StateError(f"{manager.directory} holds checkpoints but not its `checkpoint` record "
+                         "file, so the step to resume from is unknown; restore that file, or "
+                         "pass --overwrite to start the run again")
+    return None
+
+
+def require_record(record: str | os.PathLike, checkpoints: str | os.PathLike) -> None:
+    """Stops when `checkpoints` holds trained checkpoints (any but number 0, the initial weights)
+    while the bookkeeping file `record` that says where they stand is gone: the run would
+    otherwise start again from zero without a word."""
+    record = Path(record)
+    trained = [p for p in tf.io.gfile.glob(os.path.join(str(checkpoints), "*.index"))
+               if not p.endswith("-0.index")]
+    if trained and not record.exists():
+        raise StateError(f"{record} is missing, but {checkpoints} holds trained checkpoints; "
+                         "restore the file, or pass --overwrite to start the run again")
 
 
 def write_scalars(writer: tf.summary.SummaryWriter, step: int,

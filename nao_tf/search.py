@@ -33,7 +33,7 @@ from nao_tf import io
 from nao_tf.controller import Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.draw import CellGraph, render_png, to_dot
-from nao_tf.errors import NaoError, StateError
+from nao_tf.errors import DataError, NaoError, StateError
 from nao_tf.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
 from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
 from nao_tf.run_dir import check_identity, write_scalars
@@ -221,15 +221,14 @@ class NAOSearch:
 
     def _load_state(self) -> dict:
         try:
-            state = io.read_json(self.state_path)
-        except Exception as err:
-            raise StateError(f"{self.state_path} cannot be read ({err}); it is left untouched. "
-                             "Move it away, or pass --overwrite to start a new search") from None
-        missing = {"identity", "iteration", "phase", "pool", "history", "rng"} - set(state)
-        if missing or state.get("phase") not in PHASES:
-            raise StateError(f"{self.state_path} is not a search state (missing {sorted(missing)} "
-                             "or unknown phase); it is left untouched. Use another --output_dir or "
-                             "pass --overwrite")
+            state = io.read_json(self.state_path, {"identity": dict, "iteration": int, "phase": str,
+                                                   "pool": list, "history": list, "rng": dict})
+        except (DataError, OSError) as err:
+            raise StateError(f"{err} (the search state; it is left untouched)") from None
+        if state["phase"] not in PHASES:
+            raise StateError(f"{self.state_path} is not a search state (unknown phase "
+                             f"{state['phase']!r}); it is left untouched. Use another --output_dir "
+                             "or pass --overwrite")
         check_identity(state["identity"], self._identity, self._identity,
                        f"{self.state_path} belongs to a search")
         return state
@@ -244,6 +243,9 @@ class NAOSearch:
 
     def run(self) -> SearchResult:
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if not self.state_path.exists() and (self.output_dir / "history.jsonl").exists():
+            raise StateError(f"{self.state_path} is missing, but history.jsonl holds a search's "
+                             "scores; restore state.json, or pass --overwrite to start a new search")
         state = self._load_state() if self.state_path.exists() else self._new_state()
         if state["phase"] != "done":
             self._save(state)

@@ -34,8 +34,8 @@ SEARCH_CONFIGS: dict[str, dict[str, Any]] = {
                   controller_mlp_hidden=32, controller_batch_size=20, controller_lr=3e-3),
 }
 
-# Flags that define the trained function: a run directory only resumes with the same values.
-MODEL_KEYS = ("arch", "emsize", "vocab_size")
+# What defines the trained function (and its data): a run directory only resumes with the same.
+MODEL_KEYS = ("arch", "emsize", "vocab_size", "data_fingerprint")
 
 
 def build_model(params: Mapping[str, Any], arch: RnnCell, vocab_size: int) -> RNNModel:

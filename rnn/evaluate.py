@@ -21,6 +21,7 @@ from absl import flags
 from nao_tf import cli
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.run_dir import restore
 from rnn.configs import build_model
 from rnn.data import batchify, read_corpus
 from rnn.search_space import RnnSearchSpace
@@ -44,7 +45,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | None = None, batch_
     space = RnnSearchSpace()
     arch = space.parse(params["arch"])
     model = build_model(params, arch, corpus.vocab_size)
-    tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched()
+    restore(tf.train.Checkpoint(model=model), best, exact=False)
     lm = LMStep(model, tf.distribute.get_strategy(), int(params["batch_size"]), clip=0.0,
                 wdecay=0.0, beta=0.0)
     bptt = int(params["bptt"])

@@ -27,7 +27,7 @@ import tensorflow as tf
 from nao_tf.divergence import divergence
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import check_identity, write_scalars
+from nao_tf.run_dir import check_identity, require_record, restore, write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
@@ -61,8 +61,9 @@ class SupernetParams:
     seed: int = 1267
 
     # Settings that define the supernet's weights: a directory only resumes with the same ones.
-    IDENTITY = ("emsize", "batch_size", "bptt", "lr", "clip", "wdecay", "beta", "dropout",
-                "dropouth", "dropoutx", "dropouti", "dropoute", "eval_every_epochs", "seed")
+    # The learning rate and clipping are left out: a rerun after a divergence lowers them.
+    IDENTITY = ("emsize", "batch_size", "bptt", "wdecay", "beta", "dropout", "dropouth",
+                "dropoutx", "dropouti", "dropoute", "eval_every_epochs", "seed")
 
 
 def validation_windows(stream: np.ndarray, windows: int, bptt: int,
@@ -133,12 +134,12 @@ class SupernetEvaluator(WeightSharingEvaluator):
     def _load_or_init_state(self) -> dict[str, Any]:
         path = self.dir / "state.json"
         identity = self._identity()
+        require_record(path, self.dir / "ckpt")
         if path.exists():
-            state = read_json(path)
-            check_identity(state.get("identity", {}), identity, identity,
-                           f"{self.dir} holds a supernet")
-            self.ckpt.restore(str(self.dir / "ckpt" / state["checkpoint"])) \
-                .assert_existing_objects_matched()
+            state = read_json(path, {"identity": dict, "epoch": int, "step": int,
+                                     "checkpoint": str, "train_seconds": (int, float)})
+            check_identity(state["identity"], identity, identity, f"{self.dir} holds a supernet")
+            restore(self.ckpt, self.dir / "ckpt" / state["checkpoint"], exact=False)
             self.log(f"supernet: resuming after epoch {state['epoch']}, step {state['step']}")
             return state
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,8 @@ from nao_tf import cli
 from nao_tf.distribute import get_strategy
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
-from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import RunDir, write_scalars
+from nao_tf.io import atomic_write_json, fingerprint, read_json
+from nao_tf.run_dir import RunDir, require_record, restore, write_scalars
 from rnn.configs import CONFIGS, MODEL_KEYS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
@@ -124,7 +124,8 @@ class FinalTrainer:
                                    data_dir / "valid.txt")
         self.test_data = batchify(self.corpus.test, params.test_batch_size, data_dir / "test.txt")
         settings = {**dataclasses.asdict(params), "arch": self.space.to_string(self.arch),
-                    "vocab_size": self.corpus.vocab_size}
+                    "vocab_size": self.corpus.vocab_size,
+                    "data_fingerprint": fingerprint(params.data_dir)}
         settings.pop("overwrite")
         RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
         self.strategy = strategy or _strategy_for(params.batch_size)
@@ -146,8 +147,9 @@ class FinalTrainer:
 
     def _load_or_init_state(self) -> dict[str, Any]:
         state_path = self.out / "train_state.json"
+        require_record(state_path, self.out / "ckpt")
         if state_path.exists():
-            state = read_json(state_path)
+            state = read_json(state_path, STATE_FIELDS)
             self._restore(state)
             cli.say(f"resuming {self.out} after epoch {state['epoch']}")
             return state
@@ -162,8 +164,7 @@ class FinalTrainer:
         return Path(self.manager.save(checkpoint_number=epoch)).name
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.ckpt.restore(str(self.out / "ckpt" / state["checkpoint"])) \
-            .assert_existing_objects_matched()
+        restore(self.ckpt, self.out / "ckpt" / state["checkpoint"], exact=False)
 
     def _write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.out / "train_state.json", state)
@@ -272,7 +273,7 @@ class FinalTrainer:
         st = self.state
         if st["best_epoch"] == 0:
             raise StateError(f"{self.out}: no epoch finished, nothing to evaluate")
-        self.best_ckpt.read(str(self.out / "best" / "model")).assert_existing_objects_matched()
+        restore(self.best_ckpt, self.out / "best" / "model", exact=False)
         val_loss = self.lm.evaluate(self.valid_data, self.p.bptt)
         test_loss = self.lm.evaluate(self.test_data, self.p.bptt)
         results = {
@@ -288,6 +289,11 @@ class FinalTrainer:
         atomic_write_json(self.out / "results.json", results)
         write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})
         return results
+
+
+# train_state.json: what a resume reads back (a file holding anything else is named, not a KeyError).
+STATE_FIELDS = {"epoch": int, "val_history": list, "best_val_loss": (int, float), "best_epoch": int,
+                "rollbacks": int, "checkpoint": str, "train_seconds": (int, float)}
 
 
 def _hms(seconds: float) -> str:

@@ -38,6 +38,10 @@ def test_cifar100_pickle_and_search_split(tmp_path):
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "no cifar10 training batches found"),
     (lambda p: (p / "data_batch_1").write_bytes(b"not a pickle"), "not a CIFAR python-pickle"),
+    (lambda p: (p / "data_batch_1").write_bytes(b"cbuiltins\nno_such_name\n."),
+     "not a CIFAR python-pickle batch \\(AttributeError"),
+    (lambda p: (p / "data_batch_1").write_bytes(b"cno_such_module\nx\n."),
+     "not a CIFAR python-pickle batch \\(ModuleNotFoundError"),
     (lambda p: pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
                            open(p / "data_batch_1", "wb")), "expected \\[n, 3072\\]"),
     (lambda p: pickle.dump({b"images": 1}, open(p / "data_batch_1", "wb")), "expected a dict"),

@@ -11,6 +11,7 @@ from absl import flags
 from cnn import evaluate, train_final
 from cnn.data import normalize, synthetic_splits
 from cnn.evaluate import load_trained_model
+from nao_tf.errors import NaoError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_ARCH = ("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
@@ -102,6 +103,15 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
     proc = _command(f"--output_dir={tmp_path}", *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_divergence_advice_can_be_followed(tmp_path, capsys):
+    """The message says to rerun with a lower --lr_max; that rerun is accepted and resumes."""
+    argv = [*_argv(tmp_path / "run"), "--epochs=1"]
+    with pytest.raises(NaoError, match="rerun the same command with a lower --lr_max"):
+        train_final.train(_flags(train_final, [*argv, "--lr_max=1e6"]))
+    results = train_final.train(_flags(train_final, [*argv, "--lr_max=0.05"]))
+    assert results["finished"] and results["test_accuracy"] is not None
 
 
 def test_config_sets_defaults_and_explicit_flags_win():

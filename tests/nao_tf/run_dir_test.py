@@ -5,8 +5,10 @@ import json
 import pytest
 import tensorflow as tf
 
-from nao_tf.errors import StateError
-from nao_tf.run_dir import RunDir, check_identity, write_scalars
+from nao_tf.errors import DataError, StateError
+from nao_tf.io import read_json
+from nao_tf.run_dir import (RunDir, check_identity, latest_checkpoint, require_record, restore,
+                            write_scalars)
 
 
 def test_a_new_run_records_its_settings(tmp_path):
@@ -77,3 +79,50 @@ def test_scalars_reach_the_event_file(tmp_path):
     values = {v.tag: tf.make_ndarray(v.tensor).item() for e in events for v in e.summary.value}
     assert values == {"loss": 1.5, "acc": 0.25}
     assert {e.step for e in events if e.summary.value} == {3}
+
+
+def test_json_that_parses_but_holds_something_else_is_named(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"epoch": 3, "history": {}}')
+    assert read_json(path, {"epoch": int})["epoch"] == 3
+    with pytest.raises(DataError, match="state.json: field 'history' is missing or not of type "
+                                        "list; restore it"):
+        read_json(path, {"epoch": int, "history": list})
+    path.write_text('"a string"')
+    with pytest.raises(DataError, match="holds a JSON str, not the object"):
+        read_json(path, {"epoch": int})
+
+
+def test_missing_damaged_and_foreign_checkpoints_are_named(tmp_path):
+    weights = tf.Variable([1.0, 2.0])
+    checkpoint = tf.train.Checkpoint(weights=weights)
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+    path = manager.save(checkpoint_number=7)
+    weights.assign([0.0, 0.0])
+    restore(checkpoint, latest_checkpoint(manager), exact=False)
+    assert weights.numpy().tolist() == [1.0, 2.0]
+    with pytest.raises(StateError, match="cannot be restored"):  # another program's checkpoint
+        restore(tf.train.Checkpoint(other=tf.Variable(0.0)), path, exact=False)
+    data = next(tmp_path.glob("ckpt-7.data-*"))
+    data.write_bytes(b"damaged")
+    with pytest.raises(StateError, match="ckpt-7 cannot be restored"):
+        restore(checkpoint, path, exact=False)
+    (tmp_path / "ckpt-7.index").unlink()
+    with pytest.raises(StateError, match="ckpt-7 is missing"):
+        restore(checkpoint, path, exact=False)
+
+
+def test_lost_bookkeeping_stops_instead_of_starting_over(tmp_path):
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path),
+                                         max_to_keep=2)
+    assert latest_checkpoint(manager) is None  # a new run
+    manager.save(checkpoint_number=0)
+    require_record(tmp_path / "state.json", tmp_path)  # the initial weights alone: nothing lost
+    manager.save(checkpoint_number=5)
+    with pytest.raises(StateError, match="state.json is missing, but .* holds trained"):
+        require_record(tmp_path / "state.json", tmp_path)
+    (tmp_path / "checkpoint").unlink()
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path),
+                                         max_to_keep=2)
+    with pytest.raises(StateError, match="holds checkpoints but not its `checkpoint` record"):
+        latest_checkpoint(manager)

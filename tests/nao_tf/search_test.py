@@ -128,11 +128,26 @@ def test_outputs(uninterrupted, tmp_path):
         "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
 
 
-def test_corrupt_state_stops_and_is_not_overwritten(tmp_path):
-    (tmp_path / "state.json").write_text('{"iteration": 1, "pool": [')
-    with pytest.raises(StateError, match="state.json cannot be read"):
+@pytest.mark.parametrize("text, message", [
+    ('{"iteration": 1, "pool": [', "state.json: not valid JSON"),
+    ('[1, 2]', "state.json: holds a JSON list"),
+    ('{"identity": {}, "iteration": 1, "phase": "train", "pool": [], "history": "x", "rng": {}}',
+     "state.json: field 'history' is missing or not of type list"),
+])
+def test_a_damaged_state_stops_and_is_not_overwritten(tmp_path, text, message):
+    (tmp_path / "state.json").write_text(text)
+    with pytest.raises(StateError, match=message):
         make_search(tmp_path, []).run()
-    assert (tmp_path / "state.json").read_text() == '{"iteration": 1, "pool": ['
+    assert (tmp_path / "state.json").read_text() == text
+
+
+def test_a_lost_state_with_a_history_stops(tmp_path):
+    make_search(tmp_path, [], iterations=0).run()
+    (tmp_path / "state.json").unlink()
+    history = (tmp_path / "history.jsonl").read_text()
+    with pytest.raises(StateError, match="state.json is missing, but history.jsonl"):
+        make_search(tmp_path, [], iterations=0).run()
+    assert (tmp_path / "history.jsonl").read_text() == history
 
 
 def test_a_search_whose_scores_are_all_alike_says_so(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from nao_tf.errors import NaoError, StateError
+from nao_tf.errors import DataError, NaoError, StateError
 from rnn import train_final
 from rnn.evaluate import evaluate_run
 from rnn.train_final import FinalTrainer, TrainParams, define_flags, params_from_flags
@@ -149,6 +149,32 @@ def test_resume_refuses_a_different_model(corpus_dir, tmp_path):
         FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=1))
     assert (tmp_path / "run" / "flags.json").read_text() == recorded  # a refused run writes nothing
     FinalTrainer(_params(corpus_dir, tmp_path / "run", emsize=8, epochs=1, overwrite=True))
+
+
+def test_other_data_is_refused_and_a_moved_copy_resumes(corpus_dir, tmp_path):
+    FinalTrainer(_params(corpus_dir, tmp_path / "run", epochs=1))
+    moved = tmp_path / "moved"
+    corpus_dir.rename(moved)
+    FinalTrainer(_params(moved, tmp_path / "run", epochs=1))
+    with open(moved / "valid.txt", "a") as f:
+        f.write("w1 w2\n")
+    with pytest.raises(StateError, match="data_fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+        FinalTrainer(_params(moved, tmp_path / "run", epochs=1))
+
+
+def test_lost_or_damaged_bookkeeping_is_named(corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    FinalTrainer(_params(corpus_dir, out, epochs=1)).train()
+    (out / "ckpt" / "ckpt-1.index").rename(out / "ckpt" / "moved.index")
+    with pytest.raises(StateError, match="checkpoint .*ckpt-1 is missing"):
+        FinalTrainer(_params(corpus_dir, out, epochs=2))
+    (out / "ckpt" / "moved.index").rename(out / "ckpt" / "ckpt-1.index")
+    (out / "train_state.json").write_text("[]")
+    with pytest.raises(DataError, match="train_state.json: holds a JSON list"):
+        FinalTrainer(_params(corpus_dir, out, epochs=2))
+    (out / "train_state.json").unlink()
+    with pytest.raises(StateError, match="train_state.json is missing, but .*ckpt holds trained"):
+        FinalTrainer(_params(corpus_dir, out, epochs=2))
 
 
 def test_config_sets_defaults_and_explicit_flags_win():

@@ -117,6 +117,19 @@ def test_resume_refuses_another_supernet(corpus_dir, tmp_path):
         _evaluator(corpus_dir, tmp_path / "sn", emsize=12)
 
 
+def test_a_lower_learning_rate_resumes_and_lost_bookkeeping_stops(corpus_dir, tmp_path):
+    _evaluator(corpus_dir, tmp_path / "sn").prepare(_pool(2), 0)
+    resumed = _evaluator(corpus_dir, tmp_path / "sn", lr=5.0, clip=0.1)  # the divergence advice
+    assert resumed.state["epoch"] == 1
+    state = tmp_path / "sn" / "state.json"
+    state.write_text('{"identity": {}, "epoch": "one"}')
+    with pytest.raises(DataError, match="state.json: field 'epoch' is missing or not of type int"):
+        _evaluator(corpus_dir, tmp_path / "sn")
+    state.unlink()
+    with pytest.raises(StateError, match="state.json is missing, but .*ckpt holds trained"):
+        _evaluator(corpus_dir, tmp_path / "sn")
+
+
 def _flags(*argv):
     values = flags.FlagValues()
     weight_sharing_search.define_flags(TASK, values)

@@ -55,12 +55,12 @@ def bench_variant(jit: bool) -> tuple[float, float, float, int]:
     x = rng.integers(0, FLAGS.vocab, shape).astype(np.int32)
     y = rng.integers(0, FLAGS.vocab, shape).astype(np.int32)
     hidden = model.initial_hidden(FLAGS.batch_size)
-    for _ in range(FLAGS.warmup):
-        loss, hidden = step.train_step(x, y, hidden, 20.0)
+    for k in range(FLAGS.warmup):
+        loss, hidden = step.train_step(x, y, hidden, 20.0, (0, k))
     float(loss)
     start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(FLAGS.steps):
-        loss, hidden = step.train_step(x, y, hidden, 20.0)
+    for k in range(FLAGS.steps):
+        loss, hidden = step.train_step(x, y, hidden, 20.0, (1, k))
     float(loss)
     seconds = (time.perf_counter() - start) / FLAGS.steps
     cpu_seconds = (time.process_time() - cpu_start) / FLAGS.steps

@@ -86,7 +86,7 @@ def bench_size(d: int, batch: int, vocab: int) -> dict:
 
     def train():
         state["k"] += 1
-        loss, state["hidden"] = step.train_step(x, y, state["hidden"], 0.25,
+        loss, state["hidden"] = step.train_step(x, y, state["hidden"], 0.25, (0, state["k"]),
                                                 pool[state["k"] % len(pool)])
         float(loss)
 

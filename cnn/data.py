@@ -198,33 +198,53 @@ def normalize(images: tf.Tensor, mean: np.ndarray, std: np.ndarray) -> tf.Tensor
     return (tf.cast(images, tf.float32) / 255.0 - mean) / std
 
 
-def cutout(image: tf.Tensor, size: int) -> tf.Tensor:
+def cutout(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     """Zeroes a size x size square centred at a uniformly drawn pixel, clipped at the border
     (DeVries & Taylor; the PyTorch port's version)."""
     h, w = IMAGE_SIZE, IMAGE_SIZE
-    cy = tf.random.uniform([], 0, h, dtype=tf.int32)
-    cx = tf.random.uniform([], 0, w, dtype=tf.int32)
+    cy, cx = tf.unstack(tf.random.stateless_uniform([2], seed, 0, h, dtype=tf.int32))
     ys, xs = tf.range(h)[:, None], tf.range(w)[None, :]
     inside = ((ys >= cy - size // 2) & (ys < cy - size // 2 + size)
               & (xs >= cx - size // 2) & (xs < cx - size // 2 + size))
     return image * tf.cast(~inside, image.dtype)[:, :, None]
 
 
-def augment(image: tf.Tensor, cutout_size: int) -> tf.Tensor:
+def augment(image: tf.Tensor, cutout_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Pad 4, random 32x32 crop, random horizontal flip, cutout; every draw a function of `seed`."""
+    crop, flip, hole = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
-    image = tf.image.random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, 3])
-    image = tf.image.random_flip_left_right(image)
-    return cutout(image, cutout_size) if cutout_size > 0 else image
+    image = tf.image.stateless_random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, 3], crop)
+    image = tf.image.stateless_random_flip_left_right(image, flip)
+    return cutout(image, cutout_size, hole) if cutout_size > 0 else image
 
 
 def train_dataset(split: Split, batch_size: int, mean: np.ndarray, std: np.ndarray,
-                  cutout_size: int = 0, seed: int | None = None) -> tf.data.Dataset:
+                  cutout_size: int = 0, seed: int | None = None,
+                  start_step: int = 0) -> tf.data.Dataset:
     """Endless shuffled, augmented batches of exactly `batch_size` (the global batch): an epoch is
-    taken as ceil(n / batch_size) batches, as the original's queue-fed input."""
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
-    ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(lambda x, y: (augment(normalize(x, mean, std), cutout_size), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    taken as ceil(n / batch_size) batches, as the original's queue-fed input.
+
+    The stream is a pure function of `seed` (None: a random one): pass p over the data is the
+    permutation `stateless_shuffle(seed, p)`, and the image at stream position i is augmented
+    with the draws of seed (seed, i). So a run resumed at `start_step` sees exactly the batches
+    an uninterrupted run sees from that step on.
+    """
+    n, first, end = len(split), start_step * batch_size, np.iinfo(np.int64).max
+    seed = tf.constant(np.random.randint(1 << 31) if seed is None else seed, tf.int64)
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+
+    def one_pass(p: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                         tf.stack([seed, p]))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    def example(i: tf.Tensor, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = normalize(tf.gather(images, i), mean, std)
+        return augment(image, cutout_size, tf.stack([seed, position])), tf.gather(labels, i)
+
+    order = tf.data.Dataset.range(first // n, end).flat_map(one_pass).skip(first % n)
+    ds = tf.data.Dataset.zip(order, tf.data.Dataset.range(first, end))
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

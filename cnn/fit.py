@@ -74,7 +74,7 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
 
     writer = tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard"))
     train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
-                             loop.seed)
+                             loop.seed, start_step=trainer.step)
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
     evals = {name: eval_dataset(split, loop.eval_batch_size, data.mean, data.std)
              for name, split in _eval_splits(data).items()}

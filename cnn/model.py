@@ -63,7 +63,8 @@ class NASCell(keras.layers.Layer):
                     ops.FactorizedReduce(filters, sync_bn, name=f"reduce_output{i}"))
         self.output_channels = len(self.loose_ends) * filters
 
-    def call(self, inputs, training=False, drop_path_progress=None, drop_path_keep_prob=1.0):
+    def call(self, inputs, training=False, drop_path_progress=None, drop_path_keep_prob=1.0,
+             seed=None):
         h0, h1 = inputs
         if self.calibrate0 is not None:
             h0 = self.calibrate0(tf.nn.relu(h0) if self.relu_before_reduce else h0,
@@ -79,7 +80,7 @@ class NASCell(keras.layers.Layer):
             for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
                 out = getattr(self, f"op{2 * i + b}")(states[inp], training=training)
                 if apply_drop_path and OPS[op].drop_path:
-                    out = ops.drop_path(out, keep)
+                    out = ops.drop_path(out, keep, ops.sub_seed(seed, 2 * i + b))
                 total = out if total is None else total + out
             states.append(total)
         outs = [getattr(self, f"reduce_output{i}")(states[i], training=training)
@@ -164,19 +165,23 @@ class NASNetwork(keras.Model):
     def cells(self) -> list[NASCell]:
         return [getattr(self, f"cell{idx}") for idx in range(self.num_cells)]
 
-    def call(self, images, training=False, drop_path_progress=None):
+    def call(self, images, training=False, drop_path_progress=None, seed=None):
+        """`seed` (int [2]): the step's seed, from which every drop-path and dropout draw of the
+        step is derived."""
+        seed = ops.step_seed(seed)
         x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
         x = self.stem_bn(self.stem_conv(x), training=training)
         h0 = h1 = x
         aux_logits = None
         for idx, cell in enumerate(self.cells):
             h0, h1 = h1, cell([h0, h1], training=training, drop_path_progress=drop_path_progress,
-                              drop_path_keep_prob=self.drop_path_keep_prob)
+                              drop_path_keep_prob=self.drop_path_keep_prob,
+                              seed=ops.sub_seed(seed, idx))
             if training and idx == self.aux_index:
                 aux_logits = tf.cast(self.aux_head(h1, training=training), tf.float32)
         x = self.gap(tf.nn.relu(h1))
         if training and self.dropout_rate > 0:
-            x = tf.nn.dropout(x, rate=self.dropout_rate)
+            x = ops.dropout(x, self.dropout_rate, ops.sub_seed(seed, self.num_cells))
         logits = tf.cast(self.classifier(x), tf.float32)
         return (logits, aux_logits) if aux_logits is not None else logits
 

@@ -210,9 +210,26 @@ def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
     return Identity(filters, strides, sync_bn, name=name)
 
 
-def drop_path(x: tf.Tensor, keep_prob: tf.Tensor) -> tf.Tensor:
-    """Zeroes whole examples with probability 1 - keep_prob, scaling survivors by 1 / keep_prob."""
+def sub_seed(seed: tf.Tensor, k: int) -> tf.Tensor:
+    """The seed of the k-th random draw of a step whose seed is `seed` (int [2])."""
+    return tf.random.experimental.stateless_fold_in(seed, k)
+
+
+def step_seed(seed: tf.Tensor | None) -> tf.Tensor:
+    """`seed`, or a fixed one for calls that draw nothing that matters (building the model)."""
+    return tf.zeros([2], tf.int64) if seed is None else seed
+
+
+def drop_path(x: tf.Tensor, keep_prob: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Zeroes whole examples with probability 1 - keep_prob, scaling survivors by 1 / keep_prob;
+    the draw is a function of `seed` (int [2]), so a resumed run draws what an uninterrupted one
+    would."""
     keep_prob = tf.cast(keep_prob, x.dtype)
     shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
-    mask = tf.floor(keep_prob + tf.random.uniform(shape, dtype=x.dtype))
+    mask = tf.floor(keep_prob + tf.random.stateless_uniform(shape, seed, dtype=x.dtype))
     return x * (mask / keep_prob)
+
+
+def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout whose mask is a function of `seed` (int [2])."""
+    return tf.nn.experimental.stateless_dropout(x, rate, seed)

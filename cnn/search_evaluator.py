@@ -82,7 +82,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
     def _iterator(self):
         if self._train_iterator is None:
             ds = train_dataset(self.data.train, self.schedule.batch_size, self.data.mean,
-                               self.data.std, seed=self.schedule.seed or None)
+                               self.data.std, seed=self.schedule.seed or None,
+                               start_step=self.trainer.step)
             self._train_iterator = iter(self.trainer.strategy.experimental_distribute_dataset(ds))
         return self._train_iterator
 

@@ -356,7 +356,8 @@ class Supernet(keras.Model):
         self.classifier = keras.layers.Dense(num_classes, use_bias=False,
                                              kernel_initializer=ops.KERNEL_INIT, name="classifier")
 
-    def call(self, images, arch, training=False):
+    def call(self, images, arch, training=False, seed=None):
+        """`seed` (int [2]): the step's seed, from which the dropout draw is derived."""
         x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
         x = self.stem_bn(self.stem_conv(x), training=True)
         normal, reduction = arch[:INTS_PER_CELL], arch[INTS_PER_CELL:ARCH_LENGTH]
@@ -369,7 +370,7 @@ class Supernet(keras.Model):
                 aux_logits = tf.cast(self.aux_head(h1, training=True), tf.float32)
         x = tf.reduce_mean(tf.nn.relu(h1), axis=[2, 3] if self.channels_first else [1, 2])
         if training and self.dropout_rate > 0:
-            x = tf.nn.dropout(x, rate=self.dropout_rate)
+            x = ops.dropout(x, self.dropout_rate, ops.step_seed(seed))
         logits = tf.cast(self.classifier(x), tf.float32)
         return (logits, aux_logits) if aux_logits is not None else logits
 

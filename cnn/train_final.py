@@ -150,7 +150,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
         lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
         momentum=fv.momentum, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
         grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
-        label_smoothing=fv.label_smoothing, precision=fv.precision)
+        label_smoothing=fv.label_smoothing, precision=fv.precision, seed=fv.seed)
     sync_bn = fv.sync_bn and strategy.num_replicas_in_sync > 1
 
     def build_model() -> NASNetwork:

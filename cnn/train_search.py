@@ -145,7 +145,7 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     cfg = OptimConfig(epochs=fv.epochs, steps_per_epoch=steps, lr_schedule="sgdr",
                       lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
                       momentum=0.9, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
-                      grad_bound=fv.grad_bound, aux_weight=fv.aux_weight)
+                      grad_bound=fv.grad_bound, aux_weight=fv.aux_weight, seed=fv.seed)
     started = time.perf_counter()
     disable_graph_optimizer()
     trainer = Trainer(strategy, lambda: Supernet(

@@ -48,7 +48,7 @@ from nao_tf import cli, standalone_search
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint, read_json
-from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
+from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The per-architecture schedule; defaults come from the `nao_search` preset (cnn/configs.py).
@@ -133,7 +133,7 @@ class CifarArchTrainer:
                                                                 s["batch_size"]),
             lr_schedule="sgdr", lr_max=s["lr_max"], lr_min=s["lr_min"], t0=s["t0"],
             t_mul=s["t_mul"], momentum=0.9, nesterov=s["nesterov"], l2_reg=s["l2_reg"],
-            grad_bound=s["grad_bound"], aux_weight=s["aux_weight"])
+            grad_bound=s["grad_bound"], aux_weight=s["aux_weight"], seed=s["seed"])
 
         def build_model() -> NASNetwork:
             return NASNetwork(arch, s["num_cells"], s["filters"], self.data.num_classes,
@@ -141,9 +141,12 @@ class CifarArchTrainer:
                               drop_path_keep_prob=s["drop_path_keep_prob"],
                               dropout_rate=1.0 - s["keep_prob"])
 
-        trainer = DivergenceCheckingTrainer(tf.distribute.OneDeviceStrategy(device),
-                                            build_model, cfg, s["batch_size"],
-                                            classes=self.data.num_classes)
+        with build_lock:
+            if s["seed"]:
+                keras.utils.set_random_seed(s["seed"])
+            trainer = DivergenceCheckingTrainer(tf.distribute.OneDeviceStrategy(device),
+                                                build_model, cfg, s["batch_size"],
+                                                classes=self.data.num_classes)
         loop = LoopConfig(output_dir=str(out), batch_size=s["batch_size"],
                           eval_batch_size=s["eval_batch_size"], cutout_size=s["cutout_size"],
                           eval_every_epochs=1, log_every_steps=s["log_every_steps"],
@@ -154,7 +157,7 @@ class CifarArchTrainer:
             results = fit(trainer, self.data, loop, extra)
         except TrainingDiverged as err:
             path = os.path.join(out, RESULTS_FILE)
-            history = read_json(path).get("history", []) if os.path.exists(path) else []
+            history = read_json(path, {"history": list})["history"] if os.path.exists(path) else []
             raise TrainingDiverged(str(err), best_valid_accuracy(history)) from None
         best = best_valid_accuracy(results["history"])
         if best is None or not all(math.isfinite(r["valid_loss"]) for r in results["history"]):

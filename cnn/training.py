@@ -38,6 +38,7 @@ class OptimConfig:
     aux_weight: float = 0.4
     label_smoothing: float = 0.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
+    seed: int = 0  # dropout and drop-path draws: a function of (seed, step, replica)
 
     @property
     def total_steps(self) -> int:
@@ -101,12 +102,12 @@ class Trainer:
                                if jit_compile else self._replica_forward_backward)
         self._eval_step = tf.function(self._distributed_eval_step)
 
-    def _logits(self, images, arch, training: bool, progress=None):
+    def _logits(self, images, arch, training: bool, progress=None, seed=None):
         if arch is None:
             if training:
-                return self.model(images, training=True, drop_path_progress=progress)
+                return self.model(images, training=True, drop_path_progress=progress, seed=seed)
             return self.model(images, training=False)
-        return self.model(images, arch, training=training)
+        return self.model(images, arch, training=training, seed=seed)
 
     # Loss and gradients of one replica.
 
@@ -117,11 +118,11 @@ class Trainer:
             onehot = onehot * (1.0 - self.cfg.label_smoothing) + self.cfg.label_smoothing / k
         return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
 
-    def _replica_forward_backward(self, images, labels, arch, progress):
+    def _replica_forward_backward(self, images, labels, arch, progress, seed):
         """(summed gradients over this replica's share, CE sum, correct count)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            out = self._logits(images, arch, True, progress)
+            out = self._logits(images, arch, True, progress, seed)
             logits, aux_logits = out if isinstance(out, tuple) else (out, None)
             ce = self._cross_entropy(labels, logits)
             per_example = ce
@@ -143,10 +144,14 @@ class Trainer:
         return grads, tf.reduce_sum(ce), correct
 
     def _replica_step(self, images, labels, arch=None):
-        step = tf.cast(self.optimizer.iterations, tf.float32)
-        progress = tf.minimum(1.0, (step + 1.0) / float(self.cfg.total_steps))
-        grads, ce_sum, correct = self._replica_train(images, labels, arch, progress)
         ctx = tf.distribute.get_replica_context()
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        progress = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / float(self.cfg.total_steps))
+        # The step's random draws: a function of the seed, the step and the replica, so a resumed
+        # run draws what an uninterrupted one would.
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.constant(self.cfg.seed, tf.int64), step]), ctx.replica_id_in_sync_group)
+        grads, ce_sum, correct = self._replica_train(images, labels, arch, progress, seed)
         # Clip the global gradient (summed over replicas), then hand the optimizer 1/R of it: its
         # own all-reduce sums the R identical copies back.
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)

@@ -40,6 +40,11 @@ from nao_tf.search_space import SearchSpace
 Arch = Hashable
 TrainFn = Callable[[Arch, str], float]
 
+# Keras draws initial weights from one process-wide seed. A task that seeds it for each
+# architecture builds the network under this lock, so that workers on other devices cannot
+# interleave their draws, and every architecture starts from the weights its seed gives.
+build_lock = threading.Lock()
+
 
 class TrainingDiverged(Exception):
     """Raised by a train function whose loss became NaN or infinite. `score` is the best score

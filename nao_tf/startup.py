@@ -3,7 +3,8 @@
 TensorFlow writes a few lines to the process's stderr while its libraries load and when it first
 looks for devices, before its logging starts, so `TF_CPP_MIN_LOG_LEVEL` cannot hide them ("All
 log messages before absl::InitializeLog()", "Could not find cuda drivers", the CPU-instructions
-notice, "failed call to cuInit" on a machine without a GPU). `held_back()` captures file
+notice, "oneDNN custom operations are on" on CPUs with AVX-512, "failed call to cuInit" on a
+machine without a GPU). `held_back()` captures file
 descriptor 2 around such a block and passes on every other line, so nothing else is lost.
 """
 
@@ -17,7 +18,7 @@ from typing import Iterator
 STARTUP_LINES = re.compile(
     r"All log messages before absl::InitializeLog|cudart_stub\.cc|cpu_feature_guard\.cc|"
     r"^To enable the following instructions|cuda_platform\.cc:\d+\] failed call to cuInit|"
-    r"Unable to register cu(DNN|FFT|BLAS) factory")
+    r"Unable to register cu(DNN|FFT|BLAS) factory|port\.cc:\d+\] oneDNN custom operations are on")
 
 
 @contextlib.contextmanager

@@ -26,10 +26,18 @@ from rnn.search_space import RnnCell
 INIT_RANGE = 0.04
 
 
-def dropout_mask(shape, rate: float) -> tf.Tensor:
-    """Inverted-dropout mask floor(U + keep) / keep of `shape`."""
+# Which mask of a step a draw is: its seed is the step's seed folded with this number.
+EMBEDDING_MASK, INPUT_MASK, OUTPUT_MASK, CELL_INPUT_MASK, CELL_HIDDEN_MASK = range(5)
+
+
+def dropout_mask(shape, rate: float, seed: tf.Tensor | None, mask: int) -> tf.Tensor:
+    """Inverted-dropout mask floor(U + keep) / keep of `shape`; U is a function of the step's
+    `seed` (int [2]; None: a fixed one) and which `mask` it is, so a resumed run draws the masks
+    an uninterrupted one would."""
+    seed = tf.zeros([2], tf.int64) if seed is None else seed
     keep = 1.0 - rate
-    return tf.floor(tf.random.uniform(shape) + keep) / keep
+    u = tf.random.stateless_uniform(shape, tf.random.experimental.stateless_fold_in(seed, mask))
+    return tf.floor(u + keep) / keep
 
 
 def highway_mix(s_prev: tf.Tensor, cg: tf.Tensor,
@@ -128,14 +136,14 @@ class NaoCell(keras.layers.Layer):
                                            maximum_iterations=steps)
         return outputs.stack(), hidden
 
-    def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False):
+    def call(self, inputs: tf.Tensor, hidden: tf.Tensor, training: bool = False, seed=None):
         """inputs [T, B, d], hidden [B, d] -> (outputs [T, B, d], last hidden [B, d])."""
         batch = tf.shape(inputs)[1]
         mask_x = mask_h = None
         if training and self.dropoutx > 0:
-            mask_x = dropout_mask([batch, self.units], self.dropoutx)
+            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK)
         if training and self.dropouth > 0:
-            mask_h = dropout_mask([batch, self.units], self.dropouth)
+            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK)
         weights = self.grouped_weights()
         x_proj = input_projection(inputs, self.w0, mask_x)
         w0_h = tf.convert_to_tensor(self.w0)[self.units:]
@@ -163,20 +171,22 @@ class TiedLanguageModel(keras.Model):
     def initial_hidden(self, batch_size: int) -> tf.Tensor:
         return tf.zeros([batch_size, self.units])
 
-    def embed(self, ids: tf.Tensor, training: bool) -> tf.Tensor:
+    def embed(self, ids: tf.Tensor, training: bool, seed: tf.Tensor | None = None) -> tf.Tensor:
         """Embedding lookup with embedding (word) dropout and locked input dropout."""
         table = tf.convert_to_tensor(self.embedding)
         if training and self.dropoute > 0:
-            table = table * dropout_mask([self.vocab_size, 1], self.dropoute)
+            table = table * dropout_mask([self.vocab_size, 1], self.dropoute, seed, EMBEDDING_MASK)
         x = tf.gather(table, ids)
         if training and self.dropouti > 0:
-            x = x * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropouti)
+            x = x * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropouti, seed,
+                                 INPUT_MASK)
         return x
 
-    def decode(self, raw: tf.Tensor, training: bool) -> tf.Tensor:
+    def decode(self, raw: tf.Tensor, training: bool, seed: tf.Tensor | None = None) -> tf.Tensor:
         """Cell outputs [..., B, d] -> logits [..., B, V], through the locked output dropout."""
         if training and self.dropout > 0:
-            raw = raw * dropout_mask([1, tf.shape(raw)[-2], self.units], self.dropout)
+            raw = raw * dropout_mask([1, tf.shape(raw)[-2], self.units], self.dropout, seed,
+                                     OUTPUT_MASK)
         return self.logits(raw)
 
     def logits(self, h: tf.Tensor) -> tf.Tensor:
@@ -198,9 +208,11 @@ class RNNModel(TiedLanguageModel):
         self.cell = NaoCell(arch, units, dropoutx=dropoutx, dropouth=dropouth, name="cell")
         self.cell.build()
 
-    def call(self, ids: tf.Tensor, hidden: tf.Tensor, training: bool = False):
-        raw, hidden = self.cell(self.embed(ids, training), hidden, training=training)
-        return self.decode(raw, training), raw, hidden
+    def call(self, ids: tf.Tensor, hidden: tf.Tensor, training: bool = False, seed=None):
+        """`seed` (int [2]): the step's seed, from which its dropout masks are drawn."""
+        raw, hidden = self.cell(self.embed(ids, training, seed), hidden, training=training,
+                                seed=seed)
+        return self.decode(raw, training, seed), raw, hidden
 
 
 def count_params(model: keras.Model) -> int:

@@ -182,7 +182,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
             i, seq_len = windows[step]
             x, y = get_batch(self.train_data, i, seq_len)
             arch = archs[picks[step]]
-            loss, hidden = self.step.train_step(x, y, hidden, p.lr * len(x) / p.bptt, arch)
+            loss, hidden = self.step.train_step(x, y, hidden, p.lr * len(x) / p.bptt,
+                                                (p.seed, epoch * 1_000_000 + step), arch)
             loss = float(loss)
             diverged = divergence(loss, self.corpus.vocab_size)
             if diverged:

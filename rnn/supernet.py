@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from rnn.model import TiedLanguageModel, _uniform, dropout_mask, input_projection
+from rnn.model import (CELL_HIDDEN_MASK, CELL_INPUT_MASK, TiedLanguageModel, _uniform,
+                       dropout_mask, input_projection)
 from rnn.search_cell_loop import NUM_ACTIVATIONS, run_search_cell, step_forward
 from rnn.search_space import NUM_NODES, RnnCell
 
@@ -60,24 +61,25 @@ class Supernet(TiedLanguageModel):
         return tf.stack([tf.gather(w, index[:, i]) for i, w in enumerate(self.node_blocks)],
                         axis=1)
 
-    def call(self, ids: tf.Tensor, hidden: tf.Tensor, arch: tf.Tensor, training: bool = False):
+    def call(self, ids: tf.Tensor, hidden: tf.Tensor, arch: tf.Tensor, training: bool = False,
+             seed=None):
         """ids [T, B], hidden [B, d], arch int32 [n, 2] -> (logits [T, B, V], raw cell outputs
         [T, B, d] for TAR, last hidden [B, d])."""
         batch = tf.shape(ids)[1]
-        x = self.embed(ids, training)
+        x = self.embed(ids, training, seed)
         mask_x = None
         mask_h = tf.ones([batch, self.units])
         if training and self.dropoutx > 0:
-            mask_x = dropout_mask([batch, self.units], self.dropoutx)
+            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK)
         if training and self.dropouth > 0:
-            mask_h = dropout_mask([batch, self.units], self.dropouth)
+            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK)
         archs = arch[None]
         x_proj = input_projection(x, self.w0, mask_x)
         w0_h = tf.convert_to_tensor(self.w0)[self.units:]
         raw, hidden = run_search_cell(x_proj, hidden[None], mask_h, w0_h,
                                       self.node_weights(archs), archs[:, :, 0], archs[:, :, 1])
         raw, hidden = raw[:, 0], hidden[0]
-        return self.decode(raw, training), raw, hidden
+        return self.decode(raw, training, seed), raw, hidden
 
     def score(self, x: tf.Tensor, y: tf.Tensor, archs: tf.Tensor) -> tf.Tensor:
         """Summed NLL of the targets y [T, N] given inputs x [T, N] for each of K cells

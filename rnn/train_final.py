@@ -181,7 +181,8 @@ class FinalTrainer:
         start = interval_start = time.perf_counter()
         for step, (i, seq_len) in enumerate(windows, 1):
             x, y = get_batch(self.train_data, i, seq_len)
-            loss, hidden = self.lm.train_step(x, y, hidden, p.lr * len(x) / p.bptt)
+            seed = (p.seed, (epoch * 1000 + attempt) * 1_000_000 + step)  # unique per step
+            loss, hidden = self.lm.train_step(x, y, hidden, p.lr * len(x) / p.bptt, seed)
             loss = float(loss)
             diverged = divergence(loss, self.corpus.vocab_size)
             if diverged:

@@ -37,7 +37,7 @@ from absl import flags
 from nao_tf import standalone_search
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
-from nao_tf.standalone import ArchDirs, TrainingDiverged, read_imported
+from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes
@@ -113,7 +113,8 @@ class PtbArchTrainer:
     def __call__(self, arch: RnnCell, device: str) -> float:
         params = TrainParams(output_dir=str(self.dirs.path(arch)), arch=self.space.to_string(arch),
                              **self.schedule)
-        trainer = _SearchPhaseTrainer(params, tf.distribute.OneDeviceStrategy(device))
+        with build_lock:  # FinalTrainer seeds Keras, then builds the model
+            trainer = _SearchPhaseTrainer(params, tf.distribute.OneDeviceStrategy(device))
         return trainer.train()["valid_ppl"]
 
 

@@ -120,8 +120,9 @@ class LMStep:
     strategy: the final `RNNModel`, or the weight-sharing `rnn.supernet.Supernet`, whose steps
     also take the cell.
 
-    `train_step(x [T, B], y [T, B], hidden [B, d], lr[, arch [n, 2]])`: one SGD step of the
-    original's loss (NLL + TAR); T is free and the cell is a tensor, so it traces once. Under
+    `train_step(x [T, B], y [T, B], hidden [B, d], lr, seed[, arch [n, 2]])`: one SGD step of the
+    original's loss (NLL + TAR); T is free and the cell is a tensor, so it traces once. `seed`
+    (two ints, unique per step) draws the step's dropout masks, each replica its own. Under
     MirroredStrategy each replica trains on its own slice of the B columns (and their hidden
     states), gradients are averaged across replicas, clipped, decayed and applied as plain SGD.
     Supernet only: `score(x, y, archs [K, n, 2])`, the summed NLL per cell (one trace for every
@@ -143,9 +144,10 @@ class LMStep:
         hidden = tf.TensorSpec([batch_size, model.units], tf.float32)
         self.weight_sharing = hasattr(model, "score")
         arch = [tf.TensorSpec([model.num_nodes, 2], tf.int32)] if self.weight_sharing else []
-        self.train_step = tf.function(
+        self._compiled_train_step = tf.function(
             self._train_step, jit_compile=jit_compile,
-            input_signature=[ids, ids, hidden, tf.TensorSpec([], tf.float32), *arch])
+            input_signature=[ids, ids, hidden, tf.TensorSpec([], tf.float32),
+                             tf.TensorSpec([2], tf.int64), *arch])
         if self.weight_sharing:
             self.score = tf.function(model.score, input_signature=[
                 tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
@@ -155,10 +157,18 @@ class LMStep:
                                               tf.TensorSpec([None, None], tf.int32),
                                               tf.TensorSpec([None, model.units], tf.float32)])
 
+    def train_step(self, x, y, hidden, lr, seed: Sequence[int], *arch):
+        return self._compiled_train_step(x, y, hidden, lr, tf.constant(seed, tf.int64), *arch)
+
+    @property
+    def train_tracing_count(self) -> int:
+        return self._compiled_train_step.experimental_get_tracing_count()
+
     def loss_fn(self, x: tf.Tensor, y: tf.Tensor, hidden: tf.Tensor, training: bool,
-                *arch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                *arch: tf.Tensor, seed: tf.Tensor | None = None
+                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(mean NLL, NLL + TAR, next hidden) for one segment (of the supernet's cell `arch`)."""
-        logits, raw, hidden = self.model(x, hidden, *arch, training=training)
+        logits, raw, hidden = self.model(x, hidden, *arch, training=training, seed=seed)
         nll = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         total = nll
@@ -166,12 +176,14 @@ class LMStep:
             total += tar_penalty(raw, self.beta)
         return nll, total, hidden
 
-    def _replica_step(self, x, y, hidden, *arch):
+    def _replica_step(self, x, y, hidden, seed, *arch):
         ctx = tf.distribute.get_replica_context()
         cols = slice(None), slice(ctx.replica_id_in_sync_group * self._cols,
                                   (ctx.replica_id_in_sync_group + 1) * self._cols)
+        seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         with tf.GradientTape() as tape:
-            nll, total, new_hidden = self.loss_fn(x[cols], y[cols], hidden[cols[1]], True, *arch)
+            nll, total, new_hidden = self.loss_fn(x[cols], y[cols], hidden[cols[1]], True, *arch,
+                                                  seed=seed)
         grads = tape.gradient(total, self._vars)
         if self.weight_sharing:  # the supernet's embedding gradient: dense, as its blocks'
             grads = [tf.convert_to_tensor(g) for g in grads]
@@ -179,8 +191,9 @@ class LMStep:
         grads = clip_and_decay(grads, self._vars, self.clip, self.wdecay)
         return nll, grads, new_hidden
 
-    def _train_step(self, x, y, hidden, lr, *arch):
-        nll, grads, new_hidden = self.strategy.run(self._replica_step, args=(x, y, hidden, *arch))
+    def _train_step(self, x, y, hidden, lr, seed, *arch):
+        nll, grads, new_hidden = self.strategy.run(self._replica_step,
+                                                   args=(x, y, hidden, seed, *arch))
         for v, g in zip(self._vars, grads):
             self.strategy.extended.update(v, lambda var, grad: var.assign_sub(lr * grad),
                                           args=(g,))

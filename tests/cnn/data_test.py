@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cnn import data as data_lib
 from nao_tf.errors import DataError
@@ -69,10 +70,31 @@ def test_train_pipeline_shapes_normalisation_and_cutout():
     assert all(x.shape == (16, 32, 32, 3) and y.shape == (16,) for x, y in batches)
     x = np.concatenate([b[0].numpy() for b in batches])
     assert abs(x.mean()) < 0.3 and 0.5 < x.std() < 1.5
-    image = data_lib.cutout(np.ones((32, 32, 3), np.float32), 8).numpy()
+    image = data_lib.cutout(np.ones((32, 32, 3), np.float32), 8, tf.constant([1, 2])).numpy()
     zeros = (image[:, :, 0] == 0)
     rows, cols = np.nonzero(zeros.any(1))[0], np.nonzero(zeros.any(0))[0]
     assert 16 <= zeros.sum() <= 64 and zeros.sum() == len(rows) * len(cols)  # a clipped square
+
+
+def test_the_train_stream_is_a_function_of_seed_and_step():
+    """Each pass is a permutation of the data; a stream started at step k (a resumed run) yields
+    exactly the batches of an uninterrupted stream from step k on, augmentation included."""
+    train, _ = data_lib.synthetic_splits(40, 0)
+    train = data_lib.Split(train.images, np.arange(40, dtype=np.int32))  # label = image index
+    mean, std = np.zeros(3, np.float32), np.ones(3, np.float32)
+
+    def batches(start_step, seed=3):
+        ds = data_lib.train_dataset(train, 16, mean, std, 8, seed=seed, start_step=start_step)
+        return [(x.numpy(), y.numpy()) for x, y in ds.take(7 - start_step)]
+
+    uninterrupted = batches(0)
+    labels = np.concatenate([y for _, y in uninterrupted])
+    assert sorted(labels[:40]) == sorted(labels[40:80]) == list(range(40))
+    assert labels[:40].tolist() != labels[40:80].tolist()  # reshuffled every pass
+    for (x, y), (x_resumed, y_resumed) in zip(uninterrupted[3:], batches(3)):
+        np.testing.assert_array_equal(y, y_resumed)
+        np.testing.assert_array_equal(x, x_resumed)
+    assert not np.array_equal(batches(0, seed=4)[0][1], uninterrupted[0][1])
 
 
 def test_eval_pipeline_sees_every_image_once_in_order():

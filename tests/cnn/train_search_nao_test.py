@@ -14,12 +14,13 @@ from cnn import train_search_nao
 from cnn.search_space import NAMED_ARCHS, NAONET_SPACE
 from nao_tf import search_command, standalone_search
 from nao_tf.errors import DataError
+from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Smaller still than --config=smoke: 2 cells, then 1 generated one.
 TINY = ["--config=smoke", "--seed_archs=2", "--iterations=1", "--top_k=2", "--new_archs=1",
         "--controller_epochs=5", "--epochs=1", "--synthetic_train_images=160", "--num_valid=32",
-        "--nouse_aux_head"]
+        "--nouse_aux_head", "--deterministic"]
 STARTED = re.compile(r"^  training ([\d ]+) on ")
 GENERATED = re.compile(r"generated (\d+) new architectures")
 
@@ -33,6 +34,8 @@ def _start(output_dir) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
+    """... and, with --deterministic, ends exactly as an uninterrupted run."""
+    reference = uninterrupted.start("cnn.train_search_nao", TINY, tmp_path / "uninterrupted")
     run_dir = tmp_path / "run"
     child = _start(run_dir)
     for line in child.stdout:
@@ -51,13 +54,14 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     assert not recorded & set(started), "a cell whose score was recorded was trained again"
     assert len(started) == len(set(started))
     history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
-    # The controller's finds depend on the scores (the killed cell's on where the kill fell).
+    # How many cells the controller finds depends on the scores; every one is trained once.
     generated, = [int(m.group(1)) for m in map(GENERATED.search, out.splitlines()) if m]
     assert len(history) == len(set(history)) == 2 + generated
     best = json.loads((run_dir / "best_arch.json").read_text())
     assert best["space"] == "naonet" and best["arch"] in history
     assert 0.0 <= best["score"] <= 1.0
     assert (run_dir / "best_arch.png").exists()
+    uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", run_dir)
 
 
 def _flags(argv):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests import uninterrupted
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke config made smaller still: 10 supernet steps per epoch, 2 epochs (the pool is scored
 # after each), a pool of 8; a checkpoint after every step. "select" traces fastest.
@@ -13,7 +15,7 @@ ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32", "--b
         "--eval_images=32", "--eval_batch_size=32", "--seed_archs=8", "--top_k=4",
         "--new_archs=4", "--random_archs=1", "--controller_epochs=300",
         "--controller_batch_size=8", "--log_every_steps=1", "--save_every_seconds=0",
-        "--op_selection=select"]
+        "--op_selection=select", "--deterministic"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
 
 
@@ -42,6 +44,8 @@ def _training_ranges(lines):
 @pytest.mark.slow
 def test_killed_in_supernet_training_and_in_controller_training_resumes_without_redoing(
         tmp_path):
+    """... and, with --deterministic, ends exactly as an uninterrupted run."""
+    reference = uninterrupted.start("cnn.train_search", ARGS, tmp_path / "uninterrupted")
     out = tmp_path / "search"
     first = _run_until(out, "supernet epoch 1 step 6/10")
     assert _training_ranges(first) == [(0, 10)]
@@ -71,6 +75,7 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     assert best["score"] == max(r["score"] for r in history if r["iteration"] == 1)
     assert (out / "best_arch.png").stat().st_size > 0
     assert "top 5:" in third.stdout
+    uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", out)
 
 
 @pytest.mark.slow

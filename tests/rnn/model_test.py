@@ -123,7 +123,7 @@ def test_hand_written_backward_matches_automatic_differentiation(name):
     for v in cell.trainable_variables:
         v.assign(np.random.default_rng(1).normal(0, 0.5, v.shape))
     x, h0 = tf.random.normal([6, 3, 8]), tf.random.normal([3, 8])
-    mask = dropout_mask([3, 8], 0.3)
+    mask = dropout_mask([3, 8], 0.3, tf.constant([1, 2], tf.int64), 0)
     upstream, upstream_last = tf.random.normal([6, 3, 8]), tf.random.normal([3, 8])
 
     def loss_and_grads(loop):

@@ -86,8 +86,9 @@ def test_train_step_traces_once_and_moves_only_the_sampled_blocks():
     before = [w.numpy() for w in net.node_blocks]
     for t, cell in enumerate(cells):
         ids = rng.integers(0, V, size=(5 + t, B + 0)).astype(np.int32)
-        _, hidden = step.train_step(ids[:-1], ids[1:], hidden, 0.25, arch_array([cell])[0])
-    assert step.train_step.experimental_get_tracing_count() == 1
+        _, hidden = step.train_step(ids[:-1], ids[1:], hidden, 0.25, (0, t),
+                                    arch_array([cell])[0])
+    assert step.train_tracing_count == 1
     used = {(i, p * 4 + a) for cell in cells for i, (p, a) in enumerate(cell.nodes)}
     for i, (old, new) in enumerate(zip(before, (w.numpy() for w in net.node_blocks))):
         for block in range(old.shape[0]):
@@ -107,7 +108,8 @@ def test_train_step_on_two_replicas_matches_one_device(two_replicas):
         for v, value in zip(net.trainable_variables, initial):
             v.assign(value)
         step = LMStep(net, strategy, B, clip=0.5, wdecay=1e-3, beta=1e-3)
-        step.train_step(ids[:-1], ids[1:], net.initial_hidden(B), 0.5, arch_array([cell])[0])
+        step.train_step(ids[:-1], ids[1:], net.initial_hidden(B), 0.5, (0, 0),
+                        arch_array([cell])[0])
         results.append([v.numpy() for v in net.trainable_variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

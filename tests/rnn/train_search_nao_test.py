@@ -16,10 +16,11 @@ from nao_tf.errors import DataError
 from nao_tf.standalone import ArchDirs, StandaloneEvaluator
 from rnn import train_search_nao
 from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
+from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config=smoke", "--seed_archs=4", "--iterations=1", "--top_k=2", "--new_archs=2",
-        "--controller_epochs=5", "--emsize=8", "--epochs=1"]
+        "--controller_epochs=5", "--emsize=8", "--epochs=1", "--deterministic"]
 STARTED = re.compile(r"^  training ([\d ]+) on ")
 GENERATED = re.compile(r"generated (\d+) new architectures")
 # The original's best NAO cell, in the NAO code table (2=identity, 3=sigmoid), as in its files.
@@ -34,6 +35,8 @@ def _start(*args) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
+    """... and, with --deterministic, ends exactly as an uninterrupted run."""
+    reference = uninterrupted.start("rnn.train_search_nao", TINY, tmp_path / "uninterrupted")
     run_dir = tmp_path / "run"
     child = _start(f"--output_dir={run_dir}")
     for line in child.stdout:
@@ -51,13 +54,13 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
     started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
     assert not recorded & set(started), "a cell whose score was recorded was trained again"
     history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
-    # How many cells the 5-epoch controller finds depends on the scores, and the killed cell's
-    # score depends on where the kill fell; every one found is trained once.
+    # How many cells the 5-epoch controller finds depends on the scores; every one is trained once.
     generated, = [int(m.group(1)) for m in map(GENERATED.search, out.splitlines()) if m]
     assert len(history) == len(set(history)) == 4 + generated
     best = json.loads((run_dir / "best_arch.json").read_text())
     assert best["arch"] in history and best["higher_is_better"] is False
     assert (run_dir / "best_arch.png").exists()
+    uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", run_dir)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from rnn.search_space import RnnSearchSpace, resolve_arch
 from nao_tf import search_command, weight_sharing_search
 from rnn.train_search import TASK, SearchParams, check_params, params
 from rnn.training import search_windows
+from tests import uninterrupted
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(emsize=8, batch_size=4, eval_windows=8, eval_arch_batch=3, log_interval=1000,
@@ -174,14 +175,20 @@ def test_controller_options_reach_the_controller_and_the_loop():
 
 
 def _command(out, *extra):
-    return [sys.executable, "-m", "rnn.train_search", "--config=smoke", f"--output_dir={out}",
-            "--epochs=4", "--eval_every_epochs=2", "--batch_size=4", "--emsize=8",
+    return [sys.executable, "-m", "rnn.train_search", f"--output_dir={out}", *_args(*extra)]
+
+
+def _args(*extra):
+    return ["--config=smoke", "--epochs=4", "--eval_every_epochs=2", "--batch_size=4", "--emsize=8",
             "--seed_archs=12", "--new_archs=4", "--random_archs=2", "--top_k=4",
-            "--controller_epochs=5", "--save_every_seconds=0.2", "--log_interval=1000", *extra]
+            "--controller_epochs=5", "--save_every_seconds=0.2", "--log_interval=1000",
+            "--deterministic", *extra]
 
 
 @pytest.mark.slow
 def test_kill_during_supernet_training_and_resume(tmp_path):
+    """... and, with --deterministic, ends exactly as an uninterrupted run."""
+    reference = uninterrupted.start("rnn.train_search", _args(), tmp_path / "uninterrupted")
     out = tmp_path / "search"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(_command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -214,6 +221,7 @@ def test_kill_during_supernet_training_and_resume(tmp_path):
     arch, _ = resolve_arch(str(out / "best_arch.json"))  # what train_final --arch reads
     assert RnnSearchSpace().to_string(arch) == best["arch"]
     assert json.loads((out / "supernet" / "state.json").read_text())["epoch"] == 4
+    uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", out)
 
 
 @pytest.mark.slow

@@ -64,8 +64,8 @@ def test_step_traces_once_for_every_bptt_length():
     hidden = model.initial_hidden(4)
     for length in (35, 12, 55, 5, 2):
         ids = rng.integers(0, 30, (length + 1, 4)).astype(np.int32)
-        _, hidden = step.train_step(ids[:-1], ids[1:], hidden, 20.0 * length / 35)
-    assert step.train_step.experimental_get_tracing_count() == 1
+        _, hidden = step.train_step(ids[:-1], ids[1:], hidden, 20.0 * length / 35, (0, length))
+    assert step.train_tracing_count == 1
     assert np.isfinite(hidden.numpy()).all()
 
 
@@ -82,7 +82,7 @@ def test_step_is_sgd_with_scaled_lr_clip_and_decay():
     grads, _ = tf.clip_by_global_norm(
         [tf.convert_to_tensor(g) for g in tape.gradient(total, model.trainable_variables)], 0.25)
     lr = 20.0 * 9 / 35
-    step.train_step(x, y, hidden, lr)
+    step.train_step(x, y, hidden, lr, (0, 0))
     for v, w, g in zip(model.trainable_variables, before, grads):
         np.testing.assert_allclose(v.numpy(), w - lr * (g.numpy() + 0.01 * w), atol=2e-6)
 
@@ -107,11 +107,11 @@ def test_mirrored_step_equals_single_device_step(two_replicas):
                       average=average)
         hidden, losses = model.initial_hidden(4), []
         for x, y in batches:
-            loss, hidden = step.train_step(x, y, hidden, 20.0 * len(x) / 35)
+            loss, hidden = step.train_step(x, y, hidden, 20.0 * len(x) / 35, (0, len(x)))
             losses.append(float(loss))
         results.append((losses, [v.numpy() for v in model.trainable_variables],
                         average.averages[0].numpy(), hidden.numpy()))
-        assert step.train_step.experimental_get_tracing_count() == 1
+        assert step.train_tracing_count == 1
     (l1, w1, a1, h1), (l2, w2, a2, h2) = results
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     for a, b in zip(w1, w2):

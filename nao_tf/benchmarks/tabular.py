@@ -61,6 +61,12 @@ class Table:
             except (InvalidArchitectureError, ValueError, TypeError) as err:
                 raise DataError(f"{path}:{lineno}: {err}") from None
             self.index[arch] = int(row.get("index") or lineno - 2)
+        # Every token sequence the space allows is a cell the searches may query.
+        expected = int(np.prod(space.valid_token_mask().sum(axis=1), dtype=np.float64))
+        if len(self.rows) < expected:
+            raise DataError(f"{path}: {len(self.rows)} distinct cells, but the space "
+                            f"{space.name!r} has {expected}; a benchmark needs the whole table "
+                            "(a partial export would stop at the first cell it lacks)")
 
     def metric(self, arch: Arch, column: str) -> float:
         return self.rows[arch][column]

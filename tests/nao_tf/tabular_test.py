@@ -96,6 +96,15 @@ def test_bad_table_names_file_and_line(tmp_path):
         Table(path, SPACE)
 
 
+def test_a_partial_table_is_refused_up_front(table_path, tmp_path):
+    lines = table_path.read_text().splitlines()
+    path = tmp_path / "partial.csv"
+    path.write_text("\n".join(lines[:1000]) + "\n")
+    with pytest.raises(DataError, match="999 distinct cells, but the space 'nasbench201' has "
+                                        "15625; a benchmark needs the whole table"):
+        Table(path, SPACE)
+
+
 @pytest.mark.parametrize("method", [random_search, regularized_evolution])
 def test_baselines_use_exactly_the_budget(table_path, method):
     table = Table(table_path, SPACE)

@@ -105,6 +105,7 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_divergence_advice_can_be_followed(tmp_path, capsys):
     """The message says to rerun with a lower --lr_max; that rerun is accepted and resumes."""
     argv = [*_argv(tmp_path / "run"), "--epochs=1"]

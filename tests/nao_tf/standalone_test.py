@@ -127,6 +127,7 @@ def _search(output_dir, train, devices) -> NAOSearch:
                      save_every_seconds=0.0)
 
 
+@pytest.mark.slow
 def test_a_search_whose_every_architecture_failed_says_so(tmp_path):
     def diverge(arch, device):
         raise TrainingDiverged("loss is nan at step 1")

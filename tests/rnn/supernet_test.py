@@ -96,6 +96,7 @@ def test_train_step_traces_once_and_moves_only_the_sampled_blocks():
             assert moved == ((i, block) in used), (i, block)
 
 
+@pytest.mark.slow
 def test_train_step_on_two_replicas_matches_one_device(two_replicas):
     cell = _cells(1, seed=5)[0]
     ids = np.random.default_rng(2).integers(0, V, size=(7, B)).astype(np.int32)

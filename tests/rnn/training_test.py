@@ -87,6 +87,7 @@ def test_step_is_sgd_with_scaled_lr_clip_and_decay():
         np.testing.assert_allclose(v.numpy(), w - lr * (g.numpy() + 0.01 * w), atol=2e-6)
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device_step(two_replicas):
     results = []
     rng = np.random.default_rng(2)

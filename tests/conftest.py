@@ -15,6 +15,15 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+@pytest.fixture
+def restore_graph_optimizer():
+    """For tests that build a CNN supernet, which switches grappler off for the process
+    (`cnn.training.disable_graph_optimizer`): the other tests keep it."""
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    yield
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
 @pytest.fixture(scope="session")
 def two_replicas() -> tf.distribute.MirroredStrategy:
     """One MirroredStrategy over the two logical CPUs for the whole session: separate instances in

@@ -16,12 +16,7 @@ ARCH_B = NAO_WS_SPACE.parse("1 4 0 3 0 1 2 0 3 2 1 1 0 0 4 3 5 1 2 0 "
                             "0 3 1 2 2 4 0 0 1 1 3 0 2 3 4 4 0 1 5 0")
 
 
-@pytest.fixture(autouse=True)
-def _restore_graph_optimizer():
-    """The supernet tests switch grappler off for the process; the other tests keep it."""
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    yield
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+pytestmark = pytest.mark.usefixtures("restore_graph_optimizer")
 
 
 def _batch(n=8, seed=0):

@@ -28,11 +28,7 @@ SEARCH_CELL = NAO_WS_SPACE.parse("0 0 1 1 2 2 0 3 1 4 3 0 4 1 2 2 0 3 5 4 "
                                  "1 0 0 4 2 1 1 3 0 2 3 4 4 0 1 1 5 2 3 3")
 
 
-@pytest.fixture(autouse=True)
-def _restore_graph_optimizer():
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    yield
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+pytestmark = pytest.mark.usefixtures("restore_graph_optimizer")
 
 
 def _controller_steps():

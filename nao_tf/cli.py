@@ -3,6 +3,7 @@ layered defaults < preset < explicit flags, and `run`, which reports user errors
 
 import dataclasses
 import os
+import signal
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,11 +33,20 @@ def _guarded(main: Callable[[Sequence[str]], None],
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted; rerun the same command to resume", file=sys.stderr)
-            sys.exit(130)
 
     return wrapped
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    """Ctrl-C: one line, exit code 130, at once. Every command writes its state atomically and
+    resumes after a SIGKILL, so stopping here is as safe; a KeyboardInterrupt raised instead can
+    be swallowed when it lands inside TensorFlow's runtime, and the run would go on."""
+    try:
+        sys.stdout.flush()
+    except (OSError, RuntimeError):  # a flush already in progress when the signal came
+        pass
+    os.write(2, b"interrupted; rerun the same command to resume\n")
+    os._exit(130)
 
 
 def _program() -> str:
@@ -77,6 +87,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     flags.DEFINE_bool("deterministic", False, "Reproducible by seed: two runs with the same "
                       "nonzero --seed give the same results (TensorFlow's op determinism on top "
                       "of the seeds; docs/architecture.md).", module_name=sys.argv[0])
+    signal.signal(signal.SIGINT, _interrupted)
     app.run(_guarded(main, tuple(subcommands)), flags_parser=_parse_flags)
 
 

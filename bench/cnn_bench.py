@@ -44,12 +44,11 @@ def measure(name: str, variant: str) -> dict:
     from cnn import data as data_lib
     from cnn.model import NASNetwork, count_params
     from cnn.search_space import named_arch
-    from cnn.training import OptimConfig, Trainer, set_precision
+    from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import get_strategy
 
     conf = CONFIGS[name]
     keras.utils.set_random_seed(0)
-    set_precision(FLAGS.precision)
     batch = FLAGS.batch_size
     train, _ = data_lib.synthetic_splits(max(1024, 4 * batch), 0)
     split = data_lib.Split(train.images, train.labels)

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.training import Trainer
+from nao_tf import precision
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
@@ -52,7 +53,8 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
     cfg = trainer.cfg
     strategy = trainer.strategy
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer,
+    checkpoint = tf.train.Checkpoint(model=trainer.model,
+                                     optimizer=precision.checkpointed(trainer.optimizer),
                                      epoch=epoch_var)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(loop.output_dir, "checkpoints"),
                                          max_to_keep=loop.keep_checkpoints)

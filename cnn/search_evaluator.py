@@ -22,6 +22,7 @@ from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import CellArch
 from cnn.supernet import arch_tensor
 from cnn.training import Trainer
+from nao_tf import precision
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import latest_checkpoint, restore, write_scalars
@@ -59,7 +60,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.epochs, self.eval_every_epochs = schedule.epochs, schedule.eval_every_epochs
         self.num_cells_per_stage, self.filters = num_cells_per_stage, filters
         self.log = log
-        self.checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=trainer.model,
+                                              optimizer=precision.checkpointed(trainer.optimizer))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(output_dir, "supernet"), max_to_keep=2)
         latest = latest_checkpoint(self.manager)

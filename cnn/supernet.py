@@ -130,10 +130,11 @@ class OpFunctions:
             self.reduce_op = self._reduce_op
 
     def batch_norm(self, x, gamma, beta):
-        """Batch norm with the batch's statistics (the supernet never uses moving averages)."""
+        """Batch norm with the batch's statistics (the supernet never uses moving averages); scale
+        and offset stay float32 under a mixed-precision policy, as the fused kernel needs."""
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, gamma, beta, epsilon=ops.BN_EPSILON, data_format=self.layout.format,
-            is_training=True)
+            x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32), epsilon=ops.BN_EPSILON,
+            data_format=self.layout.format, is_training=True)
         return y
 
     @staticmethod

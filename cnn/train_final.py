@@ -19,6 +19,7 @@ from absl import flags
 from nao_tf import cli
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, fingerprint
+from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.run_dir import RunDir
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
@@ -64,7 +65,7 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("eval_every_epochs", 1, "Evaluate test (and valid) accuracy every k epochs."),
     ("log_every_steps", 50, "Progress line and TensorBoard scalars every k steps."),
     ("keep_checkpoints", 5, "Checkpoints kept (one per epoch)."),
-    ("precision", "fp32", "Mixed precision policy.", ["fp32", "bf16", "fp16"]),
+    ("precision", "fp32", PRECISION_HELP, list(PRECISIONS)),
     ("jit_compile", False, "XLA-compile the forward/backward pass."),
     ("sync_bn", True, "Batch-norm statistics over the global batch when training on several "
      "replicas (same results as one replica); per-replica statistics otherwise."),
@@ -82,7 +83,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "data_fingerprint", "num_cells", "filters", "stem_multiplier",
-               "use_aux_head", "batch_size", "split", "precision")
+               "use_aux_head", "batch_size", "split")
 # What --overwrite deletes: this command's files, not the rest of the directory.
 OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
@@ -126,7 +127,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn.export import export_for_inference
     from cnn.fit import LoopConfig, fit
     from cnn.model import NASNetwork, count_params
-    from cnn.training import OptimConfig, Trainer, set_precision
+    from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import get_strategy
 
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
@@ -143,7 +144,6 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)
-    set_precision(fv.precision)
     steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     cfg = OptimConfig(
         epochs=fv.epochs, steps_per_epoch=steps, lr_schedule=fv.lr_schedule,

@@ -38,6 +38,7 @@ from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
+from nao_tf.precision import PRECISION_HELP, PRECISIONS
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The task's flags, (name, default, help[, enum values]); the search loop's are
@@ -72,6 +73,9 @@ TASK_FLAGS: tuple[tuple, ...] = (
      ["uniform", "params"]),
     ("op_selection", "switch", "switch: run only the chosen op (tf.switch_case); select: run "
      "every candidate and keep the chosen (no control flow).", ["switch", "select"]),
+    ("precision", "fp32", PRECISION_HELP, list(PRECISIONS)),
+    ("jit_compile", False, "XLA-compile the supernet's forward/backward pass (needs "
+     "--op_selection=select)."),
     ("eval_images", 500, "Validation images each architecture is scored on (the same ones every "
      "time)."),
     ("eval_batch_size", 500, "Scoring batch."),
@@ -116,6 +120,9 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     if fv.filters % 2:
         raise NaoError(f"--filters={fv.filters} must be even (factorized reductions halve it)")
     cli.check_keep_probability(value, "keep_prob")
+    if fv.jit_compile and fv.op_selection != "select":
+        raise NaoError("--jit_compile needs --op_selection=select (XLA compiles the switch "
+                       "supernet's 100+ branch functions for many minutes)")
     if not 0.0 <= fv.controller_trade_off <= 1.0:
         raise NaoError(f"--controller_trade_off={fv.controller_trade_off} must be in [0, 1]")
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
@@ -145,16 +152,18 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     cfg = OptimConfig(epochs=fv.epochs, steps_per_epoch=steps, lr_schedule="sgdr",
                       lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
                       momentum=0.9, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
-                      grad_bound=fv.grad_bound, aux_weight=fv.aux_weight, seed=fv.seed)
+                      grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
+                      precision=fv.precision, seed=fv.seed)
     started = time.perf_counter()
     disable_graph_optimizer()
     trainer = Trainer(strategy, lambda: Supernet(
         fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
-        dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection), cfg, fv.batch_size)
+        dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection), cfg, fv.batch_size,
+        fv.jit_compile)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
     cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "
             f"images; supernet N={fv.num_cells} F={fv.filters} ({params:,} shared weights, op "
-            f"selection '{fv.op_selection}'), {steps} steps/epoch x {fv.epochs} epochs, batch "
+            f"selection '{fv.op_selection}', {fv.precision}), {steps} steps/epoch x {fv.epochs} epochs, batch "
             f"{fv.batch_size} over {strategy.num_replicas_in_sync} replica(s); built in "
             f"{time.perf_counter() - started:.0f}s")
     return SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells, fv.filters,

@@ -16,6 +16,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from nao_tf import precision
 from nao_tf.distribute import build_optimizer
 from nao_tf.schedules import SGDR, Cosine
 
@@ -37,7 +38,7 @@ class OptimConfig:
     grad_bound: float = 5.0  # 0 disables clipping
     aux_weight: float = 0.4
     label_smoothing: float = 0.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (nao_tf.precision)
     seed: int = 0  # dropout and drop-path draws: a function of (seed, step, replica)
 
     @property
@@ -51,12 +52,6 @@ def make_schedule(cfg: OptimConfig) -> keras.optimizers.schedules.LearningRateSc
     if cfg.lr_schedule == "cosine":
         return Cosine(cfg.lr_max, cfg.lr_min, cfg.total_steps)
     raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}")
-
-
-def set_precision(precision: str) -> None:
-    """Sets the global Keras dtype policy; call before building the model."""
-    policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
-    keras.mixed_precision.set_dtype_policy(policy)
 
 
 def disable_graph_optimizer() -> None:
@@ -89,14 +84,14 @@ class Trainer:
         self.cfg = cfg
         self.global_batch_size = global_batch_size
         with strategy.scope():
-            self.model = build_model()
+            with precision.policy(cfg.precision):
+                self.model = build_model()
             self.model.build_now()
             self.schedule = make_schedule(cfg)
             optimizer = keras.optimizers.SGD(self.schedule, momentum=cfg.momentum,
                                              nesterov=cfg.nesterov)
-            if cfg.precision == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            self.optimizer = build_optimizer(optimizer, self.model.trainable_variables)
+            self.optimizer = build_optimizer(precision.with_loss_scaling(optimizer, self.model),
+                                             self.model.trainable_variables)
         self._train_step = tf.function(self._distributed_train_step, jit_compile=False)
         self._replica_train = (tf.function(self._replica_forward_backward, jit_compile=True)
                                if jit_compile else self._replica_forward_backward)
@@ -135,8 +130,8 @@ class Trainer:
                 l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
                                for v in variables])
                 loss += tf.nn.scale_regularization_loss(self.cfg.l2_reg * l2)
-            scaled = self.optimizer.scale_loss(loss) if self.cfg.precision == "fp16" else loss
-        grads = tape.gradient(scaled, variables)
+            loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, variables)]
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
@@ -154,15 +149,17 @@ class Trainer:
         grads, ce_sum, correct = self._replica_train(images, labels, arch, progress, seed)
         # Clip the global gradient (summed over replicas), then hand the optimizer 1/R of it: its
         # own all-reduce sums the R identical copies back.
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        if self.cfg.precision == "fp16":
-            scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
-            grads = [g / scale for g in grads]
-        grad_norm = tf.linalg.global_norm(grads)
-        if self.cfg.grad_bound > 0:
-            grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_bound, use_norm=grad_norm)
-        if self.cfg.precision == "fp16":
-            grads = [g * scale for g in grads]
+        norms = []
+
+        def clip(grads):
+            norms.append(tf.linalg.global_norm(grads))
+            if self.cfg.grad_bound > 0:
+                grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_bound, use_norm=norms[0])
+            return grads
+
+        grads = precision.on_true_gradients(
+            self.optimizer, ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads), clip)
+        grad_norm = norms[0]
         replicas = float(self.strategy.num_replicas_in_sync)
         self.optimizer.apply_gradients(
             zip([g / replicas for g in grads], self.model.trainable_variables))

@@ -115,14 +115,17 @@ def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flag
                                    module_name=sys.argv[0])
 
 
-def dataclass_flag_specs(cls: type, help_texts: Mapping[str, str],
-                         choices: Mapping[str, Sequence[str]] | None = None) -> list[FlagSpec]:
+def dataclass_flag_specs(cls: type, help_texts: Mapping[str, str]) -> list[FlagSpec]:
     """A flag spec per field of dataclass `cls`: named as the field, typed by its default, with the
-    help text `help_texts[name]` (and the enum values `choices[name]`, where given)."""
-    choices = choices or {}
-    return [(f.name, f.default, help_texts[f.name], *([list(choices[f.name])]
-                                                      if f.name in choices else []))
+    help text `help_texts[name]` (an enum of `f.metadata["choices"]` where the field has them)."""
+    return [(f.name, f.default, help_texts[f.name], *([list(f.metadata["choices"])]
+                                                      if "choices" in f.metadata else []))
             for f in dataclasses.fields(cls)]
+
+
+def enum_field(default: str, choices: Sequence[str]) -> Any:
+    """A dataclass field whose flag is an enum of `choices` (see `dataclass_flag_specs`)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
 
 
 def define_dataclass_flags(cls: type, help_texts: Mapping[str, str],

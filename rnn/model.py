@@ -30,14 +30,15 @@ INIT_RANGE = 0.04
 EMBEDDING_MASK, INPUT_MASK, OUTPUT_MASK, CELL_INPUT_MASK, CELL_HIDDEN_MASK = range(5)
 
 
-def dropout_mask(shape, rate: float, seed: tf.Tensor | None, mask: int) -> tf.Tensor:
-    """Inverted-dropout mask floor(U + keep) / keep of `shape`; U is a function of the step's
-    `seed` (int [2]; None: a fixed one) and which `mask` it is, so a resumed run draws the masks
-    an uninterrupted one would."""
+def dropout_mask(shape, rate: float, seed: tf.Tensor | None, mask: int,
+                 dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Inverted-dropout mask floor(U + keep) / keep of `shape`, in `dtype` (the compute dtype of
+    what it masks); U is a function of the step's `seed` (int [2]; None: a fixed one) and which
+    `mask` it is, so a resumed run draws the masks an uninterrupted one would."""
     seed = tf.zeros([2], tf.int64) if seed is None else seed
     keep = 1.0 - rate
     u = tf.random.stateless_uniform(shape, tf.random.experimental.stateless_fold_in(seed, mask))
-    return tf.floor(u + keep) / keep
+    return tf.cast(tf.floor(u + keep) / keep, dtype)
 
 
 def highway_mix(s_prev: tf.Tensor, cg: tf.Tensor,
@@ -63,6 +64,7 @@ def first_state(x_proj: tf.Tensor, h: tf.Tensor, w0_h: tf.Tensor,
 
 def tar_penalty(raw_outputs: tf.Tensor, beta: float) -> tf.Tensor:
     """Temporal activation regularisation beta · mean((h_{t+1} − h_t)²) on pre-dropout outputs."""
+    raw_outputs = tf.cast(raw_outputs, tf.float32)
     diff = raw_outputs[1:] - raw_outputs[:-1]
     count = tf.maximum(tf.cast(tf.size(diff), tf.float32), 1.0)
     return beta * tf.reduce_sum(tf.square(diff)) / count
@@ -141,9 +143,11 @@ class NaoCell(keras.layers.Layer):
         batch = tf.shape(inputs)[1]
         mask_x = mask_h = None
         if training and self.dropoutx > 0:
-            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK)
+            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK,
+                                  inputs.dtype)
         if training and self.dropouth > 0:
-            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK)
+            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK,
+                                  inputs.dtype)
         weights = self.grouped_weights()
         x_proj = input_projection(inputs, self.w0, mask_x)
         w0_h = tf.convert_to_tensor(self.w0)[self.units:]
@@ -175,18 +179,19 @@ class TiedLanguageModel(keras.Model):
         """Embedding lookup with embedding (word) dropout and locked input dropout."""
         table = tf.convert_to_tensor(self.embedding)
         if training and self.dropoute > 0:
-            table = table * dropout_mask([self.vocab_size, 1], self.dropoute, seed, EMBEDDING_MASK)
+            table = table * dropout_mask([self.vocab_size, 1], self.dropoute, seed,
+                                         EMBEDDING_MASK, table.dtype)
         x = tf.gather(table, ids)
         if training and self.dropouti > 0:
             x = x * dropout_mask([1, tf.shape(ids)[1], self.units], self.dropouti, seed,
-                                 INPUT_MASK)
+                                 INPUT_MASK, x.dtype)
         return x
 
     def decode(self, raw: tf.Tensor, training: bool, seed: tf.Tensor | None = None) -> tf.Tensor:
         """Cell outputs [..., B, d] -> logits [..., B, V], through the locked output dropout."""
         if training and self.dropout > 0:
             raw = raw * dropout_mask([1, tf.shape(raw)[-2], self.units], self.dropout, seed,
-                                     OUTPUT_MASK)
+                                     OUTPUT_MASK, raw.dtype)
         return self.logits(raw)
 
     def logits(self, h: tf.Tensor) -> tf.Tensor:

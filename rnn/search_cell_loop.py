@@ -66,8 +66,8 @@ def step_forward(x_proj_t: tf.Tensor, h: tf.Tensor, mask_h: tf.Tensor, w0_h: tf.
     return h_t, tf.stack(states, axis=1), tf.stack(gates, axis=1), tf.stack(cands, axis=1)
 
 
-def _onehots(acts: tf.Tensor) -> tf.Tensor:
-    return tf.one_hot(acts, NUM_ACTIVATIONS, dtype=tf.float32)
+def _onehots(acts: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    return tf.one_hot(acts, NUM_ACTIVATIONS, dtype=dtype)
 
 
 def run_search_cell(x_proj: tf.Tensor, h0: tf.Tensor, mask_h: tf.Tensor, w0_h: tf.Tensor,
@@ -78,7 +78,7 @@ def run_search_cell(x_proj: tf.Tensor, h0: tf.Tensor, mask_h: tf.Tensor, w0_h: t
     `mask_h` [B, d] is the variational mask on h_{t-1} and node inputs (ones at evaluation).
     Differentiable in x_proj, h0, w0_h and w_nodes (hand-written backward pass).
     """
-    onehots = _onehots(acts)
+    onehots = _onehots(acts, x_proj.dtype)
 
     @tf.custom_gradient
     def cell(x_proj, h0, w0_h, w_nodes):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from nao_tf.divergence import divergence
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
+from nao_tf.precision import policy
 from nao_tf.run_dir import check_identity, require_record, restore, write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
 from rnn.data import Corpus, batchify, get_batch
@@ -59,6 +60,8 @@ class SupernetParams:
     save_every_seconds: float = 300.0
     log_interval: int = 50
     seed: int = 1267
+    precision: str = "fp32"  # nao_tf.precision
+    jit_compile: bool = False
 
     # Settings that define the supernet's weights: a directory only resumes with the same ones.
     # The learning rate and clipping are left out: a rerun after a divergence lowers them.
@@ -108,7 +111,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.space = RnnSearchSpace()
         self.train_data = batchify(corpus.train, params.batch_size, "the training split")
         self.strategy = strategy or tf.distribute.get_strategy()
-        with self.strategy.scope():
+        with self.strategy.scope(), policy(params.precision):
             self.model = Supernet(corpus.vocab_size, params.emsize, dropout=params.dropout,
                                   dropouth=params.dropouth, dropoutx=params.dropoutx,
                                   dropouti=params.dropouti, dropoute=params.dropoute,
@@ -116,7 +119,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
             self.hidden = tf.Variable(tf.zeros([params.batch_size, params.emsize]),
                                       trainable=False, name="hidden")
         self.step = LMStep(self.model, self.strategy, params.batch_size, params.clip,
-                           params.wdecay, params.beta)
+                           params.wdecay, params.beta, jit_compile=params.jit_compile)
         self.ckpt = tf.train.Checkpoint(model=self.model, hidden=self.hidden)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir / "ckpt"),
                                                   max_to_keep=2)

@@ -68,11 +68,13 @@ class Supernet(TiedLanguageModel):
         batch = tf.shape(ids)[1]
         x = self.embed(ids, training, seed)
         mask_x = None
-        mask_h = tf.ones([batch, self.units])
+        mask_h = tf.ones([batch, self.units], x.dtype)
         if training and self.dropoutx > 0:
-            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK)
+            mask_x = dropout_mask([batch, self.units], self.dropoutx, seed, CELL_INPUT_MASK,
+                                  x.dtype)
         if training and self.dropouth > 0:
-            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK)
+            mask_h = dropout_mask([batch, self.units], self.dropouth, seed, CELL_HIDDEN_MASK,
+                                  x.dtype)
         archs = arch[None]
         x_proj = input_projection(x, self.w0, mask_x)
         w0_h = tf.convert_to_tensor(self.w0)[self.units:]
@@ -89,18 +91,18 @@ class Supernet(TiedLanguageModel):
         w0_h = tf.convert_to_tensor(self.w0)[self.units:]
         w_nodes = self.node_weights(archs)
         preds = archs[:, :, 0]
-        onehots = tf.one_hot(archs[:, :, 1], NUM_ACTIVATIONS, dtype=tf.float32)
-        mask_h = tf.ones([columns, self.units])
+        onehots = tf.one_hot(archs[:, :, 1], NUM_ACTIVATIONS, dtype=x_proj.dtype)
+        mask_h = tf.ones([columns, self.units], x_proj.dtype)
         steps = tf.shape(x)[0]
 
         def body(t, h, total):
             h, _, _, _ = step_forward(x_proj[t], h, mask_h, w0_h, w_nodes, preds, onehots)
             labels = tf.broadcast_to(y[t][None], [k_cells, columns])
-            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
-                                                                 logits=self.logits(h))
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=tf.cast(self.logits(h), tf.float32))
             return t + 1, h, total + tf.reduce_sum(nll, axis=1)
 
-        h0 = tf.zeros([k_cells, columns, self.units])
+        h0 = tf.zeros([k_cells, columns, self.units], x_proj.dtype)
         _, _, total = tf.while_loop(lambda t, *_: t < steps, body,
                                     (tf.constant(0), h0, tf.zeros([k_cells])),
                                     maximum_iterations=steps)

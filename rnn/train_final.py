@@ -34,6 +34,7 @@ from nao_tf.distribute import get_strategy
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, fingerprint, read_json
+from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
 from nao_tf.run_dir import RunDir, require_record, restore, write_scalars
 from rnn.configs import CONFIGS, MODEL_KEYS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
@@ -70,6 +71,7 @@ class TrainParams:
     seed: int = 1267
     log_interval: int = 200
     max_rollbacks: int = 3
+    precision: str = cli.enum_field("fp32", PRECISIONS)
     jit_compile: bool = False
     overwrite: bool = False
 
@@ -90,6 +92,7 @@ FLAG_HELP = dict(
     beta="temporal activation regularisation (TAR) weight", wdecay="coupled L2 weight decay",
     nonmono="non-improving epochs before switching to averaged SGD", seed="random seed",
     log_interval="steps between progress lines",
+    precision=PRECISION_HELP,
     jit_compile="XLA-compile the training step (compiles once per BPTT length; slower on CPU)",
     max_rollbacks="NaN rollbacks allowed in a row before the run stops",
     overwrite="delete --output_dir and start fresh")
@@ -130,7 +133,7 @@ class FinalTrainer:
         RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
         self.strategy = strategy or _strategy_for(params.batch_size)
         keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
-        with self.strategy.scope():
+        with self.strategy.scope(), policy(params.precision):
             self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)
             variables = [v.value for v in self.model.trainable_variables]
             self.average = WeightAverage(variables)

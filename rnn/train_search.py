@@ -31,6 +31,7 @@ from nao_tf import cli, weight_sharing_search
 from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
+from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.search import CONTROLLER_OPTION_FLAGS
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
@@ -64,6 +65,8 @@ class SearchParams:
     eval_arch_batch: int = 4
     save_every_seconds: float = 300.0
     log_interval: int = 50
+    precision: str = cli.enum_field("fp32", PRECISIONS)
+    jit_compile: bool = False
     # Controller and pool.
     seed_archs: int = 1000
     new_archs: int = 300
@@ -110,6 +113,8 @@ _HELP = dict(
     eval_arch_batch="cells scored side by side in one call",
     save_every_seconds="supernet checkpoint interval within an epoch (also after every epoch)",
     log_interval="supernet steps between progress lines",
+    precision=PRECISION_HELP,
+    jit_compile="XLA-compile the supernet's training step",
     seed_archs="random cells in the first pool", new_archs="cells generated per controller round",
     random_archs="fresh random cells added to each new pool",
     top_k="best cells the controller starts generation from",

@@ -34,7 +34,7 @@ from typing import Any
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import standalone_search
+from nao_tf import cli, standalone_search
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
@@ -149,8 +149,9 @@ def setup(fv: flags.FlagValues, schedule: dict[str, Any], vocab_size: int | None
 
 TASK = standalone_search.StandaloneTask(
     name="rnn", space=SPACE,
-    flags=[(k, SCHEDULE_DEFAULTS[k], "Per-cell training: " + FLAG_HELP[k])
-           for k in SCHEDULE_KEYS] + list(TASK_FLAGS),
+    flags=[(name, SCHEDULE_DEFAULTS[name], "Per-cell training: " + help_text, *choices)
+           for name, _, help_text, *choices in cli.dataclass_flag_specs(TrainParams, FLAG_HELP)
+           if name in SCHEDULE_KEYS] + list(TASK_FLAGS),
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD: the LSTM reads all 22 tokens.
     controller=dict(encoder_length=SPACE.source_length, emb_size=96, hidden_size=96,

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nao_tf import precision
+from nao_tf.distribute import build_optimizer
 from rnn.data import get_batch
 from rnn.model import tar_penalty
 
@@ -124,7 +126,9 @@ class LMStep:
     original's loss (NLL + TAR); T is free and the cell is a tensor, so it traces once. `seed`
     (two ints, unique per step) draws the step's dropout masks, each replica its own. Under
     MirroredStrategy each replica trains on its own slice of the B columns (and their hidden
-    states), gradients are averaged across replicas, clipped, decayed and applied as plain SGD.
+    states), gradients are averaged across replicas, clipped, decayed and applied as plain SGD
+    (Keras SGD without momentum; with loss scaling when the model computes in float16, see
+    nao_tf.precision). The hidden state stays float32 between steps under every policy.
     Supernet only: `score(x, y, archs [K, n, 2])`, the summed NLL per cell (one trace for every
     K).
     """
@@ -140,6 +144,9 @@ class LMStep:
         self.average = average
         self._cols = batch_size // replicas
         self._vars = [v.value for v in model.trainable_variables]
+        with strategy.scope():
+            self.optimizer = build_optimizer(precision.with_loss_scaling(
+                keras.optimizers.SGD(learning_rate=0.0), model), model.trainable_variables)
         ids = tf.TensorSpec([None, batch_size], tf.int32)
         hidden = tf.TensorSpec([batch_size, model.units], tf.float32)
         self.weight_sharing = hasattr(model, "score")
@@ -169,12 +176,12 @@ class LMStep:
                 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(mean NLL, NLL + TAR, next hidden) for one segment (of the supernet's cell `arch`)."""
         logits, raw, hidden = self.model(x, hidden, *arch, training=training, seed=seed)
-        nll = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        nll = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=tf.cast(logits, tf.float32)))
         total = nll
         if training and self.beta > 0:
             total += tar_penalty(raw, self.beta)
-        return nll, total, hidden
+        return nll, total, tf.cast(hidden, tf.float32)
 
     def _replica_step(self, x, y, hidden, seed, *arch):
         ctx = tf.distribute.get_replica_context()
@@ -184,19 +191,22 @@ class LMStep:
         with tf.GradientTape() as tape:
             nll, total, new_hidden = self.loss_fn(x[cols], y[cols], hidden[cols[1]], True, *arch,
                                                   seed=seed)
+            total = self.optimizer.scale_loss(total)
         grads = tape.gradient(total, self._vars)
         if self.weight_sharing:  # the supernet's embedding gradient: dense, as its blocks'
             grads = [tf.convert_to_tensor(g) for g in grads]
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
-        grads = clip_and_decay(grads, self._vars, self.clip, self.wdecay)
-        return nll, grads, new_hidden
+        grads = precision.on_true_gradients(
+            self.optimizer, ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads),
+            lambda grads: clip_and_decay(grads, self._vars, self.clip, self.wdecay))
+        # The optimizer sums the replicas' gradients: each hands it 1/R of the mean.
+        replicas = float(self.strategy.num_replicas_in_sync)
+        self.optimizer.apply_gradients(
+            zip([g / replicas for g in grads], self.model.trainable_variables))
+        return nll, new_hidden
 
     def _train_step(self, x, y, hidden, lr, seed, *arch):
-        nll, grads, new_hidden = self.strategy.run(self._replica_step,
-                                                   args=(x, y, hidden, seed, *arch))
-        for v, g in zip(self._vars, grads):
-            self.strategy.extended.update(v, lambda var, grad: var.assign_sub(lr * grad),
-                                          args=(g,))
+        self.optimizer.learning_rate.assign(lr)
+        nll, new_hidden = self.strategy.run(self._replica_step, args=(x, y, hidden, seed, *arch))
         if self.average is not None:
             self.average.update_if_active()
         hidden = tf.concat(self.strategy.experimental_local_results(new_hidden), axis=0)
@@ -205,8 +215,9 @@ class LMStep:
 
     def _eval_step(self, x, y, hidden):
         logits, _, hidden = self.model(x, hidden, training=False)
-        nll = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        return nll, hidden
+        nll = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=tf.cast(logits, tf.float32)))
+        return nll, tf.cast(hidden, tf.float32)
 
     def evaluate(self, source: np.ndarray, bptt: int) -> float:
         """Mean NLL per predicted token over a batchified stream, hidden state carried along.

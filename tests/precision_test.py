@@ -127,14 +127,18 @@ def test_mixed_precision_trains_and_restores_under_float32(name, policy, tmp_pat
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_xla_steps_equal_plain_steps(name):
     """Without dropout: stateless random draws are not the same under XLA (TensorFlow promises
-    them only per device and compiler). The first loss is the same forward pass; XLA's gradients
-    differ in the last digits (the CNNs' batch-norm and depthwise-conv gradients by up to 1e-3 of
-    a weight after one step at lr 0.05 on this 8-image batch), so later losses agree to 2%."""
+    them only per device and compiler). The first loss is the same forward pass, the first update
+    the same up to XLA's own arithmetic (its convolution and batch-norm gradients differ from the
+    plain kernels' by a few percent of the update on this 8-image batch), and the next loss
+    agrees to 2%."""
     plain, xla = NETWORKS[name]("fp32", False, 0.0), NETWORKS[name]("fp32", True, 0.0)
+    start = np.concatenate([w.ravel() for w in plain.weights()])
     assert xla.step(0) == pytest.approx(plain.step(0), rel=1e-5)
+    plain_update = np.concatenate([w.ravel() for w in plain.weights()]) - start
+    xla_update = np.concatenate([w.ravel() for w in xla.weights()]) - start
+    difference = np.linalg.norm(xla_update - plain_update) / np.linalg.norm(plain_update)
+    assert difference < 0.05, difference
     assert xla.step(1) == pytest.approx(plain.step(1), rel=2e-2)
-    for a, b in zip(plain.weights(), xla.weights(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=3e-3)
 
 
 def test_float16_loss_scaling_skips_a_non_finite_step():

@@ -124,6 +124,19 @@ class FactorizedConv(keras.layers.Layer):
         return self.second(self.first(x, training=training), training=training)
 
 
+def shifted_by_one(x: tf.Tensor, channels_first: bool) -> tf.Tensor:
+    """x without its first row and column, so a stride-2 1x1 conv of it reads the odd pixels (the
+    shifted path of a factorized reduction). An odd height or width is zero-padded at the end
+    first, as the original's pad-then-slice: both paths then have ceil(size / 2) pixels."""
+    axis = 2 if channels_first else 1
+    odd = [(x.shape[axis] or 0) % 2, (x.shape[axis + 1] or 0) % 2]
+    if any(odd):
+        padding = [[0, 0]] * 4
+        padding[axis], padding[axis + 1] = [0, odd[0]], [0, odd[1]]
+        x = tf.pad(x, padding)
+    return tf.slice(x, [0, 0, 1, 1] if channels_first else [0, 1, 1, 0], [-1, -1, -1, -1])
+
+
 class FactorizedReduce(keras.layers.Layer):
     """Halves the spatial size without losing pixels: two 1x1 convs (F/2 filters each) on the even
     and on the one-pixel-shifted odd positions, concatenated, then BN. No ReLU of its own."""
@@ -140,10 +153,9 @@ class FactorizedReduce(keras.layers.Layer):
         self.conv2 = keras.layers.Conv2D(filters // 2, 1, strides=2, padding="same",
                                          use_bias=False, kernel_initializer=KERNEL_INIT)
         self.bn = batch_norm(sync_bn)
-        self.shift_begin = [0, 0, 1, 1] if channel_axis() == 1 else [0, 1, 1, 0]
 
     def call(self, x, training=False):
-        shifted = tf.slice(x, self.shift_begin, [-1, -1, -1, -1])
+        shifted = shifted_by_one(x, channel_axis() == 1)
         out = tf.concat([self.conv1(x), self.conv2(shifted)], axis=channel_axis())
         return self.bn(out, training=training)
 

@@ -166,8 +166,7 @@ class OpFunctions:
     def _factorized_reduce(self, x, weights: tuple):
         """The stride-2 identity: 1x1 convs on even and on shifted pixels, concatenated, BN."""
         conv1, conv2, gamma, beta = weights
-        shifted = tf.slice(x, [0, 0, 1, 1] if self.layout.channels_first else [0, 1, 1, 0],
-                           [-1, -1, -1, -1])
+        shifted = ops.shifted_by_one(x, self.layout.channels_first)
         s2 = self.layout.strides(2)
         out = tf.concat([
             tf.nn.conv2d(x, conv1, s2, "SAME", data_format=self.layout.format),

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 
 def get_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
@@ -20,6 +21,18 @@ def get_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy
     if len(devices) == 1:
         return tf.distribute.OneDeviceStrategy(devices[0])
     return tf.distribute.MirroredStrategy(list(devices))
+
+
+def strategy_for_batch(batch_size: int) -> tf.distribute.Strategy:
+    """`get_strategy()` when `batch_size` splits evenly over its replicas; otherwise one device,
+    with a warning that names the batch, the replicas and the fix."""
+    strategy = get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas == 0:
+        return strategy
+    logging.warning("batch %d does not split over %d replicas: training on one device (use a "
+                    "multiple of %d to train on all of them)", batch_size, replicas, replicas)
+    return get_strategy([strategy.extended.worker_devices[0]])
 
 
 def build_optimizer(optimizer: keras.optimizers.Optimizer,

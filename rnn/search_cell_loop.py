@@ -24,18 +24,23 @@ import tensorflow as tf
 NUM_ACTIVATIONS = 4  # tanh, relu, sigmoid, identity (the order of rnn.search_space.ACTIVATIONS)
 
 
+def _chosen(onehot: tf.Tensor, candidates: list[tf.Tensor]) -> tf.Tensor:
+    """candidates[a_k] for each cell k (a_k one-hot in `onehot` [K, 4]), candidates [K, B, d].
+    Selected, not weighted: an unused candidate that overflows (relu or identity of a huge
+    pre-activation, easily reached in float16) would turn 0 x inf into NaN."""
+    w = onehot[:, :, None, None]
+    return tf.add_n([tf.where(w[:, a] > 0, c, tf.zeros_like(c)) for a, c in enumerate(candidates)])
+
+
 def mix_activation(pre: tf.Tensor, onehot: tf.Tensor) -> tf.Tensor:
     """f_a(pre) with a given as one-hot weights `onehot` [K, 4] broadcast over pre [K, B, d]."""
-    w = onehot[:, :, None, None]
-    return (w[:, 0] * tf.tanh(pre) + w[:, 1] * tf.nn.relu(pre) + w[:, 2] * tf.sigmoid(pre)
-            + w[:, 3] * pre)
+    return _chosen(onehot, [tf.tanh(pre), tf.nn.relu(pre), tf.sigmoid(pre), pre])
 
 
 def _mix_activation_grad(g: tf.Tensor, onehot: tf.Tensor) -> tf.Tensor:
     """f_a'(pre) from the activation's output g = f_a(pre)."""
-    w = onehot[:, :, None, None]
-    return (w[:, 0] * (1.0 - tf.square(g)) + w[:, 1] * tf.cast(g > 0, g.dtype)
-            + w[:, 2] * g * (1.0 - g) + w[:, 3])
+    return _chosen(onehot, [1.0 - tf.square(g), tf.cast(g > 0, g.dtype), g * (1.0 - g),
+                            tf.ones_like(g)])
 
 
 def _gather_state(states: tf.Tensor, preds_i: tf.Tensor) -> tf.Tensor:

@@ -27,10 +27,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import flags
 
 from nao_tf import cli
-from nao_tf.distribute import get_strategy
+from nao_tf.distribute import strategy_for_batch
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, fingerprint, read_json
@@ -102,15 +102,6 @@ class Diverged(Exception):
     """The loss became NaN or infinite."""
 
 
-def _strategy_for(batch_size: int) -> tf.distribute.Strategy:
-    strategy = get_strategy()
-    if batch_size % strategy.num_replicas_in_sync:
-        logging.warning("batch %d does not split over %d replicas; using one device", batch_size,
-                        strategy.num_replicas_in_sync)
-        return get_strategy([strategy.extended.worker_devices[0]])
-    return strategy
-
-
 class FinalTrainer:
     """One training run in `params.output_dir` (see the module docstring)."""
 
@@ -131,7 +122,7 @@ class FinalTrainer:
                     "data_fingerprint": fingerprint(params.data_dir)}
         settings.pop("overwrite")
         RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
-        self.strategy = strategy or _strategy_for(params.batch_size)
+        self.strategy = strategy or strategy_for_batch(params.batch_size)
         keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
         with self.strategy.scope(), policy(params.precision):
             self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)

@@ -28,7 +28,7 @@ import keras
 from absl import flags
 
 from nao_tf import cli, weight_sharing_search
-from nao_tf.distribute import get_strategy
+from nao_tf.distribute import strategy_for_batch
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
@@ -167,9 +167,7 @@ def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
         p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
         corpus = read_corpus(p.data_dir)
     keras.utils.set_random_seed(p.seed)  # initial weights, dropout masks
-    strategy = get_strategy()
-    if p.batch_size % strategy.num_replicas_in_sync:
-        strategy = get_strategy([strategy.extended.worker_devices[0]])
+    strategy = strategy_for_batch(p.batch_size)
     cli.say(f"corpus {p.data_dir}: vocabulary {corpus.vocab_size}, tokens "
             f"train={len(corpus.train)} valid={len(corpus.valid)}")
     return SupernetEvaluator(supernet_params(p), corpus, out / "supernet", strategy, cli.say)

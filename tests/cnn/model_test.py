@@ -98,14 +98,19 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     np.testing.assert_allclose(ours(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_factorized_reduce_reads_even_and_odd_pixels():
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_reads_even_and_odd_pixels(size):
+    """An odd size (7x7, as ImageNet's last stage) is zero-padded at the end before the shift, as
+    the original's pad-then-slice: both paths read ceil(7 / 2) = 4 pixels a side."""
     fr = ops.FactorizedReduce(4)
-    x = tf.random.normal([2, 8, 8, 3])
+    x = tf.random.normal([2, size, size, 3])
     fr(x)
     fr.bn.gamma.assign(tf.ones([4]))
     out = fr(x, training=False).numpy()  # moving stats 0/1: out = conv outputs / sqrt(1 + eps)
     w1, w2 = fr.conv1.kernel.numpy()[0, 0], fr.conv2.kernel.numpy()[0, 0]
-    even, odd = x.numpy()[:, ::2, ::2] @ w1, x.numpy()[:, 1::2, 1::2] @ w2
+    padded = np.pad(x.numpy(), [(0, 0), (0, size % 2), (0, size % 2), (0, 0)])
+    even, odd = x.numpy()[:, ::2, ::2] @ w1, padded[:, 1::2, 1::2] @ w2
+    assert out.shape == (2, 4, 4, 4)
     np.testing.assert_allclose(out, np.concatenate([even, odd], -1) / np.sqrt(1 + 1e-5),
                                rtol=1e-4, atol=1e-5)
 

@@ -54,6 +54,22 @@ def test_hand_written_backward_matches_autodiff():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-4, atol=2e-5)
 
 
+def test_an_unused_activation_that_overflows_does_not_make_nan():
+    """relu and identity of an overflowing pre-activation are inf; a cell using tanh or sigmoid
+    there must still get tanh(inf) = 1 and sigmoid(inf) = 1, and their finite derivatives."""
+    from rnn.search_cell_loop import _mix_activation_grad, mix_activation
+
+    pre = tf.constant([[[np.inf, -np.inf, 3.0]]] * 4)  # [K=4, B=1, d=3]
+    onehot = tf.eye(4)  # cell k uses activation k: tanh, relu, sigmoid, identity
+    out = mix_activation(pre, onehot).numpy()
+    np.testing.assert_allclose(out[0, 0], [1.0, -1.0, np.tanh(3.0)], rtol=1e-6)
+    np.testing.assert_allclose(out[2, 0], [1.0, 0.0, 1 / (1 + np.exp(-3.0))], rtol=1e-6)
+    np.testing.assert_array_equal(out[1, 0], [np.inf, 0.0, 3.0])  # relu itself
+    grad = _mix_activation_grad(tf.constant(out), onehot).numpy()
+    assert np.isfinite(grad[[0, 2]]).all()
+    np.testing.assert_allclose(grad[0, 0], [0.0, 0.0, 1 - np.tanh(3.0) ** 2], rtol=1e-4)
+
+
 def test_supernet_cell_equals_a_fixed_cell_with_its_blocks():
     """With dropout off, the supernet on arch A computes the final cell of A whose W_i are A's
     blocks, except that the supernet's output averages s_0..s_11 (s_1..s_11 in the final cell)."""

@@ -228,7 +228,8 @@ def sub_seed(seed: tf.Tensor, k: int) -> tf.Tensor:
 
 
 def step_seed(seed: tf.Tensor | None) -> tf.Tensor:
-    """`seed`, or a fixed one for calls that draw nothing that matters (building the model)."""
+    """`seed`, or a fixed one: for calls that draw nothing that matters (building the model), and
+    for the supernet's scoring dropout (`--score_dropout`: one mask for every cell)."""
     return tf.zeros([2], tf.int64) if seed is None else seed
 
 

@@ -320,16 +320,20 @@ class SuperCell(keras.layers.Layer):
 class Supernet(keras.Model):
     """The weight-sharing network. `call(images, arch, training)` returns the logits, or (logits,
     aux_logits) when `training` and the aux head is on; `arch` is `arch_tensor(...)` (int32 [40]).
-    `dropout_rate` = 1 - the original's `keep_prob` (0.9 in the NAO-WS search)."""
+    `dropout_rate` = 1 - the original's `keep_prob` (0.9 in the NAO-WS search). `score_dropout`:
+    the classifier dropout acts outside training too (with one fixed mask, the same for every
+    cell), as in the TF original, whose search graph always runs in training mode."""
 
     def __init__(self, num_cells_per_stage: int, filters: int, num_classes: int,
                  use_aux_head: bool = True, dropout_rate: float = 0.1, stem_multiplier: int = 3,
-                 image_size: int = 32, op_selection: str = "switch", **kwargs):
+                 image_size: int = 32, op_selection: str = "switch", score_dropout: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         n = num_cells_per_stage
         self.num_cells = 3 * n + 2
         reduction_indices = (n, 2 * n + 1)
         self.dropout_rate = float(dropout_rate)
+        self.score_dropout = score_dropout
         self.image_size = image_size
         self.channels_first = keras.config.image_data_format() == "channels_first"
         self.functions = OpFunctions(op_selection)
@@ -369,7 +373,7 @@ class Supernet(keras.Model):
             if training and idx == self.aux_index:
                 aux_logits = tf.cast(self.aux_head(h1, training=True), tf.float32)
         x = tf.reduce_mean(tf.nn.relu(h1), axis=[2, 3] if self.channels_first else [1, 2])
-        if training and self.dropout_rate > 0:
+        if (training or self.score_dropout) and self.dropout_rate > 0:
             x = ops.dropout(x, self.dropout_rate, ops.step_seed(seed))
         logits = tf.cast(self.classifier(x), tf.float32)
         return (logits, aux_logits) if aux_logits is not None else logits

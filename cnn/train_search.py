@@ -79,6 +79,8 @@ TASK_FLAGS: tuple[tuple, ...] = (
     ("eval_images", 500, "Validation images each architecture is scored on (the same ones every "
      "time)."),
     ("eval_batch_size", 500, "Scoring batch."),
+    ("score_dropout", False, "Keep the classifier dropout (1 - keep_prob) on while scoring cells, "
+     "with one fixed mask, as the TF original (its search graph always runs in training mode)."),
     ("save_every_seconds", 600.0, "Supernet checkpoint within an epoch at least this often (and "
      "at the end of every epoch)."),
     ("log_every_steps", 50, "Supernet progress line and TensorBoard scalars every k steps."),
@@ -108,7 +110,7 @@ SMOKE: dict[str, Any] = dict(
 RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "batch_size", "epochs", "eval_every_epochs", "lr_min", "t0", "t_mul",
                "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight", "sample_policy",
-               "eval_images", "data_format", "seed")
+               "eval_images", "score_dropout", "data_format", "seed")
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
@@ -158,7 +160,8 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     disable_graph_optimizer()
     trainer = Trainer(strategy, lambda: Supernet(
         fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
-        dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection), cfg, fv.batch_size,
+        dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection,
+        score_dropout=fv.score_dropout), cfg, fv.batch_size,
         fv.jit_compile)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
     cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "

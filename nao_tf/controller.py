@@ -14,8 +14,8 @@ Paper notation -> code:
                step in the continuous space that generates better architectures)
 
 Attention is the TF original's normalised Bahdanau (context of step t-1 fed with the input of step
-t, LSTM output projected to the vocabulary) or, with `attention="dot"`, the PyTorch original's
-Luong-style dot product (tanh(W [context; h]) projected). Dropout is stateless: its masks are a
+t, LSTM output projected to the vocabulary) or, with `attention="dot"`, the PyTorch NAO-WS/rnn
+controller's Luong-style dot product (tanh(W [context; h]) projected). Dropout is stateless: its masks are a
 function of an explicit `seed` tensor, so a resumed run draws the same masks as an uninterrupted
 one. The controller always runs in float32.
 """

@@ -66,6 +66,28 @@ def test_switch_and_select_compute_the_same_network():
 
 
 @pytest.mark.slow
+def test_score_dropout_keeps_the_classifier_dropout_when_scoring():
+    """--score_dropout: the TF original scores cells with its classifier dropout on; one fixed
+    mask here, so a cell's score is repeatable and every cell gets the same mask."""
+    images, _ = _batch(4)
+    arch = tf.constant(arch_tensor(ARCH_A))
+    logits = {}
+    for score_dropout in (False, True):
+        keras.utils.set_random_seed(3)
+        model = Supernet(1, 8, 10, dropout_rate=0.5, op_selection="select",
+                         score_dropout=score_dropout)
+        model.build_now()
+        logits[score_dropout] = model(images, arch).numpy()
+    assert np.abs(logits[True] - logits[False]).max() > 1e-3
+    np.testing.assert_array_equal(model(images, arch).numpy(), logits[True])
+    # Without --score_dropout a cell scores as in a network without dropout.
+    keras.utils.set_random_seed(3)
+    plain = Supernet(1, 8, 10, dropout_rate=0.0, op_selection="select")
+    plain.build_now()
+    np.testing.assert_allclose(plain(images, arch).numpy(), logits[False], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_supernet_step_on_two_replicas(two_replicas):
     trainer = _trainer(two_replicas, "select", 8)  # "select" compiles fastest
     images, labels = _batch()

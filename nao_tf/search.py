@@ -102,6 +102,7 @@ class SearchConfig:
     acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.generate.acquire
     ucb_beta: float = 1.0  # "ucb": mean + ucb_beta * std over the predictor heads
     mutations: int = 0  # neighbours of the top-k added to the candidates (nao_tf.generate_new)
+    beam_width: int = 0  # decode with a beam search of this width (0: greedy, the default of both)
     seed: int = 0
 
     def __post_init__(self):
@@ -123,6 +124,8 @@ CONTROLLER_OPTION_FLAGS: tuple[tuple, ...] = (
     ("ucb_beta", 1.0, "--acquisition=ucb: mean + ucb_beta * std over the predictor heads."),
     ("mutations", 0, "Also offer the acquisition this many neighbours (one token changed) of the "
      "top-k cells besides the decoded ones (predictor-guided local search); 0 = the original."),
+    ("beam_width", 0, "Decode new architectures with a beam search of this width (the TF "
+     "original's predict_beam_width); 0 = greedy, the default of both originals."),
 )
 
 
@@ -130,7 +133,8 @@ def controller_options(values: Callable[[str], object]) -> tuple[dict, dict]:
     """(ControllerConfig keywords, SearchConfig keywords) of `CONTROLLER_OPTION_FLAGS`, read with
     `values(name)` (e.g. `lambda name: FLAGS[name].value`)."""
     controller = {name: values(name) for name in ("predictor_heads", "ranking_weight")}
-    search = {name: values(name) for name in ("oversample", "acquisition", "ucb_beta", "mutations")}
+    search = {name: values(name)
+              for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
     return controller, search
 
 
@@ -148,6 +152,8 @@ def check_controller_options(values: Callable[[str], object]) -> None:
         raise NaoError(f"--ucb_beta={values('ucb_beta')} must not be negative")
     if values("mutations") < 0:
         raise NaoError(f"--mutations={values('mutations')} must not be negative")
+    if values("beam_width") < 0:
+        raise NaoError(f"--beam_width={values('beam_width')} must not be negative (0: greedy)")
 
 
 @dataclasses.dataclass
@@ -190,7 +196,7 @@ class NAOSearch:
         self.controller = Controller(controller_config, space.valid_token_mask())
         augment = space.random_equivalent if config.symmetry else None
         self.trainer = ControllerTrainer(self.controller, augment=augment)
-        self.inference = ControllerInference(self.controller)
+        self.inference = ControllerInference(self.controller, beam_width=config.beam_width)
         self._identity = _identity(space.name, config, controller_config,
                                    [(space.to_string(a), s) for a, s in self.imported])
         self._writer = None

@@ -90,6 +90,7 @@ class SearchParams:
     acquisition: str = "mean"
     ucb_beta: float = 1.0
     mutations: int = 0
+    beam_width: int = 0
     seed: int = 1267
 
 

@@ -286,3 +286,21 @@ def test_best_architecture_is_drawn_after_every_evaluation(tmp_path):
     best = json.loads((tmp_path / "best_arch.json").read_text())["arch"]
     dot = (tmp_path / "best_arch.dot").read_text()
     assert all(f'label="op{t}"' in dot for t in SPACE.parse(best))
+
+
+def test_a_beam_search_decodes_the_new_architectures(tmp_path, monkeypatch):
+    """`beam_width` (`--beam_width` of every search command): the search decodes with
+    `beam_decode` of that width (recorded when the decoding function is traced)."""
+    from nao_tf import generate
+    from nao_tf.search import CONTROLLER_OPTION_FLAGS, controller_options
+
+    values = {name: default for name, default, *_ in CONTROLLER_OPTION_FLAGS}
+    assert controller_options({**values, "beam_width": 3}.get)[1]["beam_width"] == 3
+    widths, real = [], generate.beam_decode
+    monkeypatch.setattr(generate, "beam_decode",
+                        lambda model, outputs, width: widths.append(width) or real(model, outputs,
+                                                                                    width))
+    calls = []
+    result = make_search(tmp_path, calls, beam_width=3).run()
+    assert widths and set(widths) == {3}
+    assert result.evaluated == len(set(calls)) > 12  # new architectures beyond the first pool

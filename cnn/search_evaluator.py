@@ -35,6 +35,7 @@ class SupernetSchedule:
 
     epochs: int = 150
     eval_every_epochs: int = 30
+    eval_epochs: tuple[int, ...] = ()  # instead of every eval_every_epochs (nao_tf.search)
     steps_per_epoch: int = 282  # ceil(45000 / 160)
     batch_size: int = 160  # global
     sample_policy: str = "uniform"
@@ -58,6 +59,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
                            "split='search'")
         self.trainer, self.data, self.schedule = trainer, data, schedule
         self.epochs, self.eval_every_epochs = schedule.epochs, schedule.eval_every_epochs
+        self.eval_epochs = schedule.eval_epochs
         self.num_cells_per_stage, self.filters = num_cells_per_stage, filters
         self.log = log
         self.checkpoint = tf.train.Checkpoint(model=trainer.model,

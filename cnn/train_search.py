@@ -39,6 +39,7 @@ from nao_tf.distribute import get_strategy
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
+from nao_tf.search import EVAL_EPOCHS_HELP, parse_eval_epochs
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The task's flags, (name, default, help[, enum values]); the search loop's are
@@ -57,6 +58,7 @@ TASK_FLAGS: tuple[tuple, ...] = (
     ("epochs", 150, "Supernet training epochs in all."),
     ("eval_every_epochs", 30, "Score the pool (then train the controller and generate) every k "
      "epochs; the pool is scored epochs / k times."),
+    ("eval_epochs", "", EVAL_EPOCHS_HELP),
     ("lr_max", 0.05, "SGDR maximum learning rate."),
     ("lr_min", 0.0005, "SGDR minimum learning rate."),
     ("t0", 10, "SGDR: epochs of the first cycle."),
@@ -108,9 +110,9 @@ SMOKE: dict[str, Any] = dict(
 # Flags the supernet's checkpoint depends on: a run resumes only with the same values. The
 # learning rate and gradient bound are left out: a rerun after a divergence lowers them.
 RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
-               "filters", "batch_size", "epochs", "eval_every_epochs", "lr_min", "t0", "t_mul",
-               "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight", "sample_policy",
-               "eval_images", "score_dropout", "data_format", "seed")
+               "filters", "batch_size", "epochs", "eval_every_epochs", "eval_epochs", "lr_min",
+               "t0", "t_mul", "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight",
+               "sample_policy", "eval_images", "score_dropout", "data_format", "seed")
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
@@ -122,6 +124,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     if fv.filters % 2:
         raise NaoError(f"--filters={fv.filters} must be even (factorized reductions halve it)")
     cli.check_keep_probability(value, "keep_prob")
+    parse_eval_epochs(fv.eval_epochs, fv.epochs)
     if fv.jit_compile and fv.op_selection != "select":
         raise NaoError("--jit_compile needs --op_selection=select (XLA compiles the switch "
                        "supernet's 100+ branch functions for many minutes)")
@@ -147,7 +150,8 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     strategy = get_strategy()
     steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
     schedule = SupernetSchedule(
-        epochs=fv.epochs, eval_every_epochs=fv.eval_every_epochs, steps_per_epoch=steps,
+        epochs=fv.epochs, eval_every_epochs=fv.eval_every_epochs,
+        eval_epochs=parse_eval_epochs(fv.eval_epochs, fv.epochs), steps_per_epoch=steps,
         batch_size=fv.batch_size, sample_policy=fv.sample_policy, eval_images=fv.eval_images,
         eval_batch_size=fv.eval_batch_size, seed=fv.seed,
         save_every_seconds=fv.save_every_seconds, log_every_steps=fv.log_every_steps)

@@ -29,7 +29,7 @@ from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
 from nao_tf.precision import policy
 from nao_tf.run_dir import check_identity, require_record, restore, write_scalars
-from nao_tf.search import Record, WeightSharingEvaluator
+from nao_tf.search import Record, WeightSharingEvaluator, parse_eval_epochs
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
 from rnn.model import count_params
@@ -55,6 +55,7 @@ class SupernetParams:
     dropoute: float = 0.0
     epochs: int = 1000  # in all; the pool is scored every eval_every_epochs and at the end
     eval_every_epochs: int = 200
+    eval_epochs: str = ""  # instead of every eval_every_epochs (nao_tf.search.parse_eval_epochs)
     eval_windows: int = 256
     eval_arch_batch: int = 4
     save_every_seconds: float = 300.0
@@ -66,7 +67,7 @@ class SupernetParams:
     # Settings that define the supernet's weights: a directory only resumes with the same ones.
     # The learning rate and clipping are left out: a rerun after a divergence lowers them.
     IDENTITY = ("emsize", "batch_size", "bptt", "wdecay", "beta", "dropout", "dropouth",
-                "dropoutx", "dropouti", "dropoute", "eval_every_epochs", "seed")
+                "dropoutx", "dropouti", "dropoute", "eval_every_epochs", "eval_epochs", "seed")
 
 
 def validation_windows(stream: np.ndarray, windows: int, bptt: int,
@@ -107,6 +108,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
                  log: Callable[[str], None] = print):
         self.p, self.corpus, self.log = params, corpus, log
         self.epochs, self.eval_every_epochs = params.epochs, params.eval_every_epochs
+        self.eval_epochs = parse_eval_epochs(params.eval_epochs, params.epochs)
         self.dir = Path(directory)
         self.space = RnnSearchSpace()
         self.train_data = batchify(corpus.train, params.batch_size, "the training split")

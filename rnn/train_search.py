@@ -32,7 +32,7 @@ from nao_tf.distribute import strategy_for_batch
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
-from nao_tf.search import CONTROLLER_OPTION_FLAGS
+from nao_tf.search import CONTROLLER_OPTION_FLAGS, EVAL_EPOCHS_HELP, parse_eval_epochs
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
@@ -61,6 +61,7 @@ class SearchParams:
     dropoute: float = 0.0
     epochs: int = 1000
     eval_every_epochs: int = 200
+    eval_epochs: str = ""
     eval_windows: int = 256
     eval_arch_batch: int = 4
     save_every_seconds: float = 300.0
@@ -108,7 +109,8 @@ _HELP = dict(
     dropouth="variational dropout on h_{t-1} and node inputs",
     dropoutx="variational dropout on x_t", dropouti="locked dropout on the embedding output",
     dropoute="embedding (word) dropout", epochs="supernet training epochs in all",
-    eval_every_epochs="supernet epochs between pool evaluations (epochs must be a multiple)",
+    eval_every_epochs="supernet epochs between pool evaluations (and one at the end)",
+    eval_epochs=EVAL_EPOCHS_HELP,
     eval_windows="validation windows of bptt tokens per score, spread over the whole validation "
                  "split (0: all of it)",
     eval_arch_batch="cells scored side by side in one call",
@@ -149,6 +151,7 @@ def check_params(p: SearchParams) -> None:
     cli.check_at_least(value, 1, "epochs", "eval_every_epochs", "emsize", "batch_size", "bptt",
                        "eval_arch_batch", "log_interval", "controller_emb", "controller_hidden")
     cli.check_at_least(value, 0, "eval_windows", "controller_mlp_layers")
+    parse_eval_epochs(p.eval_epochs, p.epochs)
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:

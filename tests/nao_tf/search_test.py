@@ -304,3 +304,17 @@ def test_a_beam_search_decodes_the_new_architectures(tmp_path, monkeypatch):
     result = make_search(tmp_path, calls, beam_width=3).run()
     assert widths and set(widths) == {3}
     assert result.evaluated == len(set(calls)) > 12  # new architectures beyond the first pool
+
+
+@pytest.mark.parametrize("text, message", [("30,60,x", "comma-separated whole epochs"),
+                                           ("60,30,150", "increasing"),
+                                           ("30,60", "end at --epochs=150"),
+                                           ("0,150", "positive")])
+def test_a_bad_list_of_scoring_epochs_is_one_line(text, message):
+    from nao_tf.errors import NaoError
+    from nao_tf.search import parse_eval_epochs
+
+    assert parse_eval_epochs("30, 60,90,120,150", 150) == (30, 60, 90, 120, 150)
+    assert parse_eval_epochs("", 150) == ()
+    with pytest.raises(NaoError, match=message):
+        parse_eval_epochs(text, 150)

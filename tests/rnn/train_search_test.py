@@ -161,6 +161,9 @@ def test_the_supernet_owns_the_rounds(corpus_dir, tmp_path):
     rounded_up = _evaluator(corpus_dir, tmp_path / "b", epochs=5, eval_every_epochs=2)
     assert rounded_up.iterations == 2  # scored after epochs 2, 4 and 5
     assert [rounded_up.evaluation_epoch(i) for i in range(3)] == [2, 4, 5]
+    listed = _evaluator(corpus_dir, tmp_path / "c", epochs=5, eval_epochs="1,3,5")
+    assert listed.iterations == 2  # scored after epochs 1, 3 and 5
+    assert [listed.evaluation_epoch(i) for i in range(3)] == [1, 3, 5]
 
 
 def test_controller_options_reach_the_controller_and_the_loop():
@@ -179,32 +182,39 @@ def _command(out, *extra):
 
 
 def _args(*extra):
-    return ["--config=smoke", "--epochs=4", "--eval_every_epochs=2", "--batch_size=4", "--emsize=8",
+    return ["--config=smoke", "--epochs=4", "--batch_size=4", "--emsize=8",
             "--seed_archs=12", "--new_archs=4", "--random_archs=2", "--top_k=4",
             "--controller_epochs=5", "--save_every_seconds=0.2", "--log_interval=1000",
             "--deterministic", *extra]
 
 
+# Scored after epochs 2 and 4, killed in epoch 2 or later; or scored after epochs 1 and 4 (the
+# original's list-valued schedule), killed between the two scorings.
 @pytest.mark.slow
-def test_kill_during_supernet_training_and_resume(tmp_path):
+@pytest.mark.parametrize("schedule, kill_after_epoch", [("--eval_every_epochs=2", 1),
+                                                        ("--eval_epochs=1,4", 2)])
+def test_kill_during_supernet_training_and_resume(tmp_path, schedule, kill_after_epoch):
     """... and, with --deterministic, ends exactly as an uninterrupted run."""
-    reference = uninterrupted.start("rnn.train_search", _args(), tmp_path / "uninterrupted")
+    reference = uninterrupted.start("rnn.train_search", _args(schedule),
+                                    tmp_path / "uninterrupted")
     out = tmp_path / "search"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen(_command(out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_command(out, schedule), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = out / "supernet" / "state.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 1:
+        if state_path.exists() and \
+                json.loads(state_path.read_text())["epoch"] >= kill_after_epoch:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     killed = json.loads(state_path.read_text())
-    assert 1 <= killed["epoch"] < 4, "the run must be killed during supernet training"
-    done = subprocess.run(_command(out), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    assert kill_after_epoch <= killed["epoch"] < 4, "the run must be killed in supernet training"
+    done = subprocess.run(_command(out, schedule), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"supernet: resuming after epoch {killed['epoch']}, step {killed['step']}" \
         in done.stdout, done.stdout[-3000:]

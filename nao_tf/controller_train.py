@@ -82,7 +82,9 @@ class ControllerTrainer:
         self.model = model
         c = model.config
         self.augment = augment
-        self.optimizer = keras.optimizers.Adam(c.learning_rate, global_clipnorm=c.max_gradient_norm)
+        # epsilon 1e-8: TF1's AdamOptimizer and PyTorch's Adam (Keras defaults to 1e-7).
+        self.optimizer = keras.optimizers.Adam(c.learning_rate, epsilon=1e-8,
+                                               global_clipnorm=c.max_gradient_norm)
         build_optimizer(self.optimizer, model.trainable_variables)
         batch = [tf.TensorSpec([c.batch_size, c.source_length], tf.int32),
                  tf.TensorSpec([c.batch_size], tf.float32)]

@@ -126,7 +126,7 @@ def test_search_runs_with_every_option_and_resumes_only_with_the_same(tmp_path):
                 record(arch, OBJECTIVE(arch))
 
     values = dict(predictor_heads=2, ranking_weight=0.5, oversample=4.0, acquisition="thompson",
-                  ucb_beta=1.0)
+                  ucb_beta=1.0, mutations=0, beam_width=2)
     controller_extra, search_extra = controller_options(values.get)
     config = SearchConfig(seed_archs=10, iterations=3, top_k=4, new_archs=4, random_archs=1,
                           max_lambda=5.0, lambda_step=0.5, controller_epochs=5, train_on="history",

@@ -149,17 +149,12 @@ class Trainer:
         grads, ce_sum, correct = self._replica_train(images, labels, arch, progress, seed)
         # Clip the global gradient (summed over replicas), then hand the optimizer 1/R of it: its
         # own all-reduce sums the R identical copies back.
-        norms = []
-
-        def clip(grads):
-            norms.append(tf.linalg.global_norm(grads))
-            if self.cfg.grad_bound > 0:
-                grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_bound, use_norm=norms[0])
-            return grads
-
-        grads = precision.on_true_gradients(
-            self.optimizer, ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads), clip)
-        grad_norm = norms[0]
+        grads = precision.unscaled(self.optimizer,
+                                   ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads))
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.cfg.grad_bound > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_bound, use_norm=grad_norm)
+        grads = precision.rescaled(self.optimizer, grads)
         replicas = float(self.strategy.num_replicas_in_sync)
         self.optimizer.apply_gradients(
             zip([g / replicas for g in grads], self.model.trainable_variables))

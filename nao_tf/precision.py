@@ -15,7 +15,7 @@ policy. The controller is always float32: a policy applies only to models built 
 """
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -55,12 +55,20 @@ def checkpointed(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Opti
     return optimizer
 
 
-def on_true_gradients(optimizer: keras.optimizers.Optimizer, grads: Sequence[tf.Tensor],
-                      transform: Callable[[list[tf.Tensor]], list[tf.Tensor]]
-                      ) -> list[tf.Tensor]:
-    """Applies `transform` (clipping, weight decay) to the unscaled gradients and returns them at
-    the scale `optimizer.apply_gradients` expects (a loss-scaling optimizer unscales again)."""
+def unscaled(optimizer: keras.optimizers.Optimizer,
+             grads: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """The true gradients of a scaled loss's `grads`, to clip or decay (see `rescaled`)."""
     if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return transform(list(grads))
+        return list(grads)
     scale = tf.cast(optimizer.dynamic_scale, tf.float32)
-    return [g * scale for g in transform([g / scale for g in grads])]
+    return [g / scale for g in grads]
+
+
+def rescaled(optimizer: keras.optimizers.Optimizer,
+             grads: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """True gradients back at the scale `optimizer.apply_gradients` expects (a loss-scaling
+    optimizer unscales them again, and skips the step if they are not finite)."""
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return list(grads)
+    scale = tf.cast(optimizer.dynamic_scale, tf.float32)
+    return [g * scale for g in grads]

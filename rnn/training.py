@@ -195,9 +195,10 @@ class LMStep:
         grads = tape.gradient(total, self._vars)
         if self.weight_sharing:  # the supernet's embedding gradient: dense, as its blocks'
             grads = [tf.convert_to_tensor(g) for g in grads]
-        grads = precision.on_true_gradients(
-            self.optimizer, ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads),
-            lambda grads: clip_and_decay(grads, self._vars, self.clip, self.wdecay))
+        grads = precision.unscaled(self.optimizer,
+                                   ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads))
+        grads = precision.rescaled(self.optimizer,
+                                   clip_and_decay(grads, self._vars, self.clip, self.wdecay))
         # The optimizer sums the replicas' gradients: each hands it 1/R of the mean.
         replicas = float(self.strategy.num_replicas_in_sync)
         self.optimizer.apply_gradients(

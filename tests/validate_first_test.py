@@ -129,6 +129,18 @@ def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--jit_compile"], "--jit_compile needs --op_selection=select"),
+    (["--eval_epochs=1,3"], "--eval_epochs=1,3 must be positive, increasing and end at --epochs=2"),
+    (["--beam_width=-1"], "--beam_width=-1 must not be negative")])
+def test_weight_sharing_search_flags_stop_before_anything(tmp_path, argv, message):
+    fv = _search_flags(weight_sharing_search, cnn_search,
+                       ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
+    with pytest.raises(NaoError, match=message):
+        weight_sharing_search.run(cnn_search.TASK, fv)
+    assert not (tmp_path / "run").exists()
+
+
 def _command(module, *args, **popen):
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)

@@ -14,10 +14,12 @@ Measures, each after untimed warm-up steps (tracing included):
   - the RNN language model (d=850, V=10k, batch 64 x 35) and the RNN supernet (d=300, batch
     256 x 35): training tokens/s per precision; supernet scoring cells/s;
   - the input pipelines alone: CIFAR training batches with augmentation (images/s), BPTT windows
-    of a batchified stream (tokens/s);
+    of a batchified stream (tokens/s), and the FLOPs of one NAONet forward pass (what the CIFAR
+    pipeline has to keep up with);
   - with two or more GPUs, the fp32 trainings again under MirroredStrategy over all of them;
 then extrapolates the paper-config times (NAO-WS CNN and RNN searches, NAONet final training) from
-the fastest measured rows. The table goes to stdout and to --out.
+the fastest measured rows. The table goes to stdout and to --out. `--parts` measures a subset, e.g.
+`--parts=pipelines` (CPU-only work, seconds).
 """
 
 import os
@@ -54,6 +56,9 @@ flags.DEFINE_bool("tiny", False, "Tiny networks and few steps: checks that the s
 flags.DEFINE_list("precisions", list(precision.PRECISIONS), "Precisions to measure.")
 flags.DEFINE_list("modes", ["switch", "select", "select_xla"], "CNN supernet op selections.")
 flags.DEFINE_bool("xla", True, "Also measure the NAONet final network under XLA.")
+PARTS = ("controller", "final", "rnn", "pipelines", "supernet")
+flags.DEFINE_list("parts", list(PARTS), "What to measure (a job's time is extrapolated when its "
+                  "parts are measured).")
 flags.DEFINE_string("out", "bench/results/gpu_suite.md", "Where the table is written.")
 
 PAPER = dict(controller_archs=1000, controller_batch=100, controller_epochs=2,
@@ -166,6 +171,20 @@ def rnn_rates(c: dict, strategy, key: str, policy: str) -> tuple[float, float | 
     return bptt * batch / seconds, len(pool) / score
 
 
+def forward_gflops(model: keras.Model, *args) -> float:
+    """GFLOP of one forward pass of `model` on one 32x32 image, counted by TensorFlow's profiler
+    (a multiply-add counts 2)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    function = tf.function(lambda x: model(x, *args, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 32, 32, 3], tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    graph = convert_variables_to_constants_v2(function).graph
+    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 1e9
+
+
 def input_pipelines(c: dict) -> tuple[float, float]:
     """(augmented CIFAR training images/s, BPTT tokens/s) of the input pipelines alone."""
     batch = c["final"][2]
@@ -199,65 +218,80 @@ def main(argv):
         print(f"{what:<22} {setting:<34} {value:12.2f} {unit}", flush=True)
 
     one = get_strategy([device])
+    parts = set(FLAGS.parts)
+    best: dict[str, tuple[float, str]] = {}  # job -> (seconds, fastest setting)
+
+    def keep_best(job: str, seconds: float, setting: str) -> None:
+        if job not in best or seconds < best[job][0]:
+            best[job] = (seconds, setting)
+
+    controller = None
+    if "controller" in parts:
+        for attention in ("dot", "bahdanau"):
+            epoch = controller_epoch(c, attention)
+            row("controller", f"{attention} attention", "s/epoch", epoch)
+            controller = epoch if controller is None else min(controller, epoch)
+    if "final" in parts:
+        for policy in FLAGS.precisions:
+            for jit_compile in (False, True)[:1 + FLAGS.xla]:
+                rate = naonet(c, one, policy, jit_compile)
+                setting = f"{policy}{', XLA' if jit_compile else ''}"
+                row("naonet final train", setting, "images/s", rate)
+                keep_best("NAONet final training",
+                          NAONET_FINAL["epochs"] * NAONET_FINAL["images"] / rate, setting)
+    if "rnn" in parts:
+        for policy in FLAGS.precisions:
+            row("rnn lm train", policy, "tokens/s", rnn_rates(c, one, "lm", policy)[0])
+            train, score = rnn_rates(c, one, "rnn_supernet", policy)
+            row("rnn supernet train", policy, "tokens/s", train)
+            row("rnn supernet score", policy, "cells/s", score)
+            keep_best("NAO-WS RNN search", RNN_SEARCH["epochs"] * RNN_SEARCH["tokens"] / train
+                      + RNN_SEARCH["evaluations"] * RNN_SEARCH["pool"] / score, policy)
+    if "pipelines" in parts:
+        images, tokens = input_pipelines(c)
+        row("input pipeline", "CIFAR, augmented + cutout", "images/s", images)
+        row("input pipeline", "PTB BPTT windows", "tokens/s", tokens)
+        n, f, _ = c["final"]  # what the CIFAR pipeline must keep up with
+        row("naonet forward", f"N={n}, F={f}, one image", "GFLOP",
+            forward_gflops(NASNetwork(named_arch("naonet"), n, f, 10, use_aux_head=False)))
     # The CNN supernets come last: they switch the graph optimiser off for the process.
-    for attention in ("dot", "bahdanau"):
-        row("controller", f"{attention} attention", "s/epoch", controller_epoch(c, attention))
-    best_final = None
-    for policy in FLAGS.precisions:
-        for jit_compile in (False, True)[:1 + FLAGS.xla]:
-            rate = naonet(c, one, policy, jit_compile)
-            setting = f"{policy}{', XLA' if jit_compile else ''}"
-            row("naonet final train", setting, "images/s", rate)
-            if best_final is None or rate > best_final[0]:
-                best_final = (rate, setting)
-    best_rnn = None
-    for policy in FLAGS.precisions:
-        row("rnn lm train", policy, "tokens/s", rnn_rates(c, one, "lm", policy)[0])
-        train, score = rnn_rates(c, one, "rnn_supernet", policy)
-        row("rnn supernet train", policy, "tokens/s", train)
-        row("rnn supernet score", policy, "cells/s", score)
-        search = (RNN_SEARCH["epochs"] * RNN_SEARCH["tokens"] / train
-                  + RNN_SEARCH["evaluations"] * RNN_SEARCH["pool"] / score)
-        if best_rnn is None or search < best_rnn[0]:
-            best_rnn = (search, policy)
-    images, tokens = input_pipelines(c)
-    row("input pipeline", "CIFAR, augmented + cutout", "images/s", images)
-    row("input pipeline", "PTB BPTT windows", "tokens/s", tokens)
-    best_search = None
-    for policy in FLAGS.precisions:
-        for mode in FLAGS.modes:
-            train, score = cnn_supernet(c, one, mode, policy)
-            row("cnn supernet train", f"{mode}, {policy}", "images/s", train)
-            row("cnn supernet score", f"{mode}, {policy}", "cells/s", score)
-            search = (CNN_SEARCH["epochs"] * CNN_SEARCH["images"] / train
-                      + CNN_SEARCH["evaluations"] * CNN_SEARCH["pool"] / score)
-            if best_search is None or search < best_search[0]:
-                best_search = (search, f"{mode}, {policy}")
+    if "supernet" in parts:
+        for policy in FLAGS.precisions:
+            for mode in FLAGS.modes:
+                train, score = cnn_supernet(c, one, mode, policy)
+                row("cnn supernet train", f"{mode}, {policy}", "images/s", train)
+                row("cnn supernet score", f"{mode}, {policy}", "cells/s", score)
+                keep_best("NAO-WS CNN search",
+                          CNN_SEARCH["epochs"] * CNN_SEARCH["images"] / train
+                          + CNN_SEARCH["evaluations"] * CNN_SEARCH["pool"] / score,
+                          f"{mode}, {policy}")
     if len(gpus) > 1:
         every = get_strategy()
         label = f"fp32, {len(gpus)} GPUs"
-        row("naonet final train", label, "images/s", naonet(c, every, "fp32", False))
-        row("rnn lm train", label, "tokens/s", rnn_rates(c, every, "lm", "fp32")[0])
-        row("rnn supernet train", label, "tokens/s", rnn_rates(c, every, "rnn_supernet",
-                                                               "fp32")[0])
-        row("cnn supernet train", f"select, {label}", "images/s",
-            cnn_supernet(c, every, "select", "fp32")[0])
-    controller = min(value for what, _, _, value in rows if what == "controller")
-    extrapolated = [
-        ("NAO-WS CNN search", best_search[1],
-         best_search[0] + CNN_SEARCH["controller_epochs"] * controller),
-        ("NAO-WS RNN search", best_rnn[1],
-         best_rnn[0] + RNN_SEARCH["controller_epochs"] * controller),
-        ("NAONet final training", best_final[1],
-         NAONET_FINAL["epochs"] * NAONET_FINAL["images"] / best_final[0])]
+        if "final" in parts:
+            row("naonet final train", label, "images/s", naonet(c, every, "fp32", False))
+        if "rnn" in parts:
+            row("rnn lm train", label, "tokens/s", rnn_rates(c, every, "lm", "fp32")[0])
+            row("rnn supernet train", label, "tokens/s",
+                rnn_rates(c, every, "rnn_supernet", "fp32")[0])
+        if "supernet" in parts:
+            row("cnn supernet train", f"select, {label}", "images/s",
+                cnn_supernet(c, every, "select", "fp32")[0])
+    controller_epochs = {"NAO-WS CNN search": CNN_SEARCH["controller_epochs"],
+                         "NAO-WS RNN search": RNN_SEARCH["controller_epochs"]}
+    extrapolated = [(job, setting, seconds + controller_epochs.get(job, 0) * (controller or 0))
+                    for job, (seconds, setting) in best.items()
+                    if job not in controller_epochs or controller is not None]
     lines = [f"# GPU suite ({'tiny' if FLAGS.tiny else 'paper configs'}) on {described}, "
              f"TensorFlow {tf.__version__}, {time.strftime('%Y-%m-%d')}", "",
              "| measured | setting | value | unit |", "|---|---|---|---|"]
     lines += [f"| {what} | {setting} | {value:.2f} | {unit} |"
               for what, setting, unit, value in rows]
-    lines += ["", "| paper-config job (one device) | fastest setting | time |", "|---|---|---|"]
-    lines += [f"| {job} | {setting} | {hours(seconds)} |" for job, setting, seconds
-              in extrapolated]
+    if extrapolated:
+        lines += ["", "| paper-config job (one device) | fastest setting | time |",
+                  "|---|---|---|"]
+        lines += [f"| {job} | {setting} | {hours(seconds)} |" for job, setting, seconds
+                  in extrapolated]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -43,7 +43,7 @@ def measure(name: str, variant: str) -> dict:
 
     from cnn import data as data_lib
     from cnn.model import NASNetwork, count_params
-    from cnn.search_space import named_arch
+    from cnn.cells import named_arch
     from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import get_strategy
 

@@ -38,7 +38,8 @@ from absl import app, flags  # noqa: E402
 
 from cnn import data as cnn_data  # noqa: E402
 from cnn.model import NASNetwork  # noqa: E402
-from cnn.search_space import NAO_WS_SPACE, named_arch  # noqa: E402
+from cnn.cells import named_arch  # noqa: E402
+from cnn.search_space import NAO_WS_SPACE  # noqa: E402
 from cnn.supernet import Supernet as CnnSupernet, arch_tensor  # noqa: E402
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer  # noqa: E402
 from nao_tf import precision  # noqa: E402

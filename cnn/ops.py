@@ -79,13 +79,15 @@ def batch_norm(sync_bn: bool) -> keras.layers.Layer:
 
 
 class ReLUConvBN(keras.layers.Layer):
-    """ReLU -> k x k conv (stride `strides`) -> BN; also the 1x1 calibration of cell inputs."""
+    """ReLU -> k x k conv (stride `strides`, dilation `dilation`) -> BN; also the 1x1 calibration
+    of cell inputs."""
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int] = 1, strides: int = 1,
-                 sync_bn: bool = False, **kwargs):
+                 sync_bn: bool = False, dilation: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                                        use_bias=False, kernel_initializer=KERNEL_INIT)
+                                        dilation_rate=dilation, use_bias=False,
+                                        kernel_initializer=KERNEL_INIT)
         self.bn = batch_norm(sync_bn)
 
     def call(self, x, training=False):
@@ -94,14 +96,14 @@ class ReLUConvBN(keras.layers.Layer):
 
 class SepConv(keras.layers.Layer):
     """Two stacked (ReLU, k x k depthwise-separable conv with depth multiplier 1, BN); the stride
-    is applied by the first only (ops 0, 1: sep_conv 3x3 / 5x5)."""
+    is applied by the first only (sep_conv 3x3 / 5x5 / 7x7; with `dilation` 2, dil_sep_conv)."""
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, sync_bn: bool = False,
-                 **kwargs):
+                 dilation: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.conv1, self.conv2 = (keras.layers.SeparableConv2D(
-            filters, kernel_size, strides=s, padding="same", use_bias=False,
-            depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT)
+            filters, kernel_size, strides=s, padding="same", dilation_rate=dilation,
+            use_bias=False, depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT)
             for s in (strides, 1))
         self.bn1, self.bn2 = batch_norm(sync_bn), batch_norm(sync_bn)
 
@@ -161,15 +163,31 @@ class FactorizedReduce(keras.layers.Layer):
 
 
 class Pool(keras.layers.Layer):
-    """k x k average (padding excluded from the mean) or max pooling, SAME, with the op's stride."""
+    """k x k average (padding excluded from the mean), max or min pooling, SAME, with the op's
+    stride; min pooling is -max_pool(-x), as the TF original."""
 
     def __init__(self, kind: str, pool_size: int, strides: int = 1, **kwargs):
         super().__init__(**kwargs)
         layer = keras.layers.AveragePooling2D if kind == "avg_pool" else keras.layers.MaxPooling2D
         self.pool = layer(pool_size, strides=strides, padding="same")
+        self.sign = -1.0 if kind == "min_pool" else 1.0
 
     def call(self, x, training=False):
-        return self.pool(x)
+        return self.pool(x) if self.sign > 0 else -self.pool(-x)
+
+
+class DilatedAtStride(keras.layers.Layer):
+    """A dilated conv op at stride 2: the op at stride 1, then ReLU -> 1x1 conv (stride 2) -> BN,
+    as the TF original's `dil_conv` (TensorFlow's convs take no stride with a dilation)."""
+
+    def __init__(self, op: keras.layers.Layer, filters: int, strides: int, sync_bn: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.op = op
+        self.reduce = ReLUConvBN(filters, 1, strides, sync_bn)
+
+    def call(self, x, training=False):
+        return self.reduce(self.op(x, training=training), training=training)
 
 
 def max_pool(x: tf.Tensor, size: int, strides: list[int], data_format: str) -> tf.Tensor:
@@ -211,13 +229,15 @@ def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
     """The layer for registry op `op_id` (see `cnn.search_space.OPS`) on an input that already has
     `filters` channels (cell inputs are calibrated first, so no op changes the width)."""
     spec = OPS[op_id]
-    if spec.kind == "sep_conv":
-        return SepConv(filters, spec.size, strides, sync_bn, name=name)
-    if spec.kind == "conv":
-        return ReLUConvBN(filters, spec.size, strides, sync_bn, name=name)
+    if spec.kind in ("sep_conv", "conv"):
+        layer = SepConv if spec.kind == "sep_conv" else ReLUConvBN
+        if spec.dilation > 1 and strides > 1:
+            return DilatedAtStride(layer(filters, spec.size, 1, sync_bn, spec.dilation),
+                                   filters, strides, sync_bn, name=name)
+        return layer(filters, spec.size, strides, sync_bn, spec.dilation, name=name)
     if spec.kind == "factorized_conv":
         return FactorizedConv(filters, spec.size, strides, sync_bn, name=name)
-    if spec.kind in ("avg_pool", "max_pool"):
+    if spec.kind in ("avg_pool", "max_pool", "min_pool"):
         return Pool(spec.kind, spec.size, strides, name=name)
     return Identity(filters, strides, sync_bn, name=name)
 

@@ -26,10 +26,11 @@ def _op_params(op_id: int, width: int, strides: int) -> int:
     """Trainable parameters of registry op `op_id` on a `width`-channel input (cnn.ops.make_op)."""
     spec = OPS[op_id]
     bn = 2 * width
+    strided_1x1 = width * width + bn if spec.dilation > 1 and strides > 1 else 0
     if spec.kind == "sep_conv":
-        return 2 * (spec.size * spec.size * width + width * width + bn)
+        return 2 * (spec.size * spec.size * width + width * width + bn) + strided_1x1
     if spec.kind == "conv":
-        return spec.size * spec.size * width * width + bn
+        return spec.size * spec.size * width * width + bn + strided_1x1
     if spec.kind == "factorized_conv":
         return 2 * (spec.size * width * width + bn)
     if spec.kind == "identity" and strides > 1:

@@ -6,9 +6,11 @@ A cell has two inputs (h[i-2] = node 0, h[i-1] = node 1) and B = 5 computed node
 concatenates every node no other node consumes.
 
 Text format (the original's `fixed_arc`): 40 integers, normal cell first, then reduction, each cell
-`in1 op1 in2 op2` for each of the 5 nodes. Op ids come from one registry shared by every space (the
-NAO_pytorch V1 numbering): 0-4 are the NAO-WS (ENAS) ops and 5-15 the 11 ops of NAONet, so a string
-means the same network whichever space parses it.
+`in1 op1 in2 op2` for each of the 5 nodes. Op ids come from one registry shared by every space: 0-4
+are the NAO-WS (ENAS) ops and 5-15 the 11 ops of NAONet (the NAO_pytorch V1 numbering), 16-23 the
+rest of the TF NAO release's `model.py` ops; a string means the same network whichever space parses
+it. A published cell whose output is not "every unused node" (NASNet-A) writes its output nodes
+after '>', with '|' between the cells: `20 ints > 0 2 3 4 5 6 | 20 ints > 3 4 5 6`.
 
 Controller tokens (as the original NAO-WS `utils.parse_arch_to_seq`): input index `in` -> `in + 1`
 (1..6), op -> `7 + its index in the space's op list`, token 0 is the decoder's <sos>. The NAO-WS
@@ -21,7 +23,6 @@ from typing import Sequence
 import numpy as np
 
 from nao_tf.errors import InvalidArchitectureError
-from nao_tf.io import read_json
 from nao_tf.search_space import SearchSpace
 
 NUM_NODES = 5  # B
@@ -35,11 +36,13 @@ FIRST_OP_TOKEN = 1 + NUM_NODES + 1  # 7: tokens 1..6 are input indices 0..5
 @dataclass(frozen=True)
 class OpSpec:
     """One entry of the op registry: `kind` is 'sep_conv', 'conv', 'factorized_conv' (1xk + kx1),
-    'avg_pool', 'max_pool' or 'identity'; `size` is the kernel size."""
+    'avg_pool', 'max_pool', 'min_pool' or 'identity'; `size` is the kernel size, `dilation` the
+    dilation rate of a conv."""
 
     name: str
     kind: str
     size: int
+    dilation: int = 1
 
     @property
     def drop_path(self) -> bool:
@@ -64,10 +67,22 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("avg_pool_2x2", "avg_pool", 2),  # 13
     OpSpec("avg_pool_3x3", "avg_pool", 3),  # 14
     OpSpec("avg_pool_5x5", "avg_pool", 5),  # 15
+    OpSpec("sep_conv_7x7", "sep_conv", 7),  # 16
+    OpSpec("max_pool_7x7", "max_pool", 7),  # 17
+    OpSpec("min_pool_2x2", "min_pool", 2),  # 18
+    OpSpec("dil_sep_conv_3x3", "sep_conv", 3, 2),  # 19
+    OpSpec("dil_sep_conv_5x5", "sep_conv", 5, 2),  # 20
+    OpSpec("dil_sep_conv_7x7", "sep_conv", 7, 2),  # 21
+    OpSpec("dil_conv_3x3", "conv", 3, 2),  # 22
+    OpSpec("dil_conv_5x5", "conv", 5, 2),  # 23
 )
 
 NAO_WS_OPS = (0, 1, 2, 3, 4)
 NAONET_OPS = tuple(range(5, 16))
+# The TF NAO release's search space, in the order of its vocabulary (`NAO/cnn/epd/vocab.py`
+# VOCAB1), so that its controller tokens are the original's: identity, sep_conv 3/5/7, avg_pool
+# 2/3/5, max_pool 2/3/5/7, min_pool 2, conv 1x1, 3x3, 1x3+3x1, 1x7+7x1, dil_sep_conv 3/5/7.
+NAONET_19_OPS = (5, 0, 1, 16, 13, 14, 15, 10, 11, 12, 17, 18, 6, 7, 8, 9, 19, 20, 21)
 ALL_OPS = tuple(range(len(OPS)))
 
 
@@ -86,13 +101,23 @@ class Node:
 
 @dataclass(frozen=True)
 class Cell:
+    """B nodes; `outputs` names the nodes the cell output concatenates when they are not the
+    unused ones (the `loose_ends` of a published cell in the original's `dag.py`)."""
+
     nodes: tuple[Node, ...]
+    outputs: tuple[int, ...] | None = None
 
     def loose_ends(self) -> tuple[int, ...]:
-        """Indices (0..6) of the nodes, cell inputs included, that no node consumes: the cell output
-        concatenates these, in index order."""
+        """Indices (0..6) of the nodes the cell output concatenates, in index order: `outputs`,
+        else every node, cell inputs included, that no node consumes."""
+        if self.outputs is not None:
+            return self.outputs
         used = {i for n in self.nodes for i in (n.in1, n.in2)}
         return tuple(i for i in range(NUM_CELL_INPUTS + len(self.nodes)) if i not in used)
+
+    def text(self) -> str:
+        ints = " ".join(str(v) for v in self.ints())
+        return ints if self.outputs is None else f"{ints} > {' '.join(map(str, self.outputs))}"
 
     def ints(self) -> list[int]:
         return [v for n in self.nodes for v in (n.in1, n.op1, n.in2, n.op2)]
@@ -112,9 +137,10 @@ class CellArch:
         return {op for c in (self.normal, self.reduction) for n in c.nodes for op in (n.op1, n.op2)}
 
 
-def _cell_from_ints(values: Sequence[int]) -> Cell:
+def _cell_from_ints(values: Sequence[int], outputs: Sequence[int] | None = None) -> Cell:
     return Cell(tuple(Node(*values[i:i + INTS_PER_NODE])
-                      for i in range(0, INTS_PER_CELL, INTS_PER_NODE)))
+                      for i in range(0, INTS_PER_CELL, INTS_PER_NODE)),
+                None if outputs is None else tuple(outputs))
 
 
 def arch_from_ints(values: Sequence[int]) -> CellArch:
@@ -155,13 +181,36 @@ class CellSpace(SearchSpace[CellArch]):
                         raise InvalidArchitectureError(
                             f"{where}: op {op} is not in this space; allowed op ids: "
                             f"{_op_list(self.op_ids)}")
+            outputs = cell.outputs
+            last = NUM_CELL_INPUTS + NUM_NODES - 1
+            if outputs is not None and (not outputs or list(outputs) != sorted(set(outputs))
+                                        or not 0 <= outputs[0] <= outputs[-1] <= last):
+                raise InvalidArchitectureError(
+                    f"{self.name}: the {cell_name} cell's outputs {list(outputs)} must be "
+                    f"increasing node indices in 0..{last}")
         return arch
 
     def to_string(self, arch: CellArch) -> str:
-        return " ".join(str(v) for v in arch.ints())
+        if arch.normal.outputs is None and arch.reduction.outputs is None:
+            return " ".join(str(v) for v in arch.ints())
+        return f"{arch.normal.text()} | {arch.reduction.text()}"
 
     def parse(self, text: str) -> CellArch:
-        """Parses the 40-integer format (normal then reduction; an optional '|' between cells)."""
+        """Parses the 40-integer format (normal then reduction; an optional '|' between cells),
+        with explicit cell outputs after '>' (see the module docstring)."""
+        if ">" not in text:
+            return self.validate(arch_from_ints(self._ints(text, ARCH_LENGTH)))
+        cells = text.split("|")
+        if len(cells) != 2:
+            raise InvalidArchitectureError(
+                f"{self.name}: an architecture with explicit outputs ('>') separates its two cells "
+                "with '|': '20 ints [> outputs] | 20 ints [> outputs]'")
+        parts = [cell.split(">") for cell in cells]
+        return self.validate(CellArch(*(
+            _cell_from_ints(self._ints(p[0], INTS_PER_CELL),
+                            self._ints(p[1], None) if len(p) > 1 else None) for p in parts)))
+
+    def _ints(self, text: str, expected: int | None) -> list[int]:
         fields = text.replace("|", " ").split()
         try:
             values = [int(f) for f in fields]
@@ -170,11 +219,11 @@ class CellSpace(SearchSpace[CellArch]):
             raise InvalidArchitectureError(
                 f"{self.name}: {bad!r} is not an integer; an architecture is {ARCH_LENGTH} "
                 "space-separated integers (normal cell, then reduction cell)") from None
-        if len(values) != ARCH_LENGTH:
+        if expected is not None and len(values) != expected:
             raise InvalidArchitectureError(
-                f"{self.name}: got {len(values)} integers, expected {ARCH_LENGTH} (5 nodes x "
+                f"{self.name}: got {len(values)} integers, expected {expected} (5 nodes x "
                 "'in1 op1 in2 op2' for the normal cell, then for the reduction cell)")
-        return self.validate(arch_from_ints(values))
+        return values
 
     def describe(self, arch: CellArch) -> str:
         lines = []
@@ -194,12 +243,17 @@ class CellSpace(SearchSpace[CellArch]):
                 a, b = sorted([(n.in1, n.op1), (n.in2, n.op2)])
                 out.extend(a + b)
             return out
-        return " ".join(str(v) for v in canon(arch.normal) + canon(arch.reduction))
+        key = " ".join(str(v) for v in canon(arch.normal) + canon(arch.reduction))
+        outputs = (arch.normal.outputs, arch.reduction.outputs)
+        return key if outputs == (None, None) else f"{key} > {outputs}"
 
     # Tokens for the controller.
 
     def to_tokens(self, arch: CellArch) -> tuple[int, ...]:
         self.validate(arch)
+        if (arch.normal.outputs, arch.reduction.outputs) != (None, None):
+            raise InvalidArchitectureError(
+                f"{self.name}: a cell with explicit outputs has no controller encoding")
         values = arch.ints()
         return tuple(v + 1 if pos % 2 == 0 else self._op_token[v] for pos, v in enumerate(values))
 
@@ -250,44 +304,23 @@ def _op_list(op_ids: Sequence[int]) -> str:
 
 NAO_WS_SPACE = CellSpace("nao_ws", NAO_WS_OPS)
 NAONET_SPACE = CellSpace("naonet", NAONET_OPS)
+NAONET_19_SPACE = CellSpace("naonet_19", NAONET_19_OPS)
 ANY_SPACE = CellSpace("cnn_any", ALL_OPS)
-SPACES = {s.name: s for s in (NAO_WS_SPACE, NAONET_SPACE, ANY_SPACE)}
-
-# Published cells (spec section 1.6), in the 40-integer format.
-NAMED_ARCHS: dict[str, str] = {
-    # NAO-WS best cell, `NAO-WS/cnn/train_final.sh` fixed_arc (the TF release).
-    "nao_ws": "0 1 0 4 2 2 1 3 1 0 2 0 2 3 1 3 1 2 0 4 "
-              "1 1 0 3 2 3 2 3 1 0 0 1 0 4 2 4 2 3 2 3",
-    # NAONet as `NAO/cnn/dag.NAONet.json` (the TF original), in V1 large-op ids.
-    "naonet": "0 7 1 15 2 8 1 7 0 6 1 7 0 8 4 7 1 5 0 7 "
-              "0 7 1 13 0 6 0 14 1 9 0 10 0 14 2 6 1 11 0 7",
-    # NAONet-A of the PyTorch port: the same cell except reduction node 5, whose inputs are swapped.
-    "naonet_a": "0 7 1 15 2 8 1 7 0 6 1 7 0 8 4 7 1 5 0 7 "
-                "0 7 1 13 0 6 0 14 0 9 1 10 0 14 2 6 1 11 0 7",
-}
+SPACES = {s.name: s for s in (NAO_WS_SPACE, NAONET_SPACE, NAONET_19_SPACE, ANY_SPACE)}
 
 
 def space_for(arch: CellArch) -> CellSpace:
-    """The smallest named space that contains `arch` (nao_ws, naonet, else cnn_any)."""
+    """The smallest named space that contains `arch` (nao_ws, naonet, naonet_19, else cnn_any)."""
     ops = arch.op_ids()
-    for space in (NAO_WS_SPACE, NAONET_SPACE):
+    for space in (NAO_WS_SPACE, NAONET_SPACE, NAONET_19_SPACE):
         if ops <= set(space.op_ids):
             return space
     return ANY_SPACE
 
 
-def named_arch(name: str) -> CellArch:
-    key = name.strip().lower().replace("-", "_")
-    if key not in NAMED_ARCHS:
-        raise InvalidArchitectureError(
-            f"unknown architecture name {name!r}; known names: {', '.join(sorted(NAMED_ARCHS))}, "
-            f"or give {ARCH_LENGTH} integers, or the path of a best_arch.json")
-    return ANY_SPACE.parse(NAMED_ARCHS[key])
-
-
 def cell_graphs(arch: CellArch) -> list:
     """The normal and the reduction cell of `arch` as `nao_tf.draw.CellGraph`s (DARTS-style
-    pictures: inputs c_{k-2}, c_{k-1}, nodes 0..4, output c_{k} = concat of the unused nodes)."""
+    pictures: inputs c_{k-2}, c_{k-1}, nodes 0..4, output c_{k} = concat of the output nodes)."""
     from nao_tf.draw import CellGraph
 
     def name(i: int) -> str:
@@ -300,23 +333,3 @@ def cell_graphs(arch: CellArch) -> list:
         graphs.append(CellGraph(title, [name(0), name(1)], edges, "c_{k}",
                                 [name(i) for i in cell.loose_ends()], "concat"))
     return graphs
-
-
-def load_arch(text: str) -> CellArch:
-    """An architecture from `--arch`: a name (see NAMED_ARCHS), 40 integers, or the path of a
-    `best_arch.json` written by a search (its `arch` key holds the 40 integers)."""
-    text = text.strip()
-    if text.endswith(".json"):
-        record = read_json(text)
-        if not isinstance(record, dict) or not isinstance(record.get("arch"), str):
-            raise InvalidArchitectureError(
-                f"{text}: expected a JSON object with an 'arch' string (as best_arch.json)")
-        space = SPACES.get(record.get("space", ""), ANY_SPACE)
-        return space.parse(record["arch"])
-    if not text:
-        raise InvalidArchitectureError(
-            f"empty architecture; give a name ({', '.join(sorted(NAMED_ARCHS))}), "
-            f"{ARCH_LENGTH} integers, or a best_arch.json path")
-    if text[0].isdigit():
-        return ANY_SPACE.parse(text)
-    return named_arch(text)

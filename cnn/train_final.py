@@ -116,7 +116,8 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
         raise NaoError("--output_dir is required (where checkpoints and results go)")
     check_flags(fv)
 
-    from cnn.search_space import load_arch, space_for
+    from cnn.cells import load_arch
+    from cnn.search_space import space_for
 
     arch = load_arch(fv.arch)
     space = space_for(arch)

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from cnn import ops
 from cnn.model import NASNetwork, count_params
-from cnn.search_space import ANY_SPACE, named_arch
+from cnn.cells import named_arch
+from cnn.search_space import ANY_SPACE
 
 # A cheap cell (few convs) for tests of the network's wiring; every op kind appears once.
 SMALL_ARCH = ANY_SPACE.parse("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "

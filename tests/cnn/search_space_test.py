@@ -3,19 +3,54 @@ import json
 import numpy as np
 import pytest
 
-from cnn.search_space import (ANY_SPACE, NAMED_ARCHS, NAO_WS_SPACE, NAONET_SPACE, OPS, load_arch,
-                              named_arch, space_for)
+from cnn.cells import CELLS, load_arch, named_arch
+from cnn.search_space import (ANY_SPACE, NAO_WS_SPACE, NAONET_19_SPACE, NAONET_SPACE, OPS,
+                              space_for)
 from nao_tf.errors import InvalidArchitectureError
 
-NAO_WS = NAMED_ARCHS["nao_ws"]
+NAO_WS = CELLS["nao_ws"].text
+
+# `NAO/cnn/epd/vocab.py` VOCAB1 of the TF NAO release, after <sos> and node_1..node_6.
+VOCAB1_OPS = ["identity", "sep_conv 3x3", "sep_conv 5x5", "sep_conv 7x7", "avg_pool 2x2",
+              "avg_pool 3x3", "avg_pool 5x5", "max_pool 2x2", "max_pool 3x3", "max_pool 5x5",
+              "max_pool 7x7", "min_pool 2x2", "conv 1x1", "conv 3x3", "conv 1x3+3x1",
+              "conv 1x7+7x1", "dil_sep_conv 3x3", "dil_sep_conv 5x5", "dil_sep_conv 7x7"]
 
 
 def test_named_archs_round_trip_and_pick_their_space():
     assert space_for(named_arch("nao_ws")) is NAO_WS_SPACE
     assert space_for(named_arch("NAONet")) is NAONET_SPACE
     assert space_for(named_arch("naonet-a")) is NAONET_SPACE
-    for text in NAMED_ARCHS.values():
-        assert ANY_SPACE.to_string(ANY_SPACE.parse(text)) == text
+    assert space_for(named_arch("enas")) is NAO_WS_SPACE
+    assert space_for(named_arch("amoebanet_b")) is NAONET_19_SPACE
+    for cell in CELLS.values():
+        assert ANY_SPACE.to_string(ANY_SPACE.parse(cell.text)) == cell.text
+
+
+def test_naonet_19_space_has_the_tf_release_vocabulary_in_its_order():
+    assert NAONET_19_SPACE.vocab_size == 7 + len(VOCAB1_OPS) == 26
+    names = [OPS[op].name for op in NAONET_19_SPACE.op_ids]
+    assert names == [v.replace(" ", "_").replace("+", "_") for v in VOCAB1_OPS]
+    arch = named_arch("amoebanet_b")
+    assert NAONET_19_SPACE.from_tokens(NAONET_19_SPACE.to_tokens(arch)) == arch
+
+
+def test_explicit_cell_outputs_as_dag_py_loose_ends():
+    nasnet = named_arch("nasnet_a")
+    # dag.py NASNet_A: conv loose_ends node_1, node_3..node_7; reduc node_4..node_7.
+    assert nasnet.normal.loose_ends() == (0, 2, 3, 4, 5, 6)
+    assert nasnet.reduction.loose_ends() == (3, 4, 5, 6)
+    assert "output = concat[0, 2, 3, 4, 5, 6]" in ANY_SPACE.describe(nasnet)
+    plain = ANY_SPACE.parse(ANY_SPACE.to_string(nasnet).replace("> 0 2 3 4 5 6", ""))
+    assert plain.normal.loose_ends() == (2, 3, 4, 5, 6)
+    assert ANY_SPACE.canonical_key(plain) != ANY_SPACE.canonical_key(nasnet)
+    with pytest.raises(InvalidArchitectureError, match="no controller encoding"):
+        ANY_SPACE.to_tokens(nasnet)
+    normal, reduction = CELLS["nasnet_a"].text.split("|")
+    with pytest.raises(InvalidArchitectureError, match="separates its two cells with '|'"):
+        ANY_SPACE.parse(normal + reduction)
+    with pytest.raises(InvalidArchitectureError, match=r"outputs \[3, 2\] must be increasing"):
+        ANY_SPACE.parse(normal + "|" + reduction.replace("> 3 4 5 6", "> 3 2"))
 
 
 def test_nao_ws_cell_matches_the_published_description():
@@ -91,8 +126,8 @@ def test_load_arch_accepts_names_strings_and_best_arch_json(tmp_path):
     path.write_text(json.dumps({"space": "nao_ws", "arch": NAO_WS, "score": 0.9,
                                 "description": ""}))
     assert load_arch(str(path)) == load_arch("NAO_WS") == load_arch(NAO_WS)
-    with pytest.raises(InvalidArchitectureError, match="unknown architecture name 'enas'"):
-        load_arch("enas")
+    with pytest.raises(InvalidArchitectureError, match="unknown architecture name 'darts'"):
+        load_arch("darts")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"arch": 3}))
     with pytest.raises(InvalidArchitectureError, match="'arch' string"):

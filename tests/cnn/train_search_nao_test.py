@@ -11,7 +11,8 @@ import pytest
 from absl import flags
 
 from cnn import train_search_nao
-from cnn.search_space import NAMED_ARCHS, NAONET_SPACE
+from cnn.cells import CELLS
+from cnn.search_space import NAONET_SPACE
 from nao_tf import search_command, standalone_search
 from nao_tf.errors import DataError
 from tests import uninterrupted
@@ -75,7 +76,7 @@ def _flags(argv):
 @pytest.mark.slow
 def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     cells, errors = tmp_path / "archs", tmp_path / "valid_error_rate"
-    cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["naonet_a"] + "\n")
+    cells.write_text(CELLS["naonet"].text + "\n" + CELLS["naonet_a"].text + "\n")
     errors.write_text("0.08\n0.1\n")
     fv = _flags([f"--import_archs={cells}", f"--import_scores={errors}", "--output_dir=x"])
     pairs = train_search_nao.read_imports(fv)
@@ -84,7 +85,7 @@ def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     errors.write_text("8\n10\n")
     with pytest.raises(DataError, match=rf"{errors}:1: score 8.0 is outside \[0, 1\]"):
         train_search_nao.read_imports(fv)
-    cells.write_text(NAMED_ARCHS["naonet"] + "\n" + NAMED_ARCHS["nao_ws"] + "\n")
+    cells.write_text(CELLS["naonet"].text + "\n" + CELLS["nao_ws"].text + "\n")
     errors.write_text("0.08\n0.1\n")
     with pytest.raises(DataError, match=rf"{cells}:2: naonet: .* op 1 is not in this space"):
         train_search_nao.read_imports(fv)
@@ -111,7 +112,7 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
     evaluator = StandaloneEvaluator(train_search_nao.CifarArchTrainer(data, settings, dirs), True,
                                     ["/cpu:0"], dirs=dirs, failed_score=0.1,
                                     to_string=NAONET_SPACE.to_string, log=logs.append)
-    cell = NAONET_SPACE.parse(NAMED_ARCHS["naonet"])
+    cell = NAONET_SPACE.parse(CELLS["naonet"].text)
     recorded = []
     evaluator.evaluate([cell], 0, lambda a, s, failed=False: recorded.append(s))
     assert recorded == [0.1]

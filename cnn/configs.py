@@ -16,12 +16,27 @@ classifier dropout, aux head 0.4, no cutout, the 45k/5k search split with valida
 It sets no architecture: `cnn.train_search_nao` trains every candidate with it, and
 `train_final --config=nao_search --arch=...` trains one by hand.
 
+`naonet_a_36`, `naonet_b_36`, `naonet_a_128`, `naonet_v2_36`: the NAO_pytorch recipes
+(`NAO_V1/train_NAONet_{A_36,B_36,A_128_...}_cifar10.sh`, `NAO_V2/train_NAONet_V2_36_cifar10.sh`
+with `train_cifar.py`'s defaults) — N = 6, 600 epochs, batch 128, evaluation batch 500, one
+epoch-granular cosine 0.025 -> 0, plain momentum, classifier keep 0.6, aux head 0.4, cutout 16.
+PyTorch's `weight_decay` wd is l2_reg = wd / 2 here: V1 wd 3e-4 (5e-4 for A-128), V2 5e-4;
+drop-path keep 0.8 (0.7 for A-128). F = 36, or 128 for A-128 (which the original ran on 4 GPUs
+with the same global batch).
+
 A preset only sets defaults: flags given on the command line win.
 """
 
 from typing import Any
 
 from nao_tf.errors import NaoError
+
+# What the NAO_pytorch V1 and V2 CIFAR recipes share (`train_cifar.py` and its scripts).
+_NAO_PYTORCH: dict[str, Any] = dict(
+    num_cells=6, filters=36, epochs=600, batch_size=128, eval_batch_size=500, lr_schedule="sgdr",
+    lr_max=0.025, lr_min=0.0, t0=600, t_mul=1, nesterov=False, grad_bound=5.0,
+    drop_path_keep_prob=0.8, keep_prob=0.6, use_aux_head=True, aux_weight=0.4, cutout_size=16,
+    split="final", eval_every_epochs=1)
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "nao_ws": dict(
@@ -34,6 +49,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=600, t_mul=1, nesterov=False,
         l2_reg=2.5e-4, grad_bound=5.0, drop_path_keep_prob=0.7, keep_prob=0.6, use_aux_head=True,
         aux_weight=0.4, cutout_size=16, split="final", eval_every_epochs=1),
+    "naonet_a_36": {**_NAO_PYTORCH, "arch": "naonet_a", "l2_reg": 1.5e-4},
+    "naonet_b_36": {**_NAO_PYTORCH, "arch": "naonet_b", "l2_reg": 1.5e-4},
+    "naonet_a_128": {**_NAO_PYTORCH, "arch": "naonet_a", "filters": 128, "l2_reg": 2.5e-4,
+                     "drop_path_keep_prob": 0.7},
+    "naonet_v2_36": {**_NAO_PYTORCH, "arch": "naonet_v2", "l2_reg": 2.5e-4},
     "nao_search": dict(
         num_cells=3, filters=32, epochs=25, batch_size=128, eval_batch_size=100,
         lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=100, t_mul=1, nesterov=False,

@@ -4,7 +4,8 @@
     python -m cnn.train_final --config=nao_ws --data_dir=data/cifar-10-batches-py \
         --output_dir=runs/nao_ws_c10 [--arch=NAME|"40 ints"|best_arch.json] [flags]
 
-`--config` (nao_ws | naonet, see cnn/configs.py) sets the defaults of the original final scripts;
+`--config` (nao_ws, naonet, the NAO_pytorch naonet_a_36 / naonet_b_36 / naonet_a_128 /
+naonet_v2_36; see cnn/configs.py) sets the defaults of the original final scripts;
 flags given explicitly win. Writes into --output_dir: flags.json, checkpoints/ (every epoch),
 tensorboard/, results.json, export/ (a SavedModel for inference). Re-running the same command
 resumes from the last checkpoint; --overwrite starts fresh.
@@ -21,13 +22,14 @@ from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.run_dir import RunDir
+from cnn.configs import CONFIGS
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
 FLAG_SPECS: tuple[tuple, ...] = (
-    ("config", "", "Preset of the original final scripts: nao_ws or naonet ('' = none)."),
-    ("arch", "nao_ws", "Architecture: a name (nao_ws, naonet, naonet_a), 40 integers (normal "
-     "then reduction cell), or a best_arch.json path."),
+    ("config", "", f"Preset of an original final script: {', '.join(CONFIGS)} ('' = none)."),
+    ("arch", "nao_ws", "Architecture: a published cell's name (python -m cnn.cells lists them), "
+     "40 integers (normal then reduction cell), or a best_arch.json path."),
     ("dataset", "cifar10", "Dataset.", _DATASETS),
     ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
      "directory (unused for synthetic)."),

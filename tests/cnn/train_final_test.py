@@ -121,3 +121,24 @@ def test_config_sets_defaults_and_explicit_flags_win():
     assert (f.num_cells, f.filters, f.epochs, f.cutout_size, f.nesterov) == (6, 36, 600, 16, False)
     assert (f.drop_path_keep_prob, f.keep_prob, f.t0, f.t_mul) == (0.6, 0.8, 600, 1)
     assert f.arch == "naonet" and f.batch_size == 128
+
+
+@pytest.mark.parametrize("config, arch, filters, wd, drop_path", [
+    ("naonet_a_36", "naonet_a", 36, 3e-4, 0.8),  # NAO_V1 train_cifar.py defaults
+    ("naonet_b_36", "naonet_b", 36, 3e-4, 0.8),
+    ("naonet_a_128", "naonet_a", 128, 5e-4, 0.7),  # train_NAONet_A_128_cifar10_4cards.sh
+    ("naonet_v2_36", "naonet_v2", 36, 5e-4, 0.8),  # NAO_V2 train_cifar.py defaults
+])
+def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, drop_path):
+    from cnn.cells import load_arch
+
+    f = _flags(train_final, [f"--config={config}"])
+    train_final.apply_config(f)
+    assert (f.arch, f.num_cells, f.filters, f.epochs, f.batch_size) == (arch, 6, filters, 600, 128)
+    # PyTorch's weight_decay wd adds wd * w to the gradient; l2_reg * sum(w^2) adds 2 * l2_reg * w.
+    assert f.l2_reg == pytest.approx(wd / 2)
+    assert (f.drop_path_keep_prob, f.keep_prob, f.cutout_size, f.aux_weight) == \
+        (drop_path, 0.6, 16, 0.4)
+    assert (f.lr_schedule, f.lr_max, f.lr_min, f.t0, f.t_mul, f.nesterov) == \
+        ("sgdr", 0.025, 0.0, 600, 1, False)
+    load_arch(f.arch)

@@ -5,7 +5,8 @@
     scripts/train_search.sh cnn --mode=nao --config=smoke --output_dir=runs/nao_smoke
 
 The original's manual pipeline (`NAO/README.md`, 11 steps) as one resumable command: a pool of
-random cells in the NAONet space (11 ops), each trained from scratch with the original
+random cells in the NAONet space (`--space=naonet`: NAO_pytorch's 11 ops; `naonet_19`: the TF
+release's 19), each trained from scratch with the original
 search-phase schedule (`--config` defaults = the `nao_search` preset of cnn/configs.py: N = 3,
 F = 32, 25 epochs on the 45k/5k split, validation every epoch); its score is the best validation
 accuracy. The controller (the TF original's non-weight-sharing EPD: embedding 32, LSTM 96, linear
@@ -42,7 +43,7 @@ from cnn.configs import CONFIGS
 from cnn.data import CifarData, steps_per_epoch
 from cnn.fit import RESULTS_FILE, LoopConfig, fit
 from cnn.model import NASNetwork, count_params
-from cnn.search_space import NAONET_SPACE, CellArch, cell_graphs
+from cnn.search_space import NAONET_19_SPACE, NAONET_SPACE, SPACES, CellArch, cell_graphs
 from cnn.training import OptimConfig, Trainer
 from nao_tf import cli, standalone_search
 from nao_tf.divergence import divergence
@@ -114,7 +115,7 @@ def read_imports(fv: flags.FlagValues) -> list[tuple[CellArch, float]]:
     if not fv.import_archs:
         return []
     convert = (lambda e: 1.0 - e) if fv.import_score_kind == "error" else None
-    return read_imported(NAONET_SPACE, fv.import_archs, fv.import_scores, convert=convert,
+    return read_imported(SPACES[fv.space], fv.import_archs, fv.import_scores, convert=convert,
                          check=_check_fraction)
 
 
@@ -221,7 +222,7 @@ def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
 
 _SCHEDULE = CONFIGS["nao_search"]
 TASK = standalone_search.StandaloneTask(
-    name="cnn", space=NAONET_SPACE,
+    name="cnn", space=NAONET_SPACE, spaces={s.name: s for s in (NAONET_SPACE, NAONET_19_SPACE)},
     flags=[(name, _SCHEDULE[name], text) for name, text in SCHEDULE_FLAGS] + list(TASK_FLAGS),
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD.

@@ -61,7 +61,9 @@ class StandaloneTask:
     `setup(fv, settings, data, dirs)` runs after the run directory is recorded (it may write
     there, e.g. a generated corpus).
     `read_imports(fv)` reads --import_archs/--import_scores ([] when not given). `controller`:
-    the `ControllerConfig` fields of the task's original controller."""
+    the `ControllerConfig` fields of the task's original controller. `spaces`: when the task
+    offers several spaces, all of them by name (`space` among them, the default), chosen by
+    `--space`."""
 
     name: str
     space: SearchSpace
@@ -77,11 +79,20 @@ class StandaloneTask:
     scratch: Sequence[str] = ()
     graphs: Callable | None = None
     final_command: str = ""
+    spaces: Mapping[str, SearchSpace] = dataclasses.field(default_factory=dict)
+
+    def chosen_space(self, fv: flags.FlagValues) -> SearchSpace:
+        """The space of `--space`, or the task's only one."""
+        return self.spaces[fv.space] if self.spaces else self.space
 
 
 def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
-    """`--config` (the task's presets), the task's flags, `SEARCH_FLAGS` and the loop's."""
-    search_command.define_flags(task.presets, task.flags, SEARCH_FLAGS, DEFAULTS, fv)
+    """`--config` (the task's presets), `--space` (when the task offers several), the task's
+    flags, `SEARCH_FLAGS` and the loop's."""
+    space_flag = [("space", task.space.name, "Search space.", list(task.spaces))] if task.spaces \
+        else []
+    search_command.define_flags(task.presets, [*space_flag, *task.flags], SEARCH_FLAGS, DEFAULTS,
+                                fv)
 
 
 def check_flags(fv: flags.FlagValues) -> None:
@@ -102,14 +113,15 @@ def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
     devices = parse_devices(fv.devices)
     RunDir(fv.output_dir, task.identity, SETTINGS_FILE).prepare(settings, fv.overwrite)
 
-    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), task.space.to_string,
+    space = task.chosen_space(fv)
+    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string,
                     scratch=task.scratch)
     setup = task.setup(fv, settings, data, dirs)
     cli.say(f"NAO (no weight sharing), {task.name}: {setup.summary}; devices: "
             f"{', '.join(devices)}")
     evaluator = StandaloneEvaluator(
         setup.train, higher_is_better=task.higher_is_better, devices=devices, dirs=dirs,
-        failed_score=setup.failed_score, to_string=task.space.to_string, log=cli.say)
+        failed_score=setup.failed_score, to_string=space.to_string, log=cli.say)
     controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
@@ -117,13 +129,13 @@ def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
         lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
         symmetry=False, seed=fv.seed, **search_extra)
     controller = ControllerConfig.for_space(
-        task.space, **{**task.controller, "batch_size": fv.controller_batch_size, "seed": fv.seed,
+        space, **{**task.controller, "batch_size": fv.controller_batch_size, "seed": fv.seed,
                        **controller_extra})
-    search = NAOSearch(task.space, evaluator, config, controller, fv.output_dir, log=cli.say,
+    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=cli.say,
                        save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)
     result = search.run()
     cli.say(f"best architecture ({task.score_name} {result.best_score:.6g}, {result.evaluated} "
-            f"trained or imported):\n{task.space.describe(result.best_arch)}\n"
+            f"trained or imported):\n{space.describe(result.best_arch)}\n"
             f"written to {os.path.join(fv.output_dir, 'best_arch.json')}"
             + (f"; train it with {task.final_command} --arch=<that file>"
                if task.final_command else ""))

@@ -118,3 +118,21 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
     assert recorded == [0.1]
     assert any(reason in line for line in logs), logs
     assert json.loads((dirs.path(cell) / "score.json").read_text())["diverged"]
+
+
+def test_space_flag_searches_the_tf_release_space(tmp_path):
+    """`--space=naonet_19`: cells with the TF release's extra ops are imported, scored and
+    recorded in that space (imports only: nothing trains)."""
+    cells, scores = tmp_path / "archs", tmp_path / "scores"
+    cells.write_text(CELLS["amoebanet_b"].text + "\n" + CELLS["amoebanet_a"].text + "\n")
+    scores.write_text("0.05\n0.04\n")
+    fv = _flags(["--config=smoke", f"--output_dir={tmp_path / 'run'}", "--space=naonet_19",
+                 "--seed_archs=2", "--iterations=0", f"--import_archs={cells}",
+                 f"--import_scores={scores}"])
+    result = standalone_search.run(train_search_nao.TASK, fv)
+    assert result.best_arch == CELLS["amoebanet_a"].arch  # error 0.04: accuracy 0.96
+    best = json.loads((tmp_path / "run" / "best_arch.json").read_text())
+    assert best["space"] == "naonet_19" and best["score"] == pytest.approx(0.96)
+    with pytest.raises(DataError, match="naonet: normal cell, node 2, branch 1: op 0 is not in"):
+        train_search_nao.read_imports(_flags([f"--import_archs={cells}",
+                                              f"--import_scores={scores}", "--output_dir=x"]))

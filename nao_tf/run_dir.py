@@ -133,6 +133,7 @@ def restore(checkpoint: tf.train.Checkpoint, path: str | os.PathLike, exact: boo
     try:
         status = checkpoint.read(path)
         status.assert_consumed() if exact else status.assert_existing_objects_matched()
+        status.expect_partial()  # what is left over was allowed: no warnings about it at exit
     except Exception as err:  # noqa: BLE001 -- damaged files fail in many ways inside the reader
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise StateError(f"checkpoint {path} cannot be restored ({reason}); {fix}") from None

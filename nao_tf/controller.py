@@ -14,13 +14,22 @@ Paper notation -> code:
                step in the continuous space that generates better architectures)
 
 Attention is the TF original's normalised Bahdanau (context of step t-1 fed with the input of step
-t, LSTM output projected to the vocabulary) or, with `attention="dot"`, the PyTorch NAO-WS/rnn
-controller's Luong-style dot product (tanh(W [context; h]) projected). Dropout is stateless: its masks are a
-function of an explicit `seed` tensor, so a resumed run draws the same masks as an uninterrupted
-one. The controller always runs in float32.
+t, LSTM output projected to the vocabulary; with several decoder layers, the bottom layer's new
+context is fed to every upper layer, as TF's GNMT `AttentionMultiCell` of the original) or, with
+`attention="dot"`, the PyTorch NAO-WS/rnn controller's Luong-style dot product (tanh(W [context;
+h]) projected). Dropout is stateless: its masks are a function of an explicit `seed` tensor, so a
+resumed run draws the same masks as an uninterrupted one. The controller always runs in float32.
+
+Two styles (`STYLES`, `ControllerConfig.with_style`): "tf", the TF originals' controller (uniform
++-0.1 initialisers, LSTM forget-gate bias +1, encoder dropout on every LSTM layer's outputs, weight
+decay in the loss, so clipped with the rest of the gradient), and "pytorch", the PyTorch NAO-WS/rnn
+and NAO/rnn controller (PyTorch's default initialisers, no forget bias, the predictor's
+uniform +-0.04 and zero biases, encoder dropout on the token embeddings and between LSTM layers,
+Adam's L2 weight decay added after the gradient is clipped).
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -29,6 +38,12 @@ import tensorflow as tf
 from nao_tf.search_space import SearchSpace
 
 ATTENTIONS = ("bahdanau", "dot")
+INITS = ("tf", "pytorch")
+DROPOUT_SITES = ("outputs", "embeddings")
+STYLES: dict[str, dict] = {
+    "tf": dict(init="tf", encoder_dropout_site="outputs", decay_after_clip=False),
+    "pytorch": dict(init="pytorch", encoder_dropout_site="embeddings", decay_after_clip=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +63,8 @@ class ControllerConfig:
     loss, mean over ordered pairs (i, j) of a batch slice with s_i > s_j of
     log(1 + exp(-(z_i - z_j))), z the predictor's logit (its output before the sigmoid). w = 0 is
     the original's MSE.
+    `init`, `encoder_dropout_site`, `decay_after_clip`: the TF or the PyTorch originals' way (see
+    the module docstring and `STYLES`).
     """
 
     vocab_size: int
@@ -70,6 +87,9 @@ class ControllerConfig:
     batch_shards: int = 2
     predictor_heads: int = 1
     ranking_weight: float = 0.0
+    init: str = "tf"
+    encoder_dropout_site: str = "outputs"
+    decay_after_clip: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -85,6 +105,9 @@ class ControllerConfig:
             raise ValueError(f"predictor_heads must be at least 1, got {self.predictor_heads}")
         if not 0.0 <= self.ranking_weight <= 1.0:
             raise ValueError(f"ranking_weight must be in [0, 1], got {self.ranking_weight}")
+        if self.init not in INITS or self.encoder_dropout_site not in DROPOUT_SITES:
+            raise ValueError(f"init must be one of {INITS} and encoder_dropout_site one of "
+                             f"{DROPOUT_SITES}, got {self.init!r}, {self.encoder_dropout_site!r}")
 
     @property
     def fold(self) -> int:
@@ -103,7 +126,7 @@ class ControllerConfig:
 
 
 # Options added after the first release, omitted from `to_dict` while at these defaults.
-OPTIONAL_DEFAULTS = {"predictor_heads": 1, "ranking_weight": 0.0}
+OPTIONAL_DEFAULTS = {"predictor_heads": 1, "ranking_weight": 0.0, **STYLES["tf"]}
 
 
 def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
@@ -142,9 +165,9 @@ class DotAttention(keras.layers.Layer):
 
     The query may be one step [B, H] or all steps [B, L, H]."""
 
-    def __init__(self, units: int, seed: int, **kwargs):
+    def __init__(self, units: int, dense_init: dict, **kwargs):
         super().__init__(**kwargs)
-        self.combine = keras.layers.Dense(units, activation="tanh", kernel_initializer=_uniform(seed))
+        self.combine = keras.layers.Dense(units, activation="tanh", **dense_init)
 
     def keys(self, memory: tf.Tensor) -> tf.Tensor:
         return memory
@@ -158,8 +181,45 @@ class DotAttention(keras.layers.Layer):
         return self.combine(tf.concat([context, query], axis=-1))
 
 
-def _uniform(seed: int) -> keras.initializers.Initializer:
-    return keras.initializers.RandomUniform(-0.1, 0.1, seed=seed)
+def _uniform(seed: int, limit: float = 0.1) -> keras.initializers.Initializer:
+    return keras.initializers.RandomUniform(-limit, limit, seed=seed)
+
+
+class Initializers:
+    """The initialisers of one style (`ControllerConfig.init`), by role. "tf": every weight
+    uniform(-0.1, 0.1), biases zero, LSTM forget bias +1. "pytorch": PyTorch's defaults -- an
+    embedding N(0, 1); an LSTM's weights uniform(+-1/sqrt(H)) and its bias the sum of PyTorch's two
+    such biases; a linear layer's weight and bias uniform(+-1/sqrt(fan_in)) -- except the
+    predictor's explicit uniform(+-0.04) weights and zero biases (`NAO-WS/rnn/encoder`)."""
+
+    def __init__(self, init: str, seeds):
+        self.pytorch, self.seeds = init == "pytorch", seeds
+
+    def embedding(self):
+        seed = next(self.seeds)
+        return keras.initializers.RandomNormal(0.0, 1.0, seed=seed) if self.pytorch else \
+            _uniform(seed)
+
+    def lstm(self, units: int) -> tuple[keras.initializers.Initializer, object, float]:
+        """(kernel initialiser, bias initialiser, forget bias)."""
+        seed = next(self.seeds)
+        if not self.pytorch:
+            return _uniform(seed), "zeros", 1.0
+        limit = 1.0 / np.sqrt(units)
+        first, second = _uniform(seed + 500_000, limit), _uniform(seed + 700_000, limit)
+        return _uniform(seed, limit), lambda shape, dtype=None: (first(shape, dtype)
+                                                                 + second(shape, dtype)), 0.0
+
+    def linear(self, fan_in: int, predictor: bool = False) -> dict:
+        """Keyword arguments of a `keras.layers.Dense` reading `fan_in` features."""
+        seed = next(self.seeds)
+        if not self.pytorch:
+            return dict(kernel_initializer=_uniform(seed))
+        if predictor:
+            return dict(kernel_initializer=_uniform(seed, 0.04))
+        limit = 1.0 / np.sqrt(fan_in)
+        return dict(kernel_initializer=_uniform(seed, limit),
+                    bias_initializer=_uniform(seed + 500_000, limit))
 
 
 class FusedLSTM(keras.layers.Layer):
@@ -167,12 +227,13 @@ class FusedLSTM(keras.layers.Layer):
     clipping). The forward pass is TensorFlow's fused `BlockLSTM` kernel (one op for a whole
     sequence); the backward pass of a sequence is `block_lstm_backward`."""
 
-    def __init__(self, units: int, input_size: int, seed: int, **kwargs):
+    def __init__(self, units: int, input_size: int, initializers: tuple, **kwargs):
         super().__init__(**kwargs)
+        kernel_init, bias_init, self.forget_bias = initializers
         self.units = units
         self.kernel = self.add_weight(name="kernel", shape=(input_size + units, 4 * units),
-                                      initializer=_uniform(seed))
-        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer="zeros")
+                                      initializer=kernel_init)
+        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer=bias_init)
 
     def run(self, inputs: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
         """inputs [T, B, in] (time-major), state (h, c) -> (outputs [T, B, H], final (h, c)).
@@ -180,29 +241,38 @@ class FusedLSTM(keras.layers.Layer):
         A single step (the Bahdanau decoder, decoding) keeps `BlockLSTM`'s registered gradient:
         it has no per-step products to batch, and is cheaper to trace."""
         if inputs.shape[0] == 1:
-            out = _block_lstm_forward(inputs, state[0], state[1], self.kernel.value, self.bias.value)
+            out = _block_lstm_forward(inputs, state[0], state[1], self.kernel.value,
+                                      self.bias.value, self.forget_bias)
             return out.h, (out.h[-1], out.cs[-1])
-        outputs, h, c = _block_lstm(inputs, state[0], state[1], self.kernel.value, self.bias.value)
+        outputs, h, c = _block_lstm(self.forget_bias)(inputs, state[0], state[1],
+                                                      self.kernel.value, self.bias.value)
         return outputs, (h, c)
 
 
-def _block_lstm_forward(x, h0, c0, kernel, bias):
+def _block_lstm_forward(x, h0, c0, kernel, bias, forget_bias: float):
     no_peephole = tf.zeros([kernel.shape[1] // 4])
     return tf.raw_ops.BlockLSTM(
         seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=c0, h_prev=h0, w=kernel,
-        wci=no_peephole, wcf=no_peephole, wco=no_peephole, b=bias, forget_bias=1.0,
+        wci=no_peephole, wcf=no_peephole, wco=no_peephole, b=bias, forget_bias=forget_bias,
         cell_clip=-1.0, use_peephole=False)
 
 
-@tf.custom_gradient
-def _block_lstm(x, h0, c0, kernel, bias):
-    """(outputs h_1..T, h_T, c_T) of `BlockLSTM`, with `block_lstm_backward` as its gradient."""
-    out = _block_lstm_forward(x, h0, c0, kernel, bias)
+@functools.cache
+def _block_lstm(forget_bias: float):
+    """(outputs h_1..T, h_T, c_T) of `BlockLSTM`, with `block_lstm_backward` as its gradient (the
+    saved gate activations already hold the forget bias)."""
 
-    def grad(d_outputs, d_h_last, d_c_last):
-        return block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last, d_c_last)
+    @tf.custom_gradient
+    def block_lstm(x, h0, c0, kernel, bias):
+        out = _block_lstm_forward(x, h0, c0, kernel, bias, forget_bias)
 
-    return (out.h, out.h[-1], out.cs[-1]), grad
+        def grad(d_outputs, d_h_last, d_c_last):
+            return block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last,
+                                       d_c_last)
+
+        return (out.h, out.h[-1], out.cs[-1]), grad
+
+    return block_lstm
 
 
 def block_lstm_backward(x, h0, c0, kernel, bias, out, d_outputs, d_h_last, d_c_last):
@@ -253,33 +323,39 @@ class Controller(keras.Model):
         self.token_mask = token_mask
         self._logit_bias = tf.constant(np.where(token_mask, 0.0, -np.inf), tf.float32)
         seeds = iter(range(c.seed * 1000, c.seed * 1000 + 1000))
+        inits = Initializers(c.init, seeds)
         self.encoder_embedding = keras.layers.Embedding(
-            c.vocab_size, c.emb_size, embeddings_initializer=_uniform(next(seeds)), name="enc_emb")
+            c.vocab_size, c.emb_size, embeddings_initializer=inits.embedding(), name="enc_emb")
         self.encoder_layers = [
             FusedLSTM(c.hidden_size, c.fold * c.emb_size if i == 0 else c.hidden_size,
-                      seed=next(seeds), name=f"enc_lstm_{i}") for i in range(c.encoder_layers)]
-        self.mlp, self.regressor = self._predictor_head(seeds, "")
+                      inits.lstm(c.hidden_size), name=f"enc_lstm_{i}")
+            for i in range(c.encoder_layers)]
+        self.mlp, self.regressor = self._predictor_head(inits, "")
         self.decoder_embedding = keras.layers.Embedding(
-            c.vocab_size, c.hidden_size, embeddings_initializer=_uniform(next(seeds)), name="dec_emb")
-        feeds_context = c.attention == "bahdanau"
+            c.vocab_size, c.hidden_size, embeddings_initializer=inits.embedding(), name="dec_emb")
+        feeds_context = c.attention == "bahdanau"  # every layer reads [input; context]
         self.decoder_layers = [
-            FusedLSTM(c.hidden_size, 2 * c.hidden_size if i == 0 and feeds_context else c.hidden_size,
-                      seed=next(seeds), name=f"dec_lstm_{i}") for i in range(c.decoder_layers)]
-        attention_cls = NormalizedBahdanauAttention if feeds_context else DotAttention
-        self.attention = attention_cls(c.hidden_size, seed=next(seeds), name="attention")
-        self.projection = keras.layers.Dense(c.vocab_size, kernel_initializer=_uniform(next(seeds)),
+            FusedLSTM(c.hidden_size, 2 * c.hidden_size if feeds_context else c.hidden_size,
+                      inits.lstm(c.hidden_size), name=f"dec_lstm_{i}")
+            for i in range(c.decoder_layers)]
+        self.attention = (NormalizedBahdanauAttention(c.hidden_size, seed=next(seeds),
+                                                      name="attention") if feeds_context else
+                          DotAttention(c.hidden_size, inits.linear(2 * c.hidden_size),
+                                       name="attention"))
+        self.projection = keras.layers.Dense(c.vocab_size, **inits.linear(c.hidden_size),
                                              name="projection")
         if c.predictor_heads > 1:  # head 0 is `mlp` + `regressor`, as in a one-head controller
-            self.extra_heads = [self._predictor_head(seeds, f"head{k}_")
+            self.extra_heads = [self._predictor_head(inits, f"head{k}_")
                                 for k in range(1, c.predictor_heads)]
         self._build_all()
 
-    def _predictor_head(self, seeds, prefix: str) -> tuple[list[keras.layers.Dense], keras.layers.Dense]:
+    def _predictor_head(self, inits: Initializers,
+                        prefix: str) -> tuple[list[keras.layers.Dense], keras.layers.Dense]:
         c = self.config
         mlp = [keras.layers.Dense(c.mlp_hidden, activation="relu", name=f"{prefix}mlp_{i}",
-                                  kernel_initializer=_uniform(next(seeds)))
+                                  **inits.linear(0, predictor=True))
                for i in range(c.mlp_layers)]
-        return mlp, keras.layers.Dense(1, kernel_initializer=_uniform(next(seeds)),
+        return mlp, keras.layers.Dense(1, **inits.linear(0, predictor=True),
                                        name=f"{prefix}regressor")
 
     @property
@@ -296,15 +372,19 @@ class Controller(keras.Model):
     def encode(self, tokens: tf.Tensor, training: bool, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """E(x): returns (per-step normalised outputs [B, T, H], embedding e_x [B, H])."""
         c = self.config
+        fold_in = tf.random.experimental.stateless_fold_in
         x = self.encoder_embedding(tokens)
+        on_embeddings = c.encoder_dropout_site == "embeddings"
+        if training and on_embeddings:
+            x = dropout(x, c.encoder_dropout, fold_in(seed, 0))
         x = tf.transpose(tf.reshape(x, [-1, c.encoder_length, c.fold * c.emb_size]), [1, 0, 2])
         zeros = tf.zeros([tf.shape(x)[1], c.hidden_size])
-        for layer in self.encoder_layers:
+        for i, layer in enumerate(self.encoder_layers):
             x, _ = layer.run(x, (zeros, zeros))
-        outputs = tf.transpose(x, [1, 0, 2])
-        if training:
-            outputs = dropout(outputs, c.encoder_dropout, tf.random.experimental.stateless_fold_in(seed, 1))
-        outputs = tf.math.l2_normalize(outputs, axis=-1)
+            # TF: dropout on every layer's outputs; PyTorch's nn.LSTM: between layers only.
+            if training and (not on_embeddings or i < c.encoder_layers - 1):
+                x = dropout(x, c.encoder_dropout, fold_in(seed, 1 + i))
+        outputs = tf.math.l2_normalize(tf.transpose(x, [1, 0, 2]), axis=-1)
         return outputs, self.pool(outputs)
 
     @staticmethod
@@ -338,20 +418,29 @@ class Controller(keras.Model):
 
     # Decoder.
 
+    def _bahdanau_step(self, x, states, context, memory, keys):
+        """One step of the TF original's decoder: the bottom layer reads [x; context of the last
+        step]; its output gives the new context, which every upper layer reads beside the output
+        of the layer below (GNMT's `AttentionMultiCell`). Returns (top output, states, context)."""
+        h, state = self.decoder_layers[0].run(tf.concat([x, context], axis=-1)[None], states[0])
+        new_states = [state]
+        context = self.attention(h[0], memory, keys)
+        for layer, state in zip(self.decoder_layers[1:], states[1:]):
+            h, state = layer.run(tf.concat([h[0], context], axis=-1)[None], state)
+            new_states.append(state)
+        return h[0], new_states, context
+
     def _decoder_step(self, prev_token, states, attention_in, memory, keys):
         """One decoder step; returns (logits, new states, attention input for the next step)."""
-        h = self.decoder_embedding(prev_token)
+        x = self.decoder_embedding(prev_token)
         if self.config.attention == "bahdanau":
-            h = tf.concat([h, attention_in], axis=-1)
-        h = h[None]
-        new_states = []
+            h, new_states, context = self._bahdanau_step(x, states, attention_in, memory, keys)
+            return self.projection(h), new_states, context
+        h, new_states = x[None], []
         for layer, state in zip(self.decoder_layers, states):
             h, state = layer.run(h, state)
             new_states.append(state)
-        h = h[0]
-        if self.config.attention == "bahdanau":
-            return self.projection(h), new_states, self.attention(h, memory, keys)
-        return self.projection(self.attention(h, memory, keys)), new_states, attention_in
+        return self.projection(self.attention(h[0], memory, keys)), new_states, attention_in
 
     def _initial_decoder_state(self, embedding):
         """(h, c) = (e_x, e_x) in every decoder layer; no attention context yet."""
@@ -371,14 +460,9 @@ class Controller(keras.Model):
             return self.projection(self.attention(tf.transpose(h, [1, 0, 2]), outputs, keys))
         hidden = []
         for t in range(self.config.source_length):
-            h = tf.concat([inputs[:, t], attention_in], axis=-1)[None]
-            new_states = []
-            for layer, state in zip(self.decoder_layers, states):
-                h, state = layer.run(h, state)
-                new_states.append(state)
-            states = new_states
-            attention_in = self.attention(h[0], outputs, keys)
-            hidden.append(h[0])
+            h, states, attention_in = self._bahdanau_step(inputs[:, t], states, attention_in,
+                                                          outputs, keys)
+            hidden.append(h)
         return self.projection(tf.stack(hidden, axis=1))
 
     def greedy_decode(self, outputs: tf.Tensor, embedding: tf.Tensor) -> tf.Tensor:

@@ -82,9 +82,11 @@ class ControllerTrainer:
         self.model = model
         c = model.config
         self.augment = augment
-        # epsilon 1e-8: TF1's AdamOptimizer and PyTorch's Adam (Keras defaults to 1e-7).
-        self.optimizer = keras.optimizers.Adam(c.learning_rate, epsilon=1e-8,
-                                               global_clipnorm=c.max_gradient_norm)
+        # epsilon 1e-8: TF1's AdamOptimizer and PyTorch's Adam (Keras defaults to 1e-7). With
+        # `decay_after_clip` the step clips the data gradient itself.
+        self.optimizer = keras.optimizers.Adam(
+            c.learning_rate, epsilon=1e-8,
+            global_clipnorm=None if c.decay_after_clip else c.max_gradient_norm)
         build_optimizer(self.optimizer, model.trainable_variables)
         batch = [tf.TensorSpec([c.batch_size, c.source_length], tf.int32),
                  tf.TensorSpec([c.batch_size], tf.float32)]
@@ -119,7 +121,9 @@ class ControllerTrainer:
 
     def _train_step(self, tokens: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
         """One Adam step on the batch: its slices' gradients (computed concurrently) summed, plus
-        the weight decay's."""
+        the weight decay's, then clipped to the global norm `max_gradient_norm`; with
+        `decay_after_clip` (PyTorch's Adam `weight_decay`) the data gradient alone is clipped and
+        the decay's added after."""
         c = self.model.config
         variables = self.model.trainable_variables
         seed = tf.stack([tf.constant(c.seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
@@ -131,8 +135,11 @@ class ControllerTrainer:
                          / (c.batch_size * c.source_length))
         l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables]) / 2.0
         loss = c.trade_off * predictor_loss + (1.0 - c.trade_off) * cross_entropy + c.weight_decay * l2
-        gradients = [tf.add_n(shard_gradients) + c.weight_decay * v
-                     for v, *shard_gradients in zip(variables, *(g for _, _, g in shards))]
+        gradients = [tf.add_n(shard_gradients)
+                     for shard_gradients in zip(*(g for _, _, g in shards))]
+        if c.decay_after_clip:
+            gradients, _ = tf.clip_by_global_norm(gradients, c.max_gradient_norm)
+        gradients = [g + c.weight_decay * v for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(zip(gradients, variables))
         return {"loss": loss, "predictor_loss": predictor_loss, "cross_entropy": cross_entropy}
 

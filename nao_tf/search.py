@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from nao_tf import io
-from nao_tf.controller import Controller, ControllerConfig
+from nao_tf.controller import STYLES, Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.draw import CellGraph, render_png, to_dot
 from nao_tf.errors import DataError, NaoError, StateError
@@ -152,6 +152,10 @@ CONTROLLER_OPTION_FLAGS: tuple[tuple, ...] = (
      "top-k cells besides the decoded ones (predictor-guided local search); 0 = the original."),
     ("beam_width", 0, "Decode new architectures with a beam search of this width (the TF "
      "original's predict_beam_width); 0 = greedy, the default of both originals."),
+    ("controller_style", "", "tf: the TF originals' controller (uniform +-0.1 init, forget bias "
+     "+1, encoder dropout on LSTM outputs, weight decay clipped with the gradient); pytorch: the "
+     "PyTorch RNN originals' (PyTorch's default init, dropout on the token embeddings, weight "
+     "decay added after clipping); '' = the task's original.", ["", *STYLES]),
 )
 
 
@@ -159,6 +163,7 @@ def controller_options(values: Callable[[str], object]) -> tuple[dict, dict]:
     """(ControllerConfig keywords, SearchConfig keywords) of `CONTROLLER_OPTION_FLAGS`, read with
     `values(name)` (e.g. `lambda name: FLAGS[name].value`)."""
     controller = {name: values(name) for name in ("predictor_heads", "ranking_weight")}
+    controller.update(STYLES.get(values("controller_style"), {}))
     search = {name: values(name)
               for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
     return controller, search

@@ -28,6 +28,7 @@ import keras
 from absl import flags
 
 from nao_tf import cli, weight_sharing_search
+from nao_tf.controller import STYLES
 from nao_tf.distribute import strategy_for_batch
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
@@ -178,13 +179,14 @@ def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
 
 
 def controller(fv: flags.FlagValues) -> dict[str, Any]:
-    """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0)."""
+    """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0, PyTorch's
+    initialisers, dropout and weight decay: `nao_tf.controller.STYLES`)."""
     p = params(fv)
     return dict(emb_size=p.controller_emb, hidden_size=p.controller_hidden, encoder_layers=1,
                 decoder_layers=1, mlp_layers=p.controller_mlp_layers,
                 mlp_hidden=p.controller_mlp_hidden, encoder_dropout=0.1, mlp_dropout=0.0,
                 attention="dot", trade_off=0.8, weight_decay=1e-4,
-                learning_rate=p.controller_lr, max_gradient_norm=5.0)
+                learning_rate=p.controller_lr, max_gradient_norm=5.0, **STYLES["pytorch"])
 
 
 TASK = weight_sharing_search.WeightSharingTask(

@@ -1,5 +1,6 @@
 """The controller on a synthetic space whose score function is known (defined here)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -137,9 +138,11 @@ def test_save_restore_is_bit_exact(trained, tmp_path):
     np.testing.assert_array_equal(trainer.train_step(*batch)["loss"], restored.train_step(*batch)["loss"])
 
 
-def test_lstm_backward_matches_tensorflows_block_lstm_gradient():
+@pytest.mark.parametrize("forget_bias", [1.0, 0.0])  # TF's LSTMCell, PyTorch's nn.LSTM
+def test_lstm_backward_matches_tensorflows_block_lstm_gradient(forget_bias):
     """The hand-written backward pass equals the registered gradient of `BlockLSTM`."""
-    layer = FusedLSTM(units=8, input_size=6, seed=3)
+    layer = FusedLSTM(8, 6, (keras.initializers.RandomUniform(-0.1, 0.1, seed=3), "zeros",
+                             forget_bias))
     layer.bias.assign(tf.random.stateless_uniform([32], [0, 1], -0.5, 0.5))
     x = tf.random.stateless_normal([7, 5, 6], [0, 2])
     h0, c0 = tf.random.stateless_normal([5, 8], [0, 3]), tf.random.stateless_normal([5, 8], [0, 4])
@@ -155,7 +158,7 @@ def test_lstm_backward_matches_tensorflows_block_lstm_gradient():
         zeros = tf.zeros([8])
         out = tf.raw_ops.BlockLSTM(seq_len_max=tf.constant(7, tf.int64), x=x, cs_prev=c0, h_prev=h0,
                                    w=layer.kernel, wci=zeros, wcf=zeros, wco=zeros, b=layer.bias,
-                                   forget_bias=1.0, cell_clip=-1.0, use_peephole=False)
+                                   forget_bias=forget_bias, cell_clip=-1.0, use_peephole=False)
         reference = loss(out.h, out.h[-1], out.cs[-1])
     np.testing.assert_allclose(ours, reference, rtol=1e-6)
     sources = [x, h0, c0, layer.kernel, layer.bias]

@@ -13,7 +13,8 @@ so one trace serves every architecture.
 Inside a cell (as the original supernet, `NAO-WS/cnn/model_search.py`, and the PyTorch V1 port):
   * the cell inputs are calibrated as in the fixed network (h[i-2]: ReLU + factorized reduce when
     spatially larger, else ReLU-1x1-BN when its width differs; h[i-1]: ReLU-1x1-BN when its width
-    differs, then always one more ReLU-1x1-BN);
+    differs, then always one more ReLU-1x1-BN, the fixed network's `layer_base`; with
+    `base_conv=False` that last one is left out, as both original supernets do);
   * each branch selects its input node, then its op; the separable convolutions (and their batch
     norms) and the stride-2 identity's factorized reduction keep one weight row per possible input
     node, gathered by the input index: weights belong to (cell, node, branch, op, input);
@@ -21,10 +22,12 @@ Inside a cell (as the original supernet, `NAO-WS/cnn/model_search.py`, and the P
     weight rows belong to the node indices, and BN, so every cell is F wide. The unused set depends
     on the architecture: used nodes are multiplied by 0 before the conv, which is the original's
     gather of the unused rows with fixed shapes;
-  * reduction cells are real stride-2 cells (as the PyTorch V1 supernet and the fixed network):
-    ops reading a cell input have stride 2, ops reading a node stride 1, unused cell inputs are
-    factorized-reduced before the concatenation. (The TF supernet instead runs a stride-1 cell on
-    two reductions of h[i-1] and drops h[i-2]; see docs/differences.md.)
+  * reduction cells (`reduction="stride2"`) are real stride-2 cells (as the PyTorch V1 supernet
+    and the fixed network): ops reading a cell input have stride 2, ops reading a node stride 1,
+    unused cell inputs are factorized-reduced before the concatenation. `reduction="tf"` is the
+    TF supernet's way: r = FR(h[i-1]) (a factorized reduction, no ReLU), then a stride-1 cell with
+    the reduction cell's architecture on (h[i-1], r), whose h[i-1] is calibrated by ReLU + FR;
+    h[i-2] is dropped, and the next cell reads (r, this cell's output);
   * every batch norm uses the batch's statistics, in training and when scoring (as the original
     supernet); the moving averages kept by the stem's, the calibrations' and the aux head's batch
     norms are never read.
@@ -54,6 +57,7 @@ from cnn.search_space import (
 NUM_OPS = len(NAO_WS_OPS)  # sep3, sep5, avg3, max3, identity
 SEP_SIZES = (3, 5)
 OP_SELECTIONS = ("switch", "select")
+REDUCTIONS = ("stride2", "tf")
 NUM_STATES = NUM_CELL_INPUTS + NUM_NODES  # 7
 
 
@@ -222,7 +226,8 @@ class SuperCell(keras.layers.Layer):
     """One normal or reduction cell of width `filters` holding every candidate of every branch."""
 
     def __init__(self, filters: int, reduction: bool, input_channels: tuple[int, int],
-                 input0_larger: bool, functions: "OpFunctions", **kwargs):
+                 input0_larger: bool, functions: "OpFunctions", base_conv: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters, self.reduction, self.functions = filters, reduction, functions
         self.layout = functions.layout
@@ -236,7 +241,7 @@ class SuperCell(keras.layers.Layer):
         self.relu_before_reduce = input0_larger
         self.calibrate1 = (ops.ReLUConvBN(filters, 1, 1, name="calibrate1")
                            if c1 != filters else None)
-        self.base1 = ops.ReLUConvBN(filters, 1, 1, name="base1")
+        self.base1 = ops.ReLUConvBN(filters, 1, 1, name="base1") if base_conv else None
         if reduction:
             self.reduce_output0 = ops.FactorizedReduce(filters, name="reduce_output0")
             self.reduce_output1 = ops.FactorizedReduce(filters, name="reduce_output1")
@@ -293,7 +298,7 @@ class SuperCell(keras.layers.Layer):
             h0 = self.calibrate0(tf.nn.relu(h0) if self.relu_before_reduce else h0, training=True)
         if self.calibrate1 is not None:
             h1 = self.calibrate1(h1, training=True)
-        states = [h0, self.base1(h1, training=True)]
+        states = [h0, h1 if self.base1 is None else self.base1(h1, training=True)]
         inputs_used = cell_arch[0::2]  # the input of every branch, node-major
         sep = self._rows(self.SEP_PARTS, BRANCH_ROW_BASE + inputs_used)
         red = (self._rows(self.REDUCE_PARTS, 2 * tf.range(2 * NUM_NODES)
@@ -322,13 +327,17 @@ class Supernet(keras.Model):
     aux_logits) when `training` and the aux head is on; `arch` is `arch_tensor(...)` (int32 [40]).
     `dropout_rate` = 1 - the original's `keep_prob` (0.9 in the NAO-WS search). `score_dropout`:
     the classifier dropout acts outside training too (with one fixed mask, the same for every
-    cell), as in the TF original, whose search graph always runs in training mode."""
+    cell), as in the TF original, whose search graph always runs in training mode. `reduction`:
+    how a reduction cell halves the size; `base_conv`: the fixed network's unconditional 1x1 on
+    h[i-1] (see the module docstring)."""
 
     def __init__(self, num_cells_per_stage: int, filters: int, num_classes: int,
                  use_aux_head: bool = True, dropout_rate: float = 0.1, stem_multiplier: int = 3,
                  image_size: int = 32, op_selection: str = "switch", score_dropout: bool = False,
-                 **kwargs):
+                 reduction: str = "stride2", base_conv: bool = True, **kwargs):
         super().__init__(**kwargs)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         n = num_cells_per_stage
         self.num_cells = 3 * n + 2
         reduction_indices = (n, 2 * n + 1)
@@ -346,15 +355,24 @@ class Supernet(keras.Model):
         self.reductions = []
         self.aux_index = reduction_indices[-1] + 1 if use_aux_head else None
         self.aux_head = None
+        self.tf_reduction = reduction == "tf"
         for idx in range(self.num_cells):
-            reduction = idx in reduction_indices
-            width = width * 2 if reduction else width
-            self.reductions.append(reduction)
-            setattr(self, f"cell{idx}", SuperCell(width, reduction, (channels[0], channels[1]),
-                                                  sizes[0] > sizes[1], self.functions,
-                                                  name=f"cell{idx}"))
-            size = sizes[1] // 2 if reduction else sizes[1]
-            channels, sizes = [channels[1], width], [sizes[1], size]
+            is_reduction = idx in reduction_indices
+            width = width * 2 if is_reduction else width
+            self.reductions.append(is_reduction)
+            size = sizes[1] // 2 if is_reduction else sizes[1]
+            if is_reduction and self.tf_reduction:  # a stride-1 cell on (h[i-1], FR(h[i-1]))
+                setattr(self, f"pre_reduce{idx}", ops.FactorizedReduce(width,
+                                                                       name=f"pre_reduce{idx}"))
+                cell = SuperCell(width, False, (channels[1], width), True, self.functions,
+                                 base_conv, name=f"cell{idx}")
+                channels, sizes = [width, width], [size, size]
+            else:
+                cell = SuperCell(width, is_reduction, (channels[0], channels[1]),
+                                 sizes[0] > sizes[1], self.functions, base_conv,
+                                 name=f"cell{idx}")
+                channels, sizes = [channels[1], width], [sizes[1], size]
+            setattr(self, f"cell{idx}", cell)
             if idx == self.aux_index:
                 self.aux_head = AuxHead(num_classes, size, name="aux_head")
         self.classifier = keras.layers.Dense(num_classes, use_bias=False,
@@ -369,7 +387,11 @@ class Supernet(keras.Model):
         aux_logits = None
         for idx in range(self.num_cells):
             cell = getattr(self, f"cell{idx}")
-            h0, h1 = h1, cell([h0, h1], reduction if self.reductions[idx] else normal)
+            if self.reductions[idx] and self.tf_reduction:
+                reduced = getattr(self, f"pre_reduce{idx}")(h1, training=True)
+                h0, h1 = reduced, cell([h1, reduced], reduction)
+            else:
+                h0, h1 = h1, cell([h0, h1], reduction if self.reductions[idx] else normal)
             if training and idx == self.aux_index:
                 aux_logits = tf.cast(self.aux_head(h1, training=True), tf.float32)
         x = tf.reduce_mean(tf.nn.relu(h1), axis=[2, 3] if self.channels_first else [1, 2])

@@ -83,6 +83,11 @@ TASK_FLAGS: tuple[tuple, ...] = (
     ("eval_batch_size", 500, "Scoring batch."),
     ("score_dropout", False, "Keep the classifier dropout (1 - keep_prob) on while scoring cells, "
      "with one fixed mask, as the TF original (its search graph always runs in training mode)."),
+    ("supernet_reduction", "stride2", "stride2: reduction cells with stride-2 ops on the cell "
+     "inputs (as the PyTorch port and the final network); tf: the TF original's stride-1 cell on "
+     "h[i-1] and its factorized reduction (h[i-2] dropped).", ["stride2", "tf"]),
+    ("supernet_base_conv", True, "The final network's unconditional ReLU-1x1-BN on h[i-1] in every "
+     "supernet cell; --nosupernet_base_conv: without it, as both original supernets."),
     ("save_every_seconds", 600.0, "Supernet checkpoint within an epoch at least this often (and "
      "at the end of every epoch)."),
     ("log_every_steps", 50, "Supernet progress line and TensorBoard scalars every k steps."),
@@ -112,7 +117,8 @@ SMOKE: dict[str, Any] = dict(
 RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "batch_size", "epochs", "eval_every_epochs", "eval_epochs", "lr_min",
                "t0", "t_mul", "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight",
-               "sample_policy", "eval_images", "score_dropout", "data_format", "seed")
+               "sample_policy", "eval_images", "score_dropout", "supernet_reduction",
+               "supernet_base_conv", "data_format", "seed")
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
@@ -165,7 +171,8 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
     trainer = Trainer(strategy, lambda: Supernet(
         fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
         dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection,
-        score_dropout=fv.score_dropout), cfg, fv.batch_size,
+        score_dropout=fv.score_dropout, reduction=fv.supernet_reduction,
+        base_conv=fv.supernet_base_conv), cfg, fv.batch_size,
         fv.jit_compile)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
     cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "

@@ -127,3 +127,40 @@ def test_cell_graphs_follow_the_architecture():
     assert ("c_{k-2}", "0", "sep_conv_3x3") in normal.edges and len(normal.edges) == 10
     assert normal.output_from == ["4"]  # only node 6 is unused in ARCH_A's normal cell
     assert reduction.title == "reduction cell"
+
+
+def _params(layer) -> int:
+    return int(sum(v.shape.num_elements() for v in layer.trainable_variables))
+
+
+@pytest.mark.parametrize("base_conv", [True, False])
+def test_tf_style_reductions_and_base_conv(base_conv):
+    """--supernet_reduction=tf: a reduction is FR(h[i-1]), then a stride-1 cell on (h[i-1],
+    FR(h[i-1])) whose h[i-1] is calibrated by ReLU + FR (h[i-2] dropped); the next cell reads
+    (FR(h[i-1]), the cell's output). --nosupernet_base_conv: no unconditional 1x1 on h[i-1]."""
+    images, _ = _batch(2)
+    stride2 = Supernet(1, 8, 10, use_aux_head=False, op_selection="select")
+    tf_style = Supernet(1, 8, 10, use_aux_head=False, op_selection="select", reduction="tf",
+                        base_conv=base_conv)
+    for model in (stride2, tf_style):
+        model.build_now()
+        assert model(images, tf.constant(arch_tensor(ARCH_A))).shape == (2, 10)
+    assert tf_style.reductions == stride2.reductions == [False, True, False, True, False]
+    cells = [getattr(tf_style, f"cell{i}") for i in range(5)]
+    for idx in (1, 3):
+        cell, after = cells[idx], cells[idx + 1]
+        assert not cell.reduction and getattr(tf_style, f"pre_reduce{idx}") is not None
+        assert type(cell.calibrate0).__name__ == "FactorizedReduce" and cell.relu_before_reduce
+        assert cell.calibrate1 is None  # FR(h[i-1]) already has the cell's width
+        assert after.calibrate0 is None and after.calibrate1 is None
+        # The stride-2 cell's extra weights: its stride-2 identities (20 FRs' rows) and the
+        # factorized reductions of its two unused inputs; the tf-style cell has neither.
+        real = getattr(stride2, f"cell{idx}")
+        assert real.reduce1.shape[0] == 2 * 5 * 2 and not hasattr(cell, "reduce1")
+    assert sum(c.base1 is not None for c in cells) == (5 if base_conv else 0)
+    if not base_conv:  # each cell of width w lost a w x w 1x1 conv and its BN's 2w
+        with_base = Supernet(1, 8, 10, use_aux_head=False, op_selection="select",
+                             reduction="tf")
+        with_base.build_now()
+        widths = [8, 16, 16, 32, 32]
+        assert _params(with_base) - _params(tf_style) == sum(w * w + 2 * w for w in widths)

@@ -58,7 +58,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         num_cells=3, filters=32, epochs=25, batch_size=128, eval_batch_size=100,
         lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=100, t_mul=1, nesterov=False,
         l2_reg=2.5e-4, grad_bound=5.0, drop_path_keep_prob=0.7, keep_prob=1.0, use_aux_head=True,
-        aux_weight=0.4, cutout_size=0, split="search", num_valid=5000, eval_every_epochs=1),
+        aux_weight=0.4, cutout_size=0, split="search", num_valid=5000, eval_every_epochs=1,
+        network="nao_ws", standardization="dataset"),
 }
 
 # Per-dataset changes to a preset (the original CIFAR-100 script).

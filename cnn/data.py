@@ -12,6 +12,9 @@ validation set; `final` trains on all training images. Images are scaled to [0, 
 per channel with the mean and std of the training split. Training augmentation: zero-pad 4 (after
 normalisation, i.e. pad with the mean), random 32x32 crop, random horizontal flip, optional cutout
 (a square of side `cutout_size` centred at a uniform pixel, clipped at the border, set to 0).
+`standardization="per_image"` is the TF NAO release's pipeline instead: the raw pixels are
+zero-padded (black), cropped and flipped, then each image is standardised to zero mean and unit
+variance (`tf.image.per_image_standardization`), then cut out.
 """
 
 import os
@@ -25,6 +28,7 @@ from nao_tf.errors import DataError
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 SOURCES = ("auto", "tfds", "pickle")
+STANDARDIZATIONS = ("dataset", "per_image")
 IMAGE_SIZE = 32
 PAD = 4
 NUM_VALID = 5000
@@ -198,6 +202,15 @@ def normalize(images: tf.Tensor, mean: np.ndarray, std: np.ndarray) -> tf.Tensor
     return (tf.cast(images, tf.float32) / 255.0 - mean) / std
 
 
+def standardize(images: tf.Tensor, mean: np.ndarray, std: np.ndarray,
+                standardization: str = "dataset") -> tf.Tensor:
+    """uint8 (or 0..255 float) images -> float32 network input: normalised per channel with the
+    training split's statistics ("dataset"), or each image on its own ("per_image")."""
+    if standardization == "per_image":
+        return tf.image.per_image_standardization(tf.cast(images, tf.float32))
+    return normalize(images, mean, std)
+
+
 def cutout(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     """Zeroes a size x size square centred at a uniformly drawn pixel, clipped at the border
     (DeVries & Taylor; the PyTorch port's version)."""
@@ -209,18 +222,22 @@ def cutout(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     return image * tf.cast(~inside, image.dtype)[:, :, None]
 
 
-def augment(image: tf.Tensor, cutout_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """Pad 4, random 32x32 crop, random horizontal flip, cutout; every draw a function of `seed`."""
+def augment(image: tf.Tensor, cutout_size: int, seed: tf.Tensor,
+            per_image: bool = False) -> tf.Tensor:
+    """Pad 4, random 32x32 crop, random horizontal flip, (`per_image`: per-image
+    standardisation,) cutout; every draw a function of `seed`."""
     crop, flip, hole = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
     image = tf.image.stateless_random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, 3], crop)
     image = tf.image.stateless_random_flip_left_right(image, flip)
+    if per_image:
+        image = tf.image.per_image_standardization(image)
     return cutout(image, cutout_size, hole) if cutout_size > 0 else image
 
 
 def train_dataset(split: Split, batch_size: int, mean: np.ndarray, std: np.ndarray,
-                  cutout_size: int = 0, seed: int | None = None,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  cutout_size: int = 0, seed: int | None = None, start_step: int = 0,
+                  standardization: str = "dataset") -> tf.data.Dataset:
     """Endless shuffled, augmented batches of exactly `batch_size` (the global batch): an epoch is
     taken as ceil(n / batch_size) batches, as the original's queue-fed input.
 
@@ -238,9 +255,13 @@ def train_dataset(split: Split, batch_size: int, mean: np.ndarray, std: np.ndarr
                                                          tf.stack([seed, p]))
         return tf.data.Dataset.from_tensor_slices(order)
 
+    per_image = standardization == "per_image"
+
     def example(i: tf.Tensor, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = normalize(tf.gather(images, i), mean, std)
-        return augment(image, cutout_size, tf.stack([seed, position])), tf.gather(labels, i)
+        image = tf.gather(images, i)
+        image = tf.cast(image, tf.float32) if per_image else normalize(image, mean, std)
+        return (augment(image, cutout_size, tf.stack([seed, position]), per_image),
+                tf.gather(labels, i))
 
     order = tf.data.Dataset.range(first // n, end).flat_map(one_pass).skip(first % n)
     ds = tf.data.Dataset.zip(order, tf.data.Dataset.range(first, end))
@@ -248,11 +269,11 @@ def train_dataset(split: Split, batch_size: int, mean: np.ndarray, std: np.ndarr
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(split: Split, batch_size: int, mean: np.ndarray,
-                 std: np.ndarray) -> tf.data.Dataset:
-    """Every image of `split` exactly once, in order, normalised, not augmented."""
+def eval_dataset(split: Split, batch_size: int, mean: np.ndarray, std: np.ndarray,
+                 standardization: str = "dataset") -> tf.data.Dataset:
+    """Every image of `split` exactly once, in order, standardised, not augmented."""
     ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).batch(batch_size)
-    return ds.map(lambda x, y: (normalize(x, mean, std), y),
+    return ds.map(lambda x, y: (standardize(x, mean, std, standardization), y),
                   num_parallel_calls=tf.data.AUTOTUNE).cache().prefetch(tf.data.AUTOTUNE)
 
 

@@ -47,7 +47,8 @@ def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
     num_classes = 100 if settings["dataset"] == "cifar100" else 10
     model = NASNetwork(ANY_SPACE.parse(settings["arch"]), settings["num_cells"],
                        settings["filters"], num_classes, use_aux_head=settings["use_aux_head"],
-                       stem_multiplier=settings["stem_multiplier"])
+                       stem_multiplier=settings["stem_multiplier"],
+                       network=settings.get("network", "nao_ws"))
     model.build_now()
     restore(tf.train.Checkpoint(model=model), latest, exact=False)
     return model
@@ -76,8 +77,9 @@ def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
     strategy = get_strategy()
     trainer = Trainer(strategy, lambda: load_trained_model(fv.output_dir, settings),
                       OptimConfig(epochs=1, steps_per_epoch=1), fv.eval_batch_size)
-    metrics = trainer.evaluate(data_lib.eval_dataset(split, fv.eval_batch_size, data.mean,
-                                                     data.std))
+    metrics = trainer.evaluate(data_lib.eval_dataset(
+        split, fv.eval_batch_size, data.mean, data.std,
+        settings.get("standardization", "dataset")))
     metrics["split"] = fv.eval_split
     atomic_write_json(os.path.join(fv.output_dir, "eval_results.json"), metrics)
     print(f"{fv.eval_split} accuracy {metrics['accuracy']:.4f} on {metrics['images']} images")

@@ -1,8 +1,8 @@
 """Exporting a trained network as a TensorFlow SavedModel that needs none of this project's code.
 
 The exported endpoint `serve` takes float32 images [batch, 32, 32, 3] with pixel values in 0..255
-(RGB, channels last) and returns {"logits", "probabilities"}; the per-channel normalisation of the
-training data is built in. Load with `tf.saved_model.load(path).serve(images)`.
+(RGB, channels last) and returns {"logits", "probabilities"}; the standardisation of the
+training data (per channel, or per image) is built in. Load with `tf.saved_model.load(path).serve(images)`.
 """
 
 import os
@@ -11,18 +11,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnn.data import IMAGE_SIZE
+from cnn.data import IMAGE_SIZE, standardize
 
 ENDPOINT = "serve"
 
 
 def export_for_inference(model: keras.Model, path: str | os.PathLike, mean: np.ndarray,
-                         std: np.ndarray) -> None:
-    mean_c = tf.constant(mean, tf.float32)
-    std_c = tf.constant(std, tf.float32)
-
+                         std: np.ndarray, standardization: str = "dataset") -> None:
     def serve(images):
-        logits = model((images / 255.0 - mean_c) / std_c, training=False)
+        logits = model(standardize(images, mean, std, standardization), training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     archive = keras.export.ExportArchive()

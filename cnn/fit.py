@@ -35,6 +35,7 @@ class LoopConfig:
     log_every_steps: int = 50
     keep_checkpoints: int = 5
     seed: int | None = None
+    standardization: str = "dataset"  # cnn.data.STANDARDIZATIONS
 
 
 def _eval_splits(data: CifarData) -> dict[str, Any]:
@@ -76,9 +77,11 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
 
     writer = tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard"))
     train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
-                             loop.seed, start_step=trainer.step)
+                             loop.seed, start_step=trainer.step,
+                             standardization=loop.standardization)
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
-    evals = {name: eval_dataset(split, loop.eval_batch_size, data.mean, data.std)
+    evals = {name: eval_dataset(split, loop.eval_batch_size, data.mean, data.std,
+                                loop.standardization)
              for name, split in _eval_splits(data).items()}
 
     last: dict[str, float] = {}

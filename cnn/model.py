@@ -14,6 +14,13 @@ then always by one more ReLU-1x1-BN. Ops reading a cell input of a reduction cel
 The output concatenates all unused nodes, unused cell inputs included (factorized-reduced in
 reduction cells), so it is `len(loose_ends) * width` channels wide.
 
+`network="nao"` is the TF NAO release's `NAO/cnn/model.py` instead, for NAONet as it was trained
+there: fan-out variance-scaling kernels, h[i-1] mapped by one ReLU-1x1-BN whatever its width, the
+first cell reading the raw stem as h[i-2] (identity and pooling on it end with ReLU-1x1-BN, and an
+unused raw stem is mapped by 1x1-BN before the concatenation), a stride-2 identity as
+ReLU-1x1(stride 2)-BN, the aux head's 768 conv VALID, and both heads' dense layers with a bias and
+Glorot-uniform kernels.
+
 Drop-path (the original's linear schedule): an op of cell `l` (0 <= l < 3N + 2) keeps its output
 with probability  1 - (l + 1) / (3N + 2) * progress * (1 - drop_path_keep_prob),  where `progress`
 = min(1, (step + 1) / total_steps) is passed to `call`; identity ops are never dropped.
@@ -34,33 +41,42 @@ class NASCell(keras.layers.Layer):
     """
 
     def __init__(self, cell: Cell, filters: int, reduction: bool, input_channels: tuple[int, int],
-                 input0_larger: bool, depth_fraction: float, sync_bn: bool = False, **kwargs):
+                 input0_larger: bool, depth_fraction: float, sync_bn: bool = False,
+                 network: str = "nao_ws", raw_input0: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.cell = cell
         self.depth_fraction = depth_fraction  # (l + 1) / (3N + 2)
         c0, c1 = input_channels
+        nao = network == "nao"
         if input0_larger:
             self.calibrate0 = ops.FactorizedReduce(filters, sync_bn, name="calibrate0")
-        elif c0 != filters:
+        elif c0 != filters and not raw_input0:
             self.calibrate0 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate0")
         else:
             self.calibrate0 = None
         self.relu_before_reduce = input0_larger
         self.calibrate1 = (ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate1")
-                           if c1 != filters else None)
+                           if c1 != filters and not nao else None)
         self.base1 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="base1")
+        width0 = c0 if raw_input0 else filters
         # Sub-layers live in named attributes (tf.train.Checkpoint ignores Keras-tracked lists).
         for i, node in enumerate(cell.nodes):
             for b, (inp, op) in enumerate(((node.in1, node.op1), (node.in2, node.op2))):
                 strides = 2 if reduction and inp < NUM_CELL_INPUTS else 1
                 setattr(self, f"op{2 * i + b}", ops.make_op(
-                    op, filters, strides, sync_bn, name=f"node{i + NUM_CELL_INPUTS}_{b}"))
+                    op, filters, strides, sync_bn, name=f"node{i + NUM_CELL_INPUTS}_{b}",
+                    input_channels=width0 if inp == 0 else filters, conv_identity=nao))
         self.loose_ends = cell.loose_ends()
         self.reduced_outputs = tuple(i for i in self.loose_ends
                                      if reduction and i < NUM_CELL_INPUTS)
         for i in self.reduced_outputs:
             setattr(self, f"reduce_output{i}",
                     ops.FactorizedReduce(filters, sync_bn, name=f"reduce_output{i}"))
+        # The TF release's factorized reduction at stride 1 (1x1 conv, BN) for an unused raw stem.
+        self.widen_output0 = None
+        if width0 != filters and 0 in self.loose_ends:
+            self.widen_output0 = ops.ReLUConvBN(filters, 1, 1, sync_bn, relu=False,
+                                                name="widen_output0")
         self.output_channels = len(self.loose_ends) * filters
 
     def call(self, inputs, training=False, drop_path_progress=None, drop_path_keep_prob=1.0,
@@ -83,6 +99,8 @@ class NASCell(keras.layers.Layer):
                     out = ops.drop_path(out, keep, ops.sub_seed(seed, 2 * i + b))
                 total = out if total is None else total + out
             states.append(total)
+        if self.widen_output0 is not None:
+            states[0] = self.widen_output0(states[0], training=training)
         outs = [getattr(self, f"reduce_output{i}")(states[i], training=training)
                 if i in self.reduced_outputs else states[i] for i in self.loose_ends]
         return outs[0] if len(outs) == 1 else tf.concat(outs, axis=ops.channel_axis())
@@ -90,20 +108,21 @@ class NASCell(keras.layers.Layer):
 
 class AuxHead(keras.layers.Layer):
     """ReLU -> 5x5 avg pool stride 3 VALID -> 1x1 conv 128 + BN + ReLU -> (hw x hw) conv 768, SAME,
-    + BN + ReLU -> global average pool -> dense to classes without bias (as NAO-WS)."""
+    + BN + ReLU -> global average pool -> dense to classes without bias (as NAO-WS); `nao_head`:
+    the 768 conv VALID and the dense layer with a bias and Glorot kernel (the TF NAO release)."""
 
-    def __init__(self, num_classes: int, input_size: int, sync_bn: bool = False, **kwargs):
+    def __init__(self, num_classes: int, input_size: int, sync_bn: bool = False,
+                 nao_head: bool = False, **kwargs):
         super().__init__(**kwargs)
         pooled = (input_size - 5) // 3 + 1
         self.pool = keras.layers.AveragePooling2D(5, strides=3, padding="valid")
-        self.proj = keras.layers.Conv2D(128, 1, use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+        self.proj = keras.layers.Conv2D(128, 1, use_bias=False, kernel_initializer=ops.kernel_init())
         self.proj_bn = ops.batch_norm(sync_bn)
-        self.conv = keras.layers.Conv2D(768, pooled, padding="same", use_bias=False,
-                                        kernel_initializer=ops.KERNEL_INIT)
+        self.conv = keras.layers.Conv2D(768, pooled, padding="valid" if nao_head else "same",
+                                        use_bias=False, kernel_initializer=ops.kernel_init())
         self.conv_bn = ops.batch_norm(sync_bn)
         self.gap = keras.layers.GlobalAveragePooling2D()
-        self.fc = keras.layers.Dense(num_classes, use_bias=False,
-                                     kernel_initializer=ops.KERNEL_INIT)
+        self.fc = keras.layers.Dense(num_classes, **_head_dense(nao_head))
 
     def call(self, x, training=False):
         x = self.pool(tf.nn.relu(x))
@@ -112,29 +131,48 @@ class AuxHead(keras.layers.Layer):
         return self.fc(self.gap(x))
 
 
+def _head_dense(nao_head: bool) -> dict:
+    """Keyword arguments of a classifier's `Dense`: bias-free (NAO-WS) or, as the TF NAO
+    release's `tf.layers.dense`, with a bias and a Glorot-uniform kernel."""
+    if nao_head:
+        return dict(use_bias=True, kernel_initializer="glorot_uniform")
+    return dict(use_bias=False, kernel_initializer=ops.kernel_init())
+
+
+NETWORKS = ("nao_ws", "nao")
+
+
 class NASNetwork(keras.Model):
     """The CIFAR network for one `CellArch`.
 
     Paper symbols: N = `num_cells_per_stage`, F = `filters`, B = 5 nodes per cell (from the arch).
     `dropout_rate` = 1 - the original's `keep_prob` before the classifier. `call` returns the
     logits, or (logits, aux_logits) when `training` and the aux head is on; logits are float32
-    under mixed precision.
+    under mixed precision. `network`: "nao_ws" or "nao" (see the module docstring).
     """
 
     def __init__(self, arch: CellArch, num_cells_per_stage: int, filters: int, num_classes: int,
                  use_aux_head: bool = True, drop_path_keep_prob: float = 1.0,
                  dropout_rate: float = 0.0, stem_multiplier: int = 3, image_size: int = 32,
-                 sync_bn: bool = False, **kwargs):
+                 sync_bn: bool = False, network: str = "nao_ws", **kwargs):
         super().__init__(**kwargs)
-        self.arch = arch
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+        with ops.kernel_initializer("fan_out" if network == "nao" else "he_normal"):
+            self._build_layers(arch, num_cells_per_stage, filters, num_classes, use_aux_head,
+                               stem_multiplier, image_size, sync_bn, network)
         self.drop_path_keep_prob = float(drop_path_keep_prob)
         self.dropout_rate = float(dropout_rate)
+
+    def _build_layers(self, arch, num_cells_per_stage, filters, num_classes, use_aux_head,
+                      stem_multiplier, image_size, sync_bn, network) -> None:
+        self.arch = arch
         self.channels_first = keras.config.image_data_format() == "channels_first"
         n = num_cells_per_stage
         num_cells = 3 * n + 2
         reduction_indices = (n, 2 * n + 1)
         self.stem_conv = keras.layers.Conv2D(stem_multiplier * filters, 3, padding="same",
-                                             use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+                                             use_bias=False, kernel_initializer=ops.kernel_init())
         self.stem_bn = ops.batch_norm(sync_bn)
         stem_channels = stem_multiplier * filters
         channels = [stem_channels, stem_channels]  # widths of (h[i-2], h[i-1])
@@ -149,16 +187,18 @@ class NASNetwork(keras.Model):
                 width *= 2
             cell = NASCell(arch.reduction if reduction else arch.normal, width, reduction,
                            (channels[0], channels[1]), sizes[0] > sizes[1],
-                           (idx + 1) / num_cells, sync_bn, name=f"cell{idx}")
+                           (idx + 1) / num_cells, sync_bn, network,
+                           raw_input0=network == "nao" and idx == 0, name=f"cell{idx}")
             setattr(self, f"cell{idx}", cell)
             size = sizes[1] // 2 if reduction else sizes[1]
             channels = [channels[1], cell.output_channels]
             sizes = [sizes[1], size]
             if idx == self.aux_index:
-                self.aux_head = AuxHead(num_classes, size, sync_bn, name="aux_head")
+                self.aux_head = AuxHead(num_classes, size, sync_bn, network == "nao",
+                                        name="aux_head")
         self.gap = keras.layers.GlobalAveragePooling2D()
-        self.classifier = keras.layers.Dense(num_classes, use_bias=False,
-                                             kernel_initializer=ops.KERNEL_INIT, name="classifier")
+        self.classifier = keras.layers.Dense(num_classes, **_head_dense(network == "nao"),
+                                             name="classifier")
         self.image_size = image_size
 
     @property

@@ -1,8 +1,10 @@
 """The cell ops of the NAO CNN spaces, as small Keras layers.
 
-Every conv-type op is "ReLU -> conv -> BN" with bias-free convs, SAME padding and he_normal init;
-batch norm uses momentum 0.9 and epsilon 1e-5 (the original's decay and epsilon). Ops read the image
-layout from `keras.config.image_data_format()` when they are constructed.
+Every conv-type op is "ReLU -> conv -> BN" with bias-free convs, SAME padding and he_normal init
+(fan-out variance scaling inside `kernel_initializer("fan_out")`, the TF NAO release's); batch norm
+uses momentum 0.9 and epsilon 1e-5 (the original's decay and epsilon). Ops read the image layout
+from `keras.config.image_data_format()` and their initialiser from `kernel_init()` when they are
+constructed.
 
 Sub-layers are held in named attributes, never in lists or dicts: `tf.train.Checkpoint` does not
 see layers inside Keras-tracked containers.
@@ -13,6 +15,9 @@ statistics span all replicas of a `tf.distribute` strategy, so that splitting a 
 replicas does not change the result.
 """
 
+import contextlib
+from typing import Iterator
+
 import keras
 import tensorflow as tf
 
@@ -20,7 +25,28 @@ from cnn.search_space import OPS
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-KERNEL_INIT = "he_normal"
+KERNEL_INITS = ("he_normal", "fan_out")
+_kernel_init = ["he_normal"]
+
+
+@contextlib.contextmanager
+def kernel_initializer(name: str) -> Iterator[None]:
+    """Layers constructed inside use `name`'s kernel initialiser: "he_normal" (NAO-WS) or
+    "fan_out" (the TF NAO release's `variance_scaling_initializer(mode='fan_out')`)."""
+    if name not in KERNEL_INITS:
+        raise ValueError(f"kernel initialiser must be one of {KERNEL_INITS}, got {name!r}")
+    _kernel_init.append(name)
+    try:
+        yield
+    finally:
+        _kernel_init.pop()
+
+
+def kernel_init() -> keras.initializers.Initializer | str:
+    """The kernel initialiser of a layer constructed now (see `kernel_initializer`)."""
+    if _kernel_init[-1] == "fan_out":
+        return keras.initializers.VarianceScaling(1.0, "fan_out", "truncated_normal")
+    return "he_normal"
 
 
 def channel_axis() -> int:
@@ -80,18 +106,19 @@ def batch_norm(sync_bn: bool) -> keras.layers.Layer:
 
 class ReLUConvBN(keras.layers.Layer):
     """ReLU -> k x k conv (stride `strides`, dilation `dilation`) -> BN; also the 1x1 calibration
-    of cell inputs."""
+    of cell inputs. `relu=False`: conv -> BN."""
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int] = 1, strides: int = 1,
-                 sync_bn: bool = False, dilation: int = 1, **kwargs):
+                 sync_bn: bool = False, dilation: int = 1, relu: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.relu = relu
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                                         dilation_rate=dilation, use_bias=False,
-                                        kernel_initializer=KERNEL_INIT)
+                                        kernel_initializer=kernel_init())
         self.bn = batch_norm(sync_bn)
 
     def call(self, x, training=False):
-        return self.bn(self.conv(tf.nn.relu(x)), training=training)
+        return self.bn(self.conv(tf.nn.relu(x) if self.relu else x), training=training)
 
 
 class SepConv(keras.layers.Layer):
@@ -103,7 +130,7 @@ class SepConv(keras.layers.Layer):
         super().__init__(**kwargs)
         self.conv1, self.conv2 = (keras.layers.SeparableConv2D(
             filters, kernel_size, strides=s, padding="same", dilation_rate=dilation,
-            use_bias=False, depthwise_initializer=KERNEL_INIT, pointwise_initializer=KERNEL_INIT)
+            use_bias=False, depthwise_initializer=kernel_init(), pointwise_initializer=kernel_init())
             for s in (strides, 1))
         self.bn1, self.bn2 = batch_norm(sync_bn), batch_norm(sync_bn)
 
@@ -151,9 +178,9 @@ class FactorizedReduce(keras.layers.Layer):
         # with stride 2, then a 1x1 conv); on the input without its first row and column it reads
         # the odd ones (the original's shifted path). No strided slice, whose gradient is slow.
         self.conv1 = keras.layers.Conv2D(filters // 2, 1, strides=2, padding="same",
-                                         use_bias=False, kernel_initializer=KERNEL_INIT)
+                                         use_bias=False, kernel_initializer=kernel_init())
         self.conv2 = keras.layers.Conv2D(filters // 2, 1, strides=2, padding="same",
-                                         use_bias=False, kernel_initializer=KERNEL_INIT)
+                                         use_bias=False, kernel_initializer=kernel_init())
         self.bn = batch_norm(sync_bn)
 
     def call(self, x, training=False):
@@ -214,21 +241,44 @@ def max_pool(x: tf.Tensor, size: int, strides: list[int], data_format: str) -> t
 
 
 class Identity(keras.layers.Layer):
-    """Pass-through; at stride 2 a factorized reduction (op 4 of NAO-WS, op 5 of NAONet)."""
+    """Pass-through; at stride 2 a factorized reduction (op 4 of NAO-WS, op 5 of NAONet), or with
+    `reduce_by_conv` (the TF NAO release) ReLU-1x1-BN, also used when the width changes."""
 
-    def __init__(self, filters: int, strides: int = 1, sync_bn: bool = False, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, sync_bn: bool = False,
+                 reduce_by_conv: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.reduce = FactorizedReduce(filters, sync_bn) if strides > 1 else None
+        if reduce_by_conv:
+            self.reduce = ReLUConvBN(filters, 1, strides, sync_bn)
+        else:
+            self.reduce = FactorizedReduce(filters, sync_bn) if strides > 1 else None
 
     def call(self, x, training=False):
         return x if self.reduce is None else self.reduce(x, training=training)
 
 
+class Calibrated(keras.layers.Layer):
+    """An op that keeps the width, then ReLU-1x1-BN to `filters` (the TF NAO release's pooling on
+    an input of another width)."""
+
+    def __init__(self, op: keras.layers.Layer, filters: int, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.op = op
+        self.calibrate = ReLUConvBN(filters, 1, 1, sync_bn)
+
+    def call(self, x, training=False):
+        return self.calibrate(self.op(x, training=training), training=training)
+
+
 def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
-            name: str | None = None) -> keras.layers.Layer:
+            name: str | None = None, input_channels: int | None = None,
+            conv_identity: bool = False) -> keras.layers.Layer:
     """The layer for registry op `op_id` (see `cnn.search_space.OPS`) on an input that already has
-    `filters` channels (cell inputs are calibrated first, so no op changes the width)."""
+    `filters` channels (cell inputs are calibrated first, so no op changes the width), or
+    `input_channels` (the TF NAO release's first cell reads the raw stem: identity and pooling
+    then end with ReLU-1x1-BN to `filters`). `conv_identity`: a stride-2 identity is ReLU-1x1-BN
+    (the TF NAO release) instead of a factorized reduction."""
     spec = OPS[op_id]
+    other_width = input_channels not in (None, filters)
     if spec.kind in ("sep_conv", "conv"):
         layer = SepConv if spec.kind == "sep_conv" else ReLUConvBN
         if spec.dilation > 1 and strides > 1:
@@ -238,8 +288,11 @@ def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
     if spec.kind == "factorized_conv":
         return FactorizedConv(filters, spec.size, strides, sync_bn, name=name)
     if spec.kind in ("avg_pool", "max_pool", "min_pool"):
+        if other_width:
+            return Calibrated(Pool(spec.kind, spec.size, strides), filters, sync_bn, name=name)
         return Pool(spec.kind, spec.size, strides, name=name)
-    return Identity(filters, strides, sync_bn, name=name)
+    return Identity(filters, strides, sync_bn, conv_identity and (strides > 1 or other_width),
+                    name=name)
 
 
 def sub_seed(seed: tf.Tensor, k: int) -> tf.Tensor:

@@ -347,7 +347,7 @@ class Supernet(keras.Model):
         self.channels_first = keras.config.image_data_format() == "channels_first"
         self.functions = OpFunctions(op_selection)
         self.stem_conv = keras.layers.Conv2D(stem_multiplier * filters, 3, padding="same",
-                                             use_bias=False, kernel_initializer=ops.KERNEL_INIT)
+                                             use_bias=False, kernel_initializer=ops.kernel_init())
         self.stem_bn = ops.BatchNorm()
         channels = [stem_multiplier * filters] * 2
         sizes = [image_size, image_size]
@@ -376,7 +376,7 @@ class Supernet(keras.Model):
             if idx == self.aux_index:
                 self.aux_head = AuxHead(num_classes, size, name="aux_head")
         self.classifier = keras.layers.Dense(num_classes, use_bias=False,
-                                             kernel_initializer=ops.KERNEL_INIT, name="classifier")
+                                             kernel_initializer=ops.kernel_init(), name="classifier")
 
     def call(self, images, arch, training=False, seed=None):
         """`seed` (int [2]): the step's seed, from which the dropout draw is derived."""

@@ -44,6 +44,11 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("num_cells", 5, "N: normal cells per stage (3N + 2 cells in all)."),
     ("filters", 36, "F: width of the first stage (doubled at each reduction)."),
     ("stem_multiplier", 3, "The stem has stem_multiplier * F channels."),
+    ("network", "nao_ws", "nao_ws: the NAO-WS fixed network (also NAO_pytorch's); nao: the TF NAO "
+     "release's NAO/cnn/model.py, as NAONet was trained there (cnn/model.py).", ["nao_ws", "nao"]),
+    ("standardization", "dataset", "dataset: per-channel mean and std of the training split, "
+     "padding with the mean; per_image: the TF NAO release's (zero-pad the raw pixels, then "
+     "standardise each image).", ["dataset", "per_image"]),
     ("epochs", 630, "Training epochs."),
     ("batch_size", 144, "Global training batch (split across replicas)."),
     ("eval_batch_size", 128, "Global evaluation batch."),
@@ -85,7 +90,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "data_fingerprint", "num_cells", "filters", "stem_multiplier",
-               "use_aux_head", "batch_size", "split")
+               "network", "standardization", "use_aux_head", "batch_size", "split")
 # What --overwrite deletes: this command's files, not the rest of the directory.
 OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
@@ -161,7 +166,8 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
                           use_aux_head=fv.use_aux_head,
                           drop_path_keep_prob=fv.drop_path_keep_prob,
                           dropout_rate=1.0 - fv.keep_prob,
-                          stem_multiplier=fv.stem_multiplier, sync_bn=sync_bn)
+                          stem_multiplier=fv.stem_multiplier, sync_bn=sync_bn,
+                          network=fv.network)
 
     t = time.perf_counter()
     trainer = Trainer(strategy, build_model, cfg, fv.batch_size, fv.jit_compile)
@@ -179,13 +185,14 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
                       eval_batch_size=fv.eval_batch_size, cutout_size=fv.cutout_size,
                       eval_every_epochs=fv.eval_every_epochs,
                       log_every_steps=fv.log_every_steps,
-                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed or None)
+                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed or None,
+                      standardization=fv.standardization)
     extra = {"arch": space.to_string(arch), "space": space.name, "params": params,
              "params_with_aux_head": params_aux, "dataset": fv.dataset,
              "num_train_images": len(data.train)}
     results = fit(trainer, data, loop, extra)
     export_dir = os.path.join(fv.output_dir, "export")
-    export_for_inference(trainer.model, export_dir, data.mean, data.std)
+    export_for_inference(trainer.model, export_dir, data.mean, data.std, fv.standardization)
     results["export_dir"] = export_dir
     atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
     test_acc = results["test_accuracy"]
@@ -193,7 +200,6 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
           f"{'n/a' if test_acc is None else f'{test_acc:.4f}'}; exported to {export_dir}",
           flush=True)
     return results
-
 
 
 if __name__ == "__main__":

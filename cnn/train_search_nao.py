@@ -52,7 +52,8 @@ from nao_tf.io import fingerprint, read_json
 from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
-# The per-architecture schedule; defaults come from the `nao_search` preset (cnn/configs.py).
+# The per-architecture schedule, (name, help[, enum values]); defaults come from the `nao_search`
+# preset (cnn/configs.py).
 SCHEDULE_FLAGS: tuple[tuple, ...] = (
     ("num_cells", "N: normal cells per stage of each candidate network."),
     ("filters", "F: width of the first stage of each candidate network."),
@@ -72,6 +73,10 @@ SCHEDULE_FLAGS: tuple[tuple, ...] = (
     ("aux_weight", "Loss weight of the auxiliary head."),
     ("cutout_size", "Cutout square side (0: none)."),
     ("num_valid", "Validation images held out from the end of the training set."),
+    ("network", "Candidate network: nao_ws (NAO-WS's, also NAO_pytorch's) or nao (the TF NAO "
+     "release's NAO/cnn/model.py).", ["nao_ws", "nao"]),
+    ("standardization", "dataset: per-channel statistics of the training split; per_image: the "
+     "TF NAO release's per-image standardisation.", ["dataset", "per_image"]),
 )
 
 # (name, default, help[, enum values]) of the task's other flags.
@@ -100,7 +105,7 @@ SMOKE: dict[str, Any] = dict(
 RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
                "filters", "epochs", "batch_size", "lr_max", "lr_min", "t0", "t_mul", "nesterov",
                "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob", "use_aux_head",
-               "aux_weight", "cutout_size", "seed")
+               "aux_weight", "cutout_size", "network", "standardization", "seed")
 
 
 def _check_fraction(score: float) -> str | None:
@@ -140,7 +145,8 @@ class CifarArchTrainer:
             return NASNetwork(arch, s["num_cells"], s["filters"], self.data.num_classes,
                               use_aux_head=s["use_aux_head"],
                               drop_path_keep_prob=s["drop_path_keep_prob"],
-                              dropout_rate=1.0 - s["keep_prob"])
+                              dropout_rate=1.0 - s["keep_prob"],
+                              network=s["network"])
 
         with build_lock:
             if s["seed"]:
@@ -151,7 +157,8 @@ class CifarArchTrainer:
         loop = LoopConfig(output_dir=str(out), batch_size=s["batch_size"],
                           eval_batch_size=s["eval_batch_size"], cutout_size=s["cutout_size"],
                           eval_every_epochs=1, log_every_steps=s["log_every_steps"],
-                          keep_checkpoints=1, seed=s["seed"] or None)
+                          keep_checkpoints=1, seed=s["seed"] or None,
+                          standardization=s["standardization"])
         extra = {"arch": self.dirs.to_string(arch), "params": count_params(trainer.model),
                  "device": device}
         try:
@@ -202,7 +209,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
-    settings = {name: fv[name].value for name, _ in SCHEDULE_FLAGS}
+    settings = {name: fv[name].value for name, *_ in SCHEDULE_FLAGS}
     settings.update({name: fv[name].value for name in (
         "dataset", "data_dir", "synthetic_train_images", "log_every_steps", "seed")})
     return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
@@ -223,7 +230,7 @@ def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
 _SCHEDULE = CONFIGS["nao_search"]
 TASK = standalone_search.StandaloneTask(
     name="cnn", space=NAONET_SPACE, spaces={s.name: s for s in (NAONET_SPACE, NAONET_19_SPACE)},
-    flags=[(name, _SCHEDULE[name], text) for name, text in SCHEDULE_FLAGS] + list(TASK_FLAGS),
+    flags=[(name, _SCHEDULE[name], *rest) for name, *rest in SCHEDULE_FLAGS] + list(TASK_FLAGS),
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD.
     controller=dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,

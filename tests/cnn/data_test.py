@@ -104,3 +104,28 @@ def test_eval_pipeline_sees_every_image_once_in_order():
     assert labels.tolist() == test.labels.tolist()
     assert data_lib.steps_per_epoch(50000, 128) == 391
     assert data_lib.steps_per_epoch(50000, 144) == 348
+
+
+def test_per_image_standardization_as_the_tf_nao_release():
+    """Zero-pad the raw pixels, crop, flip, standardise each image, then cut out."""
+    train, test = data_lib.synthetic_splits(32, 8)
+    train = data_lib.Split(np.maximum(train.images, 1), train.labels)  # no black pixel of its own
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    x, _ = next(iter(data_lib.train_dataset(train, 32, mean, std, seed=1,
+                                            standardization="per_image")))
+    per_image = x.numpy().reshape(32, -1)
+    np.testing.assert_allclose(per_image.mean(1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(per_image.std(1), 1.0, atol=1e-3)
+    # A crop that reaches into the padding shows a band of black pixels standardised with their
+    # image: one value, (0 - image mean) / image std, the image's minimum.
+    images = x.numpy()
+    bands = [band for image in images
+             for band in (image[0], image[-1], image[:, 0], image[:, -1])
+             if np.all(band == image.min())]
+    assert len(bands) >= 16
+    x_cut, _ = next(iter(data_lib.train_dataset(train, 32, mean, std, cutout_size=8, seed=1,
+                                                standardization="per_image")))
+    assert (x_cut.numpy() == 0).any() and not (x.numpy() == 0).any()  # cutout after
+    evaluated = next(iter(data_lib.eval_dataset(test, 8, mean, std, "per_image")))[0].numpy()
+    expected = tf.image.per_image_standardization(test.images.astype(np.float32)).numpy()
+    np.testing.assert_allclose(evaluated, expected, rtol=1e-5, atol=1e-5)

@@ -137,3 +137,44 @@ def test_max_pool_with_recomputing_gradient_matches_tensorflows(strides):
     ours, reference, grad_ours, grad_reference = gradients(tf.constant(0))
     np.testing.assert_array_equal(ours, reference)
     np.testing.assert_allclose(grad_ours, grad_reference, rtol=1e-6)
+
+
+def test_the_tf_nao_release_network():
+    """--network=nao: the structure of `NAO/cnn/model.py` (see cnn.model's docstring)."""
+    model = NASNetwork(SMALL_ARCH, 1, 8, 10, use_aux_head=True, network="nao")
+    model.build_now()
+    cell0, reduction = model.cells[0], model.cells[1]
+    assert reduction.cell is SMALL_ARCH.reduction
+    # The first cell reads the raw stem (24 channels) as h[i-2]; one 1x1 maps h[i-1].
+    assert cell0.calibrate0 is None and cell0.calibrate1 is None
+    assert cell0.base1.conv.kernel.shape == (1, 1, 24, 8)
+    identity_on_stem = cell0.op1  # normal node 2, branch 2: identity of input 0
+    assert isinstance(identity_on_stem, ops.Identity)
+    assert identity_on_stem.reduce.conv.kernel.shape == (1, 1, 24, 8)
+    # A stride-2 identity is ReLU-1x1(stride 2)-BN, not a factorized reduction.
+    assert isinstance(reduction.op0, ops.Identity)  # reduction node 2, branch 1: identity of 0
+    assert isinstance(reduction.op0.reduce, ops.ReLUConvBN)
+    assert reduction.op0.reduce.conv.strides == (2, 2)
+    assert reduction.calibrate1 is None
+    assert reduction.base1.conv.kernel.shape[2] == cell0.output_channels
+    # Heads: the classifier and the aux head's dense layer have a bias; the 768 conv is VALID.
+    assert model.classifier.bias is not None and model.aux_head.fc.bias is not None
+    assert model.aux_head.conv.padding == "valid"
+    # Fan-out variance scaling: a 3x3 conv to 24 channels has std sqrt(1 / (9 * 24)).
+    stem = model.stem_conv.kernel.numpy()
+    assert abs(stem.std() - np.sqrt(1 / (9 * 24))) < 0.2 * np.sqrt(1 / (9 * 24))
+    logits, aux = model(tf.random.normal([2, 32, 32, 3]), training=True,
+                        drop_path_progress=tf.constant(1.0))
+    assert logits.shape == aux.shape == (2, 10)
+    # An unused raw stem is mapped by 1x1-BN (the release's stride-1 factorized reduction).
+    stem_unused = ANY_SPACE.parse("1 0 1 4 2 3 1 2 2 4 3 4 1 3 3 4 4 4 4 2 "
+                                  + " ".join(SMALL_ARCH.reduction.text().split()))
+    widened = NASNetwork(stem_unused, 1, 8, 10, network="nao")
+    widened.build_now()
+    cell = widened.cells[0]
+    assert cell.loose_ends == (0, 5, 6) and cell.output_channels == 3 * 8
+    assert cell.widen_output0.conv.kernel.shape == (1, 1, 24, 8) and not cell.widen_output0.relu
+    default = NASNetwork(SMALL_ARCH, 1, 8, 10, use_aux_head=True)
+    default.build_now()
+    assert default.cells[0].calibrate0 is not None and default.classifier.bias is None
+    assert isinstance(default.cells[1].op0.reduce, ops.FactorizedReduce)

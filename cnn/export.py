@@ -2,7 +2,8 @@
 
 The exported endpoint `serve` takes float32 images [batch, 32, 32, 3] with pixel values in 0..255
 (RGB, channels last) and returns {"logits", "probabilities"}; the standardisation of the
-training data (per channel, or per image) is built in. Load with `tf.saved_model.load(path).serve(images)`.
+training data (per channel, or per image) is built in. Load with
+`tf.saved_model.load(path).serve(images)`.
 """
 
 import os

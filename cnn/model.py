@@ -116,7 +116,8 @@ class AuxHead(keras.layers.Layer):
         super().__init__(**kwargs)
         pooled = (input_size - 5) // 3 + 1
         self.pool = keras.layers.AveragePooling2D(5, strides=3, padding="valid")
-        self.proj = keras.layers.Conv2D(128, 1, use_bias=False, kernel_initializer=ops.kernel_init())
+        self.proj = keras.layers.Conv2D(128, 1, use_bias=False,
+                                        kernel_initializer=ops.kernel_init())
         self.proj_bn = ops.batch_norm(sync_bn)
         self.conv = keras.layers.Conv2D(768, pooled, padding="valid" if nao_head else "same",
                                         use_bias=False, kernel_initializer=ops.kernel_init())

@@ -130,7 +130,8 @@ class SepConv(keras.layers.Layer):
         super().__init__(**kwargs)
         self.conv1, self.conv2 = (keras.layers.SeparableConv2D(
             filters, kernel_size, strides=s, padding="same", dilation_rate=dilation,
-            use_bias=False, depthwise_initializer=kernel_init(), pointwise_initializer=kernel_init())
+            use_bias=False, depthwise_initializer=kernel_init(),
+            pointwise_initializer=kernel_init())
             for s in (strides, 1))
         self.bn1, self.bn2 = batch_norm(sync_bn), batch_norm(sync_bn)
 

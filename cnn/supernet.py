@@ -376,7 +376,8 @@ class Supernet(keras.Model):
             if idx == self.aux_index:
                 self.aux_head = AuxHead(num_classes, size, name="aux_head")
         self.classifier = keras.layers.Dense(num_classes, use_bias=False,
-                                             kernel_initializer=ops.kernel_init(), name="classifier")
+                                             kernel_initializer=ops.kernel_init(),
+                                             name="classifier")
 
     def call(self, images, arch, training=False, seed=None):
         """`seed` (int [2]): the step's seed, from which the dropout draw is derived."""

@@ -11,7 +11,8 @@ from cnn.model import NASNetwork, count_params
 from cnn.search_sampling import fixed_network_params
 
 
-# NASNet-A (explicit outputs, ops of the TF release) runs in the fast tier, the rest in the slow one.
+# NASNet-A (explicit outputs, ops of the TF release) runs in the fast tier, the rest in the slow
+# one.
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == "nasnet_a" else pytest.mark.slow)
                                   for n in sorted(CELLS)])
 def test_published_cell_builds_and_trains_one_step(name):

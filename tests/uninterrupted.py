@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,13 +20,19 @@ def start(module: str, args: list[str], output_dir: Path) -> subprocess.Popen:
 
 
 def assert_same_end(reference: subprocess.Popen, reference_dir: Path, resumed_dir: Path) -> None:
-    """The killed-and-resumed search ended exactly as the uninterrupted one: the same scores, in
-    the same order, and the same best_arch.json."""
+    """The killed-and-resumed search ended as the uninterrupted one: the same architectures, in
+    the same order, with the same scores, and the same best_arch.json. Scores agree to a relative
+    1e-6, not bit for bit: a cell trained in a fresh process can differ in the last bits from the
+    same cell trained later in a long-running one (measured: 5e-8 relative, in one RNN cell's
+    perplexity in one run of three)."""
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-3000:]
-    histories = [json.loads((d / "state.json").read_text())["history"]
-                 for d in (reference_dir, resumed_dir)]
+    histories, best = ([json.loads((d / name).read_text()) for d in (reference_dir, resumed_dir)]
+                       for name in ("state.json", "best_arch.json"))
+    histories = [h["history"] for h in histories]
     assert len({r["score"] for r in histories[0]}) > 1  # real, differing scores
+    for records in (histories, [[b] + b["top"] for b in best]):
+        scores = [np.array([r.pop("score") for r in rs]) for rs in records]
+        np.testing.assert_allclose(scores[1], scores[0], rtol=1e-6)
     assert histories[1] == histories[0]
-    assert (resumed_dir / "best_arch.json").read_text() == \
-        (reference_dir / "best_arch.json").read_text()
+    assert best[1] == best[0]

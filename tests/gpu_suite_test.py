@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ def test_gpu_suite_tiny_runs_and_writes_its_table(tmp_path):
     proc = subprocess.run(
         ["bash", "bench/gpu_suite.sh", "--tiny", "--precisions=fp16", "--modes=select",
          "--noxla", f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",  # the script's `python`: this one's
+             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])})
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     assert table.startswith("# GPU suite (tiny) on CPU")

@@ -11,10 +11,8 @@ from cnn.model import NASNetwork, count_params
 from cnn.search_sampling import fixed_network_params
 
 
-# NASNet-A (explicit outputs, ops of the TF release) runs in the fast tier, the rest in the slow
-# one.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == "nasnet_a" else pytest.mark.slow)
-                                  for n in sorted(CELLS)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CELLS))
 def test_published_cell_builds_and_trains_one_step(name):
     arch = CELLS[name].arch
     model = NASNetwork(arch, 1, 8, 10, use_aux_head=True, drop_path_keep_prob=0.8)
@@ -38,6 +36,7 @@ def test_published_cell_builds_and_trains_one_step(name):
     assert all(changed)
 
 
+@pytest.mark.slow
 def test_cells_command_lists_every_cell_with_its_parameters():
     out = subprocess.run([sys.executable, "-m", "cnn.cells"], capture_output=True, text=True,
                          check=True).stdout

@@ -133,18 +133,19 @@ def _params(layer) -> int:
     return int(sum(v.shape.num_elements() for v in layer.trainable_variables))
 
 
-@pytest.mark.parametrize("base_conv", [True, False])
-def test_tf_style_reductions_and_base_conv(base_conv):
+@pytest.mark.slow
+def test_tf_style_reductions_and_base_conv():
     """--supernet_reduction=tf: a reduction is FR(h[i-1]), then a stride-1 cell on (h[i-1],
     FR(h[i-1])) whose h[i-1] is calibrated by ReLU + FR (h[i-2] dropped); the next cell reads
     (FR(h[i-1]), the cell's output). --nosupernet_base_conv: no unconditional 1x1 on h[i-1]."""
     images, _ = _batch(2)
-    stride2 = Supernet(1, 8, 10, use_aux_head=False, op_selection="select")
-    tf_style = Supernet(1, 8, 10, use_aux_head=False, op_selection="select", reduction="tf",
-                        base_conv=base_conv)
-    for model in (stride2, tf_style):
-        model.build_now()
-        assert model(images, tf.constant(arch_tensor(ARCH_A))).shape == (2, 10)
+    models = {}
+    for name, kwargs in (("stride2", {}), ("tf", dict(reduction="tf")),
+                         ("tf_no_base", dict(reduction="tf", base_conv=False))):
+        models[name] = Supernet(1, 8, 10, use_aux_head=False, op_selection="select", **kwargs)
+        models[name].build_now()
+    stride2, tf_style = models["stride2"], models["tf"]
+    assert tf_style(images, tf.constant(arch_tensor(ARCH_A))).shape == (2, 10)
     assert tf_style.reductions == stride2.reductions == [False, True, False, True, False]
     cells = [getattr(tf_style, f"cell{i}") for i in range(5)]
     for idx in (1, 3):
@@ -157,10 +158,8 @@ def test_tf_style_reductions_and_base_conv(base_conv):
         # factorized reductions of its two unused inputs; the tf-style cell has neither.
         real = getattr(stride2, f"cell{idx}")
         assert real.reduce1.shape[0] == 2 * 5 * 2 and not hasattr(cell, "reduce1")
-    assert sum(c.base1 is not None for c in cells) == (5 if base_conv else 0)
-    if not base_conv:  # each cell of width w lost a w x w 1x1 conv and its BN's 2w
-        with_base = Supernet(1, 8, 10, use_aux_head=False, op_selection="select",
-                             reduction="tf")
-        with_base.build_now()
-        widths = [8, 16, 16, 32, 32]
-        assert _params(with_base) - _params(tf_style) == sum(w * w + 2 * w for w in widths)
+    assert all(c.base1 is not None for c in cells)
+    no_base = models["tf_no_base"]
+    assert all(getattr(no_base, f"cell{i}").base1 is None for i in range(5))
+    # Each cell of width w lost a w x w 1x1 conv and its BN's 2w.
+    assert _params(tf_style) - _params(no_base) == sum(w * w + 2 * w for w in (8, 16, 16, 32, 32))

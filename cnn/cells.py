@@ -21,6 +21,7 @@ from typing import Sequence
 from nao_tf import cli
 from nao_tf.errors import InvalidArchitectureError
 from nao_tf.io import read_json
+from cnn.search_sampling import fixed_network_params
 from cnn.search_space import ANY_SPACE, ARCH_LENGTH, SPACES, CellArch, space_for
 
 
@@ -108,8 +109,6 @@ def load_arch(text: str) -> CellArch:
 
 def table() -> str:
     """One line per published cell: name, space, N, F, parameters, source."""
-    from cnn.search_sampling import fixed_network_params
-
     rows = [("name", "space", "N", "F", "params", "source", "reported")]
     for name, cell in CELLS.items():
         params = fixed_network_params(cell.arch, cell.num_cells, cell.filters)

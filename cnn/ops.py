@@ -198,10 +198,10 @@ class Pool(keras.layers.Layer):
         super().__init__(**kwargs)
         layer = keras.layers.AveragePooling2D if kind == "avg_pool" else keras.layers.MaxPooling2D
         self.pool = layer(pool_size, strides=strides, padding="same")
-        self.sign = -1.0 if kind == "min_pool" else 1.0
+        self.min_pool = kind == "min_pool"
 
     def call(self, x, training=False):
-        return self.pool(x) if self.sign > 0 else -self.pool(-x)
+        return -self.pool(-x) if self.min_pool else self.pool(x)
 
 
 class DilatedAtStride(keras.layers.Layer):

@@ -102,3 +102,9 @@ def test_bahdanau_context_reaches_every_decoder_layer():
         tf.zeros([3], tf.int32), states, context, memory, keys)
     np.testing.assert_allclose(logits.numpy(), model.projection(h1[0]).numpy(), atol=1e-6)
     np.testing.assert_allclose(returned_context.numpy(), new_context.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("init", "torch"), ("encoder_dropout_site", "inputs")])
+def test_unknown_style_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"got .*'{value}'"):
+        _controller(**{field: value})

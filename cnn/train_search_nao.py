@@ -238,7 +238,7 @@ TASK = standalone_search.StandaloneTask(
                     weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0),
     higher_is_better=True, score_name="validation accuracy", check=check, setup=setup,
     read_imports=read_imports, scratch=("checkpoints",), graphs=cell_graphs,
-    final_command="scripts/train_final.sh cnn --config=naonet")
+    final_command="scripts/train_final.sh cnn --config=naonet", ref="cnn.train_search_nao:TASK")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ task-agnostic part of that:
   * `StandaloneEvaluator` trains every architecture it is given with a task-supplied function
     `train(arch, device) -> score`, one worker thread per device (one architecture per GPU, several
     architectures in parallel, never one architecture across GPUs), and hands each score to the
-    search loop (`record`) as soon as it is known, from the calling thread only;
+    search loop (`record`) as soon as it is known, from the calling thread only
+    (`nao_tf.ray_executor.RayEvaluator`: the same, one Ray task per architecture on a cluster);
   * `ArchDirs` gives each architecture a run directory and keeps its score on disk, so a run killed
     between "score known" and "search state saved" never trains that architecture again;
   * `read_imported` reads the original's evaluated-architecture files (one architecture per line,
@@ -154,8 +155,11 @@ class StandaloneEvaluator(Evaluator):
                 self.log(f"  score {saved[0]:.6g} of {self.to_string(arch)} was saved by an "
                          "earlier run; not training it again")
                 record(arch, saved[0], failed=saved[1])
-        if not todo:
-            return
+        if todo:
+            self._train_all(todo, record)
+
+    def _train_all(self, todo: Sequence[Arch], record: Record) -> None:
+        """Trains `todo`, one worker thread per device, recording each score as it arrives."""
         tasks: queue.Queue = queue.Queue()
         for arch in todo:
             tasks.put(arch)
@@ -221,17 +225,15 @@ class StandaloneEvaluator(Evaluator):
             results.put(("exit", device))
 
     def _train_one(self, arch: Arch, device: str) -> tuple[float, bool]:
-        """(score, failed): `failed` when the score is `failed_score`, a stand-in for a training
-        that diverged before it measured anything."""
+        self.log(f"  training {self.to_string(arch)} on {device}")
+        return self.settle(arch, *train_candidate(self.train, arch, device), device)
+
+    def settle(self, arch: Arch, score: float | None, diverged: str | None,
+               where: str) -> tuple[float, bool]:
+        """(score, failed) of a finished training (`train_candidate`'s result), saved in its
+        directory: a diverged one gets the best score it reached, else `failed_score` (`failed`
+        is then True), else stops the search with an error naming it."""
         text = self.to_string(arch)
-        self.log(f"  training {text} on {device}")
-        with tf.device(device):
-            try:
-                score, diverged = float(self.train(arch, device)), None
-            except TrainingDiverged as err:
-                score, diverged = err.score, str(err)
-        if diverged is None and not math.isfinite(score):
-            score, diverged = None, f"the score is {score}"
         failed = False
         if diverged is not None:
             if score is not None and math.isfinite(score):
@@ -242,12 +244,24 @@ class StandaloneEvaluator(Evaluator):
                 self.log(f"  {text} diverged ({diverged}); scored as a network that learned "
                          f"nothing: {score:.6g}")
             else:
-                raise NaoError(f"training {text} on {device} diverged ({diverged}); change the "
+                raise NaoError(f"training {text} on {where} diverged ({diverged}); change the "
                                "per-architecture schedule (e.g. a lower learning rate)")
         if self.dirs is not None:
-            self.dirs.save(arch, score, device=device, diverged=diverged, failed=failed)
+            self.dirs.save(arch, score, device=where, diverged=diverged, failed=failed)
         return score, failed
 
+
+def train_candidate(train: TrainFn, arch: Arch, device: str) -> tuple[float | None, str | None]:
+    """(score, None) of `train(arch, device)` run under `tf.device(device)`, or (best score
+    before the divergence or None, why) when the training diverged or its score is not finite."""
+    with tf.device(device):
+        try:
+            score = float(train(arch, device))
+        except TrainingDiverged as err:
+            return err.score, str(err)
+    if not math.isfinite(score):
+        return None, f"the score is {score}"
+    return score, None
 
 def read_imported(space: SearchSpace, archs_path: str | os.PathLike,
                   scores_path: str | os.PathLike,

@@ -15,26 +15,34 @@ resumes: an architecture whose score was recorded is never trained again.
 """
 
 import dataclasses
+import importlib
 import os
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 
-from nao_tf import cli, search_command
+from nao_tf import cli, ray_executor, search_command
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import RunDir
 from nao_tf.search import NAOSearch, SearchConfig, SearchResult, controller_options
 from nao_tf.search_space import SearchSpace
-from nao_tf.standalone import ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
+from nao_tf.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
 
 SETTINGS_FILE = "train_settings.json"
 
 # The command's own flags; the search loop's are `search_command.LOOP_FLAGS`, with the
 # original's defaults for NAO without weight sharing (`DEFAULTS`).
 SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("devices", "", "Comma-separated devices, one architecture training on each at a time "
-     "(default: every visible GPU, else the CPU)."),
+    ("executor", "threads", "How candidates train: 'threads', one per --devices entry on this "
+     "machine; 'ray', one Ray task per candidate anywhere in the cluster of --ray_address.",
+     ["threads", "ray"]),
+    ("devices", "", "--executor=threads: comma-separated devices, one architecture training on "
+     "each at a time (default: every visible GPU, else the CPU)."),
+    ("ray_address", "", "--executor=ray: the cluster to join ('auto', or host:port of `ray start "
+     "--head`); '' starts Ray on this machine."),
+    ("cpus_per_candidate", 1, "--executor=ray: CPUs each candidate holds (on a cluster with GPUs "
+     "it also holds one GPU)."),
     ("import_archs", "", "File of already-trained architectures, one per line."),
     ("import_scores", "", "Their scores, one per line, in the same order."),
     ("iterations", 2, "Controller rounds; the pool is trained iterations + 1 times."),
@@ -63,7 +71,8 @@ class StandaloneTask:
     `read_imports(fv)` reads --import_archs/--import_scores ([] when not given). `controller`:
     the `ControllerConfig` fields of the task's original controller. `spaces`: when the task
     offers several spaces, all of them by name (`space` among them, the default), chosen by
-    `--space`."""
+    `--space`. `ref`: 'module:attribute' naming this task, for executors that rebuild it in
+    other processes (`--executor=ray`)."""
 
     name: str
     space: SearchSpace
@@ -80,6 +89,7 @@ class StandaloneTask:
     graphs: Callable | None = None
     final_command: str = ""
     spaces: Mapping[str, SearchSpace] = dataclasses.field(default_factory=dict)
+    ref: str = ""
 
     def chosen_space(self, fv: flags.FlagValues) -> SearchSpace:
         """The space of `--space`, or the task's only one."""
@@ -102,6 +112,12 @@ def check_flags(fv: flags.FlagValues) -> None:
     if bool(fv.import_archs) != bool(fv.import_scores):
         raise NaoError("--import_archs and --import_scores go together: one file of "
                        "architectures, one of their scores")
+    cli.check_at_least(lambda name: fv[name].value, 1, "cpus_per_candidate")
+    if fv.executor == "ray":
+        ray_executor.require_ray()
+        if fv.devices:
+            raise NaoError("--devices chooses the devices of --executor=threads; with "
+                           "--executor=ray the Ray cluster places each candidate")
 
 
 def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
@@ -110,18 +126,27 @@ def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
     check_flags(fv)
     settings, data = task.check(fv)
     imported = task.read_imports(fv)
-    devices = parse_devices(fv.devices)
+    if fv.executor == "ray" and not task.ref:
+        raise NaoError(f"task {task.name} cannot run on Ray: its StandaloneTask names no `ref`")
+    devices = parse_devices(fv.devices) if fv.executor == "threads" else []
     RunDir(fv.output_dir, task.identity, SETTINGS_FILE).prepare(settings, fv.overwrite)
 
     space = task.chosen_space(fv)
     dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string,
                     scratch=task.scratch)
     setup = task.setup(fv, settings, data, dirs)
-    cli.say(f"NAO (no weight sharing), {task.name}: {setup.summary}; devices: "
-            f"{', '.join(devices)}")
-    evaluator = StandaloneEvaluator(
-        setup.train, higher_is_better=task.higher_is_better, devices=devices, dirs=dirs,
-        failed_score=setup.failed_score, to_string=space.to_string, log=cli.say)
+    where = f"devices: {', '.join(devices)}" if devices else \
+        f"Ray cluster: {fv.ray_address or 'started on this machine'}"
+    cli.say(f"NAO (no weight sharing), {task.name}: {setup.summary}; {where}")
+    common = dict(higher_is_better=task.higher_is_better, dirs=dirs,
+                  failed_score=setup.failed_score, to_string=space.to_string, log=cli.say)
+    if devices:
+        evaluator = StandaloneEvaluator(setup.train, devices=devices, **common)
+    else:
+        values = {name: fv[name].value for name in fv}
+        job = ray_executor.CandidateJob(rebuild, (task.ref, values), str(dirs.root),
+                                        fv.cpus_per_candidate)
+        evaluator = ray_executor.RayEvaluator(job, fv.ray_address, **common)
     controller_extra, search_extra = controller_options(lambda name: fv[name].value)
     config = SearchConfig(
         seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
@@ -140,6 +165,23 @@ def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
             + (f"; train it with {task.final_command} --arch=<that file>"
                if task.final_command else ""))
     return result
+
+
+def rebuild(task_ref: str, values: Mapping[str, Any]) -> tuple[Callable[[str], Arch], TrainFn]:
+    """In another process (a Ray worker): the task `task_ref` ('module:attribute') set up with
+    the driver's flag `values`; returns (parse an architecture's text, train)."""
+    module, _, attribute = task_ref.partition(":")
+    task = getattr(importlib.import_module(module), attribute)
+    fv = flags.FlagValues()
+    define_flags(task, fv)
+    fv.mark_as_parsed()
+    for name in fv:
+        if name in values:
+            fv[name].value = values[name]
+    settings, data = task.check(fv)
+    space = task.chosen_space(fv)
+    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string, scratch=task.scratch)
+    return space.parse, task.setup(fv, settings, data, dirs).train
 
 
 def main(task: StandaloneTask) -> None:

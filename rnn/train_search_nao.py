@@ -160,7 +160,7 @@ TASK = standalone_search.StandaloneTask(
                     max_gradient_norm=5.0),
     higher_is_better=False, score_name="validation perplexity", check=check, setup=setup,
     read_imports=read_imports, scratch=("ckpt", "best"), graphs=cell_graphs,
-    final_command="scripts/train_final.sh rnn --config=ptb")
+    final_command="scripts/train_final.sh rnn --config=ptb", ref="rnn.train_search_nao:TASK")
 
 
 if __name__ == "__main__":

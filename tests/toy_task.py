@@ -135,4 +135,4 @@ STANDALONE_TASK = standalone_search.StandaloneTask(
     name="toy", space=SPACE, flags=FLAGS, presets=PRESETS, identity=("epochs", "lr", "seed"),
     controller=CONTROLLER, higher_is_better=False, score_name="validation MSE", check=settings,
     setup=lambda fv, s, data, dirs: standalone_search.Setup(train_alone(fv), None, "toy"),
-    read_imports=lambda fv: [])
+    read_imports=lambda fv: [], ref="tests.toy_task:STANDALONE_TASK")

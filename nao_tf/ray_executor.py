@@ -1,0 +1,166 @@
+"""NAO without weight sharing on a Ray cluster: each candidate trains as one Ray task.
+
+`RayEvaluator` is `nao_tf.standalone.StandaloneEvaluator` with the worker threads replaced by Ray
+tasks (`ray.remote`, one GPU each on a cluster with GPUs, else `cpus` CPUs), placed by Ray on any
+node of the cluster. The driver stays the only writer of the search: a task returns its score to
+the driver, which applies the divergence policy, saves `score.json` and records the score. A
+task whose node dies is re-run by Ray on another node (`max_retries`); its result arrives once, so
+a candidate never counts twice. A restarted driver retrains nothing recorded (the search state and
+`score.json`); a candidate lost mid-training resumes from its checkpoints when `--output_dir` is
+on storage every node reaches, and from scratch otherwise.
+
+A Ray worker rebuilds the task's trainer itself, once per worker process: `CandidateJob.rebuild`
+(a module-level function, which Ray ships by reference) returns `(parse, train)` from picklable
+arguments (the task's `module:attribute` and its flag values). Every node must be able to import
+the project and read the data at the same paths (see docs/distributed.md). Each attempt appends a
+line (node, process, time) to the candidate's `attempts.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from nao_tf.errors import NaoError
+from nao_tf.search import Record
+from nao_tf.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, train_candidate
+
+ROOT = Path(__file__).resolve().parents[1]  # what a worker must import the project from
+INSTALL_HINT = "pip install -r requirements-cluster.txt"
+
+
+def require_ray() -> None:
+    """Stops with the install command when Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise NaoError(f"--executor=ray needs Ray, which is not installed: {INSTALL_HINT}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateJob:
+    """How a worker gets the trainer: `rebuild(*args)` -> (parse: text -> arch, train)."""
+
+    rebuild: Callable[..., tuple[Callable[[str], Arch], TrainFn]]
+    args: tuple
+    dirs_root: str  # the candidates' directories (`ArchDirs.root`)
+    cpus: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.rebuild.__module__}.{self.rebuild.__qualname__}" + \
+            json.dumps(self.args, sort_keys=True, default=str)
+
+
+_REBUILT: dict[str, tuple[Callable[[str], Arch], TrainFn]] = {}
+
+
+def _threads(cpus: int) -> None:
+    """TensorFlow's thread pools sized to the task's CPUs (before its first op)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(min(cpus, 2))
+    except RuntimeError:  # TensorFlow already ran in this worker: its pools are set
+        pass
+
+
+def run_candidate(job: CandidateJob, arch_text: str) -> tuple[float | None, str | None, str,
+                                                             float]:
+    """Runs in a Ray worker: (score, why it diverged or None, where, seconds)."""
+    import ray
+
+    if job.key not in _REBUILT:
+        _threads(job.cpus)
+        _REBUILT[job.key] = job.rebuild(*job.args)
+    parse, train = _REBUILT[job.key]
+    arch = parse(arch_text)
+    node = ray.get_runtime_context().get_node_id()
+    device = "/gpu:0" if ray.get_gpu_ids() else "/cpu:0"
+    directory = ArchDirs(job.dirs_root, lambda _: arch_text).path(arch)
+    with open(directory / "attempts.jsonl", "a") as f:
+        f.write(json.dumps({"node": node, "pid": os.getpid(), "started": time.time()}) + "\n")
+    started = time.monotonic()
+    score, diverged = train_candidate(train, arch, device)
+    return score, diverged, f"node {node[:8]} {device}", time.monotonic() - started
+
+
+def connect(address: str) -> None:
+    """Joins the Ray cluster at `address` ('' starts one on this machine), once per process."""
+    require_ray()
+    import ray
+
+    if ray.is_initialized():
+        return
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(address=address or None, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+class RayEvaluator(StandaloneEvaluator):
+    """Trains each architecture as a Ray task (see the module docstring). `max_retries`: how
+    often Ray re-runs a task whose worker or node died."""
+
+    def __init__(self, job: CandidateJob, address: str, higher_is_better: bool,
+                 dirs: ArchDirs | None = None, failed_score: float | None = None,
+                 to_string: Callable[[Arch], str] = str, log: Callable[[str], None] = print,
+                 max_retries: int = 3):
+        super().__init__(train=None, higher_is_better=higher_is_better, devices=["ray"],
+                         dirs=dirs, failed_score=failed_score, to_string=to_string, log=log)
+        self.job, self.address, self.max_retries = job, address, max_retries
+
+    def _slots(self, gpus: int) -> int:
+        """Tasks the cluster runs at once now (at least 1: Ray queues the rest)."""
+        import ray
+
+        resources = ray.cluster_resources()
+        if gpus:
+            return max(1, int(resources.get("GPU", 0)))
+        return max(1, int(resources.get("CPU", 0) // self.job.cpus))
+
+    def _train_all(self, todo: Sequence[Arch], record: Record) -> None:
+        import ray
+
+        connect(self.address)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        remote = ray.remote(run_candidate).options(num_cpus=self.job.cpus, num_gpus=gpus,
+                                                   max_retries=self.max_retries)
+        waiting, running = list(todo), {}
+        self.log(f"  training {len(todo)} architectures on the Ray cluster "
+                 f"({self._slots(gpus)} at a time, each {'1 GPU, ' if gpus else ''}"
+                 f"{self.job.cpus} CPU)")
+        started, done = time.monotonic(), 0
+        error: BaseException | None = None
+        try:
+            while running or (waiting and error is None):
+                while waiting and error is None and len(running) < self._slots(gpus):
+                    arch = waiting.pop(0)
+                    running[remote.remote(self.job, self.to_string(arch))] = arch
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+                for ref in ready:
+                    arch = running.pop(ref)
+                    try:
+                        score, diverged, where, seconds = ray.get(ref)
+                        score, failed = self.settle(arch, score, diverged, where)
+                    except Exception as err:  # noqa: BLE001 - raised once the running finish
+                        if error is None:
+                            error = err
+                            self.log(f"  {self.to_string(arch)} failed: {err}"
+                                     + (f"; waiting for the {len(running)} training(s) still "
+                                        "running, their scores are kept" if running else ""))
+                        continue
+                    record(arch, score, failed=failed)
+                    done += 1
+                    eta = (time.monotonic() - started) / done * (len(todo) - done)
+                    self.log(f"  [{done}/{len(todo)}] {score:.6g}  {self.to_string(arch)}  "
+                             f"({where}, {seconds:.0f}s; ETA {eta / 60:.1f} min)")
+        finally:
+            for ref in running:
+                ray.cancel(ref)
+        if error is not None:
+            raise error
+

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from cnn import train_search_nao  # noqa: E402
 from nao_tf import ray_executor, search_command, standalone_search  # noqa: E402
@@ -74,6 +74,7 @@ def _time(executor: str, archs: list) -> float:
 
 
 def main(_):
+    logging.set_verbosity(logging.WARNING)
     archs = train_search_nao.TASK.space.sample_unique(FLAGS.candidates, np.random.default_rng(0))
     print(f"{FLAGS.candidates} smoke CNN cells, {FLAGS.epochs} epoch(s) each, {os.cpu_count()} "
           "CPUs")

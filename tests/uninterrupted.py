@@ -31,6 +31,13 @@ def assert_same_end(reference: subprocess.Popen, reference_dir: Path, resumed_di
                        for name in ("state.json", "best_arch.json"))
     histories = [h["history"] for h in histories]
     assert len({r["score"] for r in histories[0]}) > 1  # real, differing scores
+    records = [[(r["iteration"], r["arch"]) for r in h] for h in histories]
+    differ = [i for i, (a, b) in enumerate(zip(*records)) if a != b]
+    assert records[1] == records[0], (
+        f"the resumed run scored other architectures, or in another order, than the "
+        f"uninterrupted one: first at record {differ[0] if differ else min(map(len, records))} "
+        f"of {len(records[0])} (iteration, arch): {records[1][differ[0]] if differ else '-'} "
+        f"!= {records[0][differ[0]] if differ else '-'}")
     for records in (histories, [[b] + b["top"] for b in best]):
         scores = [np.array([r.pop("score") for r in rs]) for rs in records]
         np.testing.assert_allclose(scores[1], scores[0], rtol=1e-6)

@@ -4,7 +4,8 @@ periodic evaluation, progress lines with images/s and ETA, and `results.json`.
 Layout of `output_dir`: `checkpoints/` (one per epoch; the model, the optimizer with its step
 counter and momentum, and the epoch), `tensorboard/`, `results.json` (rewritten atomically after
 every evaluation and at the end). Re-running resumes from the latest checkpoint, so the step count,
-learning rate and momentum continue where the last completed epoch left them.
+learning rate and momentum continue where the last completed epoch left them. Under a
+multi-worker strategy only the chief writes there (`nao_tf.distribute`).
 """
 
 import os
@@ -17,6 +18,7 @@ import tensorflow as tf
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.training import Trainer
 from nao_tf import precision
+from nao_tf.distribute import is_chief, writable_dir
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
@@ -57,11 +59,17 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
     checkpoint = tf.train.Checkpoint(model=trainer.model,
                                      optimizer=precision.checkpointed(trainer.optimizer),
                                      epoch=epoch_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(loop.output_dir, "checkpoints"),
-                                         max_to_keep=loop.keep_checkpoints)
+    # Every worker saves (the save is collective); the chief into --output_dir, others into
+    # scratch. Every worker resumes from the chief's checkpoints.
+    chief = is_chief(strategy)
+    checkpoints = os.path.join(loop.output_dir, "checkpoints")
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(writable_dir(loop.output_dir, strategy), "checkpoints"),
+        max_to_keep=loop.keep_checkpoints)
     results_path = os.path.join(loop.output_dir, RESULTS_FILE)
     history: list[dict[str, Any]] = []
-    latest = latest_checkpoint(manager)
+    latest = latest_checkpoint(manager if chief else
+                               tf.train.CheckpointManager(checkpoint, checkpoints, max_to_keep=1))
     if latest:
         restore(checkpoint, latest, exact=False)
         if os.path.exists(results_path):
@@ -75,7 +83,8 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                        f"{start_epoch} x {cfg.steps_per_epoch} steps; the batch size or data "
                        "changed since this run started; use --overwrite or a new --output_dir")
 
-    writer = tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard"))
+    writer = (tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard")) if chief
+              else tf.summary.create_noop_writer())
     train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
                              loop.seed, start_step=trainer.step,
                              standardization=loop.standardization)
@@ -137,13 +146,16 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                       f"({metrics['images']} images)", flush=True)
             history.append(record)
             writer.flush()
-            atomic_write_json(results_path, _results(history, extra_results, trainer, False,
-                                                     timed_steps, timed_seconds, loop.batch_size))
+            if chief:
+                atomic_write_json(results_path, _results(history, extra_results, trainer, False,
+                                                         timed_steps, timed_seconds,
+                                                         loop.batch_size))
     results = _results(history, extra_results, trainer, True, timed_steps, timed_seconds,
                        loop.batch_size)
     results["resumed_from_epoch"] = start_epoch
     results["wall_seconds_this_run"] = time.perf_counter() - started
-    atomic_write_json(results_path, results)
+    if chief:
+        atomic_write_json(results_path, results)
     writer.flush()
     return results
 

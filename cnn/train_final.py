@@ -8,7 +8,9 @@
 naonet_v2_36; see cnn/configs.py) sets the defaults of the original final scripts;
 flags given explicitly win. Writes into --output_dir: flags.json, checkpoints/ (every epoch),
 tensorboard/, results.json, export/ (a SavedModel for inference). Re-running the same command
-resumes from the last checkpoint; --overwrite starts fresh.
+resumes from the last checkpoint; --overwrite starts fresh. With a TF_CONFIG naming several
+workers, the same command on each trains one network across them; only the chief writes
+(docs/distributed.md).
 """
 
 import os
@@ -136,19 +138,21 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn.fit import LoopConfig, fit
     from cnn.model import NASNetwork, count_params
     from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import get_strategy
+    from nao_tf.distribute import get_strategy, is_chief
 
+    strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
+    chief = is_chief(strategy)
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
                          fv.num_valid,
                          (fv.synthetic_train_images, fv.synthetic_test_images),
                          seed=fv.seed)
-    strategy = get_strategy()
     if fv.batch_size % strategy.num_replicas_in_sync:
         raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
                        f"{strategy.num_replicas_in_sync} replicas")
     settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
     settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
-    RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS).prepare(settings, fv.overwrite)
+    run_dir = RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS)
+    run_dir.prepare(settings, fv.overwrite) if chief else run_dir.check(settings, fv.overwrite)
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)
@@ -192,12 +196,14 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
              "num_train_images": len(data.train)}
     results = fit(trainer, data, loop, extra)
     export_dir = os.path.join(fv.output_dir, "export")
-    export_for_inference(trainer.model, export_dir, data.mean, data.std, fv.standardization)
     results["export_dir"] = export_dir
-    atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
+    if chief:
+        export_for_inference(trainer.model, export_dir, data.mean, data.std, fv.standardization)
+        atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
     test_acc = results["test_accuracy"]
     print(f"done: {results['steps']} steps; test accuracy "
-          f"{'n/a' if test_acc is None else f'{test_acc:.4f}'}; exported to {export_dir}",
+          f"{'n/a' if test_acc is None else f'{test_acc:.4f}'}; "
+          + (f"exported to {export_dir}" if chief else "the chief wrote the results"),
           flush=True)
     return results
 

@@ -1,19 +1,62 @@
-"""Choosing a `tf.distribute` strategy and building optimizers the way MirroredStrategy needs.
+"""Choosing a `tf.distribute` strategy, the chief's part on many machines, and building
+optimizers the way MirroredStrategy needs.
 
 Custom training loops under MirroredStrategy fail when Keras creates optimizer slots lazily inside
 the traced step (keras-team/keras#19246): every variable must exist before the first traced call.
+
+Many machines: with a `TF_CONFIG` that names two or more workers, `get_strategy()` is a
+`MultiWorkerMirroredStrategy` over every device of every worker (create it before any other
+TensorFlow op of the process). Every worker runs the same command; checkpoint saves are
+collective, so every worker saves, but only the chief (`is_chief`) writes into `--output_dir`:
+the others save into a scratch directory (`writable_dir`) that is deleted when the process ends,
+and everyone restores from the chief's checkpoints.
 """
 
+import atexit
+import json
+import os
+import shutil
+import tempfile
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from nao_tf.errors import NaoError
 
-def get_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over `devices` (default: all visible GPUs) when there are 2 or more,
-    else a one-device strategy on the single GPU or the CPU."""
+
+def cluster_workers() -> int:
+    """How many workers `TF_CONFIG` names (0 without one)."""
+    text = os.environ.get("TF_CONFIG", "")
+    if not text:
+        return 0
+    try:
+        cluster = json.loads(text).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError("TF_CONFIG is not a JSON object with a 'cluster' entry: "
+                         f"{text[:200]!r}") from None
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+_MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process
+
+
+def get_strategy(devices: Sequence[str] | None = None,
+                 multi_worker: bool = False) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when `TF_CONFIG` names two or more workers (for a caller that
+    handles it, `multi_worker`; others stop with an error); else MirroredStrategy over `devices`
+    (default: all visible GPUs) when there are 2 or more, else a one-device strategy on the single
+    GPU or the CPU."""
+    workers = cluster_workers()
+    if devices is None and workers > 1:
+        if not multi_worker:
+            raise NaoError(f"TF_CONFIG names {workers} workers, but this command trains on one "
+                           "machine (docs/distributed.md lists the multi-worker commands); unset "
+                           "TF_CONFIG")
+        if not _MULTI_WORKER:
+            _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _MULTI_WORKER[0]
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         if not devices:
@@ -40,3 +83,29 @@ def build_optimizer(optimizer: keras.optimizers.Optimizer,
     """Creates the optimizer's slot variables now (call inside `strategy.scope()`, eagerly)."""
     optimizer.build(list(variables))
     return optimizer
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, except on the workers of a
+    multi-worker strategy other than the chief (task 'chief', else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+_SCRATCH: dict[str, str] = {}
+
+
+def writable_dir(path: str, strategy: tf.distribute.Strategy) -> str:
+    """`path` on the chief; on another worker a scratch directory standing in for it (its
+    collective checkpoint saves go there), removed when the process exits."""
+    if is_chief(strategy):
+        return path
+    if path not in _SCRATCH:
+        _SCRATCH[path] = tempfile.mkdtemp(prefix="nao-worker-")
+        atexit.register(shutil.rmtree, _SCRATCH[path], True)
+    return _SCRATCH[path]

@@ -66,8 +66,9 @@ def _finish(proc, timeout=300):
 
 def _variables(checkpoint):
     reader = tf.train.load_checkpoint(str(checkpoint))
+    # The object graph records layer names, which count the networks built in the process.
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith("save_counter")}
+            if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
 
 
 def _scratch_dirs():

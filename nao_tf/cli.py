@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from nao_tf import distribute, startup
+from nao_tf import startup
 from nao_tf.errors import NaoError
 
 
@@ -82,7 +82,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     tf.get_logger().setLevel("WARNING")
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:
         tf.config.threading.set_intra_op_parallelism_threads(1)
-    if distribute.cluster_workers() < 2:  # else the multi-worker strategy must come first
+    if not os.environ.get("TF_CONFIG"):  # else a multi-worker strategy must come first
         with startup.held_back():
             tf.config.list_logical_devices()  # the device search writes its own start-up lines
     flags.DEFINE_bool("deterministic", False, "Reproducible by seed: two runs with the same "

@@ -34,8 +34,8 @@ def cluster_workers() -> int:
     try:
         cluster = json.loads(text).get("cluster", {})
     except (json.JSONDecodeError, AttributeError):
-        raise ValueError("TF_CONFIG is not a JSON object with a 'cluster' entry: "
-                         f"{text[:200]!r}") from None
+        raise NaoError("TF_CONFIG is not a JSON object with a 'cluster' entry: "
+                       f"{text[:200]!r}; set it as docs/distributed.md shows, or unset it") from None
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 

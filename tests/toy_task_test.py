@@ -1,12 +1,15 @@
 """A third task from a space, one network and presets (tests/toy_task.py) runs both search modes
 end to end through the shared command skeletons."""
 
+import dataclasses
 import json
+import re
 
 import pytest
 from absl import flags
 
 from nao_tf import standalone_search, weight_sharing_search
+from nao_tf.errors import NaoError
 from tests import toy_task
 
 
@@ -46,3 +49,24 @@ def test_toy_task_searches_without_weight_sharing(tmp_path):
     _check_result(tmp_path, result, toy_task.SPACE)
     trained = list((tmp_path / "archs").glob("*/score.json"))
     assert len(trained) == result.evaluated == len(result.history) > 8  # the pool, then new ones
+
+
+@pytest.mark.parametrize("argv, ref, ray_installed, message", [
+    (["--executor=ray"], "tests.toy_task:STANDALONE_TASK", False,
+     "--executor=ray needs Ray, which is not installed: pip install -r requirements-cluster.txt"),
+    (["--executor=ray"], "", True, "task toy cannot run on Ray: its StandaloneTask names no"),
+    (["--cpus_per_candidate=0"], "tests.toy_task:STANDALONE_TASK", True,
+     "--cpus_per_candidate"),
+])
+def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypatch, argv, ref,
+                                                             ray_installed, message):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        (find_spec("json") if ray_installed else None) if name == "ray" else find_spec(name, *a)))
+    task = dataclasses.replace(toy_task.STANDALONE_TASK, ref=ref)
+    out = tmp_path / "run"
+    with pytest.raises(NaoError, match=re.escape(message)):
+        standalone_search.run(task, _flags(standalone_search, task, f"--output_dir={out}", *argv))
+    assert not out.exists()

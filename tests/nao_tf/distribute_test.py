@@ -19,7 +19,7 @@ def test_cluster_workers_reads_tf_config(monkeypatch):
     _tf_config(monkeypatch, 3)
     assert distribute.cluster_workers() == 3
     monkeypatch.setenv("TF_CONFIG", "not json")
-    with pytest.raises(ValueError, match="TF_CONFIG is not a JSON object"):
+    with pytest.raises(NaoError, match="TF_CONFIG is not a JSON object"):
         distribute.cluster_workers()
 
 

@@ -9,7 +9,9 @@ Many machines: with a `TF_CONFIG` that names two or more workers, `get_strategy(
 TensorFlow op of the process). Every worker runs the same command; checkpoint saves are
 collective, so every worker saves, but only the chief (`is_chief`) writes into `--output_dir`:
 the others save into a scratch directory (`writable_dir`) that is deleted when the process ends,
-and everyone restores from the chief's checkpoints.
+and everyone restores from the chief's checkpoints. A decision every worker must take alike (a
+validation loss that switches the schedule, the next pool of a search) is the chief's, sent to
+all with `from_chief`; `barrier` waits for every worker.
 """
 
 import atexit
@@ -20,6 +22,7 @@ import tempfile
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -66,13 +69,17 @@ def get_strategy(devices: Sequence[str] | None = None,
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-def strategy_for_batch(batch_size: int) -> tf.distribute.Strategy:
-    """`get_strategy()` when `batch_size` splits evenly over its replicas; otherwise one device,
-    with a warning that names the batch, the replicas and the fix."""
-    strategy = get_strategy()
+def strategy_for_batch(batch_size: int, multi_worker: bool = False) -> tf.distribute.Strategy:
+    """`get_strategy(multi_worker=...)` when `batch_size` splits evenly over its replicas;
+    otherwise one device, with a warning that names the batch, the replicas and the fix (across
+    machines, an error: one device there is not one job)."""
+    strategy = get_strategy(multi_worker=multi_worker)
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas == 0:
         return strategy
+    if is_multi_worker(strategy):
+        raise NaoError(f"--batch_size={batch_size} does not split over the {replicas} replicas "
+                       f"of the {cluster_workers()} workers; use a multiple of {replicas}")
     logging.warning("batch %d does not split over %d replicas: training on one device (use a "
                     "multiple of %d to train on all of them)", batch_size, replicas, replicas)
     return get_strategy([strategy.extended.worker_devices[0]])
@@ -85,11 +92,15 @@ def build_optimizer(optimizer: keras.optimizers.Optimizer,
     return optimizer
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: always, except on the workers of a
     multi-worker strategy other than the chief (task 'chief', else worker 0)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+    if not is_multi_worker(strategy) or resolver is None:
         return True
     if resolver.task_type == "chief":
         return True
@@ -109,3 +120,23 @@ def writable_dir(path: str, strategy: tf.distribute.Strategy) -> str:
         _SCRATCH[path] = tempfile.mkdtemp(prefix="nao-worker-")
         atexit.register(shutil.rmtree, _SCRATCH[path], True)
     return _SCRATCH[path]
+
+
+def from_chief(strategy: tf.distribute.Strategy, value) -> np.ndarray:
+    """`value` as the chief holds it, on every worker (float64; every worker passes the same
+    shape). Without a multi-worker strategy, `value` itself. Collective: every worker calls it."""
+    value = tf.constant(value, tf.float64)
+    if not is_multi_worker(strategy):
+        return value.numpy()
+
+    def chiefs_part():  # global replica 0 is the chief's first device
+        ctx = tf.distribute.get_replica_context()
+        first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float64)
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value * first)
+
+    return strategy.experimental_local_results(strategy.run(chiefs_part))[0].numpy()
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker has called it (at once without a multi-worker strategy)."""
+    from_chief(strategy, 0.0)

@@ -12,7 +12,8 @@ validation loss has not improved on the best of all but the last `nonmono` epoch
 best/ (best validation model), TensorBoard events in tb/, and results.json. Re-running the same
 command resumes from the last completed epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
 back to the last completed epoch (at most `--max_rollbacks` times in a row, then it stops with an
-error).
+error). With a TF_CONFIG naming several workers, the same command on each trains one model across
+them (the batch columns split over all replicas); only the chief writes (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tensorflow as tf
 from absl import flags
 
 from nao_tf import cli
-from nao_tf.distribute import strategy_for_batch
+from nao_tf.distribute import barrier, from_chief, is_chief, strategy_for_batch, writable_dir
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, fingerprint, read_json
@@ -107,6 +108,9 @@ class FinalTrainer:
 
     def __init__(self, params: TrainParams, strategy: tf.distribute.Strategy | None = None):
         check_params(params)
+        # First: a multi-worker strategy must exist before any other TensorFlow op.
+        self.strategy = strategy or strategy_for_batch(params.batch_size, multi_worker=True)
+        self.chief = is_chief(self.strategy)
         self.p = params
         self.out = Path(params.output_dir)
         self.space = RnnSearchSpace()
@@ -121,8 +125,11 @@ class FinalTrainer:
                     "vocab_size": self.corpus.vocab_size,
                     "data_fingerprint": fingerprint(params.data_dir)}
         settings.pop("overwrite")
-        RunDir(self.out, MODEL_KEYS).prepare(settings, params.overwrite)
-        self.strategy = strategy or strategy_for_batch(params.batch_size)
+        run_dir = RunDir(self.out, MODEL_KEYS)
+        run_dir.prepare(settings, params.overwrite) if self.chief else \
+            run_dir.check(settings, params.overwrite)
+        # Other workers save into scratch (saves are collective) and read the chief's files.
+        self.saves = Path(writable_dir(str(self.out), self.strategy))
         keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
         with self.strategy.scope(), policy(params.precision):
             self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)
@@ -131,9 +138,11 @@ class FinalTrainer:
         self.lm = LMStep(self.model, self.strategy, params.batch_size, params.clip, params.wdecay,
                          params.beta, self.average, params.jit_compile)
         self.ckpt = tf.train.Checkpoint(model=self.model, average=self.average)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.out / "ckpt"), max_to_keep=2)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.saves / "ckpt"),
+                                                  max_to_keep=2)
         self.best_ckpt = tf.train.Checkpoint(model=self.model)
-        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+        self.writer = (tf.summary.create_file_writer(str(self.out / "tb")) if self.chief
+                       else tf.summary.create_noop_writer())
         self.num_params = count_params(self.model)
         self.state = self._load_or_init_state()
 
@@ -142,8 +151,12 @@ class FinalTrainer:
     def _load_or_init_state(self) -> dict[str, Any]:
         state_path = self.out / "train_state.json"
         require_record(state_path, self.out / "ckpt")
-        if state_path.exists():
-            state = read_json(state_path, STATE_FIELDS)
+        # Another worker never resumes what the chief's --overwrite deletes, and every worker
+        # has read the chief's record before the chief writes a new one.
+        resume = state_path.exists() and (self.chief or not self.p.overwrite)
+        state = read_json(state_path, STATE_FIELDS) if resume else None
+        barrier(self.strategy)
+        if state:
             self._restore(state)
             cli.say(f"resuming {self.out} after epoch {state['epoch']}")
             return state
@@ -161,7 +174,8 @@ class FinalTrainer:
         restore(self.ckpt, self.out / "ckpt" / state["checkpoint"], exact=False)
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self.out / "train_state.json", state)
+        if self.chief:
+            atomic_write_json(self.out / "train_state.json", state)
 
     # Training.
 
@@ -217,12 +231,13 @@ class FinalTrainer:
         """Validation (averaged weights under ASGD), best model, NT-ASGD switch, state."""
         st, p = self.state, self.p
         with self.average.swapped_in():
-            val_loss = self.lm.evaluate(self.valid_data, p.bptt)
+            # Every worker takes the chief's decisions (the switch, the best epoch).
+            val_loss = float(from_chief(self.strategy, self.lm.evaluate(self.valid_data, p.bptt)))
             if not math.isfinite(val_loss):
                 raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
             if val_loss < st["best_val_loss"]:
                 st["best_val_loss"], st["best_epoch"] = val_loss, epoch
-                self.best_ckpt.write(str(self.out / "best" / "model"))
+                self.best_ckpt.write(str(self.saves / "best" / "model"))
         if st["switched_at_epoch"] is None:
             if should_switch_to_asgd(st["val_history"], val_loss, p.nonmono):
                 cli.say(f"switching to averaged SGD after epoch {epoch}")
@@ -268,6 +283,7 @@ class FinalTrainer:
         st = self.state
         if st["best_epoch"] == 0:
             raise StateError(f"{self.out}: no epoch finished, nothing to evaluate")
+        barrier(self.strategy)  # the chief's best model is written
         restore(self.best_ckpt, self.out / "best" / "model", exact=False)
         val_loss = self.lm.evaluate(self.valid_data, self.p.bptt)
         test_loss = self.lm.evaluate(self.test_data, self.p.bptt)
@@ -281,7 +297,8 @@ class FinalTrainer:
             "test_ppl": perplexity(test_loss), "test_batch_size": self.p.test_batch_size,
             "train_seconds": st["train_seconds"], "last_epoch_tokens_per_sec": st["tokens_per_sec"],
         }
-        atomic_write_json(self.out / "results.json", results)
+        if self.chief:
+            atomic_write_json(self.out / "results.json", results)
         write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})
         return results
 

@@ -125,8 +125,9 @@ class LMStep:
     `train_step(x [T, B], y [T, B], hidden [B, d], lr, seed[, arch [n, 2]])`: one SGD step of the
     original's loss (NLL + TAR); T is free and the cell is a tensor, so it traces once. `seed`
     (two ints, unique per step) draws the step's dropout masks, each replica its own. Under
-    MirroredStrategy each replica trains on its own slice of the B columns (and their hidden
-    states), gradients are averaged across replicas, clipped, decayed and applied as plain SGD
+    MirroredStrategy (one machine or many) each replica trains on its own slice of the B columns
+    and their hidden states (all B states are gathered back after the step), gradients are
+    averaged across replicas, clipped, decayed and applied as plain SGD
     (Keras SGD without momentum; with loss scaling when the model computes in float16, see
     nao_tf.precision). The hidden state stays float32 between steps under every policy.
     Supernet only: `score(x, y, archs [K, n, 2])`, the summed NLL per cell (one trace for every
@@ -203,14 +204,15 @@ class LMStep:
         replicas = float(self.strategy.num_replicas_in_sync)
         self.optimizer.apply_gradients(
             zip([g / replicas for g in grads], self.model.trainable_variables))
-        return nll, new_hidden
+        # Every replica (of every worker) carries all B columns' states into the next step.
+        return nll, ctx.all_gather(new_hidden, axis=0)
 
     def _train_step(self, x, y, hidden, lr, seed, *arch):
         self.optimizer.learning_rate.assign(lr)
         nll, new_hidden = self.strategy.run(self._replica_step, args=(x, y, hidden, seed, *arch))
         if self.average is not None:
             self.average.update_if_active()
-        hidden = tf.concat(self.strategy.experimental_local_results(new_hidden), axis=0)
+        hidden = self.strategy.experimental_local_results(new_hidden)[0]
         loss = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, nll, axis=None)
         return loss, tf.stop_gradient(hidden)
 

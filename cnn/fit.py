@@ -18,11 +18,11 @@ import tensorflow as tf
 from cnn.data import CifarData, eval_dataset, train_dataset
 from cnn.training import Trainer
 from nao_tf import precision
-from nao_tf.distribute import is_chief, writable_dir
+from nao_tf.distribute import checkpoint_manager, is_chief, summary_writer
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
 from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import latest_checkpoint, restore, write_scalars
+from nao_tf.run_dir import restore, write_scalars
 
 RESULTS_FILE = "results.json"
 
@@ -59,17 +59,13 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
     checkpoint = tf.train.Checkpoint(model=trainer.model,
                                      optimizer=precision.checkpointed(trainer.optimizer),
                                      epoch=epoch_var)
-    # Every worker saves (the save is collective); the chief into --output_dir, others into
+    # Every worker saves (the save is collective): the chief into --output_dir, others into
     # scratch. Every worker resumes from the chief's checkpoints.
     chief = is_chief(strategy)
-    checkpoints = os.path.join(loop.output_dir, "checkpoints")
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(writable_dir(loop.output_dir, strategy), "checkpoints"),
-        max_to_keep=loop.keep_checkpoints)
+    manager, latest = checkpoint_manager(checkpoint, os.path.join(loop.output_dir, "checkpoints"),
+                                         strategy, loop.keep_checkpoints)
     results_path = os.path.join(loop.output_dir, RESULTS_FILE)
     history: list[dict[str, Any]] = []
-    latest = latest_checkpoint(manager if chief else
-                               tf.train.CheckpointManager(checkpoint, checkpoints, max_to_keep=1))
     if latest:
         restore(checkpoint, latest, exact=False)
         if os.path.exists(results_path):
@@ -83,8 +79,7 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                        f"{start_epoch} x {cfg.steps_per_epoch} steps; the batch size or data "
                        "changed since this run started; use --overwrite or a new --output_dir")
 
-    writer = (tf.summary.create_file_writer(os.path.join(loop.output_dir, "tensorboard")) if chief
-              else tf.summary.create_noop_writer())
+    writer = summary_writer(os.path.join(loop.output_dir, "tensorboard"), strategy)
     train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
                              loop.seed, start_step=trainer.step,
                              standardization=loop.standardization)

@@ -8,6 +8,8 @@ the last save and `prepare` is a no-op once the supernet is trained that far. `e
 architecture by its accuracy on the same fixed validation images every time (the first
 `eval_images` of the validation split), batch norm on batch statistics, so scores are
 deterministic for given weights and a resumed run gives the scores an uninterrupted one would.
+Across machines (a multi-worker strategy) every worker trains and scores; the chief alone writes,
+and decides when a save falls due.
 """
 
 import os
@@ -25,7 +27,8 @@ from cnn.training import Trainer
 from nao_tf import precision
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.run_dir import latest_checkpoint, restore, write_scalars
+from nao_tf.distribute import checkpoint_manager, from_chief, summary_writer
+from nao_tf.run_dir import restore, write_scalars
 from nao_tf.search import Record, WeightSharingEvaluator
 
 
@@ -64,15 +67,14 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.log = log
         self.checkpoint = tf.train.Checkpoint(model=trainer.model,
                                               optimizer=precision.checkpointed(trainer.optimizer))
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(output_dir, "supernet"), max_to_keep=2)
-        latest = latest_checkpoint(self.manager)
+        self.manager, latest = checkpoint_manager(
+            self.checkpoint, os.path.join(output_dir, "supernet"), trainer.strategy, max_to_keep=2)
         if latest:
             restore(self.checkpoint, latest, exact=False)
             log(f"supernet: resumed from {latest} (step {trainer.step}, "
                 f"epoch {trainer.step / schedule.steps_per_epoch:.2f})")
-        self.writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard",
-                                                                 "supernet"))
+        self.writer = summary_writer(os.path.join(output_dir, "tensorboard", "supernet"),
+                                     trainer.strategy)
         self._train_iterator = None
         n_eval = min(schedule.eval_images, len(data.valid))
         valid = type(data.valid)(data.valid.images[:n_eval], data.valid.labels[:n_eval])
@@ -131,8 +133,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
             if step % s.log_every_steps == 0 or step == target:
                 self._log_window(window, stats, step, target, timed_steps, timed_seconds)
                 window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "start": time.monotonic()}
-            if step % s.steps_per_epoch == 0 or step == target \
-                    or time.monotonic() - self._last_save >= s.save_every_seconds:
+            if step % s.steps_per_epoch == 0 or step == target or from_chief(
+                    trainer.strategy, time.monotonic() - self._last_save >= s.save_every_seconds):
                 self._save()
         self.writer.flush()
 

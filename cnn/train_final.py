@@ -138,7 +138,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn.fit import LoopConfig, fit
     from cnn.model import NASNetwork, count_params
     from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import get_strategy, is_chief
+    from nao_tf.distribute import barrier, get_strategy, is_chief
 
     strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)
@@ -153,6 +153,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
     run_dir = RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS)
     run_dir.prepare(settings, fv.overwrite) if chief else run_dir.check(settings, fv.overwrite)
+    barrier(strategy)  # the chief's --overwrite is done before any worker looks for checkpoints
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)

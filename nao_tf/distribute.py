@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from nao_tf.errors import NaoError
+from nao_tf.run_dir import latest_checkpoint
 
 
 def cluster_workers() -> int:
@@ -48,10 +49,12 @@ _MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process
 def get_strategy(devices: Sequence[str] | None = None,
                  multi_worker: bool = False) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy when `TF_CONFIG` names two or more workers (for a caller that
-    handles it, `multi_worker`; others stop with an error); else MirroredStrategy over `devices`
+    handles it, `multi_worker`, or once one has created it; others stop with an error); else MirroredStrategy over `devices`
     (default: all visible GPUs) when there are 2 or more, else a one-device strategy on the single
     GPU or the CPU."""
     workers = cluster_workers()
+    if devices is None and _MULTI_WORKER:
+        return _MULTI_WORKER[0]
     if devices is None and workers > 1:
         if not multi_worker:
             raise NaoError(f"TF_CONFIG names {workers} workers, but this command trains on one "
@@ -67,6 +70,13 @@ def get_strategy(devices: Sequence[str] | None = None,
     if len(devices) == 1:
         return tf.distribute.OneDeviceStrategy(devices[0])
     return tf.distribute.MirroredStrategy(list(devices))
+
+
+def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy | None:
+    """The process's multi-worker strategy when `TF_CONFIG` names two or more workers (created
+    now: call before any other TensorFlow op); None on one machine. Once it exists,
+    `get_strategy()` returns it to every caller."""
+    return get_strategy(multi_worker=True) if cluster_workers() > 1 else None
 
 
 def strategy_for_batch(batch_size: int, multi_worker: bool = False) -> tf.distribute.Strategy:
@@ -125,9 +135,9 @@ def writable_dir(path: str, strategy: tf.distribute.Strategy) -> str:
 def from_chief(strategy: tf.distribute.Strategy, value) -> np.ndarray:
     """`value` as the chief holds it, on every worker (float64; every worker passes the same
     shape). Without a multi-worker strategy, `value` itself. Collective: every worker calls it."""
-    value = tf.constant(value, tf.float64)
     if not is_multi_worker(strategy):
-        return value.numpy()
+        return np.asarray(value, np.float64)
+    value = tf.constant(value, tf.float64)
 
     def chiefs_part():  # global replica 0 is the chief's first device
         ctx = tf.distribute.get_replica_context()
@@ -140,3 +150,24 @@ def from_chief(strategy: tf.distribute.Strategy, value) -> np.ndarray:
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Returns once every worker has called it (at once without a multi-worker strategy)."""
     from_chief(strategy, 0.0)
+
+
+def summary_writer(path: str | os.PathLike,
+                   strategy: tf.distribute.Strategy) -> tf.summary.SummaryWriter:
+    """TensorBoard events into `path` on the chief; a writer that writes nothing elsewhere."""
+    if is_chief(strategy):
+        return tf.summary.create_file_writer(str(path))
+    return tf.summary.create_noop_writer()
+
+
+def checkpoint_manager(checkpoint: tf.train.Checkpoint, directory: str | os.PathLike,
+                       strategy: tf.distribute.Strategy, max_to_keep: int
+                       ) -> tuple[tf.train.CheckpointManager, str | None]:
+    """A manager that saves `checkpoint` into `directory` (on another worker: into its scratch
+    stand-in), and the checkpoint to resume from: the newest of the chief's, None for a new run."""
+    directory = str(directory)
+    manager = tf.train.CheckpointManager(checkpoint, writable_dir(directory, strategy),
+                                         max_to_keep=max_to_keep)
+    chiefs = manager if is_chief(strategy) else tf.train.CheckpointManager(
+        checkpoint, directory, max_to_keep=max_to_keep)
+    return manager, latest_checkpoint(chiefs)

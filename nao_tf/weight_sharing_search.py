@@ -13,7 +13,8 @@ scored every `eval_every_epochs` supernet epochs and at the end. Writes into --o
 settings record, state.json and history.jsonl (the search, resumable), pool.<i>.txt/.perf,
 best_arch.json/.png/.dot, controller/, tensorboard/, and the evaluator's supernet files. Killed at
 any moment, the same command resumes: finished supernet epochs, scores and controller rounds are
-not redone.
+not redone. With a TF_CONFIG naming several workers the same command on each trains and scores
+the supernet across all of them; the chief runs the search and writes every file.
 """
 
 import dataclasses
@@ -23,7 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import flags
 
 from nao_tf import cli, search_command
+from nao_tf.chief_driven import ChiefDrivenEvaluator, follow_chief
 from nao_tf.controller import ControllerConfig
+from nao_tf.distribute import barrier, is_chief, multi_worker_strategy
 from nao_tf.errors import InvalidArchitectureError, NaoError
 from nao_tf.io import read_lines
 from nao_tf.run_dir import RunDir
@@ -112,19 +115,34 @@ def controller_config(task: WeightSharingTask, fv: flags.FlagValues) -> Controll
                        "seed": fv.seed, **controller_extra})
 
 
-def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult:
-    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
+def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult | None:
+    """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult` (None on a
+    worker other than the chief of a multi-worker job, which only follows the chief's supernet
+    calls: `nao_tf.chief_driven`)."""
     search_command.apply_config(task.presets, fv)
     check_flags(fv)
+    workers = multi_worker_strategy()  # first: it must precede every other TensorFlow op
+    chief = workers is None or is_chief(workers)
     settings, data = task.check(fv)
     seed_pool = read_seed_pool(fv.arch_pool, task.space) if fv.arch_pool else None
-    RunDir(fv.output_dir, task.identity, task.settings_file).prepare(settings, fv.overwrite)
+    run_dir = RunDir(fv.output_dir, task.identity, task.settings_file)
+    run_dir.prepare(settings, fv.overwrite) if chief else run_dir.check(settings, fv.overwrite)
+    if workers:
+        barrier(workers)  # the chief's --overwrite is done before any worker reads the run
 
     evaluator = task.evaluator(fv, data)
+    if not chief:
+        follow_chief(evaluator, task.space, workers)
+        cli.say("the chief's search is done")
+        return None
+    if workers:
+        evaluator = ChiefDrivenEvaluator(evaluator, task.space, workers)
     search = NAOSearch(task.space, evaluator, search_config(task, fv, evaluator.iterations),
                        controller_config(task, fv), fv.output_dir, seed_pool=seed_pool,
                        log=cli.say, graphs=task.graphs)
     result = search.run()
+    if workers:
+        evaluator.done()
     best_path = os.path.join(fv.output_dir, "best_arch.json")
     cli.say(f"best architecture ({task.score_name} {result.best_score:.6g} on the supernet):\n"
             f"{task.space.describe(result.best_arch)}\ntop {len(result.top)}:\n"

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from nao_tf.distribute import barrier, from_chief, is_chief, summary_writer, writable_dir
 from nao_tf.divergence import divergence
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
@@ -98,7 +99,9 @@ class SupernetEvaluator(WeightSharingEvaluator):
     """Weight-sharing scores for `nao_tf.search` (see the module docstring).
 
     Writes into `directory`: `state.json` (epoch, step within the epoch, checkpoint name),
-    `ckpt/` (weights and the carried hidden state) and TensorBoard scalars in `tb/`.
+    `ckpt/` (weights and the carried hidden state) and TensorBoard scalars in `tb/`. Across
+    machines only the chief writes there (the others save into scratch and read the chief's), and
+    the chief decides when a save falls due.
     """
 
     higher_is_better = False
@@ -123,9 +126,12 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.step = LMStep(self.model, self.strategy, params.batch_size, params.clip,
                            params.wdecay, params.beta, jit_compile=params.jit_compile)
         self.ckpt = tf.train.Checkpoint(model=self.model, hidden=self.hidden)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir / "ckpt"),
-                                                  max_to_keep=2)
-        self.writer = tf.summary.create_file_writer(str(self.dir / "tb"))
+        # Across machines every worker saves (into scratch but the chief) and reads the chief's.
+        self.chief = is_chief(self.strategy)
+        self.manager = tf.train.CheckpointManager(
+            self.ckpt, str(Path(writable_dir(str(self.dir), self.strategy)) / "ckpt"),
+            max_to_keep=2)
+        self.writer = summary_writer(self.dir / "tb", self.strategy)
         self.num_params = count_params(self.model)
         self.state = self._load_or_init_state()
 
@@ -140,14 +146,14 @@ class SupernetEvaluator(WeightSharingEvaluator):
         path = self.dir / "state.json"
         identity = self._identity()
         require_record(path, self.dir / "ckpt")
-        if path.exists():
-            state = read_json(path, {"identity": dict, "epoch": int, "step": int,
-                                     "checkpoint": str, "train_seconds": (int, float)})
+        state = read_json(path, {"identity": dict, "epoch": int, "step": int, "checkpoint": str,
+                                 "train_seconds": (int, float)}) if path.exists() else None
+        barrier(self.strategy)  # every worker has read the chief's state before it writes one
+        if state:
             check_identity(state["identity"], identity, identity, f"{self.dir} holds a supernet")
             restore(self.ckpt, self.dir / "ckpt" / state["checkpoint"], exact=False)
             self.log(f"supernet: resuming after epoch {state['epoch']}, step {state['step']}")
             return state
-        self.dir.mkdir(parents=True, exist_ok=True)
         state = {"identity": identity, "epoch": 0, "step": 0, "train_seconds": 0.0,
                  "params": self.num_params, "checkpoint": None}
         self._save(state)
@@ -157,7 +163,9 @@ class SupernetEvaluator(WeightSharingEvaluator):
         """Checkpoint first, then the state that names it (both atomic)."""
         number = state["epoch"] * 1_000_000 + state["step"]
         state["checkpoint"] = Path(self.manager.save(checkpoint_number=number)).name
-        atomic_write_json(self.dir / "state.json", state)
+        if self.chief:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.dir / "state.json", state)
 
     # Training.
 
@@ -206,7 +214,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
                          f"{interval_loss / interval_steps:.3f} | {tokens / (now - start):.0f} "
                          f"tokens/s | arch {' '.join(map(str, arch.ravel()))}")
                 interval_loss, interval_steps = 0.0, 0
-            if now - last_save >= p.save_every_seconds and step + 1 < len(windows):
+            if step + 1 < len(windows) and from_chief(self.strategy,
+                                                      now - last_save >= p.save_every_seconds):
                 self.hidden.assign(hidden)
                 st["step"] = step + 1
                 st["train_seconds"] += now - last_save

@@ -31,7 +31,8 @@ import tensorflow as tf
 from absl import flags
 
 from nao_tf import cli
-from nao_tf.distribute import barrier, from_chief, is_chief, strategy_for_batch, writable_dir
+from nao_tf.distribute import (barrier, from_chief, is_chief, strategy_for_batch,
+                                summary_writer, writable_dir)
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, fingerprint, read_json
@@ -141,8 +142,7 @@ class FinalTrainer:
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.saves / "ckpt"),
                                                   max_to_keep=2)
         self.best_ckpt = tf.train.Checkpoint(model=self.model)
-        self.writer = (tf.summary.create_file_writer(str(self.out / "tb")) if self.chief
-                       else tf.summary.create_noop_writer())
+        self.writer = summary_writer(self.out / "tb", self.strategy)
         self.num_params = count_params(self.model)
         self.state = self._load_or_init_state()
 

@@ -29,7 +29,7 @@ from absl import flags
 
 from nao_tf import cli, weight_sharing_search
 from nao_tf.controller import STYLES
-from nao_tf.distribute import strategy_for_batch
+from nao_tf.distribute import strategy_for_batch, writable_dir
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
@@ -168,11 +168,12 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
 def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
     p = params(fv)
     out = Path(p.output_dir)
-    if corpus is None:  # a generated corpus inside the run directory
-        p = dataclasses.replace(p, data_dir=str(write_generated_corpus(out / "corpus", p.seed)))
+    strategy = strategy_for_batch(p.batch_size)
+    if corpus is None:  # a generated corpus inside the run directory (each worker its own)
+        corpus_dir = Path(writable_dir(str(out), strategy)) / "corpus"
+        p = dataclasses.replace(p, data_dir=str(write_generated_corpus(corpus_dir, p.seed)))
         corpus = read_corpus(p.data_dir)
     keras.utils.set_random_seed(p.seed)  # initial weights, dropout masks
-    strategy = strategy_for_batch(p.batch_size)
     cli.say(f"corpus {p.data_dir}: vocabulary {corpus.vocab_size}, tokens "
             f"train={len(corpus.train)} valid={len(corpus.valid)}")
     return SupernetEvaluator(supernet_params(p), corpus, out / "supernet", strategy, cli.say)

@@ -74,3 +74,67 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(t
     assert [r.keys() for r in results["history"]] == [r.keys() for r in expected["history"]]
     assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
     assert {p.name for p in out.iterdir()} == CHIEF_FILES
+
+
+# The NAO-WS search: 10 supernet steps an epoch, scored after epochs 1 and 2. The next pool is
+# the best of the scored one plus random cells: which cells the controller decodes depends on
+# near-ties of its argmax (the subject here is the supernet's training and scoring).
+SEARCH_ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32",
+               "--batch_size=16", "--eval_images=32", "--eval_batch_size=16", "--seed_archs=6",
+               "--top_k=3", "--new_archs=0", "--random_archs=3", "--controller_epochs=20",
+               "--controller_batch_size=6", "--log_every_steps=1", "--op_selection=select"]
+SEARCH_FILES = {"best_arch.dot", "best_arch.json", "best_arch.png", "controller", "history.jsonl",
+                "pool.0.perf", "pool.0.txt", "pool.1.perf", "pool.1.txt", "search_settings.json",
+                "state.json", "supernet", "tensorboard"}
+
+
+def _history(out):
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, monkeypatch,
+                                                       restore_graph_optimizer):
+    """Both scorings of the pool and the supernet's weights after 20 steps: as one process of
+    two replicas. The chief alone runs the controller and writes."""
+    from cnn import train_search
+    from nao_tf import weight_sharing_search
+
+    scratch_before = scratch_dirs()
+    out, single = tmp_path / "workers", tmp_path / "single"
+    workers = start_workers("cnn.train_search", [*SEARCH_ARGS, f"--output_dir={out}"])
+    monkeypatch.setattr(train_search, "get_strategy", lambda **_: two_replicas)
+    values = flags.FlagValues()
+    weight_sharing_search.define_flags(train_search.TASK, values)
+    values(["prog", *SEARCH_ARGS, f"--output_dir={single}"])
+    weight_sharing_search.run(train_search.TASK, values)
+    chief, other = (finish(p) for p in workers)
+    assert "batch 16 over 2 replica(s)" in chief and "the chief's search is done" in other
+    assert "iteration 0: train" in chief and "iteration 0: train" not in other
+    ours, reference = _history(out), _history(single)
+    assert [(r["iteration"], r["arch"]) for r in ours] == \
+        [(r["iteration"], r["arch"]) for r in reference]
+    assert [r["score"] for r in ours] == [r["score"] for r in reference]
+    assert_same_values(*(checkpoint_values(tf.train.latest_checkpoint(str(d / "supernet")))
+                         for d in (out, single)))
+    assert {p.name for p in out.iterdir()} == SEARCH_FILES
+    assert scratch_dirs() == scratch_before
+
+
+@pytest.mark.slow
+def test_a_killed_search_on_two_workers_resumes_without_redoing(tmp_path):
+    out = tmp_path / "search"
+    args = [*SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={out}"]
+    workers = start_workers("cnn.train_search", args)
+    for line in workers[0].stdout:  # the chief's log
+        if "supernet epoch 2 step 14/20" in line:
+            break
+    kill_all(workers)
+    restarted = [finish(p) for p in start_workers("cnn.train_search", args)]
+    assert all("supernet: resumed from" in log for log in restarted), restarted[1][-2000:]
+    assert "iteration 0: evaluate" not in restarted[0]
+    history = _history(out)
+    assert sorted({r["iteration"] for r in history}) == [0, 1]
+    assert len({(r["iteration"], r["arch"]) for r in history}) == len(history) == 12
+    assert json.loads((out / "best_arch.json").read_text())["space"] == "nao_ws"
+    assert {p.name for p in out.iterdir()} == SEARCH_FILES

@@ -5,7 +5,9 @@ writes, and a killed job resumes."""
 import json
 import time
 
+import numpy as np
 import pytest
+from absl import flags
 
 from rnn.train_final import FinalTrainer, TrainParams
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
@@ -70,3 +72,58 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(c
     assert results.keys() == expected.keys() and results["epochs"] == expected["epochs"] == 6
     assert len(json.loads(state.read_text())["val_history"]) == 6
     assert {p.name for p in out.iterdir()} == CHIEF_FILES
+
+
+# The NAO-WS search on the smoke config's generated corpus, scored after epochs 1 and 2; the next
+# pool is the best of the scored one plus random cells (the subject is the supernet).
+SEARCH_ARGS = ["--config=smoke", "--epochs=2", "--eval_every_epochs=1", "--batch_size=4",
+               "--emsize=8", "--seed_archs=6", "--top_k=3", "--new_archs=0", "--random_archs=3",
+               "--controller_epochs=5", "--log_interval=1000"]
+
+
+@pytest.mark.slow
+def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, monkeypatch):
+    from nao_tf import weight_sharing_search
+    from rnn import train_search
+
+    out, single = tmp_path / "workers", tmp_path / "single"
+    workers = start_workers("rnn.train_search", [*SEARCH_ARGS, f"--output_dir={out}"])
+    monkeypatch.setattr(train_search, "strategy_for_batch", lambda *_, **__: two_replicas)
+    values = flags.FlagValues()
+    weight_sharing_search.define_flags(train_search.TASK, values)
+    values(["prog", *SEARCH_ARGS, f"--output_dir={single}"])
+    weight_sharing_search.run(train_search.TASK, values)
+    chief, other = (finish(p) for p in workers)
+    assert "the chief's search is done" in other and "iteration 0: train" not in other
+    ours, reference = ([json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
+                       for d in (out, single))
+    assert [(r["iteration"], r["arch"]) for r in ours] == \
+        [(r["iteration"], r["arch"]) for r in reference]
+    np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in reference],
+                               rtol=1e-5)
+    supernet = "supernet/ckpt/" + json.loads((out / "supernet" / "state.json").read_text())[
+        "checkpoint"]
+    assert_same_values(checkpoint_values(out / supernet), checkpoint_values(single / supernet))
+    assert {p.name for p in out.iterdir()} == {p.name for p in single.iterdir()}
+
+
+@pytest.mark.slow
+def test_a_killed_search_on_two_workers_resumes_its_supernet(tmp_path):
+    out = tmp_path / "search"
+    args = [*SEARCH_ARGS, "--epochs=3", "--save_every_seconds=0.2", f"--output_dir={out}"]
+    workers = start_workers("rnn.train_search", args)
+    state = out / "supernet" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+            state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        time.sleep(0.05)
+    kill_all(workers)
+    killed = json.loads(state.read_text())
+    assert 1 <= killed["epoch"] < 3, "the search must be killed in supernet training"
+    restarted = [finish(p) for p in start_workers("rnn.train_search", args)]
+    resumed = f"supernet: resuming after epoch {killed['epoch']}, step {killed['step']}"
+    assert all(resumed in log for log in restarted), restarted[1][-2000:]
+    assert json.loads(state.read_text())["epoch"] == 3
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len({(r["iteration"], r["arch"]) for r in history}) == len(history) == 18
+    assert json.loads((out / "best_arch.json").read_text())["space"] == "nao_rnn"

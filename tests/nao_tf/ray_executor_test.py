@@ -121,3 +121,40 @@ def test_a_node_lost_mid_training_loses_no_candidate(tmp_path):
     assert recorded in archs
     assert len(list((out / "archs").glob("*/score.json"))) == len(archs)
     assert json.loads((out / "best_arch.json").read_text())["arch"] in archs
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_retraining_a_recorded_candidate(tmp_path):
+    """The driver of a CNN search on a local cluster (one 1-CPU worker node) is killed once two
+    candidates are recorded; the rerun trains only the others."""
+    cluster = Cluster(initialize_head=True, head_node_args=dict(
+        NODE, num_cpus=0, include_dashboard=False))
+    cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "cnn.train_search_nao", "--config=smoke", "--executor=ray",
+               f"--ray_address={cluster.address}", f"--output_dir={out}", "--seed_archs=4",
+               "--top_k=2", "--iterations=0", "--epochs=1"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None and \
+                len(list((out / "archs").glob("*/score.json"))) < 2:
+            time.sleep(0.1)
+        driver.kill()
+        assert driver.wait(timeout=60) == -9, "the driver ended before two scores"
+        recorded = {p.parent for p in (out / "archs").glob("*/score.json")}
+        assert 2 <= len(recorded) < 4
+        rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=600)
+    finally:
+        cluster.shutdown()
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    attempts = _attempts(out)
+    assert all(len(attempts[d]) == 1 for d in recorded)  # not trained again
+    archs = [r["arch"] for r in json.loads((out / "state.json").read_text())["history"]]
+    assert len(archs) == len(set(archs)) == 4
+    assert len(list((out / "archs").glob("*/score.json"))) == 4
+    assert (out / "best_arch.json").exists()

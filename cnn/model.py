@@ -14,6 +14,16 @@ then always by one more ReLU-1x1-BN. Ops reading a cell input of a reduction cel
 The output concatenates all unused nodes, unused cell inputs included (factorized-reduced in
 reduction cells), so it is `len(loose_ends) * width` channels wide.
 
+`network="imagenet"` is NAO_pytorch's ImageNet network (`NAO_V1/model.py` NASNetworkImageNet, the
+mobile setting of NAONet-A): the same cells, but h[i-1] only calibrated when its width differs
+(no unconditional ReLU-1x1-BN) and the stride of a 1xk + kx1 conv split over its two convs
+(`ops.FactorizedConv`), and stem0 = 3x3 conv stride 2 to F/2 + BN + ReLU + 3x3 conv
+stride 2 to F + BN (h[i-2] of the first cell, 56x56 at 224x224), stem1 = ReLU + 3x3 conv stride 2 + BN (h[i-1],
+28x28), so the three stages run at 28, 14 and 7 pixels; the auxiliary head sits on the second
+reduction cell itself (ReLU -> 5x5 avg pool stride 2 VALID -> 1x1 conv 128 + BN + ReLU -> 2x2 conv
+768 VALID + BN + ReLU -> dense with a bias), and the classifier reads the pooled last cell without
+a ReLU, through a dense layer with a bias.
+
 `network="nao"` is the TF NAO release's `NAO/cnn/model.py` instead, for NAONet as it was trained
 there: fan-out variance-scaling kernels, h[i-1] mapped by one ReLU-1x1-BN whatever its width, the
 first cell reading the raw stem as h[i-2] (identity and pooling on it end with ReLU-1x1-BN, and an
@@ -57,7 +67,8 @@ class NASCell(keras.layers.Layer):
         self.relu_before_reduce = input0_larger
         self.calibrate1 = (ops.ReLUConvBN(filters, 1, 1, sync_bn, name="calibrate1")
                            if c1 != filters and not nao else None)
-        self.base1 = ops.ReLUConvBN(filters, 1, 1, sync_bn, name="base1")
+        self.base1 = (ops.ReLUConvBN(filters, 1, 1, sync_bn, name="base1")
+                      if network != "imagenet" else None)
         width0 = c0 if raw_input0 else filters
         # Sub-layers live in named attributes (tf.train.Checkpoint ignores Keras-tracked lists).
         for i, node in enumerate(cell.nodes):
@@ -65,7 +76,8 @@ class NASCell(keras.layers.Layer):
                 strides = 2 if reduction and inp < NUM_CELL_INPUTS else 1
                 setattr(self, f"op{2 * i + b}", ops.make_op(
                     op, filters, strides, sync_bn, name=f"node{i + NUM_CELL_INPUTS}_{b}",
-                    input_channels=width0 if inp == 0 else filters, conv_identity=nao))
+                    input_channels=width0 if inp == 0 else filters, conv_identity=nao,
+                    split_stride=network == "imagenet"))
         self.loose_ends = cell.loose_ends()
         self.reduced_outputs = tuple(i for i in self.loose_ends
                                      if reduction and i < NUM_CELL_INPUTS)
@@ -87,7 +99,7 @@ class NASCell(keras.layers.Layer):
                                  training=training)
         if self.calibrate1 is not None:
             h1 = self.calibrate1(h1, training=training)
-        states = [h0, self.base1(h1, training=training)]
+        states = [h0, h1 if self.base1 is None else self.base1(h1, training=training)]
         apply_drop_path = training and drop_path_keep_prob < 1.0 and drop_path_progress is not None
         if apply_drop_path:
             keep = 1.0 - self.depth_fraction * drop_path_progress * (1.0 - drop_path_keep_prob)
@@ -140,7 +152,48 @@ def _head_dense(nao_head: bool) -> dict:
     return dict(use_bias=False, kernel_initializer=ops.kernel_init())
 
 
-NETWORKS = ("nao_ws", "nao")
+class AuxHeadImageNet(keras.layers.Layer):
+    """NAO_pytorch's ImageNet aux head, on the 7x7 output of the second reduction cell."""
+
+    def __init__(self, num_classes: int, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = keras.layers.AveragePooling2D(5, strides=2, padding="valid")
+        self.proj = keras.layers.Conv2D(128, 1, use_bias=False, kernel_initializer=ops.kernel_init())
+        self.proj_bn = ops.batch_norm(sync_bn)
+        self.conv = keras.layers.Conv2D(768, 2, padding="valid", use_bias=False,
+                                        kernel_initializer=ops.kernel_init())
+        self.conv_bn = ops.batch_norm(sync_bn)
+        self.flatten = keras.layers.Flatten()
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=ops.kernel_init())
+
+    def call(self, x, training=False):
+        x = self.pool(tf.nn.relu(x))
+        x = tf.nn.relu(self.proj_bn(self.proj(x), training=training))
+        x = tf.nn.relu(self.conv_bn(self.conv(x), training=training))
+        return self.fc(self.flatten(x))
+
+
+class ImageNetStem(keras.layers.Layer):
+    """stem0 and stem1 of NAO_pytorch's ImageNet network; returns (h[i-2], h[i-1]) of the first
+    cell at 1/4 and 1/8 of the image size, both `filters` wide."""
+
+    def __init__(self, filters: int, sync_bn: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        conv = lambda width: keras.layers.Conv2D(  # noqa: E731
+            width, 3, strides=2, padding="same", use_bias=False,
+            kernel_initializer=ops.kernel_init())
+        self.conv0a, self.bn0a = conv(filters // 2), ops.batch_norm(sync_bn)
+        self.conv0b, self.bn0b = conv(filters), ops.batch_norm(sync_bn)
+        self.conv1, self.bn1 = conv(filters), ops.batch_norm(sync_bn)
+
+    def call(self, x, training=False):
+        x = tf.nn.relu(self.bn0a(self.conv0a(x), training=training))
+        h0 = self.bn0b(self.conv0b(x), training=training)
+        h1 = self.bn1(self.conv1(tf.nn.relu(h0)), training=training)
+        return h0, h1
+
+
+NETWORKS = ("nao_ws", "nao", "imagenet")
 
 
 class NASNetwork(keras.Model):
@@ -159,6 +212,7 @@ class NASNetwork(keras.Model):
         super().__init__(**kwargs)
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+        self.network = network
         with ops.kernel_initializer("fan_out" if network == "nao" else "he_normal"):
             self._build_layers(arch, num_cells_per_stage, filters, num_classes, use_aux_head,
                                stem_multiplier, image_size, sync_bn, network)
@@ -172,15 +226,22 @@ class NASNetwork(keras.Model):
         n = num_cells_per_stage
         num_cells = 3 * n + 2
         reduction_indices = (n, 2 * n + 1)
-        self.stem_conv = keras.layers.Conv2D(stem_multiplier * filters, 3, padding="same",
-                                             use_bias=False, kernel_initializer=ops.kernel_init())
-        self.stem_bn = ops.batch_norm(sync_bn)
-        stem_channels = stem_multiplier * filters
-        channels = [stem_channels, stem_channels]  # widths of (h[i-2], h[i-1])
-        sizes = [image_size, image_size]
+        imagenet = network == "imagenet"
+        if imagenet:
+            self.imagenet_stem = ImageNetStem(filters, sync_bn, name="imagenet_stem")
+            channels = [filters, filters]  # widths of (h[i-2], h[i-1])
+            sizes = [-(-image_size // 4), -(-image_size // 8)]
+        else:
+            self.stem_conv = keras.layers.Conv2D(stem_multiplier * filters, 3, padding="same",
+                                                 use_bias=False,
+                                                 kernel_initializer=ops.kernel_init())
+            self.stem_bn = ops.batch_norm(sync_bn)
+            channels = [stem_multiplier * filters] * 2
+            sizes = [image_size, image_size]
         width = filters
         self.num_cells = num_cells
-        self.aux_index = reduction_indices[-1] + 1 if use_aux_head else None
+        self.aux_index = None if not use_aux_head else (
+            reduction_indices[-1] if imagenet else reduction_indices[-1] + 1)
         self.aux_head = None
         for idx in range(num_cells):
             reduction = idx in reduction_indices
@@ -191,15 +252,18 @@ class NASNetwork(keras.Model):
                            (idx + 1) / num_cells, sync_bn, network,
                            raw_input0=network == "nao" and idx == 0, name=f"cell{idx}")
             setattr(self, f"cell{idx}", cell)
-            size = sizes[1] // 2 if reduction else sizes[1]
+            size = -(-sizes[1] // 2) if reduction else sizes[1]
             channels = [channels[1], cell.output_channels]
             sizes = [sizes[1], size]
             if idx == self.aux_index:
-                self.aux_head = AuxHead(num_classes, size, sync_bn, network == "nao",
-                                        name="aux_head")
+                self.aux_head = (AuxHeadImageNet(num_classes, sync_bn, name="aux_head") if imagenet
+                                 else AuxHead(num_classes, size, sync_bn, network == "nao",
+                                              name="aux_head"))
         self.gap = keras.layers.GlobalAveragePooling2D()
         self.classifier = keras.layers.Dense(num_classes, **_head_dense(network == "nao"),
-                                             name="classifier")
+                                             name="classifier") if not imagenet else \
+            keras.layers.Dense(num_classes, kernel_initializer=ops.kernel_init(),
+                               name="classifier")
         self.image_size = image_size
 
     @property
@@ -211,8 +275,10 @@ class NASNetwork(keras.Model):
         step is derived."""
         seed = ops.step_seed(seed)
         x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
-        x = self.stem_bn(self.stem_conv(x), training=training)
-        h0 = h1 = x
+        if self.network == "imagenet":
+            h0, h1 = self.imagenet_stem(x, training=training)
+        else:
+            h0 = h1 = self.stem_bn(self.stem_conv(x), training=training)
         aux_logits = None
         for idx, cell in enumerate(self.cells):
             h0, h1 = h1, cell([h0, h1], training=training, drop_path_progress=drop_path_progress,
@@ -220,7 +286,7 @@ class NASNetwork(keras.Model):
                               seed=ops.sub_seed(seed, idx))
             if training and idx == self.aux_index:
                 aux_logits = tf.cast(self.aux_head(h1, training=training), tf.float32)
-        x = self.gap(tf.nn.relu(h1))
+        x = self.gap(h1 if self.network == "imagenet" else tf.nn.relu(h1))
         if training and self.dropout_rate > 0:
             x = ops.dropout(x, self.dropout_rate, ops.sub_seed(seed, self.num_cells))
         logits = tf.cast(self.classifier(x), tf.float32)
@@ -246,3 +312,19 @@ def count_params(model: keras.Model, include_aux_head: bool = False) -> int:
         id(v) for v in model.aux_head.trainable_variables}
     return int(sum(v.shape.num_elements() for v in model.trainable_variables
                    if id(v) not in skip))
+
+
+def count_mult_adds(model: NASNetwork) -> int:
+    """Multiply-adds of the inference of one image at `model.image_size` (convolutions and dense
+    layers, the figure NAS papers report), read off the traced graph's conv and matmul ops."""
+    spec = tf.TensorSpec([1, model.image_size, model.image_size, 3], tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            out, kernel = op.outputs[0].shape, op.inputs[1].shape  # kernel [kh, kw, in, out|mult]
+            spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
+            total += spatial * kernel.num_elements()
+        elif op.type == "MatMul":
+            total += op.inputs[1].shape.num_elements()
+    return int(total)

@@ -142,13 +142,15 @@ class SepConv(keras.layers.Layer):
 
 class FactorizedConv(keras.layers.Layer):
     """conv 1xk + kx1: ReLU-conv(1 x k, stride s in both dims)-BN, then ReLU-conv(k x 1)-BN (the TF
-    original's placement of the stride)."""
+    original's placement of the stride); `split_stride`: NAO_pytorch's, stride (1, s) in the first
+    conv and (s, 1) in the second (the same weights, twice the first conv's multiply-adds)."""
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, sync_bn: bool = False,
-                 **kwargs):
+                 split_stride: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.first = ReLUConvBN(filters, (1, kernel_size), strides, sync_bn)
-        self.second = ReLUConvBN(filters, (kernel_size, 1), 1, sync_bn)
+        first, second = ((1, strides), (strides, 1)) if split_stride else (strides, 1)
+        self.first = ReLUConvBN(filters, (1, kernel_size), first, sync_bn)
+        self.second = ReLUConvBN(filters, (kernel_size, 1), second, sync_bn)
 
     def call(self, x, training=False):
         return self.second(self.first(x, training=training), training=training)
@@ -272,12 +274,12 @@ class Calibrated(keras.layers.Layer):
 
 def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
             name: str | None = None, input_channels: int | None = None,
-            conv_identity: bool = False) -> keras.layers.Layer:
+            conv_identity: bool = False, split_stride: bool = False) -> keras.layers.Layer:
     """The layer for registry op `op_id` (see `cnn.search_space.OPS`) on an input that already has
     `filters` channels (cell inputs are calibrated first, so no op changes the width), or
     `input_channels` (the TF NAO release's first cell reads the raw stem: identity and pooling
     then end with ReLU-1x1-BN to `filters`). `conv_identity`: a stride-2 identity is ReLU-1x1-BN
-    (the TF NAO release) instead of a factorized reduction."""
+    (the TF NAO release) instead of a factorized reduction. `split_stride`: see `FactorizedConv`."""
     spec = OPS[op_id]
     other_width = input_channels not in (None, filters)
     if spec.kind in ("sep_conv", "conv"):
@@ -287,7 +289,7 @@ def make_op(op_id: int, filters: int, strides: int, sync_bn: bool = False,
                                    filters, strides, sync_bn, name=name)
         return layer(filters, spec.size, strides, sync_bn, spec.dilation, name=name)
     if spec.kind == "factorized_conv":
-        return FactorizedConv(filters, spec.size, strides, sync_bn, name=name)
+        return FactorizedConv(filters, spec.size, strides, sync_bn, split_stride, name=name)
     if spec.kind in ("avg_pool", "max_pool", "min_pool"):
         if other_width:
             return Calibrated(Pool(spec.kind, spec.size, strides), filters, sync_bn, name=name)

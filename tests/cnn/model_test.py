@@ -178,3 +178,22 @@ def test_the_tf_nao_release_network():
     default.build_now()
     assert default.cells[0].calibrate0 is not None and default.classifier.bias is None
     assert isinstance(default.cells[1].op0.reduce, ops.FactorizedReduce)
+
+
+def test_naonet_a_imagenet_network_is_the_originals():
+    """NAO_pytorch's NASNetworkImageNet for NAONet-A (N=4, F=42, 1000 classes), built with the
+    original's code (NAO_V1/model.py, PyTorch 2.13 on CPU) and counted there: 11,353,831
+    parameters without the aux head, 12,603,855 with it; 1,243,996,992 multiply-adds of one
+    224x224 image (forward hooks summing out_h * out_w * k_h * k_w * in / groups * out of every
+    Conv2d and in * out of every Linear, inference, no aux head; docs/cnn.md)."""
+    from cnn.model import count_mult_adds
+
+    net = NASNetwork(named_arch("naonet_a"), 4, 42, 1000, use_aux_head=True, image_size=224,
+                     network="imagenet")
+    net.build_now()
+    assert count_params(net) == 11_353_831
+    assert count_params(net, include_aux_head=True) == 12_603_855
+    assert count_mult_adds(net) == 1_243_996_992
+    logits, aux = net(tf.zeros([2, 224, 224, 3]), training=True,
+                      drop_path_progress=tf.constant(0.5))
+    assert logits.shape == aux.shape == (2, 1000)

@@ -24,6 +24,13 @@ PyTorch's `weight_decay` wd is l2_reg = wd / 2 here: V1 wd 3e-4 (5e-4 for A-128)
 drop-path keep 0.8 (0.7 for A-128). F = 36, or 128 for A-128 (which the original ran on 4 GPUs
 with the same global batch).
 
+`imagenet_mobile`: NAO_pytorch's `NAO_V1/train_NAONet_A_imagenet.sh` with `train_imagenet.py`'s
+defaults — NAONet-A in the ImageNet network (N = 4, F = 42, 224x224), 250 epochs, 128 images and
+lr 0.1 per replica (the 4-GPU script: 512 and 0.4), lr times 0.97 every epoch, plain momentum 0.9,
+label smoothing 0.1, wd 3e-5 (l2_reg 1.5e-5), aux head 0.4, gradient clip 5, no dropout or
+drop-path (the script leaves both keep probabilities at 1.0); the validation images are the test
+set, evaluated every epoch with the training batch.
+
 A preset only sets defaults: flags given on the command line win.
 """
 
@@ -54,6 +61,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "naonet_a_128": {**_NAO_PYTORCH, "arch": "naonet_a", "filters": 128, "l2_reg": 2.5e-4,
                      "drop_path_keep_prob": 0.7},
     "naonet_v2_36": {**_NAO_PYTORCH, "arch": "naonet_v2", "l2_reg": 2.5e-4},
+    "imagenet_mobile": dict(
+        arch="naonet_a", dataset="imagenet", network="imagenet", image_size=224, num_cells=4,
+        filters=42, epochs=250, batch_size=128, eval_batch_size=128, batch_per_replica=True,
+        lr_schedule="step", lr_max=0.1, gamma=0.97, decay_period=1, nesterov=False,
+        momentum=0.9, label_smoothing=0.1, l2_reg=1.5e-5, grad_bound=5.0, keep_prob=1.0,
+        drop_path_keep_prob=1.0, use_aux_head=True, aux_weight=0.4, cutout_size=0,
+        split="final", eval_every_epochs=1),
     "nao_search": dict(
         num_cells=3, filters=32, epochs=25, batch_size=128, eval_batch_size=100,
         lr_schedule="sgdr", lr_max=0.024, lr_min=0.0, t0=100, t_mul=1, nesterov=False,

@@ -46,7 +46,8 @@ class Split:
 @dataclass
 class CifarData:
     """Train / valid / test splits; `valid` is None for the final split, `test` None when the source
-    has no test set. `mean` and `std` are the per-channel statistics of `train` in [0, 1] units."""
+    has no test set. `mean` and `std` are the per-channel statistics of `train` in [0, 1] units.
+    The methods are the pipelines `cnn.fit` reads (as `cnn.imagenet.ImageNetData`'s)."""
 
     name: str
     num_classes: int
@@ -55,6 +56,25 @@ class CifarData:
     test: Split | None
     mean: np.ndarray
     std: np.ndarray
+    image_size: int = IMAGE_SIZE
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return steps_per_epoch(len(self.train), batch_size)
+
+    def train_dataset(self, batch_size: int, seed: int | None = None, start_step: int = 0,
+                      cutout_size: int = 0, standardization: str = "dataset") -> tf.data.Dataset:
+        return train_dataset(self.train, batch_size, self.mean, self.std, cutout_size, seed,
+                             start_step, standardization)
+
+    def eval_datasets(self, batch_size: int,
+                      standardization: str = "dataset") -> dict[str, tf.data.Dataset]:
+        """{"valid", "test"}: each split there is, every image once."""
+        return {name: eval_dataset(split, batch_size, self.mean, self.std, standardization)
+                for name, split in (("valid", self.valid), ("test", self.test)) if split}
+
+    def explain(self, error: Exception, step: int, batch_size: int) -> Exception:
+        """In-memory images cannot fail to decode: the error as it is."""
+        return error
 
 
 def _num_classes(dataset: str) -> int:

@@ -5,7 +5,8 @@ Layout of `output_dir`: `checkpoints/` (one per epoch; the model, the optimizer 
 counter and momentum, and the epoch), `tensorboard/`, `results.json` (rewritten atomically after
 every evaluation and at the end). Re-running resumes from the latest checkpoint, so the step count,
 learning rate and momentum continue where the last completed epoch left them. Under a
-multi-worker strategy only the chief writes there (`nao_tf.distribute`).
+multi-worker strategy only the chief writes there (`nao_tf.distribute`). The data (CIFAR in memory,
+or an ImageNet-like set read from files) supplies the pipelines and the steps of an epoch.
 """
 
 import os
@@ -15,7 +16,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from cnn.data import CifarData, eval_dataset, train_dataset
+from cnn.data import CifarData
+from cnn.imagenet import ImageNetData
 from cnn.training import Trainer
 from nao_tf import precision
 from nao_tf.distribute import checkpoint_manager, is_chief, summary_writer
@@ -40,16 +42,12 @@ class LoopConfig:
     standardization: str = "dataset"  # cnn.data.STANDARDIZATIONS
 
 
-def _eval_splits(data: CifarData) -> dict[str, Any]:
-    return {name: split for name, split in (("valid", data.valid), ("test", data.test)) if split}
-
-
 def _format_eta(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
+def fit(trainer: Trainer, data: CifarData | ImageNetData, loop: LoopConfig,
         extra_results: dict[str, Any]) -> dict[str, Any]:
     """Trains until `trainer.cfg.epochs` epochs are done (resuming if a checkpoint exists) and
     returns the results dict also written to `results.json`."""
@@ -80,13 +78,11 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
                        "changed since this run started; use --overwrite or a new --output_dir")
 
     writer = summary_writer(os.path.join(loop.output_dir, "tensorboard"), strategy)
-    train_ds = train_dataset(data.train, loop.batch_size, data.mean, data.std, loop.cutout_size,
-                             loop.seed, start_step=trainer.step,
-                             standardization=loop.standardization)
+    train_ds = data.train_dataset(loop.batch_size, loop.seed, trainer.step,
+                                  cutout_size=loop.cutout_size,
+                                  standardization=loop.standardization)
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
-    evals = {name: eval_dataset(split, loop.eval_batch_size, data.mean, data.std,
-                                loop.standardization)
-             for name, split in _eval_splits(data).items()}
+    evals = data.eval_datasets(loop.eval_batch_size, standardization=loop.standardization)
 
     last: dict[str, float] = {}
     timed_steps, timed_seconds = 0, 0.0
@@ -97,7 +93,10 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
     for epoch in range(start_epoch, cfg.epochs):
         for _ in range(cfg.steps_per_epoch):
             t = time.perf_counter()
-            images, labels = next(iterator)
+            try:
+                images, labels = next(iterator)
+            except tf.errors.InvalidArgumentError as err:  # an input that does not decode
+                raise data.explain(err, trainer.step, loop.batch_size) from None
             stats = trainer.train_step(images, labels)
             dt = time.perf_counter() - t
             step = trainer.step
@@ -134,11 +133,13 @@ def fit(trainer: Trainer, data: CifarData, loop: LoopConfig,
             for name, ds in evals.items():
                 metrics = trainer.evaluate(ds)
                 record[f"{name}_accuracy"] = metrics["accuracy"]
+                record[f"{name}_top5"] = metrics["top5"]
                 record[f"{name}_loss"] = metrics["loss"]
                 write_scalars(writer, trainer.step, {f"{name}/accuracy": metrics["accuracy"],
+                                                     f"{name}/top5": metrics["top5"],
                                                      f"{name}/loss": metrics["loss"]})
-                print(f"epoch {epoch + 1}: {name} accuracy {metrics['accuracy']:.4f} "
-                      f"({metrics['images']} images)", flush=True)
+                print(f"epoch {epoch + 1}: {name} accuracy {metrics['accuracy']:.4f} top-5 "
+                      f"{metrics['top5']:.4f} ({metrics['images']} images)", flush=True)
             history.append(record)
             writer.flush()
             if chief:
@@ -161,6 +162,7 @@ def _results(history: list[dict[str, Any]], extra: dict[str, Any], trainer: Trai
     final = history[-1] if history else {}
     return {**extra, "finished": finished, "epochs_done": final.get("epoch", 0),
             "steps": trainer.step, "test_accuracy": final.get("test_accuracy"),
+            "test_top5": final.get("test_top5"),
             "valid_accuracy": final.get("valid_accuracy"),
             "train_images_per_sec": batch_size * timed_steps / timed_seconds
             if timed_seconds else None, "history": history}

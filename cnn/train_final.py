@@ -1,11 +1,13 @@
-"""Train a fixed CNN architecture from scratch on CIFAR and evaluate it (the original's
-`train_final`).
+"""Train a fixed CNN architecture from scratch on CIFAR or ImageNet and evaluate it (the
+original's `train_final`, and NAO_pytorch's `train_imagenet.py`).
 
     python -m cnn.train_final --config=nao_ws --data_dir=data/cifar-10-batches-py \
         --output_dir=runs/nao_ws_c10 [--arch=NAME|"40 ints"|best_arch.json] [flags]
+    python -m cnn.train_final --config=imagenet_mobile --data_dir=/data/imagenet \
+        --output_dir=runs/naonet_a_imagenet
 
 `--config` (nao_ws, naonet, the NAO_pytorch naonet_a_36 / naonet_b_36 / naonet_a_128 /
-naonet_v2_36; see cnn/configs.py) sets the defaults of the original final scripts;
+naonet_v2_36, imagenet_mobile; see cnn/configs.py) sets the defaults of the original final scripts;
 flags given explicitly win. Writes into --output_dir: flags.json, checkpoints/ (every epoch),
 tensorboard/, results.json, export/ (a SavedModel for inference). Re-running the same command
 resumes from the last checkpoint; --overwrite starts fresh. With a TF_CONFIG naming several
@@ -26,16 +28,18 @@ from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.run_dir import RunDir
 from cnn.configs import CONFIGS
 
-_DATASETS = ["cifar10", "cifar100", "synthetic"]
+_DATASETS = ["cifar10", "cifar100", "synthetic", "imagenet", "imagenette", "imagenet64"]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
 FLAG_SPECS: tuple[tuple, ...] = (
     ("config", "", f"Preset of an original final script: {', '.join(CONFIGS)} ('' = none)."),
     ("arch", "nao_ws", "Architecture: a published cell's name (python -m cnn.cells lists them), "
      "40 integers (normal then reduction cell), or a best_arch.json path."),
     ("dataset", "cifar10", "Dataset.", _DATASETS),
-    ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
-     "directory (unused for synthetic)."),
-    ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),
+    ("data_dir", "", "Directory with the python-pickle batches, a prepared tensorflow-datasets "
+     "directory, or (ImageNet-like sets) an image folder with train/ and val/ (unused for "
+     "synthetic)."),
+    ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle", "folder"]),
+    ("image_size", 0, "Image side of the ImageNet-like sets (0: 224, or 64 for imagenet64)."),
     ("split", "final", "final: all training images; search: all but the last --num_valid, which "
      "are the validation set.", ["final", "search"]),
     ("num_valid", 5000, "Validation images held out by --split=search."),
@@ -47,19 +51,26 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("filters", 36, "F: width of the first stage (doubled at each reduction)."),
     ("stem_multiplier", 3, "The stem has stem_multiplier * F channels."),
     ("network", "nao_ws", "nao_ws: the NAO-WS fixed network (also NAO_pytorch's); nao: the TF NAO "
-     "release's NAO/cnn/model.py, as NAONet was trained there (cnn/model.py).", ["nao_ws", "nao"]),
+     "release's NAO/cnn/model.py, as NAONet was trained there; imagenet: NAO_pytorch's ImageNet "
+     "network (cnn/model.py).", ["nao_ws", "nao", "imagenet"]),
     ("standardization", "dataset", "dataset: per-channel mean and std of the training split, "
      "padding with the mean; per_image: the TF NAO release's (zero-pad the raw pixels, then "
      "standardise each image).", ["dataset", "per_image"]),
     ("epochs", 630, "Training epochs."),
     ("batch_size", 144, "Global training batch (split across replicas)."),
+    ("batch_per_replica", False, "--batch_size, --eval_batch_size and --lr_max are per replica: "
+     "the global batch and learning rate grow with the replicas (the original ImageNet scripts: "
+     "128 images and lr 0.1 per GPU)."),
     ("eval_batch_size", 128, "Global evaluation batch."),
     ("lr_schedule", "sgdr", "sgdr: epoch-granular cosine with warm restarts (T_0, T_mul); "
-     "cosine: one per-step cosine over all epochs.", ["sgdr", "cosine"]),
+     "cosine: one per-step cosine over all epochs; step: times --gamma every --decay_period "
+     "epochs.", ["sgdr", "cosine", "step"]),
     ("lr_max", 0.05, "Maximum learning rate."),
     ("lr_min", 0.0001, "Minimum learning rate."),
     ("t0", 10, "SGDR: epochs of the first cycle (T_0)."),
     ("t_mul", 2, "SGDR: cycle length multiplier (T_mul)."),
+    ("gamma", 0.97, "Step schedule: learning-rate factor per decay."),
+    ("decay_period", 1, "Step schedule: epochs between two decays."),
     ("nesterov", True, "Nesterov momentum (NAO-WS) or plain momentum (NAO)."),
     ("momentum", 0.9, "SGD momentum."),
     ("l2_reg", 2e-4, "Adds l2_reg * sum(w^2) over all trainable variables to the loss."),
@@ -92,7 +103,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "data_fingerprint", "num_cells", "filters", "stem_multiplier",
-               "network", "standardization", "use_aux_head", "batch_size", "split")
+               "network", "standardization", "use_aux_head", "batch_size", "batch_per_replica",
+               "split", "image_size")
 # What --overwrite deletes: this command's files, not the rest of the directory.
 OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
@@ -102,12 +114,28 @@ def check_flags(fv: flags.FlagValues) -> None:
     value = lambda name: fv[name].value  # noqa: E731
     cli.check_at_least(value, 1, "num_cells", "filters", "stem_multiplier", "epochs",
                        "batch_size", "eval_batch_size", "t0", "t_mul", "eval_every_epochs",
-                       "log_every_steps", "keep_checkpoints")
+                       "log_every_steps", "keep_checkpoints", "decay_period")
     cli.check_at_least(value, 0, "lr_min", "l2_reg", "grad_bound", "label_smoothing",
-                       "cutout_size", "aux_weight")
+                       "cutout_size", "aux_weight", "image_size")
     cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
-    if fv.lr_max <= 0:
-        raise NaoError(f"--lr_max={fv.lr_max} must be positive")
+    if fv.lr_max <= 0 or fv.gamma <= 0:
+        raise NaoError(f"--lr_max={fv.lr_max} and --gamma={fv.gamma} must be positive")
+    imagenet = fv.dataset in ("imagenet", "imagenette", "imagenet64")
+    if imagenet != (fv.network == "imagenet"):
+        raise NaoError(f"--dataset={fv.dataset} with --network={fv.network}: the ImageNet-like "
+                       "sets train the ImageNet network (--network=imagenet, which "
+                       "--config=imagenet_mobile sets) and it trains only on them")
+    if imagenet and (fv.split != "final" or fv.cutout_size):
+        raise NaoError("the ImageNet-like sets train on all training images and report the "
+                       "validation images (--split=final), without cutout (--cutout_size=0)")
+    if imagenet and fv.use_aux_head and image_size(fv) < 193:
+        raise NaoError(f"the ImageNet aux head needs 7x7 after the second reduction, images of "
+                       f"193 pixels or more (here {image_size(fv)}); pass --use_aux_head=false")
+
+
+def image_size(fv: flags.FlagValues) -> int:
+    """The image side of an ImageNet-like set."""
+    return fv.image_size or (64 if fv.dataset == "imagenet64" else 224)
 
 
 def apply_config(fv: flags.FlagValues) -> None:
@@ -134,21 +162,29 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     import keras
 
     from cnn import data as data_lib
+    from cnn import imagenet
     from cnn.export import export_for_inference
     from cnn.fit import LoopConfig, fit
-    from cnn.model import NASNetwork, count_params
+    from cnn.model import NASNetwork, count_mult_adds, count_params
     from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import barrier, get_strategy, is_chief
 
     strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)
-    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
-                         fv.num_valid,
-                         (fv.synthetic_train_images, fv.synthetic_test_images),
-                         seed=fv.seed)
-    if fv.batch_size % strategy.num_replicas_in_sync:
+    if fv.network == "imagenet":
+        data = imagenet.load(fv.dataset, fv.data_dir, fv.data_source, image_size(fv))
+    else:
+        data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
+                             fv.num_valid,
+                             (fv.synthetic_train_images, fv.synthetic_test_images),
+                             seed=fv.seed)
+    replicas = strategy.num_replicas_in_sync
+    scale = replicas if fv.batch_per_replica else 1
+    batch_size, eval_batch_size, lr_max = (fv.batch_size * scale, fv.eval_batch_size * scale,
+                                           fv.lr_max * scale)
+    if batch_size % replicas:
         raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
-                       f"{strategy.num_replicas_in_sync} replicas")
+                       f"{replicas} replicas")
     settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
     settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
     run_dir = RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS)
@@ -157,10 +193,11 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)
-    steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
+    steps = data.steps_per_epoch(batch_size)
     cfg = OptimConfig(
         epochs=fv.epochs, steps_per_epoch=steps, lr_schedule=fv.lr_schedule,
-        lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
+        lr_max=lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul, gamma=fv.gamma,
+        decay_period=fv.decay_period,
         momentum=fv.momentum, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
         grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
         label_smoothing=fv.label_smoothing, precision=fv.precision, seed=fv.seed)
@@ -171,35 +208,40 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
                           use_aux_head=fv.use_aux_head,
                           drop_path_keep_prob=fv.drop_path_keep_prob,
                           dropout_rate=1.0 - fv.keep_prob,
-                          stem_multiplier=fv.stem_multiplier, sync_bn=sync_bn,
-                          network=fv.network)
+                          stem_multiplier=fv.stem_multiplier, image_size=data.image_size,
+                          sync_bn=sync_bn, network=fv.network)
 
     t = time.perf_counter()
-    trainer = Trainer(strategy, build_model, cfg, fv.batch_size, fv.jit_compile)
+    trainer = Trainer(strategy, build_model, cfg, batch_size, fv.jit_compile)
     params = count_params(trainer.model)
     params_aux = count_params(trainer.model, include_aux_head=True)
+    mult_adds = count_mult_adds(trainer.model) if fv.network == "imagenet" else None
     print(f"architecture ({space.name} space):\n{space.describe(arch)}")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M; {params_aux:,} with the aux head) | "
-          f"N={fv.num_cells} F={fv.filters} | {len(data.train)} training images, "
-          f"{steps} steps/epoch x {fv.epochs} epochs, batch {fv.batch_size} over "
+          + (f"{mult_adds / 1e6:.1f}M multiply-adds at {data.image_size}x{data.image_size} | "
+             if mult_adds else "")
+          + f"N={fv.num_cells} F={fv.filters} | {len(data.train)} training images, "
+          f"{steps} steps/epoch x {fv.epochs} epochs, batch {batch_size} over "
           f"{strategy.num_replicas_in_sync} replica(s) | built in {time.perf_counter() - t:.0f}s",
           flush=True)
-    if data.test is None:
+    if data.test is None and fv.network != "imagenet":
         print(f"note: {fv.data_dir} has no test set (test_batch); test accuracy is skipped")
-    loop = LoopConfig(output_dir=fv.output_dir, batch_size=fv.batch_size,
-                      eval_batch_size=fv.eval_batch_size, cutout_size=fv.cutout_size,
+    loop = LoopConfig(output_dir=fv.output_dir, batch_size=batch_size,
+                      eval_batch_size=eval_batch_size, cutout_size=fv.cutout_size,
                       eval_every_epochs=fv.eval_every_epochs,
                       log_every_steps=fv.log_every_steps,
                       keep_checkpoints=fv.keep_checkpoints, seed=fv.seed or None,
                       standardization=fv.standardization)
     extra = {"arch": space.to_string(arch), "space": space.name, "params": params,
-             "params_with_aux_head": params_aux, "dataset": fv.dataset,
-             "num_train_images": len(data.train)}
+             "params_with_aux_head": params_aux, "mult_adds": mult_adds, "dataset": fv.dataset,
+             "num_train_images": len(data.train), "batch_size": batch_size}
     results = fit(trainer, data, loop, extra)
     export_dir = os.path.join(fv.output_dir, "export")
     results["export_dir"] = export_dir
     if chief:
-        export_for_inference(trainer.model, export_dir, data.mean, data.std, fv.standardization)
+        export_for_inference(trainer.model, export_dir, data.mean, data.std,
+                             "dataset" if fv.network == "imagenet" else fv.standardization,
+                             data.image_size)
         atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
     test_acc = results["test_accuracy"]
     print(f"done: {results['steps']} steps; test accuracy "

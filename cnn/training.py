@@ -1,4 +1,4 @@
-"""Training and evaluation steps for a CIFAR network, fixed or weight-sharing, under a
+"""Training and evaluation steps for a CIFAR or ImageNet network, fixed or weight-sharing, under a
 `tf.distribute` strategy.
 
 Loss of one example (as the original final trainers):
@@ -7,18 +7,20 @@ plus  l2_reg * sum(w^2)  over every trainable variable, BN scale/offset included
 `l2_reg` to the plain sum of squares; the non-WS trainer's 5e-4 * sum(w^2)/2 is l2_reg = 2.5e-4).
 The gradient, summed over replicas, is clipped to global norm `grad_bound` (the NAO-WS trainer
 computes the clipped gradient but applies the unclipped one; here the clipping is real) and applied
-by SGD with momentum 0.9 (Nesterov optional) under an SGDR or single-cosine learning rate.
+by SGD with momentum 0.9 (Nesterov optional) under an SGDR, single-cosine or step-decay learning
+rate. Evaluation reports top-1 and top-5 accuracy.
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from nao_tf import precision
 from nao_tf.distribute import build_optimizer
-from nao_tf.schedules import SGDR, Cosine
+from nao_tf.schedules import SGDR, Cosine, StepDecay
 
 
 @dataclass
@@ -27,11 +29,14 @@ class OptimConfig:
 
     epochs: int
     steps_per_epoch: int
-    lr_schedule: str = "sgdr"  # 'sgdr' (epoch-granular, restarts) or 'cosine' (one per-step cosine)
+    lr_schedule: str = "sgdr"  # 'sgdr' (epoch-granular, restarts), 'cosine' (one per-step
+    # cosine) or 'step' (times gamma every decay_period epochs)
     lr_max: float = 0.05
     lr_min: float = 0.0001
     t0: int = 10
     t_mul: int = 2
+    gamma: float = 0.97
+    decay_period: int = 1
     momentum: float = 0.9
     nesterov: bool = True
     l2_reg: float = 2e-4
@@ -51,6 +56,8 @@ def make_schedule(cfg: OptimConfig) -> keras.optimizers.schedules.LearningRateSc
         return SGDR(cfg.lr_max, cfg.lr_min, cfg.t0, cfg.t_mul, cfg.steps_per_epoch)
     if cfg.lr_schedule == "cosine":
         return Cosine(cfg.lr_max, cfg.lr_min, cfg.total_steps)
+    if cfg.lr_schedule == "step":
+        return StepDecay(cfg.lr_max, cfg.gamma, cfg.decay_period, cfg.steps_per_epoch)
     raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}")
 
 
@@ -184,21 +191,26 @@ class Trainer:
         def replica(images, labels, arch=None):
             logits = self._logits(images, arch, training=False)
             ce = tf.reduce_sum(self._cross_entropy(labels, logits))
+            labels = tf.cast(labels, tf.int32)
             pred = tf.argmax(logits, -1, output_type=tf.int32)
-            correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
+            correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
+            k = min(5, logits.shape[-1])
+            top_k = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32))
             count = tf.cast(tf.shape(labels)[0], tf.float32)
-            return ce, correct, count
+            return ce, correct, count, top_k
         out = self.strategy.run(replica, args=(images, labels, *arch))
         return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out)
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
-        """Accuracy and mean cross-entropy over every image of `dataset` exactly once."""
-        ce = correct = count = 0.0
+        """Accuracy, top-5 accuracy and mean cross-entropy over every image of `dataset` exactly
+        once."""
+        totals = np.zeros(4)  # cross-entropy, correct, images, correct in the top 5
         for images, labels in self.strategy.experimental_distribute_dataset(dataset):
-            c, k, n = self._eval_step(images, labels)
-            ce, correct, count = ce + float(c), correct + float(k), count + float(n)
-        return {"loss": ce / max(count, 1.0), "accuracy": correct / max(count, 1.0),
-                "images": int(count)}
+            totals += [float(v) for v in self._eval_step(images, labels)]
+        ce, correct, count, top5 = totals
+        count = max(count, 1.0)
+        return {"loss": ce / count, "accuracy": correct / count, "top5": top5 / count,
+                "images": int(totals[2])}
 
     def correct_count(self, images, labels, arch: tf.Tensor) -> tf.Tensor:
         """The supernet's correct predictions of `arch` on one (distributed) batch, as a device

@@ -1,4 +1,5 @@
-"""Learning-rate schedules of the original release, as pure functions of the step.
+"""Learning-rate schedules of the original release, as pure functions of the step (SGDR, one
+cosine, and the ImageNet trainer's step decay).
 
 SGDR (Loshchilov & Hutter) as the original computes it: epoch-granular, restarting after T_0 epochs,
 each cycle T_mul times longer than the last:
@@ -59,3 +60,20 @@ class Cosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return dict(lr_max=self.lr_max, lr_min=self.lr_min, total_steps=self.total_steps)
+
+
+class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr_max * gamma ** (epoch // decay_period), constant within an epoch (PyTorch's `StepLR`,
+    as NAO_pytorch's ImageNet trainer steps it once an epoch)."""
+
+    def __init__(self, lr_max: float, gamma: float, decay_period: int, steps_per_epoch: int):
+        self.lr_max, self.gamma = float(lr_max), float(gamma)
+        self.decay_period, self.steps_per_epoch = int(decay_period), int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = tf.cast(step, tf.float32) // float(self.steps_per_epoch)
+        return self.lr_max * tf.pow(self.gamma, epoch // float(self.decay_period))
+
+    def get_config(self):
+        return dict(lr_max=self.lr_max, gamma=self.gamma, decay_period=self.decay_period,
+                    steps_per_epoch=self.steps_per_epoch)

@@ -1,0 +1,154 @@
+"""ImageNet-like data (a generated JPEG folder, a tiny tensorflow-datasets directory) and the
+ImageNet network's final training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from cnn import imagenet, train_final
+from nao_tf.errors import DataError, NaoError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--config=imagenet_mobile", "--image_size=32", "--use_aux_head=false", "--num_cells=1",
+         "--filters=8", "--batch_size=8", "--eval_batch_size=8", "--log_every_steps=1",
+         "--seed=1"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return Path(imagenet.write_image_folder(tmp_path / "images"))
+
+
+def _tfds_dir(root: Path) -> Path:
+    """A prepared tensorflow-datasets directory of 3 classes (24 training, 6 validation JPEGs),
+    written as `tfds build` leaves one: TFRecord shards plus dataset_info.json."""
+    import tensorflow_datasets as tfds
+
+    root.mkdir(parents=True)
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(num_classes=3)})
+    rng = np.random.default_rng(0)
+    infos = []
+    for split, n in (("train", 24), ("validation", 6)):
+        with tf.io.TFRecordWriter(str(root / f"tiny-{split}.tfrecord-00000-of-00001")) as w:
+            for i in range(n):
+                image = rng.integers(0, 255, size=(36 + i % 5, 44, 3), dtype=np.uint8)
+                w.write(features.serialize_example({"image": image, "label": i % 3}))
+        infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0))
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(root), features=features, split_infos=infos,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+    return root
+
+
+def _train(*argv):
+    values = flags.FlagValues()
+    train_final.define_flags(values)
+    values(["prog", *SMALL, *argv])
+    return train_final.train(values)
+
+
+def test_the_training_stream_resumes_at_any_step_and_evaluation_reads_every_image(folder):
+    data = imagenet.load("imagenet", str(folder), image_size=32)
+    assert (data.num_classes, len(data.train), len(data.test)) == (3, 24, 6)
+    stream = [batch for batch, _ in zip(data.train_dataset(8, seed=1), range(6))]
+    assert stream[0][0].shape == (8, 32, 32, 3) and stream[0][0].dtype == tf.float32
+    resumed = next(iter(data.train_dataset(8, seed=1, start_step=4)))  # pass 1, its second batch
+    np.testing.assert_array_equal(resumed[0], stream[4][0])
+    np.testing.assert_array_equal(resumed[1], stream[4][1])
+    # A pass reads every training image once.
+    assert sorted(np.concatenate([b[1] for b in stream[:3]])) == sorted(data.train.labels)
+    evaluated = [(x.shape[1:], y) for x, y in data.eval_datasets(4)["test"]]
+    assert {s for s, _ in evaluated} == {(32, 32, 3)}
+    assert sorted(np.concatenate([y for _, y in evaluated])) == sorted(data.test.labels)
+
+
+@pytest.mark.slow
+def test_a_tfds_directory_trains_and_evaluates(tmp_path):
+    out = tmp_path / "run"
+    results = _train(f"--data_dir={_tfds_dir(tmp_path / 'tiny' / '1.0.0')}", "--epochs=1",
+                     f"--output_dir={out}")
+    assert results["num_train_images"] == 24 and results["steps"] == 3
+    record = results["history"][-1]
+    assert 0 <= record["test_accuracy"] <= record["test_top5"] <= 1
+    assert json.loads((out / "results.json").read_text())["test_top5"] == record["test_top5"]
+
+
+def test_a_corrupt_jpeg_stops_training_with_one_error_naming_it(folder, tmp_path):
+    bad = folder / "train" / "n00000001" / "train_1_3.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DataError, match=f"{bad}: not a readable image"):
+        _train(f"--data_dir={folder}", "--epochs=1", f"--output_dir={tmp_path / 'run'}")
+
+
+def test_a_missing_split_is_one_error_before_anything_is_written(folder, tmp_path):
+    for path in (folder / "val").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    for path in sorted((folder / "val").rglob("*"), reverse=True):
+        path.rmdir()
+    (folder / "val").rmdir()
+    with pytest.raises(DataError, match="val: split not found"):
+        _train(f"--data_dir={folder}", f"--output_dir={tmp_path / 'run'}")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(DataError, match="tensorflow-datasets imagenet2012 is not prepared"):
+        _train(f"--data_dir={tmp_path}", "--data_source=tfds", f"--output_dir={tmp_path / 'x'}")
+
+
+def test_the_imagenet_network_trains_only_on_imagenet_like_sets(tmp_path):
+    with pytest.raises(NaoError, match="the ImageNet-like sets train the ImageNet network"):
+        _train("--dataset=cifar10", f"--output_dir={tmp_path}")
+    with pytest.raises(NaoError, match="pass --use_aux_head=false"):
+        _train("--use_aux_head=true", f"--output_dir={tmp_path}")
+
+
+@pytest.mark.slow
+def test_one_epoch_trains_is_killed_and_resumes(folder, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cnn.train_final", *SMALL, f"--data_dir={folder}",
+               "--epochs=3", f"--output_dir={out}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    for line in child.stdout:
+        if line.startswith("epoch 2 step 4/9"):  # epoch 1 is checkpointed and evaluated
+            child.send_signal(signal.SIGKILL)
+            break
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert not json.loads((out / "results.json").read_text())["finished"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "resumed from" in done.stdout and "ckpt-1: epoch 1" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished"] and results["steps"] == 9
+    assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
+    assert all(0 <= r["test_accuracy"] <= r["test_top5"] <= 1 for r in results["history"])
+
+
+@pytest.mark.slow
+def test_naonet_a_at_224_traces_its_train_step_once():
+    from cnn.cells import named_arch
+    from cnn.model import NASNetwork
+    from cnn.training import OptimConfig, Trainer
+
+    cfg = OptimConfig(epochs=1, steps_per_epoch=2, lr_schedule="step", lr_max=0.1,
+                      label_smoothing=0.1, l2_reg=1.5e-5, nesterov=False)
+    trainer = Trainer(tf.distribute.get_strategy(), lambda: NASNetwork(
+        named_arch("naonet_a"), 4, 42, 1000, use_aux_head=True, image_size=224,
+        drop_path_keep_prob=0.9, network="imagenet"), cfg, 2)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        stats = trainer.train_step(tf.constant(rng.normal(size=(2, 224, 224, 3)), tf.float32),
+                                   tf.constant([1, 999]))
+        assert np.isfinite(stats["loss"])
+    assert trainer.train_tracing_count == 1

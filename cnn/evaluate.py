@@ -1,4 +1,5 @@
-"""Evaluate a network trained by `cnn.train_final` on the CIFAR test (or validation) set.
+"""Evaluate a network trained by `cnn.train_final` on the CIFAR test (or validation) set, or the
+ImageNet validation images.
 
     python -m cnn.evaluate --output_dir=runs/nao_ws_c10 [--data_dir=...] [--eval_split=test]
 
@@ -30,8 +31,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch.", flag_values=fv)
 
 
-def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
-    """The network of `run_dir` (built from its flags.json) with its latest checkpoint's weights."""
+def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None,
+                       num_classes: int | None = None, image_size: int = 32):
+    """The network of `run_dir` (built from its flags.json) with its latest checkpoint's weights
+    (`num_classes`: the data's; default CIFAR's)."""
     import keras
     import tensorflow as tf
 
@@ -44,10 +47,10 @@ def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None):
     if latest is None:
         raise StateError(f"{checkpoint_dir}: no checkpoint; train first with cnn.train_final")
     keras.config.set_image_data_format(settings["data_format"])
-    num_classes = 100 if settings["dataset"] == "cifar100" else 10
+    num_classes = num_classes or (100 if settings["dataset"] == "cifar100" else 10)
     model = NASNetwork(ANY_SPACE.parse(settings["arch"]), settings["num_cells"],
                        settings["filters"], num_classes, use_aux_head=settings["use_aux_head"],
-                       stem_multiplier=settings["stem_multiplier"],
+                       stem_multiplier=settings["stem_multiplier"], image_size=image_size,
                        network=settings.get("network", "nao_ws"))
     model.build_now()
     restore(tf.train.Checkpoint(model=model), latest, exact=False)
@@ -61,28 +64,37 @@ def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
     settings = read_json(os.path.join(fv.output_dir, "flags.json"))
 
     from cnn import data as data_lib
+    from cnn import imagenet
     from cnn.training import OptimConfig, Trainer
     from nao_tf.distribute import get_strategy
 
-    data = data_lib.load(settings["dataset"], fv.data_dir or settings["data_dir"] or None,
-                         settings["data_source"],
-                         "search" if fv.eval_split == "valid" else settings["split"],
-                         settings["num_valid"],
-                         (settings["synthetic_train_images"], settings["synthetic_test_images"]),
-                         seed=settings["seed"])
-    split = data.valid if fv.eval_split == "valid" else data.test
-    if split is None:
-        raise DataError(f"{fv.data_dir or settings['data_dir']}: no {fv.eval_split} images "
-                        "(for test: the test_batch / test file)")
+    data_dir = fv.data_dir or settings["data_dir"]
+    if settings.get("network") == "imagenet":
+        if fv.eval_split == "valid":
+            raise DataError("an ImageNet run has one evaluation split, the validation images: "
+                            "use --eval_split=test")
+        data = imagenet.load(settings["dataset"], data_dir, settings["data_source"],
+                             imagenet.image_size_for(settings["dataset"], settings["image_size"]))
+    else:
+        data = data_lib.load(settings["dataset"], data_dir or None, settings["data_source"],
+                             "search" if fv.eval_split == "valid" else settings["split"],
+                             settings["num_valid"], (settings["synthetic_train_images"],
+                                                     settings["synthetic_test_images"]),
+                             seed=settings["seed"])
+        if (data.valid if fv.eval_split == "valid" else data.test) is None:
+            raise DataError(f"{data_dir}: no {fv.eval_split} images (for test: the test_batch / "
+                            "test file)")
     strategy = get_strategy()
-    trainer = Trainer(strategy, lambda: load_trained_model(fv.output_dir, settings),
-                      OptimConfig(epochs=1, steps_per_epoch=1), fv.eval_batch_size)
-    metrics = trainer.evaluate(data_lib.eval_dataset(
-        split, fv.eval_batch_size, data.mean, data.std,
-        settings.get("standardization", "dataset")))
+    trainer = Trainer(strategy, lambda: load_trained_model(
+        fv.output_dir, settings, data.num_classes, data.image_size),
+        OptimConfig(epochs=1, steps_per_epoch=1), fv.eval_batch_size)
+    metrics = trainer.evaluate(data.eval_datasets(
+        fv.eval_batch_size, standardization=settings.get("standardization", "dataset"))[
+        fv.eval_split])
     metrics["split"] = fv.eval_split
     atomic_write_json(os.path.join(fv.output_dir, "eval_results.json"), metrics)
-    print(f"{fv.eval_split} accuracy {metrics['accuracy']:.4f} on {metrics['images']} images")
+    print(f"{fv.eval_split} accuracy {metrics['accuracy']:.4f}, top-5 {metrics['top5']:.4f} on "
+          f"{metrics['images']} images")
     return metrics
 
 

@@ -276,6 +276,11 @@ def read_tfds(data_dir: str, name: str, image_size: int) -> ImageNetData:
                         image_size, builder)
 
 
+def image_size_for(dataset: str, image_size: int) -> int:
+    """`--image_size`, or the dataset's own when 0 (64 for imagenet64, else 224)."""
+    return image_size or (64 if dataset == "imagenet64" else 224)
+
+
 def load(dataset: str, data_dir: str, source: str = "auto",
          image_size: int = 224) -> ImageNetData:
     """`dataset` (a key of TFDS_NAMES) from `data_dir`: a tfds directory, or (`source` 'folder',

@@ -128,14 +128,12 @@ def check_flags(fv: flags.FlagValues) -> None:
     if imagenet and (fv.split != "final" or fv.cutout_size):
         raise NaoError("the ImageNet-like sets train on all training images and report the "
                        "validation images (--split=final), without cutout (--cutout_size=0)")
-    if imagenet and fv.use_aux_head and image_size(fv) < 193:
+    from cnn.imagenet import image_size_for
+
+    size = image_size_for(fv.dataset, fv.image_size)
+    if imagenet and fv.use_aux_head and size < 193:
         raise NaoError(f"the ImageNet aux head needs 7x7 after the second reduction, images of "
-                       f"193 pixels or more (here {image_size(fv)}); pass --use_aux_head=false")
-
-
-def image_size(fv: flags.FlagValues) -> int:
-    """The image side of an ImageNet-like set."""
-    return fv.image_size or (64 if fv.dataset == "imagenet64" else 224)
+                       f"193 pixels or more (here {size}); pass --use_aux_head=false")
 
 
 def apply_config(fv: flags.FlagValues) -> None:
@@ -172,7 +170,8 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)
     if fv.network == "imagenet":
-        data = imagenet.load(fv.dataset, fv.data_dir, fv.data_source, image_size(fv))
+        data = imagenet.load(fv.dataset, fv.data_dir, fv.data_source,
+                             imagenet.image_size_for(fv.dataset, fv.image_size))
     else:
         data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, fv.split,
                              fv.num_valid,

@@ -133,6 +133,15 @@ def test_one_epoch_trains_is_killed_and_resumes(folder, tmp_path):
     assert results["finished"] and results["steps"] == 9
     assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
     assert all(0 <= r["test_accuracy"] <= r["test_top5"] <= 1 for r in results["history"])
+    # cnn.evaluate rebuilds the ImageNet network and reproduces the last evaluation.
+    from cnn import evaluate
+
+    values = flags.FlagValues()
+    evaluate.define_flags(values)
+    values(["prog", f"--output_dir={out}", "--eval_batch_size=4"])
+    metrics = evaluate.evaluate(values)
+    assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert metrics["top5"] == pytest.approx(results["test_top5"])
 
 
 @pytest.mark.slow

@@ -37,3 +37,38 @@ def test_one_machine_strategies_write_where_asked(tmp_path, two_replicas):
     for strategy in (tf.distribute.get_strategy(), two_replicas):
         assert distribute.is_chief(strategy)
         assert distribute.writable_dir(str(tmp_path), strategy) == str(tmp_path)
+
+
+def test_on_one_machine_the_chiefs_word_is_the_own_and_calls_pass_through(two_replicas):
+    """Without a multi-worker strategy `from_chief` returns the value itself, and a
+    chief-driven evaluator makes each call once, with its own pool."""
+    import numpy as np
+
+    from nao_tf.benchmarks.synthetic import SyntheticSpace
+    from nao_tf.chief_driven import ChiefDrivenEvaluator
+    from nao_tf.search import WeightSharingEvaluator
+
+    for strategy in (tf.distribute.get_strategy(), two_replicas):
+        np.testing.assert_array_equal(distribute.from_chief(strategy, [[1, 2], [3, 4]]),
+                                      [[1.0, 2.0], [3.0, 4.0]])
+        distribute.barrier(strategy)
+
+    calls = []
+
+    class Recording(WeightSharingEvaluator):
+        epochs, eval_every_epochs = 4, 2
+
+        def prepare(self, pool, iteration):
+            calls.append(("prepare", iteration, list(pool)))
+
+        def evaluate(self, archs, iteration, record):
+            calls.append(("evaluate", iteration, list(archs)))
+
+    space = SyntheticSpace()
+    pool = [space.sample(np.random.default_rng(i)) for i in range(3)]
+    driven = ChiefDrivenEvaluator(Recording(), space, two_replicas)
+    driven.prepare(pool, 1)
+    driven.evaluate(pool[:2], 1, lambda *_: None)
+    driven.done()
+    assert calls == [("prepare", 1, pool), ("evaluate", 1, pool[:2])]
+    assert driven.iterations == 1

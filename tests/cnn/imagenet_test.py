@@ -73,10 +73,16 @@ def test_the_training_stream_resumes_at_any_step_and_evaluation_reads_every_imag
 
 
 @pytest.mark.slow
-def test_a_tfds_directory_trains_and_evaluates(tmp_path):
+def test_a_tfds_directory_trains_evaluates_and_resumes_its_stream(tmp_path):
+    directory = _tfds_dir(tmp_path / "tiny" / "1.0.0")
+    data = imagenet.load("imagenet", str(directory), image_size=32)
+    assert (data.num_classes, len(data.train), len(data.test)) == (3, 24, 6)
+    stream = [batch for batch, _ in zip(data.train_dataset(8, seed=2), range(5))]
+    resumed = next(iter(data.train_dataset(8, seed=2, start_step=4)))  # pass 1, its second batch
+    np.testing.assert_array_equal(resumed[0], stream[4][0])
+    assert sorted(np.concatenate([b[1] for b in stream[:3]])) == [0] * 8 + [1] * 8 + [2] * 8
     out = tmp_path / "run"
-    results = _train(f"--data_dir={_tfds_dir(tmp_path / 'tiny' / '1.0.0')}", "--epochs=1",
-                     f"--output_dir={out}")
+    results = _train(f"--data_dir={directory}", "--epochs=1", f"--output_dir={out}")
     assert results["num_train_images"] == 24 and results["steps"] == 3
     record = results["history"][-1]
     assert 0 <= record["test_accuracy"] <= record["test_top5"] <= 1

@@ -2,7 +2,8 @@
 
 Sources:
   * `tfds`: tensorflow-datasets `cifar10` / `cifar100` prepared under `data_dir` (never downloads);
-  * `pickle`: the original python-pickle layout in `data_dir` — CIFAR-10 `data_batch_1..5` (any
+  * `pickle`: the original python-pickle layout in `data_dir` (a local path, or any file system
+    TensorFlow reads, such as gs://) — CIFAR-10 `data_batch_1..5` (any
     non-empty subset, e.g. a sample) + optional `test_batch`; CIFAR-100 `train` + optional `test`;
   * `synthetic`: class-dependent smooth patterns plus noise, learnable within a few hundred steps,
     generated offline from a seed (for demos, tests and benchmarks).
@@ -85,10 +86,11 @@ def _num_classes(dataset: str) -> int:
 
 def _unpickle(path: str) -> dict:
     try:
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    except (OSError, tf.errors.OpError) as err:
+        reason = getattr(err, "strerror", None) or getattr(err, "message", str(err))
+        raise DataError(f"{path}: cannot be read ({reason})") from None
     except Exception as err:  # noqa: BLE001 -- damaged bytes fail in many ways inside pickle
         raise DataError(f"{path}: not a CIFAR python-pickle batch ({type(err).__name__}: "
                         f"{str(err)[:100]}); replace it with the original file") from None
@@ -111,13 +113,17 @@ def _pickle_split(path: str, label_key: bytes, num_classes: int) -> Split:
     return Split(np.ascontiguousarray(images), labels.astype(np.int32))
 
 
+def _is_file(path: str) -> bool:
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
 def _concat(splits: list[Split]) -> Split:
     return Split(np.concatenate([s.images for s in splits]),
                  np.concatenate([s.labels for s in splits]))
 
 
 def _has_pickle_layout(data_dir: str) -> bool:
-    names = set(os.listdir(data_dir))
+    names = {name.rstrip("/") for name in tf.io.gfile.listdir(data_dir)}
     return bool(names & {f"data_batch_{k}" for k in range(1, 6)}) or "train" in names
 
 
@@ -126,18 +132,18 @@ def read_pickle_dir(data_dir: str, dataset: str) -> tuple[Split, Split | None]:
     num_classes = _num_classes(dataset)
     if dataset == "cifar10":
         train_files = [os.path.join(data_dir, f"data_batch_{k}") for k in range(1, 6)]
-        train_files = [p for p in train_files if os.path.isfile(p)]
+        train_files = [p for p in train_files if _is_file(p)]
         test_file, label_key = os.path.join(data_dir, "test_batch"), b"labels"
         expected = "data_batch_1 .. data_batch_5 and test_batch (cifar-10-batches-py)"
     else:
-        train_files = [p for p in [os.path.join(data_dir, "train")] if os.path.isfile(p)]
+        train_files = [p for p in [os.path.join(data_dir, "train")] if _is_file(p)]
         test_file, label_key = os.path.join(data_dir, "test"), b"fine_labels"
         expected = "train and test (cifar-100-python)"
     if not train_files:
         raise DataError(f"{data_dir}: no {dataset} training batches found; expected the files "
                         f"{expected}, or a tensorflow-datasets directory with --data_source=tfds")
     train = _concat([_pickle_split(p, label_key, num_classes) for p in train_files])
-    test = _pickle_split(test_file, label_key, num_classes) if os.path.isfile(test_file) else None
+    test = _pickle_split(test_file, label_key, num_classes) if _is_file(test_file) else None
     return train, test
 
 
@@ -194,7 +200,7 @@ def load(dataset: str, data_dir: str | None = None, source: str = "auto", split:
         if not data_dir:
             raise DataError(f"--data_dir is required for {dataset}: a directory with the python-"
                             "pickle batches or a prepared tensorflow-datasets directory")
-        if not os.path.isdir(data_dir):
+        if not tf.io.gfile.isdir(data_dir):
             raise DataError(f"{data_dir}: data directory not found; pass --data_dir with the "
                             f"{dataset} python-pickle batches or a tensorflow-datasets directory")
         if source not in SOURCES:

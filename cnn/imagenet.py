@@ -1,7 +1,7 @@
 """ImageNet-like data for the final training (the mobile setting): a tensorflow-datasets builder
 prepared under `--data_dir` (`imagenet2012`, `imagenette`, `imagenet_resized/64x64`, ...), or a
 plain folder `train/<class>/*.JPEG`, `val/<class>/*.JPEG` (classes in sorted order), read with
-tf.data and decoded in parallel.
+tf.data and decoded in parallel; `--data_dir` may be on any file system TensorFlow reads (gs://).
 
 Training, as NAO_pytorch's `train_imagenet.py` transform: a random-resized crop (8% to 100% of the
 area, aspect ratio 3/4 to 4/3; a JPEG is decoded only inside the crop, `decode_and_crop_jpeg`),
@@ -218,10 +218,11 @@ def centre_crop(data: tf.Tensor, size: int) -> tf.Tensor:
 # Readers.
 
 def _folder_split(directory: str, classes: list[str] | None) -> tuple[ImageSplit, list[str]]:
-    if not os.path.isdir(directory):
+    if not tf.io.gfile.isdir(directory):
         raise DataError(f"{directory}: split not found; an image folder holds train/<class>/ "
                         "and val/<class>/ directories of JPEG files")
-    found = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
+    found = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(directory)
+                   if tf.io.gfile.isdir(os.path.join(directory, d)))
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -230,9 +231,10 @@ def _folder_split(directory: str, classes: list[str] | None) -> tuple[ImageSplit
     files, labels = [], []
     for label, name in enumerate(classes):
         folder = os.path.join(directory, name)
-        if not os.path.isdir(folder):
+        if not tf.io.gfile.isdir(folder):
             continue
-        names = sorted(f for f in os.listdir(folder) if f.lower().endswith(JPEG_SUFFIXES))
+        names = sorted(f for f in tf.io.gfile.listdir(folder)
+                       if f.lower().endswith(JPEG_SUFFIXES))
         files += [os.path.join(folder, f) for f in names]
         labels += [label] * len(names)
     if not files:
@@ -251,7 +253,7 @@ def read_tfds(data_dir: str, name: str, image_size: int) -> ImageNetData:
     import tensorflow_datasets as tfds
 
     try:
-        if os.path.exists(os.path.join(data_dir, "dataset_info.json")):  # a version directory
+        if tf.io.gfile.exists(os.path.join(data_dir, "dataset_info.json")):  # a version dir
             builder = tfds.builder_from_directory(data_dir)
         else:
             builder = tfds.builder(name, data_dir=data_dir)
@@ -285,12 +287,12 @@ def load(dataset: str, data_dir: str, source: str = "auto",
          image_size: int = 224) -> ImageNetData:
     """`dataset` (a key of TFDS_NAMES) from `data_dir`: a tfds directory, or (`source` 'folder',
     or 'auto' with a train/ directory inside) an image folder."""
-    if not data_dir or not os.path.isdir(data_dir):
+    if not data_dir or not tf.io.gfile.isdir(data_dir):
         raise DataError(f"--data_dir={data_dir!r}: data directory not found; pass an image folder "
                         f"(train/, val/) or a directory where `tfds build {TFDS_NAMES[dataset]}` "
                         "prepared the data")
     folder = source == "folder" or (source == "auto" and
-                                    os.path.isdir(os.path.join(data_dir, "train")))
+                                    tf.io.gfile.isdir(os.path.join(data_dir, "train")))
     return (read_folder(data_dir, image_size) if folder
             else read_tfds(data_dir, TFDS_NAMES[dataset], image_size))
 
@@ -305,7 +307,7 @@ def write_image_folder(root: str | os.PathLike, classes: int = 3, train_per_clas
     for split, count in (("train", train_per_class), ("val", val_per_class)):
         for c in range(classes):
             folder = os.path.join(root, split, f"n{c:08d}")
-            os.makedirs(folder, exist_ok=True)
+            tf.io.gfile.makedirs(folder)
             for i in range(count):
                 shape = (size[0] + 4 * (i % 3), size[1], 3)
                 image = np.clip(colours[c] + rng.normal(0, 30, size=shape), 0, 255)

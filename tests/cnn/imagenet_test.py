@@ -167,3 +167,26 @@ def test_naonet_a_at_224_traces_its_train_step_once():
                                    tf.constant([1, 999]))
         assert np.isfinite(stats["loss"])
     assert trainer.train_tracing_count == 1
+
+
+def test_data_on_a_tensorflow_file_system_reads_as_local_data():
+    """--data_dir on a file system TensorFlow reads (gs:// on a cluster; its in-memory ram://
+    here): an image folder and CIFAR python-pickle batches."""
+    import pickle
+
+    from cnn import data as data_lib
+
+    folder = imagenet.write_image_folder("ram://imagenet_test/images", train_per_class=4)
+    data = imagenet.load("imagenet", folder, image_size=32)
+    assert (data.num_classes, len(data.train), len(data.test)) == (3, 12, 6)
+    images, labels = next(iter(data.train_dataset(4, seed=1)))
+    assert images.shape == (4, 32, 32, 3) and labels.shape == (4,)
+
+    rng = np.random.default_rng(0)
+    batch = {b"data": rng.integers(0, 255, size=(20, 3072), dtype=np.uint8),
+             b"labels": list(rng.integers(0, 10, size=20))}
+    for name in ("data_batch_1", "test_batch"):
+        with tf.io.gfile.GFile(f"ram://imagenet_test/cifar/{name}", "wb") as f:
+            f.write(pickle.dumps(batch))
+    cifar = data_lib.load("cifar10", "ram://imagenet_test/cifar")
+    assert len(cifar.train) == len(cifar.test) == 20

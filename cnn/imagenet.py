@@ -81,14 +81,19 @@ class ImageNetData:
             files, labels = tf.constant(self.train.files), tf.constant(self.train.labels)
 
             def record(k):
-                i = tf.random.experimental.index_shuffle(k, tf.stack([seed, p]),
-                                                         len(self.train) - 1)
+                i = self._file_index(k, p, seed)
                 return tf.io.read_file(tf.gather(files, i)), tf.gather(labels, i), k
 
             return tf.data.Dataset.range(count).map(record,
                                                     num_parallel_calls=tf.data.AUTOTUNE)
         records = tfds_records.shuffle(SHUFFLE_BUFFER, seed=seed * 1_000_003 + p)
         return records.take(count).enumerate().map(lambda k, example: (*example, k))
+
+    def _file_index(self, k, p, seed) -> tf.Tensor:
+        """The training file at position k of pass p of a folder's stream."""
+        return tf.random.experimental.index_shuffle(
+            tf.cast(k, tf.int64), tf.stack([tf.cast(seed, tf.int64), tf.cast(p, tf.int64)]),
+            len(self.train) - 1)
 
     def _tfds_records(self, split: ImageSplit) -> tf.data.Dataset:
         """(encoded image, label) of a tfds split, in its files' order."""
@@ -143,10 +148,7 @@ class ImageNetData:
         for s in (step, step + 1):
             p, k0 = divmod(s, steps)
             for k in range(k0 * batch_size, (k0 + 1) * batch_size):
-                i = int(tf.random.experimental.index_shuffle(
-                    tf.constant(k, tf.int64), tf.constant([self.seed, p], tf.int64),
-                    len(self.train) - 1))
-                path = str(self.train.files[i])
+                path = str(self.train.files[int(self._file_index(k, p, self.seed))])
                 try:
                     tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
                 except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:

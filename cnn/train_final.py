@@ -27,8 +27,10 @@ from nao_tf.io import atomic_write_json, fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.run_dir import RunDir
 from cnn.configs import CONFIGS
+from cnn.data import DATASETS
+from cnn.imagenet import TFDS_NAMES, image_size_for
 
-_DATASETS = ["cifar10", "cifar100", "synthetic", "imagenet", "imagenette", "imagenet64"]
+_DATASETS = [*DATASETS, *TFDS_NAMES]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
 FLAG_SPECS: tuple[tuple, ...] = (
     ("config", "", f"Preset of an original final script: {', '.join(CONFIGS)} ('' = none)."),
@@ -120,7 +122,7 @@ def check_flags(fv: flags.FlagValues) -> None:
     cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
     if fv.lr_max <= 0 or fv.gamma <= 0:
         raise NaoError(f"--lr_max={fv.lr_max} and --gamma={fv.gamma} must be positive")
-    imagenet = fv.dataset in ("imagenet", "imagenette", "imagenet64")
+    imagenet = fv.dataset in TFDS_NAMES
     if imagenet != (fv.network == "imagenet"):
         raise NaoError(f"--dataset={fv.dataset} with --network={fv.network}: the ImageNet-like "
                        "sets train the ImageNet network (--network=imagenet, which "
@@ -128,8 +130,6 @@ def check_flags(fv: flags.FlagValues) -> None:
     if imagenet and (fv.split != "final" or fv.cutout_size):
         raise NaoError("the ImageNet-like sets train on all training images and report the "
                        "validation images (--split=final), without cutout (--cutout_size=0)")
-    from cnn.imagenet import image_size_for
-
     size = image_size_for(fv.dataset, fv.image_size)
     if imagenet and fv.use_aux_head and size < 193:
         raise NaoError(f"the ImageNet aux head needs 7x7 after the second reduction, images of "
@@ -165,7 +165,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn.fit import LoopConfig, fit
     from cnn.model import NASNetwork, count_mult_adds, count_params
     from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import barrier, get_strategy, is_chief
+    from nao_tf.distribute import get_strategy, is_chief, prepare_run_dir
 
     strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)
@@ -187,8 +187,7 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
     settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
     run_dir = RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS)
-    run_dir.prepare(settings, fv.overwrite) if chief else run_dir.check(settings, fv.overwrite)
-    barrier(strategy)  # the chief's --overwrite is done before any worker looks for checkpoints
+    prepare_run_dir(run_dir, settings, fv.overwrite, strategy)
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)

@@ -21,12 +21,13 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+import tensorflow as tf
 from absl import flags
 
 from nao_tf import cli, search_command
 from nao_tf.chief_driven import ChiefDrivenEvaluator, follow_chief
 from nao_tf.controller import ControllerConfig
-from nao_tf.distribute import barrier, is_chief, multi_worker_strategy
+from nao_tf.distribute import is_chief, multi_worker_strategy, prepare_run_dir
 from nao_tf.errors import InvalidArchitectureError, NaoError
 from nao_tf.io import read_lines
 from nao_tf.run_dir import RunDir
@@ -125,10 +126,8 @@ def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult | None:
     chief = workers is None or is_chief(workers)
     settings, data = task.check(fv)
     seed_pool = read_seed_pool(fv.arch_pool, task.space) if fv.arch_pool else None
-    run_dir = RunDir(fv.output_dir, task.identity, task.settings_file)
-    run_dir.prepare(settings, fv.overwrite) if chief else run_dir.check(settings, fv.overwrite)
-    if workers:
-        barrier(workers)  # the chief's --overwrite is done before any worker reads the run
+    prepare_run_dir(RunDir(fv.output_dir, task.identity, task.settings_file), settings,
+                    fv.overwrite, workers or tf.distribute.get_strategy())
 
     evaluator = task.evaluator(fv, data)
     if not chief:

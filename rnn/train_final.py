@@ -31,8 +31,8 @@ import tensorflow as tf
 from absl import flags
 
 from nao_tf import cli
-from nao_tf.distribute import (barrier, from_chief, is_chief, strategy_for_batch,
-                                summary_writer, writable_dir)
+from nao_tf.distribute import (barrier, from_chief, is_chief, prepare_run_dir,
+                                strategy_for_batch, summary_writer, writable_dir)
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
 from nao_tf.io import atomic_write_json, fingerprint, read_json
@@ -126,9 +126,7 @@ class FinalTrainer:
                     "vocab_size": self.corpus.vocab_size,
                     "data_fingerprint": fingerprint(params.data_dir)}
         settings.pop("overwrite")
-        run_dir = RunDir(self.out, MODEL_KEYS)
-        run_dir.prepare(settings, params.overwrite) if self.chief else \
-            run_dir.check(settings, params.overwrite)
+        prepare_run_dir(RunDir(self.out, MODEL_KEYS), settings, params.overwrite, self.strategy)
         # Other workers save into scratch (saves are collective) and read the chief's files.
         self.saves = Path(writable_dir(str(self.out), self.strategy))
         keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
@@ -151,11 +149,8 @@ class FinalTrainer:
     def _load_or_init_state(self) -> dict[str, Any]:
         state_path = self.out / "train_state.json"
         require_record(state_path, self.out / "ckpt")
-        # Another worker never resumes what the chief's --overwrite deletes, and every worker
-        # has read the chief's record before the chief writes a new one.
-        resume = state_path.exists() and (self.chief or not self.p.overwrite)
-        state = read_json(state_path, STATE_FIELDS) if resume else None
-        barrier(self.strategy)
+        state = read_json(state_path, STATE_FIELDS) if state_path.exists() else None
+        barrier(self.strategy)  # every worker has read the chief's record before it writes one
         if state:
             self._restore(state)
             cli.say(f"resuming {self.out} after epoch {state['epoch']}")

@@ -115,6 +115,14 @@ def test_the_imagenet_network_trains_only_on_imagenet_like_sets(tmp_path):
         _train("--dataset=cifar10", f"--output_dir={tmp_path}")
     with pytest.raises(NaoError, match="pass --use_aux_head=false"):
         _train("--use_aux_head=true", f"--output_dir={tmp_path}")
+    for flag in ("--split=search", "--cutout_size=16"):
+        with pytest.raises(NaoError, match=r"\(--split=final\), without cutout"):
+            _train(flag, f"--output_dir={tmp_path}")
+    with pytest.raises(NaoError, match="--gamma=0.0 must be positive"):
+        _train("--gamma=0", f"--output_dir={tmp_path}")
+    with pytest.raises(NaoError, match="--decay_period=0 must be at least 1"):
+        _train("--decay_period=0", f"--output_dir={tmp_path}")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow

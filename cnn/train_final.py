@@ -8,10 +8,11 @@ original's `train_final`, and NAO_pytorch's `train_imagenet.py`).
 
 `--config` (nao_ws, naonet, the NAO_pytorch naonet_a_36 / naonet_b_36 / naonet_a_128 /
 naonet_v2_36, imagenet_mobile; see cnn/configs.py) sets the defaults of the original final scripts;
-flags given explicitly win. Writes into --output_dir: flags.json, checkpoints/ (every epoch),
-tensorboard/, results.json, export/ (a SavedModel for inference). Re-running the same command
-resumes from the last checkpoint; --overwrite starts fresh. With a TF_CONFIG naming several
-workers, the same command on each trains one network across them; only the chief writes
+flags given explicitly win. The command is `nao_tf.final_training`'s over this task (`TASK`):
+it writes into --output_dir flags.json, train_state.json, checkpoints/ (every epoch),
+tensorboard/, results.json, and export/ (a SavedModel for inference). Re-running the same
+command resumes after the last finished epoch; --overwrite starts fresh. With a TF_CONFIG naming
+several workers, the same command on each trains one network across them; only the chief writes
 (docs/distributed.md).
 """
 
@@ -19,21 +20,19 @@ import os
 import time
 from typing import Any
 
-from absl import flags
+import tensorflow as tf
 
-from nao_tf import cli
+from nao_tf import cli, final_training
 from nao_tf.errors import NaoError
-from nao_tf.io import atomic_write_json, fingerprint
+from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
-from nao_tf.run_dir import RunDir
-from cnn.configs import CONFIGS
+from cnn.configs import CONFIGS, preset
 from cnn.data import DATASETS
 from cnn.imagenet import TFDS_NAMES, image_size_for
 
 _DATASETS = [*DATASETS, *TFDS_NAMES]
 # (name, default, help[, enum values]); the type of the default picks the absl flag kind.
 FLAG_SPECS: tuple[tuple, ...] = (
-    ("config", "", f"Preset of an original final script: {', '.join(CONFIGS)} ('' = none)."),
     ("arch", "nao_ws", "Architecture: a published cell's name (python -m cnn.cells lists them), "
      "40 integers (normal then reduction cell), or a best_arch.json path."),
     ("dataset", "cifar10", "Dataset.", _DATASETS),
@@ -47,8 +46,6 @@ FLAG_SPECS: tuple[tuple, ...] = (
     ("num_valid", 5000, "Validation images held out by --split=search."),
     ("synthetic_train_images", 2048, "Training images of --dataset=synthetic."),
     ("synthetic_test_images", 512, "Test images of --dataset=synthetic."),
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete this run's previous state in --output_dir first."),
     ("num_cells", 5, "N: normal cells per stage (3N + 2 cells in all)."),
     ("filters", 36, "F: width of the first stage (doubled at each reduction)."),
     ("stem_multiplier", 3, "The stem has stem_multiplier * F channels."),
@@ -97,23 +94,15 @@ FLAG_SPECS: tuple[tuple, ...] = (
 )
 FLAG_NAMES = tuple(spec[0] for spec in FLAG_SPECS)
 
-
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    cli.define_flags(FLAG_SPECS, fv)
-
-
 # Flags that shape the model or its data: a run directory cannot be resumed with other values.
 RESUME_KEYS = ("arch", "dataset", "data_fingerprint", "num_cells", "filters", "stem_multiplier",
                "network", "standardization", "use_aux_head", "batch_size", "batch_per_replica",
                "split", "image_size")
-# What --overwrite deletes: this command's files, not the rest of the directory.
-OWNED_PATHS = ("checkpoints", "tensorboard", "export", "results.json", "flags.json")
 
 
-def check_flags(fv: flags.FlagValues) -> None:
+def check_flags(fv: Any) -> None:
     """Stops with one line on a flag that cannot work, before anything is read or written."""
-    value = lambda name: fv[name].value  # noqa: E731
+    value = lambda name: getattr(fv, name)  # noqa: E731
     cli.check_at_least(value, 1, "num_cells", "filters", "stem_multiplier", "epochs",
                        "batch_size", "eval_batch_size", "t0", "t_mul", "eval_every_epochs",
                        "log_every_steps", "keep_checkpoints", "decay_period")
@@ -136,39 +125,25 @@ def check_flags(fv: flags.FlagValues) -> None:
                        f"193 pixels or more (here {size}); pass --use_aux_head=false")
 
 
-def apply_config(fv: flags.FlagValues) -> None:
-    """Sets the --config preset as defaults of every flag not given on the command line."""
-    from cnn.configs import preset
+def global_batches(fv: Any, strategy: tf.distribute.Strategy) -> tuple[int, int, float]:
+    """(training batch, evaluation batch, lr_max) over all replicas (`--batch_per_replica`)."""
+    replicas = strategy.num_replicas_in_sync
+    scale = replicas if fv.batch_per_replica else 1
+    if fv.batch_size * scale % replicas:
+        raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
+                       f"{replicas} replicas")
+    return fv.batch_size * scale, fv.eval_batch_size * scale, fv.lr_max * scale
 
-    if fv.config:
-        cli.apply_preset(fv, preset(fv.config, fv.dataset))
 
-
-def train(fv: flags.FlagValues) -> dict[str, Any]:
-    """Runs the command for parsed flags `fv`; returns the results (also in results.json)."""
-    apply_config(fv)
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where checkpoints and results go)")
+def check(fv: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
+    """The flags, the architecture and the data; returns the settings record and (arch, data)."""
     check_flags(fv)
-
+    from cnn import data as data_lib
+    from cnn import imagenet
     from cnn.cells import load_arch
     from cnn.search_space import space_for
 
     arch = load_arch(fv.arch)
-    space = space_for(arch)
-
-    import keras
-
-    from cnn import data as data_lib
-    from cnn import imagenet
-    from cnn.export import export_for_inference
-    from cnn.fit import LoopConfig, fit
-    from cnn.model import NASNetwork, count_mult_adds, count_params
-    from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import get_strategy, is_chief, prepare_run_dir
-
-    strategy = get_strategy(multi_worker=True)  # first: a multi-worker one precedes every op
-    chief = is_chief(strategy)
     if fv.network == "imagenet":
         data = imagenet.load(fv.dataset, fv.data_dir, fv.data_source,
                              imagenet.image_size_for(fv.dataset, fv.image_size))
@@ -177,27 +152,34 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
                              fv.num_valid,
                              (fv.synthetic_train_images, fv.synthetic_test_images),
                              seed=fv.seed)
-    replicas = strategy.num_replicas_in_sync
-    scale = replicas if fv.batch_per_replica else 1
-    batch_size, eval_batch_size, lr_max = (fv.batch_size * scale, fv.eval_batch_size * scale,
-                                           fv.lr_max * scale)
-    if batch_size % replicas:
-        raise NaoError(f"--batch_size={fv.batch_size} does not split evenly over "
-                       f"{replicas} replicas")
-    settings = {name: fv[name].value for name in FLAG_NAMES if name != "overwrite"}
-    settings.update(arch=space.to_string(arch), data_fingerprint=fingerprint(fv.data_dir))
-    run_dir = RunDir(fv.output_dir, RESUME_KEYS, owned=OWNED_PATHS)
-    prepare_run_dir(run_dir, settings, fv.overwrite, strategy)
+    global_batches(fv, strategy)
+    settings = {name: getattr(fv, name) for name in FLAG_NAMES}
+    settings.update(config=fv.config, output_dir=fv.output_dir, arch=space_for(arch).to_string(
+        arch), data_fingerprint=fingerprint(fv.data_dir))
+    return settings, (arch, data)
+
+
+def build(fv: Any, arch_and_data: tuple, strategy: tf.distribute.Strategy):
+    """The network's `CnnTrainee`; prints the architecture, its size and the schedule."""
+    import keras
+
+    from cnn.model import NASNetwork, count_mult_adds, count_params
+    from cnn.search_space import space_for
+    from cnn.trainee import CnnTrainee, LoopConfig
+    from cnn.training import OptimConfig, Trainer
+
+    arch, data = arch_and_data
+    space = space_for(arch)
     if fv.seed:
         keras.utils.set_random_seed(fv.seed)
     keras.config.set_image_data_format(fv.data_format)
+    batch_size, eval_batch_size, lr_max = global_batches(fv, strategy)
     steps = data.steps_per_epoch(batch_size)
     cfg = OptimConfig(
         epochs=fv.epochs, steps_per_epoch=steps, lr_schedule=fv.lr_schedule,
         lr_max=lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul, gamma=fv.gamma,
-        decay_period=fv.decay_period,
-        momentum=fv.momentum, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
-        grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
+        decay_period=fv.decay_period, momentum=fv.momentum, nesterov=fv.nesterov,
+        l2_reg=fv.l2_reg, grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
         label_smoothing=fv.label_smoothing, precision=fv.precision, seed=fv.seed)
     sync_bn = fv.sync_bn and strategy.num_replicas_in_sync > 1
 
@@ -211,9 +193,17 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
 
     t = time.perf_counter()
     trainer = Trainer(strategy, build_model, cfg, batch_size, fv.jit_compile)
+    trainee = CnnTrainee(trainer, data, LoopConfig(
+        batch_size=batch_size, eval_batch_size=eval_batch_size, cutout_size=fv.cutout_size,
+        eval_every_epochs=fv.eval_every_epochs, log_every_steps=fv.log_every_steps,
+        seed=fv.seed or None, standardization=fv.standardization))
     params = count_params(trainer.model)
     params_aux = count_params(trainer.model, include_aux_head=True)
     mult_adds = count_mult_adds(trainer.model) if fv.network == "imagenet" else None
+    trainee.summary = {"arch": space.to_string(arch), "space": space.name, "params": params,
+                       "params_with_aux_head": params_aux, "mult_adds": mult_adds,
+                       "dataset": fv.dataset, "num_train_images": len(data.train),
+                       "batch_size": batch_size}
     print(f"architecture ({space.name} space):\n{space.describe(arch)}")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M; {params_aux:,} with the aux head) | "
           + (f"{mult_adds / 1e6:.1f}M multiply-adds at {data.image_size}x{data.image_size} | "
@@ -224,23 +214,21 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
           flush=True)
     if data.test is None and fv.network != "imagenet":
         print(f"note: {fv.data_dir} has no test set (test_batch); test accuracy is skipped")
-    loop = LoopConfig(output_dir=fv.output_dir, batch_size=batch_size,
-                      eval_batch_size=eval_batch_size, cutout_size=fv.cutout_size,
-                      eval_every_epochs=fv.eval_every_epochs,
-                      log_every_steps=fv.log_every_steps,
-                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed or None,
-                      standardization=fv.standardization)
-    extra = {"arch": space.to_string(arch), "space": space.name, "params": params,
-             "params_with_aux_head": params_aux, "mult_adds": mult_adds, "dataset": fv.dataset,
-             "num_train_images": len(data.train), "batch_size": batch_size}
-    results = fit(trainer, data, loop, extra)
+    return trainee
+
+
+def finish(fv: Any, trainee, state: dict[str, Any], chief: bool) -> dict[str, Any]:
+    """The results; the chief exports the network for inference."""
+    from cnn.export import export_for_inference
+
     export_dir = os.path.join(fv.output_dir, "export")
-    results["export_dir"] = export_dir
+    results = {**trainee.summary, **trainee.results(state), "export_dir": export_dir,
+               "wall_seconds_this_run": state["wall_seconds_this_run"]}
     if chief:
-        export_for_inference(trainer.model, export_dir, data.mean, data.std,
+        export_for_inference(trainee.trainer.model, export_dir, trainee.data.mean,
+                             trainee.data.std,
                              "dataset" if fv.network == "imagenet" else fv.standardization,
-                             data.image_size)
-        atomic_write_json(os.path.join(fv.output_dir, "results.json"), results)
+                             trainee.data.image_size)
     test_acc = results["test_accuracy"]
     print(f"done: {results['steps']} steps; test accuracy "
           f"{'n/a' if test_acc is None else f'{test_acc:.4f}'}; "
@@ -249,6 +237,24 @@ def train(fv: flags.FlagValues) -> dict[str, Any]:
     return results
 
 
+TASK = final_training.FinalTask(
+    name="cnn", flags=FLAG_SPECS, preset_names=tuple(CONFIGS),
+    preset=lambda name, fv: preset(name, fv.dataset), identity=RESUME_KEYS, check=check,
+    build=build, finish=finish,
+    advice=lambda fv: "rerun the same command with a lower --lr_max (a resume may change it)",
+    keep_checkpoints=lambda fv: fv.keep_checkpoints, owned=("export",))
+
+
+def define_flags(fv: Any) -> None:
+    """Defines this command's flags in `fv`."""
+    final_training.define_flags(TASK, fv)
+
+
+def train(fv: Any) -> dict[str, Any]:
+    """Runs the command for parsed flags `fv` (the preset applied here); returns the results."""
+    final_training.apply_config(TASK, fv)
+    return final_training.run(TASK, fv)
+
+
 if __name__ == "__main__":
-    define_flags()
-    cli.run(lambda _: train(flags.FLAGS))
+    final_training.main(TASK)

@@ -23,15 +23,14 @@ images with tiny networks.
 Writes into --output_dir: state.json (the search, resumable), history.jsonl, pool.<i>.txt/.perf,
 best_arch.json (for `scripts/train_final.sh cnn --arch=.../best_arch.json`), best_arch.png/.dot
 (the cells drawn), controller/, tensorboard/, train_settings.json, and archs/<hash>/ per cell
-(arch.txt, results.json with the per-epoch validation accuracy, TensorBoard events, score.json; its
-checkpoints are deleted once the score is known). Killed at any moment, the same command resumes:
+(arch.txt, train_state.json with the per-epoch validation accuracy, TensorBoard events,
+score.json; its checkpoints are deleted once the score is known). Killed at any moment, the same command resumes:
 a cell whose score was recorded is never trained again, and a cell killed mid-training resumes
 from its last finished epoch.
 """
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 import keras
@@ -41,14 +40,14 @@ from absl import flags
 from cnn import data as data_lib
 from cnn.configs import CONFIGS
 from cnn.data import CifarData, steps_per_epoch
-from cnn.fit import RESULTS_FILE, LoopConfig, fit
-from cnn.model import NASNetwork, count_params
+from cnn.model import NASNetwork
 from cnn.search_space import NAONET_19_SPACE, NAONET_SPACE, SPACES, CellArch, cell_graphs
+from cnn.trainee import CnnTrainee, LoopConfig
 from cnn.training import OptimConfig, Trainer
 from nao_tf import cli, standalone_search
-from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.io import fingerprint, read_json
+from nao_tf.final_training import Diverged, train_epochs
+from nao_tf.io import fingerprint
 from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
@@ -151,50 +150,30 @@ class CifarArchTrainer:
         with build_lock:
             if s["seed"]:
                 keras.utils.set_random_seed(s["seed"])
-            trainer = DivergenceCheckingTrainer(tf.distribute.OneDeviceStrategy(device),
-                                                build_model, cfg, s["batch_size"],
-                                                classes=self.data.num_classes)
-        loop = LoopConfig(output_dir=str(out), batch_size=s["batch_size"],
-                          eval_batch_size=s["eval_batch_size"], cutout_size=s["cutout_size"],
-                          eval_every_epochs=1, log_every_steps=s["log_every_steps"],
-                          keep_checkpoints=1, seed=s["seed"] or None,
-                          standardization=s["standardization"])
-        extra = {"arch": self.dirs.to_string(arch), "params": count_params(trainer.model),
-                 "device": device}
+            strategy = tf.distribute.OneDeviceStrategy(device)
+            trainer = Trainer(strategy, build_model, cfg, s["batch_size"])
+        trainee = CnnTrainee(trainer, self.data, LoopConfig(
+            batch_size=s["batch_size"], eval_batch_size=s["eval_batch_size"],
+            cutout_size=s["cutout_size"], eval_every_epochs=1,
+            log_every_steps=s["log_every_steps"], seed=s["seed"] or None,
+            standardization=s["standardization"]))
         try:
-            results = fit(trainer, self.data, loop, extra)
-        except TrainingDiverged as err:
-            path = os.path.join(out, RESULTS_FILE)
-            history = read_json(path, {"history": list})["history"] if os.path.exists(path) else []
-            raise TrainingDiverged(str(err), best_valid_accuracy(history)) from None
-        best = best_valid_accuracy(results["history"])
-        if best is None or not all(math.isfinite(r["valid_loss"]) for r in results["history"]):
+            history = train_epochs(trainee, out, strategy, s["epochs"],
+                                   keep_checkpoints=1)["history"]
+        except Diverged as err:
+            raise TrainingDiverged(str(err), best_valid_accuracy(err.state["history"])) from None
+        best = best_valid_accuracy(history)
+        if best is None or not all(math.isfinite(r["valid_loss"]) for r in history):
             raise TrainingDiverged("validation loss became NaN", best)
         return best
 
 
 def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
-    """The score: the best validation accuracy over the epochs of `history` (fit's per-epoch
+    """The score: the best validation accuracy over the epochs of `history` (the per-epoch
     records) whose validation loss is finite (a diverged network's NaN logits still give an
     accuracy, a meaningless one); None when there is none."""
     return max((r["valid_accuracy"] for r in history if math.isfinite(r["valid_loss"])),
                default=None)
-
-
-class DivergenceCheckingTrainer(Trainer):
-    """A `Trainer` whose step raises `TrainingDiverged` when the loss diverges
-    (`nao_tf.divergence`; the evaluator then applies --on_diverge)."""
-
-    def __init__(self, *args, classes: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.classes = classes
-
-    def train_step(self, images, labels) -> dict[str, float]:
-        stats = super().train_step(images, labels)
-        diverged = divergence(stats["loss"], self.classes)
-        if diverged:
-            raise TrainingDiverged(f"training {diverged} at step {self.step}")
-        return stats
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:

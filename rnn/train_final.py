@@ -8,10 +8,11 @@ global-norm clipping 0.25, coupled weight decay, NT-ASGD (switch to weight avera
 validation loss has not improved on the best of all but the last `nonmono` epochs). Validation
 (batch 10) and the best checkpoint use the averaged weights once averaging is on.
 
-`--output_dir` receives flags.json, train_state.json, ckpt/ (latest state, every epoch),
-best/ (best validation model), TensorBoard events in tb/, and results.json. Re-running the same
-command resumes from the last completed epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
-back to the last completed epoch (at most `--max_rollbacks` times in a row, then it stops with an
+The command is `nao_tf.final_training`'s over this task (`TASK`): `--output_dir` receives
+flags.json, train_state.json, checkpoints/ (every epoch: raw weights, averaged weights, averaging
+counters), best/ (best validation model), tensorboard/, and results.json. Re-running the same
+command resumes after the last finished epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
+back to the last finished epoch (at most `--max_rollbacks` times in a row, then it stops with an
 error). With a TF_CONFIG naming several workers, the same command on each trains one model across
 them (the batch columns split over all replicas); only the chief writes (docs/distributed.md).
 """
@@ -19,7 +20,6 @@ them (the batch columns split over all replicas); only the chief writes (docs/di
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -28,20 +28,20 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
-from nao_tf import cli
-from nao_tf.distribute import (barrier, from_chief, is_chief, prepare_run_dir,
-                                strategy_for_batch, summary_writer, writable_dir)
+from nao_tf import cli, final_training
+from nao_tf.distribute import (barrier, from_chief, strategy_for_batch, summary_writer,
+                               writable_dir)
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
-from nao_tf.io import atomic_write_json, fingerprint, read_json
+from nao_tf.final_training import Diverged
+from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
-from nao_tf.run_dir import RunDir, require_record, restore, write_scalars
+from nao_tf.run_dir import restore, write_scalars
 from rnn.configs import CONFIGS, MODEL_KEYS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
-from rnn.search_space import RnnSearchSpace, resolve_arch
+from rnn.search_space import RnnCell, RnnSearchSpace, resolve_arch
 from rnn.training import LMStep, WeightAverage, perplexity, should_switch_to_asgd, train_windows
 
 
@@ -100,82 +100,70 @@ FLAG_HELP = dict(
     overwrite="delete --output_dir and start fresh")
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
+class LMTrainee:
+    """One cell's language model trained on a corpus, epoch by epoch (a
+    `nao_tf.final_training.Trainee`; see the module docstring). Its keys of the run's state:
+    the validation history NT-ASGD reads, the best validation loss and epoch, the switch epoch."""
 
-
-class FinalTrainer:
-    """One training run in `params.output_dir` (see the module docstring)."""
-
-    def __init__(self, params: TrainParams, strategy: tf.distribute.Strategy | None = None):
-        check_params(params)
-        # First: a multi-worker strategy must exist before any other TensorFlow op.
-        self.strategy = strategy or strategy_for_batch(params.batch_size, multi_worker=True)
-        self.chief = is_chief(self.strategy)
-        self.p = params
-        self.out = Path(params.output_dir)
-        self.space = RnnSearchSpace()
-        self.arch, self.arch_source = resolve_arch(params.arch, params.arch_nao_codes)
-        self.corpus: Corpus = read_corpus(params.data_dir)
+    def __init__(self, params: TrainParams, arch: RnnCell, arch_source: str, corpus: Corpus,
+                 strategy: tf.distribute.Strategy):
+        self.p, self.arch, self.arch_source, self.corpus = params, arch, arch_source, corpus
+        self.strategy, self.space = strategy, RnnSearchSpace()
         data_dir = Path(params.data_dir)
-        self.train_data = batchify(self.corpus.train, params.batch_size, data_dir / "train.txt")
-        self.valid_data = batchify(self.corpus.valid, params.eval_batch_size,
-                                   data_dir / "valid.txt")
-        self.test_data = batchify(self.corpus.test, params.test_batch_size, data_dir / "test.txt")
-        settings = {**dataclasses.asdict(params), "arch": self.space.to_string(self.arch),
-                    "vocab_size": self.corpus.vocab_size,
-                    "data_fingerprint": fingerprint(params.data_dir)}
-        settings.pop("overwrite")
-        prepare_run_dir(RunDir(self.out, MODEL_KEYS), settings, params.overwrite, self.strategy)
+        self.train_data = batchify(corpus.train, params.batch_size, data_dir / "train.txt")
+        self.valid_data = batchify(corpus.valid, params.eval_batch_size, data_dir / "valid.txt")
+        self.test_data = batchify(corpus.test, params.test_batch_size, data_dir / "test.txt")
+        self.out = Path(params.output_dir)
         # Other workers save into scratch (saves are collective) and read the chief's files.
-        self.saves = Path(writable_dir(str(self.out), self.strategy))
+        self.saves = Path(writable_dir(str(self.out), strategy))
         keras.utils.set_random_seed(params.seed)  # initial weights, dropout masks
-        with self.strategy.scope(), policy(params.precision):
-            self.model = build_model(dataclasses.asdict(params), self.arch, self.corpus.vocab_size)
-            variables = [v.value for v in self.model.trainable_variables]
-            self.average = WeightAverage(variables)
-        self.lm = LMStep(self.model, self.strategy, params.batch_size, params.clip, params.wdecay,
+        with strategy.scope(), policy(params.precision):
+            self.model = build_model(dataclasses.asdict(params), arch, corpus.vocab_size)
+            self.average = WeightAverage([v.value for v in self.model.trainable_variables])
+        self.lm = LMStep(self.model, strategy, params.batch_size, params.clip, params.wdecay,
                          params.beta, self.average, params.jit_compile)
-        self.ckpt = tf.train.Checkpoint(model=self.model, average=self.average)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.saves / "ckpt"),
-                                                  max_to_keep=2)
+        self.trackables = {"model": self.model, "average": self.average}
+        self.initial_state = {"val_history": [], "best_val_loss": math.inf, "best_epoch": 0,
+                              "switched_at_epoch": None}
         self.best_ckpt = tf.train.Checkpoint(model=self.model)
-        self.writer = summary_writer(self.out / "tb", self.strategy)
         self.num_params = count_params(self.model)
-        self.state = self._load_or_init_state()
 
-    # Run-directory state.
+    def position(self) -> str:
+        return "averaged SGD" if bool(self.average.active.numpy()) else ""
 
-    def _load_or_init_state(self) -> dict[str, Any]:
-        state_path = self.out / "train_state.json"
-        require_record(state_path, self.out / "ckpt")
-        state = read_json(state_path, STATE_FIELDS) if state_path.exists() else None
-        barrier(self.strategy)  # every worker has read the chief's record before it writes one
-        if state:
-            self._restore(state)
-            cli.say(f"resuming {self.out} after epoch {state['epoch']}")
-            return state
-        state = {"epoch": 0, "val_history": [], "best_val_loss": math.inf,
-                 "best_epoch": 0, "switched_at_epoch": None, "rollbacks": 0,
-                 "checkpoint": self._save(0), "train_seconds": 0.0, "tokens_per_sec": 0.0}
-        self._write_state(state)
-        return state
+    def train_epoch(self, epoch: int, attempt: int, state: dict[str, Any],
+                    writer: tf.summary.SummaryWriter) -> dict[str, Any]:
+        """One pass over the training stream, then validation (averaged weights under ASGD), the
+        best model and the NT-ASGD switch. Raises `Diverged`."""
+        train_loss, tokens_per_s = self._train(epoch, attempt, state)
+        p = self.p
+        with self.average.swapped_in():
+            # Every worker takes the chief's decisions (the switch, the best epoch).
+            val_loss = float(from_chief(self.strategy, self.lm.evaluate(self.valid_data, p.bptt)))
+            if not math.isfinite(val_loss):
+                raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
+            if val_loss < state["best_val_loss"]:
+                state["best_val_loss"], state["best_epoch"] = val_loss, epoch
+                self.best_ckpt.write(str(self.saves / "best" / "model"))
+        if state["switched_at_epoch"] is None:
+            if should_switch_to_asgd(state["val_history"], val_loss, p.nonmono):
+                cli.say(f"switching to averaged SGD after epoch {epoch}")
+                state["switched_at_epoch"] = epoch
+                self.average.count.assign(0)
+                self.average.active.assign(True)
+            state["val_history"].append(val_loss)
+        write_scalars(writer, epoch, {
+            "train/loss": train_loss, "train/ppl": perplexity(train_loss),
+            "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
+            "valid/ppl": perplexity(val_loss),
+            "asgd": float(state["switched_at_epoch"] is not None)})
+        cli.say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
+                f"{perplexity(val_loss):.2f} | best {perplexity(state['best_val_loss']):.2f} "
+                f"(epoch {state['best_epoch']})")
+        return {"train_loss": train_loss, "valid_loss": val_loss, "tokens_per_sec": tokens_per_s}
 
-    def _save(self, epoch: int) -> str:
-        """Saves the full state; returns the checkpoint's name inside ckpt/."""
-        return Path(self.manager.save(checkpoint_number=epoch)).name
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        restore(self.ckpt, self.out / "ckpt" / state["checkpoint"], exact=False)
-
-    def _write_state(self, state: dict[str, Any]) -> None:
-        if self.chief:
-            atomic_write_json(self.out / "train_state.json", state)
-
-    # Training.
-
-    def train_epoch(self, epoch: int, attempt: int) -> tuple[float, float]:
-        """One pass over the training stream; returns (mean loss, tokens/s). Raises Diverged."""
+    def _train(self, epoch: int, attempt: int, state: dict[str, Any]) -> tuple[float, float]:
+        """One pass over the training stream; returns (mean loss, tokens/s)."""
         p = self.p
         rng = np.random.default_rng([p.seed, epoch, attempt])
         windows = list(train_windows(self.train_data, rng, p.bptt, p.max_seq_len_delta))
@@ -196,114 +184,39 @@ class FinalTrainer:
             interval_steps += 1
             if step % p.log_interval == 0 or step == len(windows):
                 now = time.perf_counter()
-                self._log_progress(epoch, step, len(windows), interval_loss / interval_steps,
-                                   now - interval_start, tokens / (now - start))
+                epoch_seconds = len(windows) * (now - interval_start) / interval_steps
+                eta = (p.epochs - (epoch - 1 + step / len(windows))) * epoch_seconds
+                loss_now = interval_loss / interval_steps
+                cli.say(f"epoch {epoch} step {step}/{len(windows)} | loss {loss_now:.3f} ppl "
+                        f"{perplexity(loss_now):.1f} | {tokens / (now - start):.0f} tokens/s | "
+                        f"ETA {format_eta(eta)}"
+                        + (" | ASGD" if state["switched_at_epoch"] else ""))
                 interval_loss, interval_steps, interval_start = 0.0, 0, now
         rows = sum(seq_len for _, seq_len in windows)
         return total_loss / rows, tokens / (time.perf_counter() - start)
 
-    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, seconds: float,
-                      tokens_per_s: float) -> None:
-        done = self.state["epoch"] + step / steps
-        epoch_seconds = steps * seconds / max(1, (step - 1) % self.p.log_interval + 1)
-        eta = (self.p.epochs - done) * epoch_seconds
-        cli.say(f"epoch {epoch} step {step}/{steps} | loss {loss:.3f} ppl {perplexity(loss):.1f} | "
-             f"{tokens_per_s:.0f} tokens/s | ETA {_hms(eta)}"
-             + (" | ASGD" if self.state["switched_at_epoch"] else ""))
-
-    def _rollback(self, err: Diverged, failures: int) -> None:
-        self.state["rollbacks"] += 1
-        if failures > self.p.max_rollbacks:
-            raise NaoError(
-                f"{err}; rolled back to the epoch-{self.state['epoch']} checkpoint "
-                f"{self.p.max_rollbacks} times in a row and it diverged again. Lower --lr or "
-                f"--clip, then re-run the same command to resume from epoch {self.state['epoch']}")
-        cli.say(f"{err}; rolling back to the checkpoint after epoch {self.state['epoch']} "
-             f"(rollback {failures} of {self.p.max_rollbacks})")
-        self._restore(self.state)
-
-    def _validate_and_checkpoint(self, epoch: int, train_loss: float, tokens_per_s: float) -> None:
-        """Validation (averaged weights under ASGD), best model, NT-ASGD switch, state."""
-        st, p = self.state, self.p
-        with self.average.swapped_in():
-            # Every worker takes the chief's decisions (the switch, the best epoch).
-            val_loss = float(from_chief(self.strategy, self.lm.evaluate(self.valid_data, p.bptt)))
-            if not math.isfinite(val_loss):
-                raise Diverged(f"validation loss is {val_loss} after epoch {epoch}")
-            if val_loss < st["best_val_loss"]:
-                st["best_val_loss"], st["best_epoch"] = val_loss, epoch
-                self.best_ckpt.write(str(self.saves / "best" / "model"))
-        if st["switched_at_epoch"] is None:
-            if should_switch_to_asgd(st["val_history"], val_loss, p.nonmono):
-                cli.say(f"switching to averaged SGD after epoch {epoch}")
-                st["switched_at_epoch"] = epoch
-                self.average.count.assign(0)
-                self.average.active.assign(True)
-            st["val_history"].append(val_loss)
-        st["epoch"] = epoch
-        st["checkpoint"] = self._save(epoch)
-        self._write_state(st)
-        write_scalars(self.writer, epoch, {
-            "train/loss": train_loss, "train/ppl": perplexity(train_loss),
-            "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
-            "valid/ppl": perplexity(val_loss), "asgd": float(st["switched_at_epoch"] is not None)})
-        cli.say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
-             f"{perplexity(val_loss):.2f} | best {perplexity(st['best_val_loss']):.2f} "
-             f"(epoch {st['best_epoch']})")
-
-    def train(self) -> dict[str, Any]:
-        """Trains to `epochs`, then evaluates the best model; returns (and writes) results."""
-        cli.say(f"arch {self.space.to_string(self.arch)} ({self.arch_source}), {self.num_params} "
-             f"parameters, vocabulary {self.corpus.vocab_size}, "
-             f"{self.strategy.num_replicas_in_sync} replica(s)")
-        failures = 0
-        while self.state["epoch"] < self.p.epochs:
-            epoch = self.state["epoch"] + 1
-            start = time.perf_counter()
-            try:
-                train_loss, tokens_per_s = self.train_epoch(epoch, failures)
-                self.state["tokens_per_sec"] = tokens_per_s
-                self._validate_and_checkpoint(epoch, train_loss, tokens_per_s)
-            except Diverged as err:
-                failures += 1
-                self._rollback(err, failures)
-                continue
-            failures = 0
-            self.state["train_seconds"] += time.perf_counter() - start
-            self._write_state(self.state)
-        return self.finish()
-
-    def finish(self) -> dict[str, Any]:
+    def results(self, state: dict[str, Any]) -> dict[str, Any]:
         """Loads the best model and evaluates validation (batch 10) and test (batch 1)."""
-        st = self.state
-        if st["best_epoch"] == 0:
+        if state["best_epoch"] == 0:
             raise StateError(f"{self.out}: no epoch finished, nothing to evaluate")
         barrier(self.strategy)  # the chief's best model is written
         restore(self.best_ckpt, self.out / "best" / "model", exact=False)
         val_loss = self.lm.evaluate(self.valid_data, self.p.bptt)
         test_loss = self.lm.evaluate(self.test_data, self.p.bptt)
-        results = {
+        write_scalars(summary_writer(self.out / "tensorboard", self.strategy), state["epoch"],
+                      {"test/ppl": perplexity(test_loss)})
+        return {
             "arch": self.space.to_string(self.arch), "space": self.space.name,
             "arch_source": self.arch_source, "params": self.num_params,
-            "vocab_size": self.corpus.vocab_size, "epochs": st["epoch"],
-            "best_epoch": st["best_epoch"], "switched_to_asgd_at_epoch": st["switched_at_epoch"],
-            "rollbacks": st["rollbacks"], "valid_loss": val_loss,
+            "vocab_size": self.corpus.vocab_size, "best_epoch": state["best_epoch"],
+            "switched_to_asgd_at_epoch": state["switched_at_epoch"], "valid_loss": val_loss,
             "valid_ppl": perplexity(val_loss), "test_loss": test_loss,
             "test_ppl": perplexity(test_loss), "test_batch_size": self.p.test_batch_size,
-            "train_seconds": st["train_seconds"], "last_epoch_tokens_per_sec": st["tokens_per_sec"],
-        }
-        if self.chief:
-            atomic_write_json(self.out / "results.json", results)
-        write_scalars(self.writer, st["epoch"], {"test/ppl": results["test_ppl"]})
-        return results
+            "last_epoch_tokens_per_sec": state["history"][-1]["tokens_per_sec"]
+            if state["history"] else None}
 
 
-# train_state.json: what a resume reads back (a file holding anything else is named, not a KeyError).
-STATE_FIELDS = {"epoch": int, "val_history": list, "best_val_loss": (int, float), "best_epoch": int,
-                "rollbacks": int, "checkpoint": str, "train_seconds": (int, float)}
-
-
-def _hms(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
@@ -326,20 +239,57 @@ def check_params(p: TrainParams) -> None:
         raise NaoError(f"--lr={p.lr} must be positive")
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """absl flags for every `TrainParams` field, plus `--config`."""
-    flags.DEFINE_enum("config", None, sorted(CONFIGS),
-                      "original final configuration (sets flag defaults; explicit flags win)",
-                      flag_values=flag_values)
-    cli.define_dataclass_flags(TrainParams, FLAG_HELP, flag_values)
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(TrainParams))
 
 
-def params_from_flags(values: flags.FlagValues) -> TrainParams:
-    """`TrainParams` from parsed flags: defaults < `--config` < explicit flags."""
-    return cli.dataclass_from_flags(TrainParams, values, CONFIGS.get(values.config))
+def params_of(values: Any) -> TrainParams:
+    """`TrainParams` of parsed flags (or of a `TrainParams`)."""
+    return TrainParams(**{name: getattr(values, name) for name in PARAM_NAMES})
+
+
+def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
+    """The settings, the cell and the corpus; returns the settings record and (cell, its
+    source, corpus)."""
+    p = params_of(values)
+    check_params(p)
+    arch, arch_source = resolve_arch(p.arch, p.arch_nao_codes)
+    corpus = read_corpus(p.data_dir)
+    settings = {**dataclasses.asdict(p), "arch": RnnSearchSpace().to_string(arch),
+                "vocab_size": corpus.vocab_size, "data_fingerprint": fingerprint(p.data_dir)}
+    settings.pop("overwrite")
+    return settings, (arch, arch_source, corpus)
+
+
+def build(values: Any, data: tuple, strategy: tf.distribute.Strategy) -> LMTrainee:
+    trainee = LMTrainee(params_of(values), *data, strategy)
+    cli.say(f"arch {trainee.space.to_string(trainee.arch)} ({trainee.arch_source}), "
+            f"{trainee.num_params} parameters, vocabulary {trainee.corpus.vocab_size}, "
+            f"{strategy.num_replicas_in_sync} replica(s)")
+    return trainee
+
+
+def report(results: dict[str, Any]) -> dict[str, Any]:
+    cli.say(f"done: best epoch {results['best_epoch']}; valid ppl {results['valid_ppl']:.2f}, "
+            f"test ppl {results['test_ppl']:.2f} (batch {results['test_batch_size']})")
+    return results
+
+
+FLAG_SPECS = [spec for spec in cli.dataclass_flag_specs(TrainParams, FLAG_HELP)
+              if spec[0] not in ("output_dir", "overwrite")]
+TASK = final_training.FinalTask(
+    name="rnn", flags=FLAG_SPECS, preset_names=sorted(CONFIGS),
+    preset=lambda name, _: CONFIGS[name], identity=MODEL_KEYS, check=check, build=build,
+    finish=lambda values, trainee, state, chief: report(trainee.results(state)),
+    advice=lambda _: "lower --lr or --clip, then rerun the same command",
+    max_rollbacks=lambda values: values.max_rollbacks,
+    strategy=lambda values: strategy_for_batch(values.batch_size, multi_worker=True))
+
+
+def train(params: TrainParams,
+          strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+    """Trains (or resumes) the run of `params`; returns the results (also in results.json)."""
+    return final_training.run(TASK, params, strategy)
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(lambda _: print(json.dumps(FinalTrainer(params_from_flags(flags.FLAGS)).train(),
-                                       indent=2)))
+    final_training.main(TASK)

@@ -21,8 +21,8 @@ generated corpus with tiny models.
 
 Writes into --output_dir: state.json (the search, resumable), history.jsonl, pool.<i>.txt/.perf,
 best_arch.json (for `scripts/train_final.sh rnn --arch=.../best_arch.json`), controller/,
-tensorboard/, best_arch.png/.dot, train_settings.json, and archs/<hash>/ per cell (the trainer's
-flags.json, train_state.json, tb/, score.json; its checkpoints are deleted once the score is
+tensorboard/, best_arch.png/.dot, train_settings.json, and archs/<hash>/ per cell (its
+train_state.json, tensorboard/, score.json; its checkpoints are deleted once the score is
 known). Killed at any moment, the same command resumes: a cell whose score was recorded is never
 trained again, and a cell killed mid-training resumes from its last finished epoch.
 """
@@ -36,12 +36,13 @@ from absl import flags
 
 from nao_tf import cli, standalone_search
 from nao_tf.errors import NaoError
+from nao_tf.final_training import Diverged, train_epochs
 from nao_tf.io import fingerprint
 from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes
-from rnn.train_final import FLAG_HELP, FinalTrainer, TrainParams, check_params
+from rnn.train_final import FLAG_HELP, LMTrainee, TrainParams, check_params
 from rnn.training import perplexity
 
 SPACE = RnnSearchSpace()
@@ -87,25 +88,10 @@ def read_imports(fv: flags.FlagValues) -> list[tuple[RnnCell, float]]:
                          parse=parse)
 
 
-class _SearchPhaseTrainer(FinalTrainer):
-    """FinalTrainer with the search's ending: the score is the best validation perplexity (no
-    test evaluation), and a cell that keeps diverging raises `TrainingDiverged`."""
-
-    def finish(self) -> dict[str, Any]:
-        return {"valid_ppl": perplexity(self.state["best_val_loss"]),
-                "best_epoch": self.state["best_epoch"], "epochs": self.state["epoch"]}
-
-    def _rollback(self, err: Exception, failures: int) -> None:
-        if failures > self.p.max_rollbacks:
-            best = self.state["best_val_loss"] if self.state["best_epoch"] else None
-            raise TrainingDiverged(f"{err} (diverged again after {self.p.max_rollbacks} "
-                                   "rollbacks)", None if best is None else perplexity(best))
-        super()._rollback(err, failures)
-
-
 class PtbArchTrainer:
     """`(arch, device) -> best validation perplexity`: trains one cell from scratch in its own
-    directory (resuming from its last finished epoch if a killed run left one)."""
+    directory (resuming after its last finished epoch if a killed run left one); a cell that keeps
+    diverging after --max_rollbacks raises `TrainingDiverged`."""
 
     def __init__(self, schedule: dict[str, Any], dirs: ArchDirs, space: RnnSearchSpace):
         self.schedule, self.dirs, self.space = schedule, dirs, space
@@ -113,9 +99,16 @@ class PtbArchTrainer:
     def __call__(self, arch: RnnCell, device: str) -> float:
         params = TrainParams(output_dir=str(self.dirs.path(arch)), arch=self.space.to_string(arch),
                              **self.schedule)
-        with build_lock:  # FinalTrainer seeds Keras, then builds the model
-            trainer = _SearchPhaseTrainer(params, tf.distribute.OneDeviceStrategy(device))
-        return trainer.train()["valid_ppl"]
+        strategy = tf.distribute.OneDeviceStrategy(device)
+        with build_lock:  # the trainee seeds Keras, then builds the model
+            trainee = LMTrainee(params, arch, "search", read_corpus(params.data_dir), strategy)
+        try:
+            state = train_epochs(trainee, params.output_dir, strategy, params.epochs,
+                                 max_rollbacks=params.max_rollbacks)
+        except Diverged as err:
+            best = err.state["best_val_loss"] if err.state["best_epoch"] else None
+            raise TrainingDiverged(f"{err}", None if best is None else perplexity(best)) from None
+        return perplexity(state["best_val_loss"])
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], int | None]:
@@ -159,7 +152,7 @@ TASK = standalone_search.StandaloneTask(
                     attention="bahdanau", trade_off=0.8, weight_decay=1e-4, learning_rate=1e-3,
                     max_gradient_norm=5.0),
     higher_is_better=False, score_name="validation perplexity", check=check, setup=setup,
-    read_imports=read_imports, scratch=("ckpt", "best"), graphs=cell_graphs,
+    read_imports=read_imports, scratch=("checkpoints", "best"), graphs=cell_graphs,
     final_command="scripts/train_final.sh rnn --config=ptb", ref="rnn.train_search_nao:TASK")
 
 

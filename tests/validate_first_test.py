@@ -18,7 +18,8 @@ from nao_tf import standalone_search, weight_sharing_search
 from nao_tf.errors import NaoError
 from rnn import train_search as rnn_search
 from rnn import train_search_nao as rnn_nao
-from rnn.train_final import FinalTrainer, TrainParams
+from rnn import train_final as rnn_final
+from rnn.train_final import TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def _rnn_nao(out, data_dir):
 
 
 def _rnn_final(out, data_dir):
-    FinalTrainer(TrainParams(output_dir=str(out), data_dir=data_dir, overwrite=True))
+    rnn_final.train(TrainParams(output_dir=str(out), data_dir=data_dir, overwrite=True))
 
 
 CIFAR_TYPO = ["--dataset=cifar10", "--data_source=pickle", "--data_dir=/no/such/cifar"]

@@ -138,7 +138,8 @@ def test_one_epoch_trains_is_killed_and_resumes(folder, tmp_path):
             child.send_signal(signal.SIGKILL)
             break
     assert child.wait(timeout=60) == -signal.SIGKILL
-    assert not json.loads((out / "results.json").read_text())["finished"]
+    assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
+    assert not (out / "results.json").exists()  # written when the run is finished
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]

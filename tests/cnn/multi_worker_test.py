@@ -15,7 +15,8 @@ from tests.multi_worker import (assert_same_values, checkpoint_values, finish, k
                                 scratch_dirs, start, start_workers)
 
 ARCH = "1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 0 4 1 3 2 2 0 1 1 4 2 4 3 2 4 4 0 3 5 2"
-CHIEF_FILES = {"checkpoints", "export", "flags.json", "results.json", "tensorboard"}
+CHIEF_FILES = {"checkpoints", "export", "flags.json", "results.json", "tensorboard",
+               "train_state.json"}
 
 
 def _args(out, images, epochs):
@@ -55,13 +56,15 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(t
     workers = start_workers("cnn.train_final", args)
     reference = start("cnn.train_final", _args(tmp_path / "single", images=128, epochs=3))
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (out / "results.json").exists():
-        time.sleep(0.1)  # written after epoch 1's checkpoint and evaluation
-    assert (out / "results.json").exists(), "epoch 1 never ended"
+    state = out / "train_state.json"
+    while time.monotonic() < deadline and not (
+            state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        time.sleep(0.1)  # written after epoch 1's evaluation and checkpoint
+    assert state.exists() and json.loads(state.read_text())["epoch"] >= 1, "epoch 1 never ended"
     time.sleep(0.5)  # into epoch 2
     kill_all(workers)
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    assert not json.loads((out / "results.json").read_text())["finished"]
+    assert not (out / "results.json").exists()
     assert latest and int(latest.rsplit("-", 1)[1]) < 3, "the job finished before it was killed"
 
     restarted = [finish(p) for p in start_workers("cnn.train_final", args)]

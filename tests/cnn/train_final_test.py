@@ -11,6 +11,7 @@ from absl import flags
 from cnn import evaluate, train_final
 from cnn.data import normalize, synthetic_splits
 from cnn.evaluate import load_trained_model
+from nao_tf import final_training
 from nao_tf.errors import NaoError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,8 +51,8 @@ def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
             break
     child.wait(timeout=60)
     assert child.returncode == -9, "the run ended before it could be killed in epoch 2"
-    assert not (run_dir / "results.json").exists() or \
-        not json.loads((run_dir / "results.json").read_text())["finished"]
+    assert json.loads((run_dir / "train_state.json").read_text())["epoch"] == 1
+    assert not (run_dir / "results.json").exists()  # written when the run is finished
 
     capsys.readouterr()
     train_final.train(_flags(train_final, _argv(run_dir)))
@@ -60,7 +61,7 @@ def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
     assert resumed and f"epoch 1, step 16, lr {lr:.6g}" in resumed[0]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["finished"] and results["resumed_from_epoch"] == 1
-    assert results["steps"] == 48 and results["epochs_done"] == 3
+    assert results["steps"] == 48 and results["epochs"] == 3
     assert 0 <= results["test_accuracy"] <= 1 and results["params"] > 0
     tags = {v.tag for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")
             for event in tf.compat.v1.train.summary_iterator(str(path)) for v in event.summary.value}
@@ -117,7 +118,7 @@ def test_the_divergence_advice_can_be_followed(tmp_path, capsys):
 
 def test_config_sets_defaults_and_explicit_flags_win():
     f = _flags(train_final, ["--config=naonet", "--dataset=cifar100", "--filters=36"])
-    train_final.apply_config(f)
+    final_training.apply_config(train_final.TASK, f)
     assert (f.num_cells, f.filters, f.epochs, f.cutout_size, f.nesterov) == (6, 36, 600, 16, False)
     assert (f.drop_path_keep_prob, f.keep_prob, f.t0, f.t_mul) == (0.6, 0.8, 600, 1)
     assert f.arch == "naonet" and f.batch_size == 128
@@ -133,7 +134,7 @@ def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, 
     from cnn.cells import load_arch
 
     f = _flags(train_final, [f"--config={config}"])
-    train_final.apply_config(f)
+    final_training.apply_config(train_final.TASK, f)
     assert (f.arch, f.num_cells, f.filters, f.epochs, f.batch_size) == (arch, 6, filters, 600, 128)
     # PyTorch's weight_decay wd adds wd * w to the gradient; l2_reg * sum(w^2) adds 2 * l2_reg * w.
     assert f.l2_reg == pytest.approx(wd / 2)

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from absl import flags
 
-from rnn.train_final import FinalTrainer, TrainParams
+from rnn import train_final
+from rnn.train_final import TrainParams
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start, start_workers)
 
 TINY = dict(emsize=16, batch_size=4, eval_batch_size=2, log_interval=5, arch="NAO_WS",
             dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, seed=3)
-CHIEF_FILES = {"best", "ckpt", "flags.json", "results.json", "tb", "train_state.json"}
+CHIEF_FILES = {"best", "checkpoints", "flags.json", "results.json", "tensorboard",
+               "train_state.json"}
 
 
 def _args(corpus_dir, out, **extra):
@@ -33,11 +35,11 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(corpus_dir, 
     workers = start_workers("rnn.train_final", _args(corpus_dir, out, epochs=2))
     params = TrainParams(**{**TINY, "data_dir": str(corpus_dir),
                             "output_dir": str(tmp_path / "single"), "epochs": 2})
-    expected = FinalTrainer(params, strategy=two_replicas).train()
+    expected = train_final.train(params, two_replicas)
     logs = [finish(p) for p in workers]
     assert all("2 replica(s)" in log for log in logs)
-    assert_same_values(checkpoint_values(out / "ckpt" / "ckpt-2"),
-                       checkpoint_values(tmp_path / "single" / "ckpt" / "ckpt-2"))
+    assert_same_values(checkpoint_values(out / "checkpoints" / "ckpt-2"),
+                       checkpoint_values(tmp_path / "single" / "checkpoints" / "ckpt-2"))
     results = json.loads((out / "results.json").read_text())
     assert results["valid_loss"] == pytest.approx(expected["valid_loss"], rel=1e-5)
     assert results["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-5)
@@ -64,7 +66,8 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(c
     assert 1 <= epoch < 6 and not (out / "results.json").exists(), "it finished before the kill"
 
     restarted = [finish(p) for p in start_workers("rnn.train_final", args)]
-    assert all(f"resuming {out} after epoch {epoch}" in log for log in restarted), \
+    assert all(f"resumed from {out}/checkpoints/ckpt-{epoch}: epoch {epoch}" in log
+               for log in restarted), \
         restarted[1][-2000:]
     finish(reference)
     results, expected = (json.loads((d / "results.json").read_text())

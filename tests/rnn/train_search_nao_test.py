@@ -89,7 +89,7 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     schedule = {**train_search_nao.SCHEDULE_DEFAULTS, "data_dir": str(corpus_dir), "emsize": 8,
                 "batch_size": 8, "bptt": 10, "max_seq_len_delta": 2, "epochs": 1}
     schedule = {k: schedule[k] for k in train_search_nao.SCHEDULE_KEYS}
-    dirs = ArchDirs(tmp_path / "archs", space.to_string, scratch=("ckpt", "best"))
+    dirs = ArchDirs(tmp_path / "archs", space.to_string, scratch=("checkpoints", "best"))
     evaluator = StandaloneEvaluator(train_search_nao.PtbArchTrainer(schedule, dirs, space), False,
                                     ["/cpu:0", "/cpu:1"], dirs=dirs, to_string=space.to_string,
                                     log=lambda _: None)
@@ -100,7 +100,7 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     assert all(1.0 < s < 100.0 for s in recorded.values())
     saved = [json.loads((dirs.path(c) / "score.json").read_text()) for c in cells]
     assert {r["device"] for r in saved} == {"/cpu:0", "/cpu:1"}
-    assert not any((dirs.path(c) / "ckpt").exists() for c in cells)
+    assert not any((dirs.path(c) / "checkpoints").exists() for c in cells)
 
 
 @pytest.mark.slow

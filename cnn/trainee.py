@@ -22,7 +22,7 @@ from cnn.training import Trainer
 from nao_tf import precision
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.final_training import Diverged
+from nao_tf.final_training import Diverged, Trainee
 from nao_tf.run_dir import write_scalars
 
 
@@ -42,14 +42,13 @@ def format_eta(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-class CnnTrainee:
+class CnnTrainee(Trainee):
     """`trainer`'s network trained on `data` (see the module docstring)."""
 
     def __init__(self, trainer: Trainer, data: CifarData | ImageNetData, loop: LoopConfig):
         self.trainer, self.data, self.loop = trainer, data, loop
         self.trackables = {"model": trainer.model,
                            "optimizer": precision.checkpointed(trainer.optimizer)}
-        self.initial_state: dict[str, Any] = {}
         self.evals = data.eval_datasets(loop.eval_batch_size, standardization=loop.standardization)
         self.timed_steps, self.timed_seconds = 0, 0.0  # this process's steps after its first
         self._stream: Any = None

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -54,23 +54,26 @@ class Diverged(Exception):
     state: dict[str, Any] = {}
 
 
-class Trainee(Protocol):
-    """One architecture's training, as a task supplies it.
+class Trainee:
+    """One architecture's training, as a task supplies it (a subclass).
 
     `trackables`: what a checkpoint holds (model, optimizer, weight averages), restored on a
-    resume and on a rollback; `initial_state`: the trainee's own keys of a new run's state. `train_epoch(epoch, attempt, state, writer)` trains epoch `epoch`
-    (from 1; `attempt` counts its rollbacks), evaluates when due, writes its TensorBoard scalars
-    with `writer`, and returns the epoch's record ({} when nothing was measured); it may update
-    its own keys of `state` (a copy, dropped when the epoch diverges) and raises `Diverged`.
-    `position()`: where a resumed run stands, for the resume line ('' for nothing to add)."""
+    resume and on a rollback; `initial_state`: the trainee's own keys of a new run's state."""
 
     trackables: Mapping[str, Any]
-    initial_state: Mapping[str, Any]
+    initial_state: Mapping[str, Any] = {}
 
     def train_epoch(self, epoch: int, attempt: int, state: dict[str, Any],
-                    writer: tf.summary.SummaryWriter) -> dict[str, Any]: ...
+                    writer: tf.summary.SummaryWriter) -> dict[str, Any]:
+        """Trains epoch `epoch` (from 1; `attempt` counts its rollbacks), evaluates when due,
+        writes its TensorBoard scalars with `writer`, and returns the epoch's record for the
+        history ({} when nothing was measured). It may update its own keys of `state` (a copy,
+        dropped when the epoch diverges); it raises `Diverged`."""
+        raise NotImplementedError
 
-    def position(self) -> str: ...
+    def position(self) -> str:
+        """Where a resumed run stands, for the resume line ('' for nothing to add)."""
+        return ""
 
 
 def train_epochs(trainee: Trainee, out_dir: str | os.PathLike, strategy: tf.distribute.Strategy,

@@ -100,7 +100,7 @@ FLAG_HELP = dict(
     overwrite="delete --output_dir and start fresh")
 
 
-class LMTrainee:
+class LMTrainee(final_training.Trainee):
     """One cell's language model trained on a corpus, epoch by epoch (a
     `nao_tf.final_training.Trainee`; see the module docstring). Its keys of the run's state:
     the validation history NT-ASGD reads, the best validation loss and epoch, the switch epoch."""

@@ -1,21 +1,16 @@
-"""A third task, built from the core's pieces only: a space, one network, presets.
-
-The space is the core's synthetic cell space (2 nodes, 3 inputs, 3 ops). The network regresses a
+"""A third task, built from the core's pieces only: a space, one network, presets. The space is the core's synthetic cell space (2 nodes, 3 inputs, 3 ops). The network regresses a
 fixed random function of 8 inputs: two stems give states s0, s1; each node sums two branches
 op(state), ops being Dense+ReLU, Dense+tanh and identity; the last node feeds a linear head. The
-architecture enters `call` as an int32 tensor and picks the branches by one-hot weights, so one
-model class is both the stand-alone network (fresh weights per architecture) and the supernet
-(one set of weights, a pool architecture per step). The score is the validation MSE.
+architecture enters `call` as an int32 tensor, so one model class is the stand-alone network and
+the supernet (a pool architecture per step). The score is the validation MSE.
 """
-
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import standalone_search, weight_sharing_search
+from nao_tf import final_training, standalone_search, weight_sharing_search
 from nao_tf.benchmarks.synthetic import SyntheticSpace
 from nao_tf.search import Record, WeightSharingEvaluator
 
@@ -43,8 +38,7 @@ class ToyNet(keras.Model):
             total = 0.0
             for branch in range(2):
                 pos = 4 * node + 2 * branch
-                pick = tf.one_hot(arch[pos] - 1, len(states))
-                h = tf.tensordot(pick, tf.stack(states), 1)
+                h = tf.tensordot(tf.one_hot(arch[pos] - 1, len(states)), tf.stack(states), 1)
                 outputs = tf.stack([op(h) for op in self.ops[2 * node + branch]] + [h])
                 total += tf.tensordot(tf.one_hot(arch[pos + 1] - 1 - SPACE.choices, 3), outputs, 1)
             states.append(total)
@@ -106,13 +100,22 @@ class ToySupernet(WeightSharingEvaluator):
             record(arch, self.fitter.mse(arch))
 
 
-def train_alone(fv: flags.FlagValues):
-    def train(arch, device: str) -> float:
-        fitter = Fitter(fv.lr, fv.seed)
-        for _ in range(fv.epochs):
-            fitter.epoch(lambda: arch)
-        return fitter.mse(arch)
-    return train
+class ToyTrainee(final_training.Trainee):
+    """One architecture trained alone, epoch by epoch."""
+
+    def __init__(self, arch, fv: flags.FlagValues):
+        self.arch, self.fitter = arch, Fitter(fv.lr, fv.seed)
+        self.trackables = {"model": self.fitter.model, "optimizer": self.fitter.optimizer}
+
+    def train_epoch(self, epoch: int, attempt: int, state: dict, writer) -> dict:
+        self.fitter.epoch(lambda: self.arch)
+        return {"valid_mse": self.fitter.mse(self.arch)}
+
+
+def train_alone(fv: flags.FlagValues, dirs) -> standalone_search.Setup:
+    return standalone_search.Setup(lambda arch, device: final_training.train_epochs(
+        ToyTrainee(arch, fv), dirs.path(arch), tf.distribute.get_strategy(), fv.epochs
+    )["history"][-1]["valid_mse"], None, "toy")
 
 
 FLAGS = (("epochs", 6, "Training epochs (supernet: in all)."),
@@ -123,7 +126,7 @@ PRESETS = {"tiny": dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_
 CONTROLLER = dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
 
 
-def settings(fv: flags.FlagValues) -> tuple[dict[str, Any], None]:
+def settings(fv: flags.FlagValues) -> tuple[dict, None]:
     return {name: fv[name].value for name, *_ in FLAGS}, None
 
 
@@ -134,5 +137,11 @@ WS_TASK = weight_sharing_search.WeightSharingTask(
 STANDALONE_TASK = standalone_search.StandaloneTask(
     name="toy", space=SPACE, flags=FLAGS, presets=PRESETS, identity=("epochs", "lr", "seed"),
     controller=CONTROLLER, higher_is_better=False, score_name="validation MSE", check=settings,
-    setup=lambda fv, s, data, dirs: standalone_search.Setup(train_alone(fv), None, "toy"),
-    read_imports=lambda fv: [], ref="tests.toy_task:STANDALONE_TASK")
+    setup=lambda fv, s, data, dirs: train_alone(fv, dirs), read_imports=lambda fv: [],
+    ref="tests.toy_task:STANDALONE_TASK")
+FINAL_TASK = final_training.FinalTask(
+    name="toy", flags=(("arch", "", "Architecture (the space's text form)."), *FLAGS),
+    preset_names=(), preset=dict, identity=("arch", "lr", "seed"),
+    check=lambda fv, _: ({"arch": fv.arch, **settings(fv)[0]}, SPACE.parse(fv.arch)),
+    build=lambda fv, arch, _: ToyTrainee(arch, fv), advice=lambda fv: "lower --lr",
+    finish=lambda fv, trainee, state, chief: {"valid_mse": state["history"][-1]["valid_mse"]})

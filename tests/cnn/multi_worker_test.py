@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import train_final
-from nao_tf import distribute
+from nao_tf import final_training
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start, start_workers)
 
@@ -27,18 +27,16 @@ def _args(out, images, epochs):
 
 
 @pytest.mark.slow
-def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, two_replicas,
-                                                                     monkeypatch):
+def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, two_replicas):
     """Two workers of one replica each against one process of two replicas (the two logical
     CPUs of tests/conftest.py): the same replicas, each its half of every global batch, its own
     batch statistics and dropout draws."""
     scratch_before = scratch_dirs()
     workers = start_workers("cnn.train_final", _args(tmp_path / "workers", images=32, epochs=1))
-    monkeypatch.setattr(distribute, "get_strategy", lambda **_: two_replicas)
     values = flags.FlagValues()
     train_final.define_flags(values)
     values(["prog", *_args(tmp_path / "single", images=32, epochs=1)])
-    train_final.train(values)
+    final_training.run(train_final.TASK, values, two_replicas)
     logs = [finish(p) for p in workers]  # 2 steps
     assert all("batch 16 over 2 replica(s)" in log for log in logs)
     ours, reference = (checkpoint_values(tmp_path / d / "checkpoints" / "ckpt-1")

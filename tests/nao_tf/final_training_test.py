@@ -1,0 +1,72 @@
+"""The "train one architecture" skeleton over the toy task (tests/toy_task.py): resume, the
+settings a rerun must keep, and rollback after a diverged epoch."""
+
+import dataclasses
+import json
+
+import pytest
+from absl import flags
+
+from nao_tf import final_training
+from nao_tf.errors import NaoError, StateError
+from tests import toy_task
+
+ARCH = toy_task.SPACE.to_string(toy_task.SPACE.sample(__import__("numpy").random.default_rng(3)))
+
+
+def _run(task, out, *argv):
+    values = flags.FlagValues()
+    final_training.define_flags(task, values)
+    values(["prog", f"--output_dir={out}", f"--arch={ARCH}", *argv])
+    final_training.apply_config(task, values)
+    return final_training.run(task, values)
+
+
+def test_a_toy_architecture_trains_resumes_and_keeps_its_settings(tmp_path, capsys):
+    task = toy_task.FINAL_TASK
+    first = _run(task, tmp_path, "--epochs=2")
+    assert [r["epoch"] for r in first["history"]] == [1, 2] and first["finished"]
+    assert json.loads((tmp_path / "results.json").read_text()) == first
+    capsys.readouterr()
+    longer = _run(task, tmp_path, "--epochs=4")  # the epoch count may grow on a rerun
+    assert f"resumed from {tmp_path}/checkpoints/ckpt-2: epoch 2" in capsys.readouterr().out
+    assert longer["resumed_from_epoch"] == 2 and longer["epochs"] == 4
+    assert longer["history"][:2] == first["history"]
+    assert longer["valid_mse"] < longer["history"][0]["valid_mse"]  # it learns
+    with pytest.raises(StateError, match=r"lr: 0.01 -> 0.02.*--overwrite"):
+        _run(task, tmp_path, "--epochs=4", "--lr=0.02")
+    again = _run(task, tmp_path, "--epochs=1", "--lr=0.02", "--overwrite")
+    assert again["resumed_from_epoch"] == 0 and again["epochs"] == 1
+
+
+class _Diverging(toy_task.ToyTrainee):
+    """Diverges in epoch 2 on its first `times` attempts (None: always)."""
+
+    times: int | None = None
+    calls: list = []
+
+    def train_epoch(self, epoch, attempt, state, writer):
+        self.calls.append((epoch, attempt))
+        if epoch == 2 and (self.times is None or attempt < self.times):
+            self.fitter.epoch(lambda: self.arch)  # the weights move, then the loss "diverges"
+            raise final_training.Diverged(f"training loss is nan at epoch {epoch}")
+        return super().train_epoch(epoch, attempt, state, writer)
+
+
+@pytest.mark.parametrize("times", [1, None])
+def test_a_diverged_epoch_rolls_back_then_stops_with_the_advice(tmp_path, times):
+    trainee = type("Trainee", (_Diverging,), {"times": times, "calls": []})
+    task = dataclasses.replace(toy_task.FINAL_TASK, max_rollbacks=lambda fv: 1,
+                               build=lambda fv, arch, _: trainee(arch, fv))
+    if times:
+        results = _run(task, tmp_path, "--epochs=3")
+        assert trainee.calls == [(1, 0), (2, 0), (2, 1), (3, 0)] and results["rollbacks"] == 1
+        reference = _run(toy_task.FINAL_TASK, tmp_path / "reference", "--epochs=3")
+        assert results["valid_mse"] == pytest.approx(reference["valid_mse"], rel=1e-6)
+        return  # the rollback restored epoch 1's weights and optimizer: the same end
+    with pytest.raises(NaoError, match="rolled back to the epoch-1 checkpoint 1 times in a row "
+                                       "and it diverged again; lower --lr: it resumes from"):
+        _run(task, tmp_path, "--epochs=3")
+    assert trainee.calls == [(1, 0), (2, 0), (2, 1)]
+    assert json.loads((tmp_path / "train_state.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "results.json").exists()

@@ -31,6 +31,7 @@ from its last finished epoch.
 
 import dataclasses
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import keras
@@ -38,12 +39,10 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import data as data_lib
+from cnn import train_final
 from cnn.configs import CONFIGS
-from cnn.data import CifarData, steps_per_epoch
-from cnn.model import NASNetwork
+from cnn.data import CifarData
 from cnn.search_space import NAONET_19_SPACE, NAONET_SPACE, SPACES, CellArch, cell_graphs
-from cnn.trainee import CnnTrainee, LoopConfig
-from cnn.training import OptimConfig, Trainer
 from nao_tf import cli, standalone_search
 from nao_tf.errors import NaoError
 from nao_tf.final_training import Diverged, train_epochs
@@ -125,41 +124,23 @@ def read_imports(fv: flags.FlagValues) -> list[tuple[CellArch, float]]:
 
 class CifarArchTrainer:
     """`(arch, device) -> best validation accuracy`: trains one candidate network from scratch
-    with the per-architecture schedule in its own directory (resuming from its last finished
-    epoch if a killed run left one)."""
+    with the per-architecture schedule in its own directory, as `cnn.train_final` with those
+    settings would (resuming after its last finished epoch if a killed run left one)."""
 
     def __init__(self, data: CifarData, settings: dict[str, Any], dirs: ArchDirs):
-        self.data, self.s, self.dirs = data, settings, dirs
+        self.data, self.dirs = data, dirs
+        # Every setting train_final reads: its defaults < the nao_search schedule < this search's.
+        self.settings = SimpleNamespace(**{
+            **{name: default for name, default, *_ in train_final.FLAG_SPECS},
+            **CONFIGS["nao_search"], **settings})
 
     def __call__(self, arch: CellArch, device: str) -> float:
-        s, out = self.s, self.dirs.path(arch)
-        cfg = OptimConfig(
-            epochs=s["epochs"], steps_per_epoch=steps_per_epoch(len(self.data.train),
-                                                                s["batch_size"]),
-            lr_schedule="sgdr", lr_max=s["lr_max"], lr_min=s["lr_min"], t0=s["t0"],
-            t_mul=s["t_mul"], momentum=0.9, nesterov=s["nesterov"], l2_reg=s["l2_reg"],
-            grad_bound=s["grad_bound"], aux_weight=s["aux_weight"], seed=s["seed"])
-
-        def build_model() -> NASNetwork:
-            return NASNetwork(arch, s["num_cells"], s["filters"], self.data.num_classes,
-                              use_aux_head=s["use_aux_head"],
-                              drop_path_keep_prob=s["drop_path_keep_prob"],
-                              dropout_rate=1.0 - s["keep_prob"],
-                              network=s["network"])
-
-        with build_lock:
-            if s["seed"]:
-                keras.utils.set_random_seed(s["seed"])
-            strategy = tf.distribute.OneDeviceStrategy(device)
-            trainer = Trainer(strategy, build_model, cfg, s["batch_size"])
-        trainee = CnnTrainee(trainer, self.data, LoopConfig(
-            batch_size=s["batch_size"], eval_batch_size=s["eval_batch_size"],
-            cutout_size=s["cutout_size"], eval_every_epochs=1,
-            log_every_steps=s["log_every_steps"], seed=s["seed"] or None,
-            standardization=s["standardization"]))
+        strategy = tf.distribute.OneDeviceStrategy(device)
+        with build_lock:  # seeds Keras, then builds the network
+            trainee = train_final.build(self.settings, (arch, self.data), strategy)
         try:
-            history = train_epochs(trainee, out, strategy, s["epochs"],
-                                   keep_checkpoints=1)["history"]
+            history = train_epochs(trainee, self.dirs.path(arch), strategy,
+                                   self.settings.epochs, keep_checkpoints=1)["history"]
         except Diverged as err:
             raise TrainingDiverged(str(err), best_valid_accuracy(err.state["history"])) from None
         best = best_valid_accuracy(history)

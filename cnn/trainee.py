@@ -22,7 +22,7 @@ from cnn.training import Trainer
 from nao_tf import precision
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError
-from nao_tf.final_training import Diverged, Trainee
+from nao_tf.final_training import Diverged, Trainee, format_eta
 from nao_tf.run_dir import write_scalars
 
 
@@ -35,11 +35,6 @@ class LoopConfig:
     log_every_steps: int = 50
     seed: int | None = None
     standardization: str = "dataset"  # cnn.data.STANDARDIZATIONS
-
-
-def format_eta(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
 class CnnTrainee(Trainee):

@@ -17,6 +17,7 @@ resumes after the last finished epoch. Under a multi-worker strategy every worke
 
 import copy
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -74,6 +75,14 @@ class Trainee:
     def position(self) -> str:
         """Where a resumed run stands, for the resume line ('' for nothing to add)."""
         return ""
+
+
+def format_eta(seconds: float) -> str:
+    """`h:mm:ss` of a progress line's estimated time to the end ('?' when unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train_epochs(trainee: Trainee, out_dir: str | os.PathLike, strategy: tf.distribute.Strategy,

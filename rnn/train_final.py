@@ -34,7 +34,7 @@ from nao_tf.distribute import (barrier, from_chief, strategy_for_batch, summary_
                                writable_dir)
 from nao_tf.divergence import divergence
 from nao_tf.errors import NaoError, StateError
-from nao_tf.final_training import Diverged
+from nao_tf.final_training import Diverged, format_eta
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
 from nao_tf.run_dir import restore, write_scalars
@@ -214,13 +214,6 @@ class LMTrainee(final_training.Trainee):
             "test_ppl": perplexity(test_loss), "test_batch_size": self.p.test_batch_size,
             "last_epoch_tokens_per_sec": state["history"][-1]["tokens_per_sec"]
             if state["history"] else None}
-
-
-def format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def check_params(p: TrainParams) -> None:

@@ -116,23 +116,69 @@ def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flag
                                    module_name=sys.argv[0])
 
 
-def dataclass_flag_specs(cls: type, help_texts: Mapping[str, str]) -> list[FlagSpec]:
-    """A flag spec per field of dataclass `cls`: named as the field, typed by its default, with the
-    help text `help_texts[name]` (an enum of `f.metadata["choices"]` where the field has them)."""
-    return [(f.name, f.default, help_texts[f.name], *([list(f.metadata["choices"])]
-                                                      if "choices" in f.metadata else []))
-            for f in dataclasses.fields(cls)]
+def option(default: Any, help_text: str, choices: Sequence[str] = (), identity: bool = False) -> Any:
+    """A field of a typed config that is also a flag: named as the field, typed by `default`,
+    with its `help_text`, an enum of `choices` when given, and `identity`: a run directory
+    resumes only with the same value (`identity_keys`)."""
+    return dataclasses.field(default=default, metadata={"help": help_text,
+                                                        "choices": tuple(choices),
+                                                        "identity": identity})
 
 
-def enum_field(default: str, choices: Sequence[str]) -> Any:
-    """A dataclass field whose flag is an enum of `choices` (see `dataclass_flag_specs`)."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
+def section(cls: type) -> Any:
+    """A field holding a nested config `cls` (its fields are flags too, under their own names)."""
+    return dataclasses.field(default_factory=cls)
 
 
-def define_dataclass_flags(cls: type, help_texts: Mapping[str, str],
-                           flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """`define_flags` for the fields of dataclass `cls` (see `dataclass_flag_specs`)."""
-    define_flags(dataclass_flag_specs(cls, help_texts), flag_values)
+def _fields(cls: type) -> list[dataclasses.Field]:
+    """The flag fields of config `cls`, its sections' fields in their place."""
+    found = []
+    for f in dataclasses.fields(cls):
+        nested = f.default_factory
+        found += (_fields(nested) if dataclasses.is_dataclass(nested) else [f])
+    return found
+
+
+def config_flag_specs(cls: type) -> list[FlagSpec]:
+    """A flag spec per field of config `cls` (see `option`), nested sections included."""
+    return [(f.name, f.default, f.metadata["help"],
+             *([list(f.metadata["choices"])] if f.metadata["choices"] else []))
+            for f in _fields(cls)]
+
+
+def identity_keys(cls: type) -> tuple[str, ...]:
+    """The fields of config `cls` marked `identity`."""
+    return tuple(f.name for f in _fields(cls) if f.metadata["identity"])
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """Every field of `config` by name, its sections flattened (the settings record)."""
+    values = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values.update(config_values(value) if dataclasses.is_dataclass(value) else
+                      {f.name: value})
+    return values
+
+
+def config_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
+                      preset: Mapping[str, Any] | None = None) -> Any:
+    """An instance of config `cls` from the parsed flags that `config_flag_specs` defined:
+    defaults < `preset` < flags given on the command line."""
+    preset = preset or {}
+
+    def build(kind: type) -> Any:
+        values = {}
+        for f in dataclasses.fields(kind):
+            if dataclasses.is_dataclass(f.default_factory):
+                values[f.name] = build(f.default_factory)
+            else:
+                given = flag_values[f.name]
+                values[f.name] = (preset[f.name] if f.name in preset and not given.present
+                                  else given.value)
+        return kind(**values)
+
+    return build(cls)
 
 
 def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> None:
@@ -141,16 +187,6 @@ def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> No
     for name, value in preset.items():
         if not flag_values[name].present:
             setattr(flag_values, name, value)
-
-
-def dataclass_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
-                         preset: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
-    """An instance of `cls` from the parsed flags that `define_dataclass_flags` defined:
-    defaults < `preset` < flags given on the command line < `overrides`."""
-    preset = preset or {}
-    values = {f.name: (preset[f.name] if f.name in preset and not flag_values[f.name].present
-                       else flag_values[f.name].value) for f in dataclasses.fields(cls)}
-    return cls(**{**values, **overrides})
 
 
 def check_at_least(value_of: Callable[[str], Any], minimum: float, *names: str) -> None:

@@ -34,10 +34,6 @@ SEARCH_CONFIGS: dict[str, dict[str, Any]] = {
                   controller_mlp_hidden=32, controller_batch_size=20, controller_lr=3e-3),
 }
 
-# What defines the trained function (and its data): a run directory only resumes with the same.
-MODEL_KEYS = ("arch", "emsize", "vocab_size", "data_fingerprint")
-
-
 def build_model(params: Mapping[str, Any], arch: RnnCell, vocab_size: int) -> RNNModel:
     """The language model for flag values `params` (emsize and the dropout rates)."""
     return RNNModel(arch, vocab_size, int(params["emsize"]), dropout=params["dropout"],

@@ -24,13 +24,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from nao_tf import cli
 from nao_tf.distribute import barrier, from_chief, is_chief, summary_writer, writable_dir
 from nao_tf.divergence import divergence
 from nao_tf.errors import DataError, NaoError
 from nao_tf.io import atomic_write_json, read_json
-from nao_tf.precision import policy
+from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
 from nao_tf.run_dir import check_identity, require_record, restore, write_scalars
-from nao_tf.search import Record, WeightSharingEvaluator, parse_eval_epochs
+from nao_tf.search import EVAL_EPOCHS_HELP, Record, WeightSharingEvaluator, parse_eval_epochs
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
 from rnn.model import count_params
@@ -40,35 +41,38 @@ from rnn.training import LMStep, perplexity, search_windows
 
 @dataclasses.dataclass(frozen=True)
 class SupernetParams:
-    """Supernet training and scoring settings (defaults: NAO-WS/rnn/train_search.sh)."""
+    """Supernet training and scoring settings (defaults: NAO-WS/rnn/train_search.sh). `identity`:
+    what defines the supernet's weights, so a directory resumes only with the same; the learning
+    rate and clipping are not, since a rerun after a divergence lowers them."""
 
-    emsize: int = 300
-    batch_size: int = 256
-    bptt: int = 35
-    lr: float = 0.25
-    clip: float = 10.0
-    wdecay: float = 5e-7
-    beta: float = 1e-3
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
-    dropoute: float = 0.0
-    epochs: int = 1000  # in all; the pool is scored every eval_every_epochs and at the end
-    eval_every_epochs: int = 200
-    eval_epochs: str = ""  # instead of every eval_every_epochs (nao_tf.search.parse_eval_epochs)
-    eval_windows: int = 256
-    eval_arch_batch: int = 4
-    save_every_seconds: float = 300.0
-    log_interval: int = 50
-    seed: int = 1267
-    precision: str = "fp32"  # nao_tf.precision
-    jit_compile: bool = False
-
-    # Settings that define the supernet's weights: a directory only resumes with the same ones.
-    # The learning rate and clipping are left out: a rerun after a divergence lowers them.
-    IDENTITY = ("emsize", "batch_size", "bptt", "wdecay", "beta", "dropout", "dropouth",
-                "dropoutx", "dropouti", "dropoute", "eval_every_epochs", "eval_epochs", "seed")
+    emsize: int = cli.option(300, "supernet embedding size = hidden size d", identity=True)
+    batch_size: int = cli.option(256, "supernet training batch", identity=True)
+    bptt: int = cli.option(35, "BPTT length (training: this, or half w.p. 0.05; scoring windows: "
+                           "this)", identity=True)
+    lr: float = cli.option(0.25, "supernet SGD learning rate (scaled per step by length / bptt)")
+    clip: float = cli.option(10.0, "global gradient-norm clip (0: none)")
+    wdecay: float = cli.option(5e-7, "coupled L2 weight decay", identity=True)
+    beta: float = cli.option(1e-3, "temporal activation regularisation (TAR) weight",
+                             identity=True)
+    dropout: float = cli.option(0.75, "locked dropout on the cell output", identity=True)
+    dropouth: float = cli.option(0.25, "variational dropout on h_{t-1} and node inputs",
+                                 identity=True)
+    dropoutx: float = cli.option(0.75, "variational dropout on x_t", identity=True)
+    dropouti: float = cli.option(0.2, "locked dropout on the embedding output", identity=True)
+    dropoute: float = cli.option(0.0, "embedding (word) dropout", identity=True)
+    epochs: int = cli.option(1000, "supernet training epochs in all")
+    eval_every_epochs: int = cli.option(200, "supernet epochs between pool evaluations (and one "
+                                        "at the end)", identity=True)
+    eval_epochs: str = cli.option("", EVAL_EPOCHS_HELP, identity=True)
+    eval_windows: int = cli.option(256, "validation windows of bptt tokens per score, spread over "
+                                   "the whole validation split (0: all of it)")
+    eval_arch_batch: int = cli.option(4, "cells scored side by side in one call")
+    save_every_seconds: float = cli.option(300.0, "supernet checkpoint interval within an epoch "
+                                           "(also after every epoch)")
+    log_interval: int = cli.option(50, "supernet steps between progress lines")
+    seed: int = cli.option(1267, "random seed", identity=True)
+    precision: str = cli.option("fp32", PRECISION_HELP, PRECISIONS)
+    jit_compile: bool = cli.option(False, "XLA-compile the supernet's training step")
 
 
 def validation_windows(stream: np.ndarray, windows: int, bptt: int,
@@ -138,7 +142,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
     # State.
 
     def _identity(self) -> dict[str, Any]:
-        identity = {k: getattr(self.p, k) for k in SupernetParams.IDENTITY}
+        identity = {k: getattr(self.p, k) for k in cli.identity_keys(SupernetParams)}
         identity["vocab_size"] = self.corpus.vocab_size
         return identity
 

@@ -38,7 +38,7 @@ from nao_tf.final_training import Diverged, format_eta
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
 from nao_tf.run_dir import restore, write_scalars
-from rnn.configs import CONFIGS, MODEL_KEYS, build_model
+from rnn.configs import CONFIGS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
 from rnn.search_space import RnnCell, RnnSearchSpace, resolve_arch
@@ -47,57 +47,39 @@ from rnn.training import LMStep, WeightAverage, perplexity, should_switch_to_asg
 
 @dataclasses.dataclass
 class TrainParams:
-    """Every flag of the trainer; defaults are the original train.py's (PTB final settings)."""
+    """Every flag of the trainer; defaults are the original train.py's (PTB final settings).
+    `identity`: what defines the trained function, with the corpus (vocabulary, fingerprint)."""
 
-    output_dir: str = ""
-    data_dir: str = "data/penn"
-    arch: str = "NAO"
-    arch_nao_codes: bool = False
-    emsize: int = 850
-    batch_size: int = 64
-    eval_batch_size: int = 10
-    test_batch_size: int = 1
-    bptt: int = 35
-    max_seq_len_delta: int = 20
-    lr: float = 20.0
-    clip: float = 0.25
-    epochs: int = 8000
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
-    dropoute: float = 0.0
-    beta: float = 1e-3
-    wdecay: float = 8e-7
-    nonmono: int = 5
-    seed: int = 1267
-    log_interval: int = 200
-    max_rollbacks: int = 3
-    precision: str = cli.enum_field("fp32", PRECISIONS)
-    jit_compile: bool = False
-    overwrite: bool = False
-
-
-FLAG_HELP = dict(
-    output_dir="run directory (created; re-running resumes)",
-    data_dir="corpus directory with train.txt, valid.txt, test.txt",
-    arch="NAO, NAO_WS, a best_arch.json path, or 22 integers 'p1 a1 ... p11 a11'",
-    arch_nao_codes="read a 22-int --arch in the NAO (no-WS) code table (2=identity, 3=sigmoid)",
-    emsize="embedding size = hidden size d", batch_size="training batch (columns)",
-    eval_batch_size="validation batch", test_batch_size="test batch (1 as the original)",
-    bptt="base BPTT length", max_seq_len_delta="longest step is bptt + this",
-    lr="SGD / ASGD learning rate", clip="global gradient-norm clip (0: none)",
-    epochs="training epochs", dropout="locked dropout on the cell output",
-    dropouth="variational dropout on h_{t-1} and node inputs",
-    dropoutx="variational dropout on x_t", dropouti="locked dropout on the embedding output",
-    dropoute="embedding (word) dropout",
-    beta="temporal activation regularisation (TAR) weight", wdecay="coupled L2 weight decay",
-    nonmono="non-improving epochs before switching to averaged SGD", seed="random seed",
-    log_interval="steps between progress lines",
-    precision=PRECISION_HELP,
-    jit_compile="XLA-compile the training step (compiles once per BPTT length; slower on CPU)",
-    max_rollbacks="NaN rollbacks allowed in a row before the run stops",
-    overwrite="delete --output_dir and start fresh")
+    output_dir: str = cli.option("", "run directory (created; re-running resumes)")
+    data_dir: str = cli.option("data/penn", "corpus directory with train.txt, valid.txt, test.txt")
+    arch: str = cli.option("NAO", "NAO, NAO_WS, a best_arch.json path, or 22 integers "
+                           "'p1 a1 ... p11 a11'", identity=True)
+    arch_nao_codes: bool = cli.option(False, "read a 22-int --arch in the NAO (no-WS) code table "
+                                      "(2=identity, 3=sigmoid)")
+    emsize: int = cli.option(850, "embedding size = hidden size d", identity=True)
+    batch_size: int = cli.option(64, "training batch (columns)")
+    eval_batch_size: int = cli.option(10, "validation batch")
+    test_batch_size: int = cli.option(1, "test batch (1 as the original)")
+    bptt: int = cli.option(35, "base BPTT length")
+    max_seq_len_delta: int = cli.option(20, "longest step is bptt + this")
+    lr: float = cli.option(20.0, "SGD / ASGD learning rate")
+    clip: float = cli.option(0.25, "global gradient-norm clip (0: none)")
+    epochs: int = cli.option(8000, "training epochs")
+    dropout: float = cli.option(0.75, "locked dropout on the cell output")
+    dropouth: float = cli.option(0.25, "variational dropout on h_{t-1} and node inputs")
+    dropoutx: float = cli.option(0.75, "variational dropout on x_t")
+    dropouti: float = cli.option(0.2, "locked dropout on the embedding output")
+    dropoute: float = cli.option(0.0, "embedding (word) dropout")
+    beta: float = cli.option(1e-3, "temporal activation regularisation (TAR) weight")
+    wdecay: float = cli.option(8e-7, "coupled L2 weight decay")
+    nonmono: int = cli.option(5, "non-improving epochs before switching to averaged SGD")
+    seed: int = cli.option(1267, "random seed")
+    log_interval: int = cli.option(200, "steps between progress lines")
+    max_rollbacks: int = cli.option(3, "NaN rollbacks allowed in a row before the run stops")
+    precision: str = cli.option("fp32", PRECISION_HELP, PRECISIONS)
+    jit_compile: bool = cli.option(False, "XLA-compile the training step (compiles once per BPTT "
+                                   "length; slower on CPU)")
+    overwrite: bool = cli.option(False, "delete --output_dir and start fresh")
 
 
 class LMTrainee(final_training.Trainee):
@@ -267,11 +249,13 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-FLAG_SPECS = [spec for spec in cli.dataclass_flag_specs(TrainParams, FLAG_HELP)
+FLAG_SPECS = [spec for spec in cli.config_flag_specs(TrainParams)
               if spec[0] not in ("output_dir", "overwrite")]
 TASK = final_training.FinalTask(
     name="rnn", flags=FLAG_SPECS, preset_names=sorted(CONFIGS),
-    preset=lambda name, _: CONFIGS[name], identity=MODEL_KEYS, check=check, build=build,
+    preset=lambda name, _: CONFIGS[name],
+    identity=(*cli.identity_keys(TrainParams), "vocab_size", "data_fingerprint"),
+    check=check, build=build,
     finish=lambda values, trainee, state, chief: report(trainee.results(state)),
     advice=lambda _: "lower --lr or --clip, then rerun the same command",
     max_rollbacks=lambda values: values.max_rollbacks,

@@ -32,8 +32,7 @@ from nao_tf.controller import STYLES
 from nao_tf.distribute import strategy_for_batch, writable_dir
 from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
-from nao_tf.precision import PRECISION_HELP, PRECISIONS
-from nao_tf.search import CONTROLLER_OPTION_FLAGS, EVAL_EPOCHS_HELP, parse_eval_epochs
+from nao_tf.search import parse_eval_epochs
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
@@ -42,124 +41,51 @@ from rnn.search_space import RnnSearchSpace, cell_graphs
 
 @dataclasses.dataclass
 class SearchParams:
-    """Every flag of the search; defaults are NAO-WS/rnn/train_search.sh."""
+    """Every flag of the search (defaults: NAO-WS/rnn/train_search.sh): the run, the supernet
+    (`SupernetParams`), the pool and the controller."""
 
-    output_dir: str = ""
-    data_dir: str = "data/penn"
-    overwrite: bool = False
-    # Supernet (child).
-    emsize: int = 300
-    batch_size: int = 256
-    bptt: int = 35
-    lr: float = 0.25
-    clip: float = 10.0
-    wdecay: float = 5e-7
-    beta: float = 1e-3
-    dropout: float = 0.75
-    dropouth: float = 0.25
-    dropoutx: float = 0.75
-    dropouti: float = 0.2
-    dropoute: float = 0.0
-    epochs: int = 1000
-    eval_every_epochs: int = 200
-    eval_epochs: str = ""
-    eval_windows: int = 256
-    eval_arch_batch: int = 4
-    save_every_seconds: float = 300.0
-    log_interval: int = 50
-    precision: str = cli.enum_field("fp32", PRECISIONS)
-    jit_compile: bool = False
-    # Controller and pool.
-    seed_archs: int = 1000
-    new_archs: int = 300
-    random_archs: int = 50
-    top_k: int = 100
-    max_lambda: float = 30.0
-    lambda_step: float = 1.0
-    arch_pool: str = ""
-    symmetry: bool = False  # the recurrent cell has no equivalent rewrites
-    controller_epochs: int = 1000
-    controller_emb: int = 48
-    controller_hidden: int = 96
-    controller_mlp_layers: int = 4
-    controller_mlp_hidden: int = 200
-    controller_batch_size: int = 100
-    controller_lr: float = 1e-3
-    # Beyond the original (nao_tf.search.CONTROLLER_OPTION_FLAGS; defaults: the original).
-    predictor_heads: int = 1
-    ranking_weight: float = 0.0
-    oversample: float = 1.0
-    acquisition: str = "mean"
-    ucb_beta: float = 1.0
-    mutations: int = 0
-    beam_width: int = 0
-    seed: int = 1267
-
-
-_HELP = dict(
-    output_dir="run directory (created; re-running resumes)",
-    data_dir="corpus directory with train.txt, valid.txt, test.txt (--config=smoke without it: "
-             "a generated corpus)",
-    overwrite="delete --output_dir and start fresh",
-    emsize="supernet embedding size = hidden size d", batch_size="supernet training batch",
-    bptt="BPTT length (training: this, or half w.p. 0.05; scoring windows: this)",
-    lr="supernet SGD learning rate (scaled per step by length / bptt)",
-    clip="global gradient-norm clip (0: none)", wdecay="coupled L2 weight decay",
-    beta="temporal activation regularisation (TAR) weight",
-    dropout="locked dropout on the cell output",
-    dropouth="variational dropout on h_{t-1} and node inputs",
-    dropoutx="variational dropout on x_t", dropouti="locked dropout on the embedding output",
-    dropoute="embedding (word) dropout", epochs="supernet training epochs in all",
-    eval_every_epochs="supernet epochs between pool evaluations (and one at the end)",
-    eval_epochs=EVAL_EPOCHS_HELP,
-    eval_windows="validation windows of bptt tokens per score, spread over the whole validation "
-                 "split (0: all of it)",
-    eval_arch_batch="cells scored side by side in one call",
-    save_every_seconds="supernet checkpoint interval within an epoch (also after every epoch)",
-    log_interval="supernet steps between progress lines",
-    precision=PRECISION_HELP,
-    jit_compile="XLA-compile the supernet's training step",
-    seed_archs="random cells in the first pool", new_archs="cells generated per controller round",
-    random_archs="fresh random cells added to each new pool",
-    top_k="best cells the controller starts generation from",
-    max_lambda="largest step size lambda in the embedding space",
-    lambda_step="lambda = lambda_step, 2 lambda_step, ... up to --max_lambda",
-    arch_pool="file of seed cells (one 22-integer cell per line) instead of random ones",
-    symmetry="augment the controller's data with equivalent rewrites (the cell has none)",
-    controller_epochs="controller training epochs per round",
-    controller_emb="controller token embedding size",
-    controller_hidden="controller LSTM size (2 x controller_emb: token pairs are folded)",
-    controller_mlp_layers="predictor hidden layers", controller_mlp_hidden="predictor width",
-    controller_batch_size="controller batch", controller_lr="controller Adam learning rate",
-    seed="random seed", **{name: help_text for name, _, help_text, *_ in CONTROLLER_OPTION_FLAGS})
+    output_dir: str = cli.option("", "run directory (created; re-running resumes)")
+    data_dir: str = cli.option("data/penn", "corpus directory with train.txt, valid.txt, "
+                               "test.txt (--config=smoke without it: a generated corpus)")
+    overwrite: bool = cli.option(False, "delete --output_dir and start fresh")
+    supernet: SupernetParams = cli.section(SupernetParams)
+    # The pool and the controller.
+    seed_archs: int = cli.option(1000, "random cells in the first pool")
+    new_archs: int = cli.option(300, "cells generated per controller round")
+    random_archs: int = cli.option(50, "fresh random cells added to each new pool")
+    top_k: int = cli.option(100, "best cells the controller starts generation from")
+    max_lambda: float = cli.option(30.0, "largest step size lambda in the embedding space")
+    symmetry: bool = cli.option(False, "augment the controller's data with equivalent rewrites "
+                                "(the cell has none)")
+    controller_emb: int = cli.option(48, "controller token embedding size")
+    controller_hidden: int = cli.option(96, "controller LSTM size (2 x controller_emb: token "
+                                        "pairs are folded)")
+    controller_mlp_layers: int = cli.option(4, "predictor hidden layers")
+    controller_mlp_hidden: int = cli.option(200, "predictor width")
+    controller_lr: float = cli.option(1e-3, "controller Adam learning rate")
 
 
 def params(fv: flags.FlagValues) -> SearchParams:
     """The typed view of parsed flags `fv` (every `SearchParams` field is a flag)."""
-    return SearchParams(**{f.name: fv[f.name].value for f in dataclasses.fields(SearchParams)})
-
-
-def supernet_params(p: SearchParams) -> SupernetParams:
-    names = {f.name for f in dataclasses.fields(SupernetParams)}
-    return SupernetParams(**{k: v for k, v in dataclasses.asdict(p).items() if k in names})
+    return cli.config_from_flags(SearchParams, fv)
 
 
 def check_params(p: SearchParams) -> None:
     """Stops on inconsistent flags before anything is written."""
     if not p.output_dir:
         raise NaoError("--output_dir is required")
-    value = lambda name: getattr(p, name)  # noqa: E731
+    value = cli.config_values(p).get
     cli.check_at_least(value, 1, "epochs", "eval_every_epochs", "emsize", "batch_size", "bptt",
                        "eval_arch_batch", "log_interval", "controller_emb", "controller_hidden")
     cli.check_at_least(value, 0, "eval_windows", "controller_mlp_layers")
-    parse_eval_epochs(p.eval_epochs, p.epochs)
+    parse_eval_epochs(p.supernet.eval_epochs, p.supernet.epochs)
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
     """The supernet's flags and the corpus (None: --config=smoke generates one)."""
     p = params(fv)
     check_params(p)
-    record = dataclasses.asdict(p)
+    record = cli.config_values(p)
     record.pop("overwrite")
     record["data_fingerprint"] = fingerprint(p.data_dir)
     return record, read_corpus(p.data_dir) if p.data_dir else None
@@ -167,16 +93,17 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
 
 def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
     p = params(fv)
-    out = Path(p.output_dir)
-    strategy = strategy_for_batch(p.batch_size)
+    out, supernet = Path(p.output_dir), p.supernet
+    strategy = strategy_for_batch(supernet.batch_size)
+    data_dir = p.data_dir
     if corpus is None:  # a generated corpus inside the run directory (each worker its own)
         corpus_dir = Path(writable_dir(str(out), strategy)) / "corpus"
-        p = dataclasses.replace(p, data_dir=str(write_generated_corpus(corpus_dir, p.seed)))
-        corpus = read_corpus(p.data_dir)
-    keras.utils.set_random_seed(p.seed)  # initial weights, dropout masks
-    cli.say(f"corpus {p.data_dir}: vocabulary {corpus.vocab_size}, tokens "
+        data_dir = str(write_generated_corpus(corpus_dir, supernet.seed))
+        corpus = read_corpus(data_dir)
+    keras.utils.set_random_seed(supernet.seed)  # initial weights, dropout masks
+    cli.say(f"corpus {data_dir}: vocabulary {corpus.vocab_size}, tokens "
             f"train={len(corpus.train)} valid={len(corpus.valid)}")
-    return SupernetEvaluator(supernet_params(p), corpus, out / "supernet", strategy, cli.say)
+    return SupernetEvaluator(supernet, corpus, out / "supernet", strategy, cli.say)
 
 
 def controller(fv: flags.FlagValues) -> dict[str, Any]:
@@ -192,11 +119,11 @@ def controller(fv: flags.FlagValues) -> dict[str, Any]:
 
 TASK = weight_sharing_search.WeightSharingTask(
     name="rnn", space=RnnSearchSpace(),
-    flags=[spec for spec in cli.dataclass_flag_specs(SearchParams, _HELP)
+    flags=[spec for spec in cli.config_flag_specs(SearchParams)
            if spec[0] not in weight_sharing_search.COMMON_FLAG_NAMES],
-    defaults={name: getattr(SearchParams(), name)
-              for name in weight_sharing_search.COMMON_FLAG_NAMES if hasattr(SearchParams, name)},
-    presets=SEARCH_CONFIGS, identity=(*SupernetParams.IDENTITY, "data_fingerprint"),
+    defaults={name: value for name, value in cli.config_values(SearchParams()).items()
+              if name in weight_sharing_search.COMMON_FLAG_NAMES},
+    presets=SEARCH_CONFIGS, identity=(*cli.identity_keys(SupernetParams), "data_fingerprint"),
     settings_file="flags.json",
     check=check, evaluator=evaluator, controller=controller,
     score_name="validation loss", search={"normalization": "minmax"}, graphs=cell_graphs,

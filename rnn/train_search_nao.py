@@ -42,7 +42,7 @@ from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_impor
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes
-from rnn.train_final import FLAG_HELP, LMTrainee, TrainParams, check_params
+from rnn.train_final import LMTrainee, TrainParams, check_params
 from rnn.training import perplexity
 
 SPACE = RnnSearchSpace()
@@ -143,7 +143,7 @@ def setup(fv: flags.FlagValues, schedule: dict[str, Any], vocab_size: int | None
 TASK = standalone_search.StandaloneTask(
     name="rnn", space=SPACE,
     flags=[(name, SCHEDULE_DEFAULTS[name], "Per-cell training: " + help_text, *choices)
-           for name, _, help_text, *choices in cli.dataclass_flag_specs(TrainParams, FLAG_HELP)
+           for name, _, help_text, *choices in cli.config_flag_specs(TrainParams)
            if name in SCHEDULE_KEYS] + list(TASK_FLAGS),
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD: the LSTM reads all 22 tokens.

@@ -133,6 +133,9 @@ def regularized_evolution(space: SearchSpace, query: QueryCounter, rng: np.rando
         population.pop(0)
 
 
+_OPTION_HELP = {name: text for name, _, text, *_ in CONTROLLER_OPTION_FLAGS}
+
+
 @dataclasses.dataclass(frozen=True)
 class NaoSettings:
     """NAO settings for a small tabular budget: the original's loop with its counts scaled to
@@ -143,27 +146,28 @@ class NaoSettings:
     Targets are rank-normalised: with min-max, the many near-chance cells of the space squeeze
     every good cell close to 1 and the predictor learns little about ordering them."""
 
-    seed_archs: int = 10
-    top_k: int = 5
-    new_archs: int = 5
-    random_archs: int = 0
-    max_lambda: float = 25.0
-    lambda_step: float = 0.25
-    oversample: float = 10.0
-    controller_epochs: int = 60
-    normalization: str = "rank"
-    emb_size: int = 32
-    hidden_size: int = 64
-    mlp_layers: int = 2
-    mlp_hidden: int = 64
-    batch_size: int = 20
-    learning_rate: float = 3e-3
-    trade_off: float = 0.95
-    predictor_heads: int = 1
-    ranking_weight: float = 0.0
-    acquisition: str = "mean"
-    ucb_beta: float = 1.0
-    mutations: int = 50
+    seed_archs: int = cli.option(10, "NAO: random cells of the first pool.")
+    top_k: int = cli.option(5, "NAO: seeds of each generation round (the best k measured).")
+    new_archs: int = cli.option(5, "NAO: new cells per round.")
+    random_archs: int = cli.option(0, "NAO: fresh random cells per round.")
+    max_lambda: float = cli.option(25.0, "NAO: largest step size lambda.")
+    lambda_step: float = cli.option(0.25, "NAO: lambda grows by this.")
+    oversample: float = cli.option(10.0, _OPTION_HELP["oversample"])
+    controller_epochs: int = cli.option(60, "NAO: controller epochs per round (warm start).")
+    normalization: str = cli.option("rank", "NAO: controller targets, 'rank' or 'minmax'.")
+    emb_size: int = cli.option(32, "Controller token embedding size.")
+    hidden_size: int = cli.option(64, "Controller LSTM size.")
+    mlp_layers: int = cli.option(2, "Predictor hidden layers.")
+    mlp_hidden: int = cli.option(64, "Predictor width.")
+    batch_size: int = cli.option(20, "Controller batch.")
+    learning_rate: float = cli.option(3e-3, "Controller Adam learning rate.")
+    trade_off: float = cli.option(0.95, "Predictor share of the controller loss (the rest: "
+                                  "reconstruction).")
+    predictor_heads: int = cli.option(1, _OPTION_HELP["predictor_heads"])
+    ranking_weight: float = cli.option(0.0, _OPTION_HELP["ranking_weight"])
+    acquisition: str = cli.option("mean", _OPTION_HELP["acquisition"])
+    ucb_beta: float = cli.option(1.0, _OPTION_HELP["ucb_beta"])
+    mutations: int = cli.option(50, _OPTION_HELP["mutations"])
 
     def controller_config(self, space: SearchSpace, seed: int) -> ControllerConfig:
         return ControllerConfig.for_space(
@@ -171,26 +175,6 @@ class NaoSettings:
             mlp_hidden=self.mlp_hidden, attention="dot", batch_size=self.batch_size,
             learning_rate=self.learning_rate, trade_off=self.trade_off,
             predictor_heads=self.predictor_heads, ranking_weight=self.ranking_weight, seed=seed)
-
-
-NAO_SETTINGS_HELP = dict(
-    seed_archs="NAO: random cells of the first pool.",
-    top_k="NAO: seeds of each generation round (the best k measured).",
-    new_archs="NAO: new cells per round.",
-    random_archs="NAO: fresh random cells per round.",
-    max_lambda="NAO: largest step size lambda.",
-    lambda_step="NAO: lambda grows by this.",
-    controller_epochs="NAO: controller epochs per round (warm start).",
-    normalization="NAO: controller targets, 'rank' or 'minmax'.",
-    emb_size="Controller token embedding size.",
-    hidden_size="Controller LSTM size.",
-    mlp_layers="Predictor hidden layers.",
-    mlp_hidden="Predictor width.",
-    batch_size="Controller batch.",
-    learning_rate="Controller Adam learning rate.",
-    trade_off="Predictor share of the controller loss (the rest: reconstruction).",
-    **{name: help_text for name, _, help_text, *_ in CONTROLLER_OPTION_FLAGS},
-)
 
 
 def nao_search(space: SearchSpace, table: Table, column: str, budget: int, seed: int,
@@ -441,7 +425,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
     flags.DEFINE_integer("controllers", 1, "Predictor mode: an ensemble of this many separate "
                          "controllers (own encoders), ranking by their mean prediction.")
-    cli.define_dataclass_flags(NaoSettings, NAO_SETTINGS_HELP)
+    cli.define_flags(cli.config_flag_specs(NaoSettings))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -455,7 +439,7 @@ def main(argv: Sequence[str]) -> None:
     if unknown:
         raise DataError(f"--methods: unknown {sorted(unknown)}; choose from nao, random, evolution")
     try:
-        settings = cli.dataclass_from_flags(NaoSettings)
+        settings = cli.config_from_flags(NaoSettings)
         space = load_space(FLAGS.space)
         settings.controller_config(space, 0)
         SearchConfig(acquisition=settings.acquisition)

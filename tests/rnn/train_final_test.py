@@ -13,7 +13,7 @@ from absl import flags
 
 from nao_tf import final_training
 from nao_tf.distribute import strategy_for_batch
-from nao_tf.errors import DataError, NaoError, StateError
+from nao_tf.errors import DataError, StateError
 from rnn import train_final
 from rnn.evaluate import evaluate_run
 from rnn.train_final import TrainParams

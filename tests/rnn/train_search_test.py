@@ -149,11 +149,11 @@ def test_defaults_are_the_original_search():
     assert (controller.emb_size, controller.hidden_size, controller.mlp_layers,
             controller.mlp_hidden, controller.attention, controller.mlp_dropout) == \
         (48, 96, 4, 200, "dot", 0.0)
-    p = params(values)
+    p = params(values).supernet
     assert (p.emsize, p.batch_size, p.lr, p.clip, p.wdecay, p.eval_every_epochs, p.epochs) == \
         (300, 256, 0.25, 10.0, 5e-7, 200, 1000)
     smoke = params(_flags("--config=smoke", "--epochs=6"))
-    assert (smoke.epochs, smoke.emsize, smoke.data_dir) == (6, 32, "")
+    assert (smoke.supernet.epochs, smoke.supernet.emsize, smoke.data_dir) == (6, 32, "")
 
 
 def test_the_supernet_owns_the_rounds(corpus_dir, tmp_path):
@@ -253,7 +253,7 @@ def test_bad_params_stop_before_anything_is_written(tmp_path):
     with pytest.raises(NaoError, match="--output_dir is required"):
         check_params(SearchParams())
     with pytest.raises(NaoError, match="--eval_windows"):
-        check_params(SearchParams(output_dir="x", eval_windows=-1))
+        check_params(SearchParams(output_dir="x", supernet=SupernetParams(eval_windows=-1)))
     with pytest.raises(DataError, match="nowhere: directory not found"):
         weight_sharing_search.run(TASK, _flags(f"--output_dir={tmp_path / 'out'}",
                                                f"--data_dir={tmp_path / 'nowhere'}"))

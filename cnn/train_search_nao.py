@@ -31,7 +31,6 @@ from its last finished epoch.
 
 import dataclasses
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import keras
@@ -129,18 +128,18 @@ class CifarArchTrainer:
 
     def __init__(self, data: CifarData, settings: dict[str, Any], dirs: ArchDirs):
         self.data, self.dirs = data, dirs
-        # Every setting train_final reads: its defaults < the nao_search schedule < this search's.
-        self.settings = SimpleNamespace(**{
-            **{name: default for name, default, *_ in train_final.FLAG_SPECS},
-            **CONFIGS["nao_search"], **settings})
+        # train_final's settings: its defaults < the nao_search schedule < this search's.
+        values = {**CONFIGS["nao_search"], **settings}
+        self.config = cli.config_from_values(train_final.FinalConfig,
+                                             lambda f: values.get(f.name, f.default))
 
     def __call__(self, arch: CellArch, device: str) -> float:
         strategy = tf.distribute.OneDeviceStrategy(device)
         with build_lock:  # seeds Keras, then builds the network
-            trainee = train_final.build(self.settings, (arch, self.data), strategy)
+            trainee = train_final.build(self.config, (arch, self.data), strategy)
         try:
             history = train_epochs(trainee, self.dirs.path(arch), strategy,
-                                   self.settings.epochs, keep_checkpoints=1)["history"]
+                                   self.config.optim.epochs, keep_checkpoints=1)["history"]
         except Diverged as err:
             raise TrainingDiverged(str(err), best_valid_accuracy(err.state["history"])) from None
         best = best_valid_accuracy(history)

@@ -116,7 +116,8 @@ def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flag
                                    module_name=sys.argv[0])
 
 
-def option(default: Any, help_text: str, choices: Sequence[str] = (), identity: bool = False) -> Any:
+def option(default: Any, help_text: str, choices: Sequence[str] = (),
+           identity: bool = False) -> Any:
     """A field of a typed config that is also a flag: named as the field, typed by `default`,
     with its `help_text`, an enum of `choices` when given, and `identity`: a run directory
     resumes only with the same value (`identity_keys`)."""
@@ -161,24 +162,25 @@ def config_values(config: Any) -> dict[str, Any]:
     return values
 
 
+def config_from_values(cls: type, value_of: Callable[[dataclasses.Field], Any]) -> Any:
+    """An instance of config `cls` whose every field is `value_of(field)`, nested sections built
+    the same way."""
+    return cls(**{f.name: (config_from_values(f.default_factory, value_of)
+                           if dataclasses.is_dataclass(f.default_factory) else value_of(f))
+                  for f in dataclasses.fields(cls)})
+
+
 def config_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
                       preset: Mapping[str, Any] | None = None) -> Any:
     """An instance of config `cls` from the parsed flags that `config_flag_specs` defined:
     defaults < `preset` < flags given on the command line."""
     preset = preset or {}
 
-    def build(kind: type) -> Any:
-        values = {}
-        for f in dataclasses.fields(kind):
-            if dataclasses.is_dataclass(f.default_factory):
-                values[f.name] = build(f.default_factory)
-            else:
-                given = flag_values[f.name]
-                values[f.name] = (preset[f.name] if f.name in preset and not given.present
-                                  else given.value)
-        return kind(**values)
+    def value_of(f: dataclasses.Field) -> Any:
+        given = flag_values[f.name]
+        return preset[f.name] if f.name in preset and not given.present else given.value
 
-    return build(cls)
+    return config_from_values(cls, value_of)
 
 
 def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> None:

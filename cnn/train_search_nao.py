@@ -49,32 +49,15 @@ from nao_tf.io import fingerprint
 from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
-# The per-architecture schedule, (name, help[, enum values]); defaults come from the `nao_search`
-# preset (cnn/configs.py).
-SCHEDULE_FLAGS: tuple[tuple, ...] = (
-    ("num_cells", "N: normal cells per stage of each candidate network."),
-    ("filters", "F: width of the first stage of each candidate network."),
-    ("epochs", "Training epochs per architecture."),
-    ("batch_size", "Training batch per architecture."),
-    ("eval_batch_size", "Validation batch."),
-    ("lr_max", "Maximum learning rate (cosine, epoch-granular, restarts every --t0 epochs)."),
-    ("lr_min", "Minimum learning rate."),
-    ("t0", "Epochs of the cosine cycle (100: a quarter cycle in 25 epochs, as the original)."),
-    ("t_mul", "Cycle length multiplier."),
-    ("nesterov", "Nesterov momentum (the original search used plain momentum)."),
-    ("l2_reg", "Adds l2_reg * sum(w^2) to the loss (5e-4 * sum(w^2)/2 = 2.5e-4)."),
-    ("grad_bound", "Clip the global gradient norm to this (0: no clipping)."),
-    ("drop_path_keep_prob", "Drop-path keep probability (last cell, end of training)."),
-    ("keep_prob", "Keep probability of the dropout before the classifier."),
-    ("use_aux_head", "Auxiliary classifier after the second reduction."),
-    ("aux_weight", "Loss weight of the auxiliary head."),
-    ("cutout_size", "Cutout square side (0: none)."),
-    ("num_valid", "Validation images held out from the end of the training set."),
-    ("network", "Candidate network: nao_ws (NAO-WS's, also NAO_pytorch's) or nao (the TF NAO "
-     "release's NAO/cnn/model.py).", ["nao_ws", "nao"]),
-    ("standardization", "dataset: per-channel statistics of the training split; per_image: the "
-     "TF NAO release's per-image standardisation.", ["dataset", "per_image"]),
-)
+# The per-architecture schedule: these settings of `cnn.train_final.FinalConfig`, with the
+# `nao_search` preset's values as defaults (cnn/configs.py).
+SCHEDULE = ("num_cells", "filters", "epochs", "batch_size", "eval_batch_size", "lr_max", "lr_min",
+            "t0", "t_mul", "nesterov", "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob",
+            "use_aux_head", "aux_weight", "cutout_size", "num_valid", "network",
+            "standardization")
+SCHEDULE_FLAGS = [(name, CONFIGS["nao_search"][name], f"Each candidate's training: {text}",
+                   *choices) for name, _, text, *choices
+                  in cli.config_flag_specs(train_final.FinalConfig) if name in SCHEDULE]
 
 # (name, default, help[, enum values]) of the task's other flags.
 TASK_FLAGS: tuple[tuple, ...] = (
@@ -165,6 +148,9 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     if fv.lr_max <= 0 or fv.lr_min < 0:
         raise NaoError(f"--lr_max={fv.lr_max} must be positive and --lr_min={fv.lr_min} not "
                        "negative")
+    if fv.network == "imagenet":
+        raise NaoError("--network=imagenet is the ImageNet network; the search trains CIFAR "
+                       "networks: --network=nao_ws or nao")
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
@@ -186,10 +172,9 @@ def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
                 f"images; each cell N={fv.num_cells} F={fv.filters}, {fv.epochs} epochs")
 
 
-_SCHEDULE = CONFIGS["nao_search"]
 TASK = standalone_search.StandaloneTask(
     name="cnn", space=NAONET_SPACE, spaces={s.name: s for s in (NAONET_SPACE, NAONET_19_SPACE)},
-    flags=[(name, _SCHEDULE[name], *rest) for name, *rest in SCHEDULE_FLAGS] + list(TASK_FLAGS),
+    flags=[*SCHEDULE_FLAGS, *TASK_FLAGS],
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD.
     controller=dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,

@@ -24,9 +24,9 @@ Writes into --output_dir: state.json (the search, resumable), history.jsonl, poo
 best_arch.json (for `scripts/train_final.sh cnn --arch=.../best_arch.json`), best_arch.png/.dot
 (the cells drawn), controller/, tensorboard/, train_settings.json, and archs/<hash>/ per cell
 (arch.txt, train_state.json with the per-epoch validation accuracy, TensorBoard events,
-score.json; its checkpoints are deleted once the score is known). Killed at any moment, the same command resumes:
-a cell whose score was recorded is never trained again, and a cell killed mid-training resumes
-from its last finished epoch.
+score.json; its checkpoints are deleted once the score is known). Killed at any moment, the same
+command resumes: a cell whose score was recorded is never trained again, and a cell killed
+mid-training resumes from its last finished epoch.
 """
 
 import dataclasses

@@ -29,7 +29,7 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import io
+from nao_tf import cli, io
 from nao_tf.controller import STYLES, Controller, ControllerConfig
 from nao_tf.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.draw import CellGraph, render_png, to_dot
@@ -136,55 +136,53 @@ class SearchConfig:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
 
 
-# The options beyond the original (ranking loss, predictor ensemble, acquisition) as every search
-# command offers them: (flag name, default, help[, choices]); defaults are the original's.
-CONTROLLER_OPTION_FLAGS: tuple[tuple, ...] = (
-    ("predictor_heads", 1, "Predictor heads on the controller's shared encoder (an ensemble whose "
-     "spread is the predictor's uncertainty); 1 = the original."),
-    ("ranking_weight", 0.0, "Weight of a pairwise ranking loss in the predictor's loss (0: the "
-     "original's MSE alone, 1: ranking alone)."),
-    ("oversample", 1.0, "Decode this many times --new_archs candidates and keep the best by "
-     "--acquisition (1: keep the first found, the original)."),
-    ("acquisition", "mean", "Which oversampled candidates to keep: the heads' mean, an upper "
-     "confidence bound (mean + --ucb_beta * std) or Thompson sampling.", list(ACQUISITIONS)),
-    ("ucb_beta", 1.0, "--acquisition=ucb: mean + ucb_beta * std over the predictor heads."),
-    ("mutations", 0, "Also offer the acquisition this many neighbours (one token changed) of the "
-     "top-k cells besides the decoded ones (predictor-guided local search); 0 = the original."),
-    ("beam_width", 0, "Decode new architectures with a beam search of this width (the TF "
-     "original's predict_beam_width); 0 = greedy, the default of both originals."),
-    ("controller_style", "", "tf: the TF originals' controller (uniform +-0.1 init, forget bias "
-     "+1, encoder dropout on LSTM outputs, weight decay clipped with the gradient); pytorch: the "
-     "PyTorch RNN originals' (PyTorch's default init, dropout on the token embeddings, weight "
-     "decay added after clipping); '' = the task's original.", ["", *STYLES]),
-)
+@dataclasses.dataclass(frozen=True)
+class ControllerOptions:
+    """The options beyond the original (ranking loss, predictor ensemble, acquisition), as every
+    search command offers them; the defaults are the original's."""
 
+    predictor_heads: int = cli.option(1, "Predictor heads on the controller's shared encoder (an "
+                                      "ensemble whose spread is the predictor's uncertainty); 1 = "
+                                      "the original.")
+    ranking_weight: float = cli.option(0.0, "Weight of a pairwise ranking loss in the predictor's "
+                                       "loss (0: the original's MSE alone, 1: ranking alone).")
+    oversample: float = cli.option(1.0, "Decode this many times --new_archs candidates and keep "
+                                   "the best by --acquisition (1: keep the first found, the "
+                                   "original).")
+    acquisition: str = cli.option("mean", "Which oversampled candidates to keep: the heads' mean, "
+                                  "an upper confidence bound (mean + --ucb_beta * std) or "
+                                  "Thompson sampling.", ACQUISITIONS)
+    ucb_beta: float = cli.option(1.0, "--acquisition=ucb: mean + ucb_beta * std over the "
+                                 "predictor heads.")
+    mutations: int = cli.option(0, "Also offer the acquisition this many neighbours (one token "
+                                "changed) of the top-k cells besides the decoded ones "
+                                "(predictor-guided local search); 0 = the original.")
+    beam_width: int = cli.option(0, "Decode new architectures with a beam search of this width "
+                                 "(the TF original's predict_beam_width); 0 = greedy, the default "
+                                 "of both originals.")
+    controller_style: str = cli.option("", "tf: the TF originals' controller (uniform +-0.1 init, "
+                                       "forget bias +1, encoder dropout on LSTM outputs, weight "
+                                       "decay clipped with the gradient); pytorch: the PyTorch RNN "
+                                       "originals' (PyTorch's default init, dropout on the token "
+                                       "embeddings, weight decay added after clipping); '' = the "
+                                       "task's original.", ["", *STYLES])
 
-def controller_options(values: Callable[[str], object]) -> tuple[dict, dict]:
-    """(ControllerConfig keywords, SearchConfig keywords) of `CONTROLLER_OPTION_FLAGS`, read with
-    `values(name)` (e.g. `lambda name: FLAGS[name].value`)."""
-    controller = {name: values(name) for name in ("predictor_heads", "ranking_weight")}
-    controller.update(STYLES.get(values("controller_style"), {}))
-    search = {name: values(name)
-              for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
-    return controller, search
+    def split(self) -> tuple[dict, dict]:
+        """(ControllerConfig keywords, SearchConfig keywords) of these options."""
+        controller = {"predictor_heads": self.predictor_heads,
+                      "ranking_weight": self.ranking_weight, **STYLES.get(self.controller_style, {})}
+        search = {name: getattr(self, name)
+                  for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
+        return controller, search
 
-
-def check_controller_options(values: Callable[[str], object]) -> None:
-    """Stops with one line naming the flag when a `CONTROLLER_OPTION_FLAGS` value cannot work."""
-    if values("predictor_heads") < 1:
-        raise NaoError(f"--predictor_heads={values('predictor_heads')} must be at least 1")
-    if not 0.0 <= values("ranking_weight") <= 1.0:
-        raise NaoError(f"--ranking_weight={values('ranking_weight')} must be in [0, 1]")
-    if values("oversample") < 1.0:
-        raise NaoError(f"--oversample={values('oversample')} must be at least 1")
-    if values("acquisition") not in ACQUISITIONS:
-        raise NaoError(f"--acquisition={values('acquisition')!r}: choose one of {', '.join(ACQUISITIONS)}")
-    if values("ucb_beta") < 0.0:
-        raise NaoError(f"--ucb_beta={values('ucb_beta')} must not be negative")
-    if values("mutations") < 0:
-        raise NaoError(f"--mutations={values('mutations')} must not be negative")
-    if values("beam_width") < 0:
-        raise NaoError(f"--beam_width={values('beam_width')} must not be negative (0: greedy)")
+    def check(self) -> None:
+        """Stops with one line naming the flag of a value that cannot work."""
+        cli.check_at_least(cli.config_values(self).get, 1, "predictor_heads", "oversample")
+        for name in ("ucb_beta", "mutations", "beam_width"):
+            if getattr(self, name) < 0:
+                raise NaoError(f"--{name}={getattr(self, name)} must not be negative")
+        if not 0.0 <= self.ranking_weight <= 1.0:
+            raise NaoError(f"--ranking_weight={self.ranking_weight} must be in [0, 1]")
 
 
 @dataclasses.dataclass

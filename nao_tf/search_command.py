@@ -1,29 +1,41 @@
 """What the two search commands (`weight_sharing_search`, `standalone_search`) share: the search
 loop's flags, `--config` presets over a task's flags, and the loop's checks."""
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 from absl import flags
 
 from nao_tf import cli
 from nao_tf.errors import NaoError
-from nao_tf.search import CONTROLLER_OPTION_FLAGS, check_controller_options
+from nao_tf.search import ControllerOptions
 
-# (name, default, help[, enum values]); a command or a task may change a default.
-LOOP_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("output_dir", "", "Run directory (required)."),
-    ("overwrite", False, "Delete --output_dir first and start a new search (only once every "
-     "other check has passed)."),
-    ("seed_archs", 1000, "Size of the first pool."),
-    ("top_k", 100, "Seeds for generation: the best k of the pool."),
-    ("new_archs", 500, "New architectures generated per iteration."),
-    ("random_archs", 50, "Fresh random architectures added to each new pool."),
-    ("max_lambda", 100.0, "Largest step size lambda of the generation."),
-    ("lambda_step", 1.0, "lambda = lambda_step, 2 lambda_step, ... up to --max_lambda."),
-    ("controller_epochs", 1000, "Controller training epochs per iteration."),
-    ("controller_batch_size", 100, "Controller batch."),
-    *CONTROLLER_OPTION_FLAGS,
-)
+@dataclasses.dataclass(frozen=True)
+class SearchLoopConfig:
+    """The search loop's settings, shared by both search commands (a command or a task may change
+    a default)."""
+
+    output_dir: str = cli.option("", "Run directory (required).")
+    overwrite: bool = cli.option(False, "Delete --output_dir first and start a new search (only "
+                                 "once every other check has passed).")
+    seed_archs: int = cli.option(1000, "Size of the first pool.")
+    top_k: int = cli.option(100, "Seeds for generation: the best k of the pool.")
+    new_archs: int = cli.option(500, "New architectures generated per iteration.")
+    random_archs: int = cli.option(50, "Fresh random architectures added to each new pool.")
+    max_lambda: float = cli.option(100.0, "Largest step size lambda of the generation.")
+    lambda_step: float = cli.option(1.0, "lambda = lambda_step, 2 lambda_step, ... up to "
+                                    "--max_lambda.")
+    controller_epochs: int = cli.option(1000, "Controller training epochs per iteration.")
+    controller_batch_size: int = cli.option(100, "Controller batch.")
+    options: ControllerOptions = cli.section(ControllerOptions)
+
+
+LOOP_FLAGS = cli.config_flag_specs(SearchLoopConfig)
+
+
+def loop_config(fv: flags.FlagValues) -> SearchLoopConfig:
+    """The typed loop settings of parsed flags `fv`."""
+    return cli.config_from_flags(SearchLoopConfig, fv)
 
 
 def define_flags(presets: Mapping[str, Any], task_flags: Sequence[cli.FlagSpec],
@@ -45,13 +57,14 @@ def apply_config(presets: Mapping[str, Mapping[str, Any]], fv: flags.FlagValues)
 
 def check_loop_flags(fv: flags.FlagValues) -> None:
     """The search loop's flags; stops with one line on one that cannot work."""
-    if not fv.output_dir:
+    loop = loop_config(fv)
+    if not loop.output_dir:
         raise NaoError("--output_dir is required (where the search state and results go)")
-    value = lambda name: fv[name].value  # noqa: E731
+    value = cli.config_values(loop).get
     cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
                        "controller_batch_size")
     cli.check_at_least(value, 0, "new_archs", "random_archs")
-    if fv.lambda_step <= 0 or fv.max_lambda < fv.lambda_step:
-        raise NaoError(f"--lambda_step={fv.lambda_step} must be positive and at most "
-                       f"--max_lambda={fv.max_lambda}")
-    check_controller_options(value)
+    if loop.lambda_step <= 0 or loop.max_lambda < loop.lambda_step:
+        raise NaoError(f"--lambda_step={loop.lambda_step} must be positive and at most "
+                       f"--max_lambda={loop.max_lambda}")
+    loop.options.check()

@@ -25,7 +25,7 @@ from nao_tf import cli, ray_executor, search_command
 from nao_tf.controller import ControllerConfig
 from nao_tf.errors import NaoError
 from nao_tf.run_dir import RunDir
-from nao_tf.search import NAOSearch, SearchConfig, SearchResult, controller_options
+from nao_tf.search import NAOSearch, SearchConfig, SearchResult
 from nao_tf.search_space import SearchSpace
 from nao_tf.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
 
@@ -147,14 +147,15 @@ def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
         job = ray_executor.CandidateJob(rebuild, (task.ref, values), str(dirs.root),
                                         fv.cpus_per_candidate)
         evaluator = ray_executor.RayEvaluator(job, fv.ray_address, **common)
-    controller_extra, search_extra = controller_options(lambda name: fv[name].value)
+    loop = search_command.loop_config(fv)
+    controller_extra, search_extra = loop.options.split()
     config = SearchConfig(
-        seed_archs=fv.seed_archs, iterations=fv.iterations, top_k=fv.top_k,
-        new_archs=fv.new_archs, random_archs=fv.random_archs, max_lambda=fv.max_lambda,
-        lambda_step=fv.lambda_step, controller_epochs=fv.controller_epochs, train_on="history",
-        symmetry=False, seed=fv.seed, **search_extra)
+        seed_archs=loop.seed_archs, iterations=fv.iterations, top_k=loop.top_k,
+        new_archs=loop.new_archs, random_archs=loop.random_archs, max_lambda=loop.max_lambda,
+        lambda_step=loop.lambda_step, controller_epochs=loop.controller_epochs,
+        train_on="history", symmetry=False, seed=fv.seed, **search_extra)
     controller = ControllerConfig.for_space(
-        space, **{**task.controller, "batch_size": fv.controller_batch_size, "seed": fv.seed,
+        space, **{**task.controller, "batch_size": loop.controller_batch_size, "seed": fv.seed,
                        **controller_extra})
     search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=cli.say,
                        save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)

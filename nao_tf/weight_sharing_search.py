@@ -31,8 +31,7 @@ from nao_tf.distribute import is_chief, multi_worker_strategy, prepare_run_dir
 from nao_tf.errors import InvalidArchitectureError, NaoError
 from nao_tf.io import read_lines
 from nao_tf.run_dir import RunDir
-from nao_tf.search import (NAOSearch, SearchConfig, SearchResult, WeightSharingEvaluator,
-                           controller_options)
+from nao_tf.search import NAOSearch, SearchConfig, SearchResult, WeightSharingEvaluator
 from nao_tf.search_space import SearchSpace
 
 # The command's own flags; the search loop's are `search_command.LOOP_FLAGS`.
@@ -99,21 +98,21 @@ def read_seed_pool(path: str, space: SearchSpace) -> list:
 def search_config(task: WeightSharingTask, fv: flags.FlagValues,
                   iterations: int) -> SearchConfig:
     """The outer loop of parsed flags `fv` (`iterations`: the evaluator's rounds)."""
-    search_extra = controller_options(lambda name: fv[name].value)[1]
+    loop = search_command.loop_config(fv)
     return SearchConfig(**{
-        "seed_archs": fv.seed_archs, "iterations": iterations, "top_k": fv.top_k,
-        "new_archs": fv.new_archs, "random_archs": fv.random_archs,
-        "max_lambda": fv.max_lambda, "lambda_step": fv.lambda_step,
-        "controller_epochs": fv.controller_epochs, "train_on": "pool", "symmetry": fv.symmetry,
-        "seed": fv.seed, **task.search, **search_extra})
+        "seed_archs": loop.seed_archs, "iterations": iterations, "top_k": loop.top_k,
+        "new_archs": loop.new_archs, "random_archs": loop.random_archs,
+        "max_lambda": loop.max_lambda, "lambda_step": loop.lambda_step,
+        "controller_epochs": loop.controller_epochs, "train_on": "pool", "symmetry": fv.symmetry,
+        "seed": fv.seed, **task.search, **loop.options.split()[1]})
 
 
 def controller_config(task: WeightSharingTask, fv: flags.FlagValues) -> ControllerConfig:
     """The task's controller, with the batch, seed and options of parsed flags `fv`."""
-    controller_extra = controller_options(lambda name: fv[name].value)[0]
+    loop = search_command.loop_config(fv)
     return ControllerConfig.for_space(
-        task.space, **{**task.controller(fv), "batch_size": fv.controller_batch_size,
-                       "seed": fv.seed, **controller_extra})
+        task.space, **{**task.controller(fv), "batch_size": loop.controller_batch_size,
+                       "seed": fv.seed, **loop.options.split()[0]})
 
 
 def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult | None:

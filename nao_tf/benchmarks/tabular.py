@@ -32,7 +32,7 @@ from nao_tf.generate import ControllerInference
 from nao_tf.run_dir import check_identity
 from nao_tf.metrics import (hamming_distance, kendall_tau, paired_t_test, pairwise_accuracy,
                             top_fraction_pairwise_accuracy)
-from nao_tf.search import CONTROLLER_OPTION_FLAGS, Evaluator, NAOSearch, Record, SearchConfig
+from nao_tf.search import ControllerOptions, Evaluator, NAOSearch, Record, SearchConfig
 from nao_tf.search_space import SearchSpace, load_space
 
 Arch = Hashable
@@ -133,7 +133,7 @@ def regularized_evolution(space: SearchSpace, query: QueryCounter, rng: np.rando
         population.pop(0)
 
 
-_OPTION_HELP = {name: text for name, _, text, *_ in CONTROLLER_OPTION_FLAGS}
+_OPTION_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(ControllerOptions)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from nao_tf.controller_train import ControllerTrainer, normalize_scores, predict
 from nao_tf.errors import StateError
 from nao_tf.generate import ControllerInference, acquire, generate_new, step_sizes
 from nao_tf.metrics import paired_t_test, pairwise_accuracy, top_fraction_pairwise_accuracy
-from nao_tf.search import NAOSearch, SearchConfig, controller_options
+from nao_tf.search import ControllerOptions, NAOSearch, SearchConfig
 
 SPACE = SyntheticSpace(num_nodes=4, choices=4)
 OBJECTIVE = SyntheticObjective(SPACE, seed=2)
@@ -125,9 +125,9 @@ def test_search_runs_with_every_option_and_resumes_only_with_the_same(tmp_path):
             for arch in archs:
                 record(arch, OBJECTIVE(arch))
 
-    values = dict(predictor_heads=2, ranking_weight=0.5, oversample=4.0, acquisition="thompson",
-                  ucb_beta=1.0, mutations=0, beam_width=2)
-    controller_extra, search_extra = controller_options(values.get)
+    controller_extra, search_extra = ControllerOptions(
+        predictor_heads=2, ranking_weight=0.5, oversample=4.0, acquisition="thompson",
+        ucb_beta=1.0, mutations=0, beam_width=2).split()
     config = SearchConfig(seed_archs=10, iterations=3, top_k=4, new_archs=4, random_archs=1,
                           max_lambda=5.0, lambda_step=0.5, controller_epochs=5, train_on="history",
                           query_budget=20, seed=1, **search_extra)

@@ -292,10 +292,9 @@ def test_a_beam_search_decodes_the_new_architectures(tmp_path, monkeypatch):
     """`beam_width` (`--beam_width` of every search command): the search decodes with
     `beam_decode` of that width (recorded when the decoding function is traced)."""
     from nao_tf import generate
-    from nao_tf.search import CONTROLLER_OPTION_FLAGS, controller_options
+    from nao_tf.search import ControllerOptions
 
-    values = {name: default for name, default, *_ in CONTROLLER_OPTION_FLAGS}
-    assert controller_options({**values, "beam_width": 3}.get)[1]["beam_width"] == 3
+    assert ControllerOptions(beam_width=3).split()[1]["beam_width"] == 3
     widths, real = [], generate.beam_decode
     monkeypatch.setattr(generate, "beam_decode",
                         lambda model, outputs, width: widths.append(width) or real(model, outputs,

@@ -42,66 +42,101 @@ from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from nao_tf.search import EVAL_EPOCHS_HELP, parse_eval_epochs
 
 _DATASETS = ["cifar10", "cifar100", "synthetic"]
-# The task's flags, (name, default, help[, enum values]); the search loop's are
-# nao_tf.weight_sharing_search.SEARCH_FLAGS.
-TASK_FLAGS: tuple[tuple, ...] = (
-    ("dataset", "cifar10", "Dataset.", _DATASETS),
-    ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
-     "directory (unused for synthetic)."),
-    ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),
-    ("num_valid", 5000, "Validation images held out from the end of the training set."),
-    ("synthetic_train_images", 2048, "Images of --dataset=synthetic (validation included)."),
-    # The supernet.
-    ("num_cells", 2, "N: normal cells per stage of the supernet (3N + 2 cells)."),
-    ("filters", 20, "F: width of the supernet's first stage."),
-    ("batch_size", 160, "Global training batch of the supernet."),
-    ("epochs", 150, "Supernet training epochs in all."),
-    ("eval_every_epochs", 30, "Score the pool (then train the controller and generate) every k "
-     "epochs; the pool is scored epochs / k times."),
-    ("eval_epochs", "", EVAL_EPOCHS_HELP),
-    ("lr_max", 0.05, "SGDR maximum learning rate."),
-    ("lr_min", 0.0005, "SGDR minimum learning rate."),
-    ("t0", 10, "SGDR: epochs of the first cycle."),
-    ("t_mul", 2, "SGDR: cycle length multiplier."),
-    ("nesterov", True, "Nesterov momentum 0.9."),
-    ("l2_reg", 1e-4, "Adds l2_reg * sum(w^2) over every supernet variable to the loss."),
-    ("grad_bound", 5.0, "Clip the global gradient norm to this (0: no clipping, the original's "
-     "effective behaviour)."),
-    ("keep_prob", 0.9, "Keep probability of the dropout before the classifier."),
-    ("use_aux_head", True, "Auxiliary classifier after the second reduction."),
-    ("aux_weight", 0.4, "Loss weight of the auxiliary head."),
-    ("sample_policy", "uniform", "Architecture trained at each step: uniform over the pool, or "
-     "params (probability proportional to the stand-alone parameter count, NAO V2).",
-     ["uniform", "params"]),
-    ("op_selection", "switch", "switch: run only the chosen op (tf.switch_case); select: run "
-     "every candidate and keep the chosen (no control flow).", ["switch", "select"]),
-    ("precision", "fp32", PRECISION_HELP, list(PRECISIONS)),
-    ("jit_compile", False, "XLA-compile the supernet's forward/backward pass (needs "
-     "--op_selection=select)."),
-    ("eval_images", 500, "Validation images each architecture is scored on (the same ones every "
-     "time)."),
-    ("eval_batch_size", 500, "Scoring batch."),
-    ("score_dropout", False, "Keep the classifier dropout (1 - keep_prob) on while scoring cells, "
-     "with one fixed mask, as the TF original (its search graph always runs in training mode)."),
-    ("supernet_reduction", "stride2", "stride2: reduction cells with stride-2 ops on the cell "
-     "inputs (as the PyTorch port and the final network); tf: the TF original's stride-1 cell on "
-     "h[i-1] and its factorized reduction (h[i-2] dropped).", ["stride2", "tf"]),
-    ("supernet_base_conv", True, "The final network's unconditional ReLU-1x1-BN on h[i-1] in every "
-     "supernet cell; --nosupernet_base_conv: without it, as both original supernets."),
-    ("save_every_seconds", 600.0, "Supernet checkpoint within an epoch at least this often (and "
-     "at the end of every epoch)."),
-    ("log_every_steps", 50, "Supernet progress line and TensorBoard scalars every k steps."),
-    ("data_format", "channels_last", "Image layout inside the supernet (channels_first only on "
-     "GPUs).", ["channels_last", "channels_first"]),
-    # The controller.
-    ("controller_attention", "bahdanau", "Decoder attention: the TF original's normalised "
-     "Bahdanau or the PyTorch port's dot attention.", ["bahdanau", "dot"]),
-    ("controller_lr", 1e-3, "Controller Adam learning rate."),
-    ("controller_trade_off", 0.8, "Predictor share of the controller loss (the rest: "
-     "reconstruction)."),
-    ("seed", 0, "Random seed (pool, supernet weights, sampling, data order); 0 = not fixed for "
-     "the weights and data order."),
-)
+option = cli.option
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchDataConfig:
+    """The CIFAR training split the supernet trains on, with the validation images held out."""
+
+    dataset: str = option("cifar10", "Dataset.", _DATASETS, identity=True)
+    data_dir: str = option("", "Directory with the python-pickle batches or a prepared "
+                           "tensorflow-datasets directory (unused for synthetic).")
+    data_source: str = option("auto", "How to read --data_dir.", ["auto", "tfds", "pickle"])
+    num_valid: int = option(5000, "Validation images held out from the end of the training set.",
+                            identity=True)
+    synthetic_train_images: int = option(2048, "Images of --dataset=synthetic (validation "
+                                         "included).", identity=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet, its training and the scoring of the pool. `identity`: what its checkpoint
+    depends on; the learning rate and gradient bound are not, since a rerun after a divergence
+    lowers them."""
+
+    num_cells: int = option(2, "N: normal cells per stage of the supernet (3N + 2 cells).",
+                            identity=True)
+    filters: int = option(20, "F: width of the supernet's first stage.", identity=True)
+    batch_size: int = option(160, "Global training batch of the supernet.", identity=True)
+    epochs: int = option(150, "Supernet training epochs in all.", identity=True)
+    eval_every_epochs: int = option(30, "Score the pool (then train the controller and generate) "
+                                    "every k epochs; the pool is scored epochs / k times.",
+                                    identity=True)
+    eval_epochs: str = option("", EVAL_EPOCHS_HELP, identity=True)
+    lr_max: float = option(0.05, "SGDR maximum learning rate.")
+    lr_min: float = option(0.0005, "SGDR minimum learning rate.", identity=True)
+    t0: int = option(10, "SGDR: epochs of the first cycle.", identity=True)
+    t_mul: int = option(2, "SGDR: cycle length multiplier.", identity=True)
+    nesterov: bool = option(True, "Nesterov momentum 0.9.", identity=True)
+    l2_reg: float = option(1e-4, "Adds l2_reg * sum(w^2) over every supernet variable to the "
+                           "loss.", identity=True)
+    grad_bound: float = option(5.0, "Clip the global gradient norm to this (0: no clipping, the "
+                               "original's effective behaviour).")
+    keep_prob: float = option(0.9, "Keep probability of the dropout before the classifier.",
+                              identity=True)
+    use_aux_head: bool = option(True, "Auxiliary classifier after the second reduction.",
+                                identity=True)
+    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.", identity=True)
+    sample_policy: str = option("uniform", "Architecture trained at each step: uniform over the "
+                                "pool, or params (probability proportional to the stand-alone "
+                                "parameter count, NAO V2).", ["uniform", "params"], identity=True)
+    op_selection: str = option("switch", "switch: run only the chosen op (tf.switch_case); "
+                               "select: run every candidate and keep the chosen (no control "
+                               "flow).", ["switch", "select"])
+    precision: str = option("fp32", PRECISION_HELP, PRECISIONS)
+    jit_compile: bool = option(False, "XLA-compile the supernet's forward/backward pass (needs "
+                               "--op_selection=select).")
+    eval_images: int = option(500, "Validation images each architecture is scored on (the same "
+                              "ones every time).", identity=True)
+    eval_batch_size: int = option(500, "Scoring batch.")
+    score_dropout: bool = option(False, "Keep the classifier dropout (1 - keep_prob) on while "
+                                 "scoring cells, with one fixed mask, as the TF original (its "
+                                 "search graph always runs in training mode).", identity=True)
+    supernet_reduction: str = option("stride2", "stride2: reduction cells with stride-2 ops on "
+                                     "the cell inputs (as the PyTorch port and the final "
+                                     "network); tf: the TF original's stride-1 cell on h[i-1] and "
+                                     "its factorized reduction (h[i-2] dropped).",
+                                     ["stride2", "tf"], identity=True)
+    supernet_base_conv: bool = option(True, "The final network's unconditional ReLU-1x1-BN on "
+                                      "h[i-1] in every supernet cell; --nosupernet_base_conv: "
+                                      "without it, as both original supernets.", identity=True)
+    save_every_seconds: float = option(600.0, "Supernet checkpoint within an epoch at least this "
+                                       "often (and at the end of every epoch).")
+    log_every_steps: int = option(50, "Supernet progress line and TensorBoard scalars every k "
+                                  "steps.")
+    data_format: str = option("channels_last", "Image layout inside the supernet (channels_first "
+                              "only on GPUs).", ["channels_last", "channels_first"],
+                              identity=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchTaskConfig:
+    """The task's settings: data, supernet, the controller's attention and learning rate, seed."""
+
+    data: SearchDataConfig = cli.section(SearchDataConfig)
+    supernet: SupernetConfig = cli.section(SupernetConfig)
+    controller_attention: str = option("bahdanau", "Decoder attention: the TF original's "
+                                       "normalised Bahdanau or the PyTorch port's dot attention.",
+                                       ["bahdanau", "dot"])
+    controller_lr: float = option(1e-3, "Controller Adam learning rate.")
+    controller_trade_off: float = option(0.8, "Predictor share of the controller loss (the rest: "
+                                         "reconstruction).")
+    seed: int = option(0, "Random seed (pool, supernet weights, sampling, data order); 0 = not "
+                       "fixed for the weights and data order.", identity=True)
+
+
+TASK_FLAGS = cli.config_flag_specs(SearchTaskConfig)
 # `--config=smoke`: defaults for a minutes-long offline run on 2 CPU cores. Its controller trains
 # long enough, with enough weight on reconstruction, to decode its 16 cells back (Hamming
 # distance about 1 of 40 tokens), so the new cells it generates are decoded, not collapsed.
@@ -112,84 +147,87 @@ SMOKE: dict[str, Any] = dict(
     max_lambda=20.0, controller_epochs=300, controller_batch_size=16,
     controller_attention="dot", controller_lr=5e-3, controller_trade_off=0.5, seed=1)
 
-# Flags the supernet's checkpoint depends on: a run resumes only with the same values. The
-# learning rate and gradient bound are left out: a rerun after a divergence lowers them.
-RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
-               "filters", "batch_size", "epochs", "eval_every_epochs", "eval_epochs", "lr_min",
-               "t0", "t_mul", "nesterov", "l2_reg", "keep_prob", "use_aux_head", "aux_weight",
-               "sample_policy", "eval_images", "score_dropout", "supernet_reduction",
-               "supernet_base_conv", "data_format", "seed")
+RESUME_KEYS = (*cli.identity_keys(SearchTaskConfig), "data_fingerprint")
+
+
+def task_config(fv: flags.FlagValues) -> SearchTaskConfig:
+    return cli.config_from_flags(SearchTaskConfig, fv)
 
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     """The supernet's flags and the data; returns the settings record and the data."""
-    value = lambda name: fv[name].value  # noqa: E731
+    c = task_config(fv)
+    d, net = c.data, c.supernet
+    value = cli.config_values(c).get
     cli.check_at_least(value, 1, "num_cells", "filters", "batch_size", "epochs",
                        "eval_every_epochs", "t0", "t_mul", "eval_images", "eval_batch_size",
                        "num_valid", "log_every_steps")
-    if fv.filters % 2:
-        raise NaoError(f"--filters={fv.filters} must be even (factorized reductions halve it)")
+    if net.filters % 2:
+        raise NaoError(f"--filters={net.filters} must be even (factorized reductions halve it)")
     cli.check_keep_probability(value, "keep_prob")
-    parse_eval_epochs(fv.eval_epochs, fv.epochs)
-    if fv.jit_compile and fv.op_selection != "select":
+    parse_eval_epochs(net.eval_epochs, net.epochs)
+    if net.jit_compile and net.op_selection != "select":
         raise NaoError("--jit_compile needs --op_selection=select (XLA compiles the switch "
                        "supernet's 100+ branch functions for many minutes)")
-    if not 0.0 <= fv.controller_trade_off <= 1.0:
-        raise NaoError(f"--controller_trade_off={fv.controller_trade_off} must be in [0, 1]")
-    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
-                         fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
+    if not 0.0 <= c.controller_trade_off <= 1.0:
+        raise NaoError(f"--controller_trade_off={c.controller_trade_off} must be in [0, 1]")
+    data = data_lib.load(d.dataset, d.data_dir or None, d.data_source, "search", d.num_valid,
+                         (d.synthetic_train_images, 0), seed=c.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
     replicas = get_strategy().num_replicas_in_sync
     for name in ("batch_size", "eval_batch_size"):
-        if fv[name].value % replicas:
-            raise NaoError(f"--{name}={fv[name].value} does not split evenly over {replicas} "
+        if value(name) % replicas:
+            raise NaoError(f"--{name}={value(name)} does not split evenly over {replicas} "
                            "replicas")
-    names = [spec[0] for spec in TASK_FLAGS] + sorted(weight_sharing_search.COMMON_FLAG_NAMES)
-    settings = {name: fv[name].value for name in names if name != "overwrite"}
-    return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
+    settings = {**cli.config_values(c), **{name: fv[name].value for name in sorted(
+        weight_sharing_search.COMMON_FLAG_NAMES) if name != "overwrite"}}
+    return {**settings, "data_fingerprint": fingerprint(d.data_dir)}, data
 
 
 def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
-    if fv.seed:
-        keras.utils.set_random_seed(fv.seed)
-    keras.config.set_image_data_format(fv.data_format)
+    c = task_config(fv)
+    net = c.supernet
+    if c.seed:
+        keras.utils.set_random_seed(c.seed)
+    keras.config.set_image_data_format(net.data_format)
     strategy = get_strategy()
-    steps = data_lib.steps_per_epoch(len(data.train), fv.batch_size)
+    steps = data_lib.steps_per_epoch(len(data.train), net.batch_size)
     schedule = SupernetSchedule(
-        epochs=fv.epochs, eval_every_epochs=fv.eval_every_epochs,
-        eval_epochs=parse_eval_epochs(fv.eval_epochs, fv.epochs), steps_per_epoch=steps,
-        batch_size=fv.batch_size, sample_policy=fv.sample_policy, eval_images=fv.eval_images,
-        eval_batch_size=fv.eval_batch_size, seed=fv.seed,
-        save_every_seconds=fv.save_every_seconds, log_every_steps=fv.log_every_steps)
-    cfg = OptimConfig(epochs=fv.epochs, steps_per_epoch=steps, lr_schedule="sgdr",
-                      lr_max=fv.lr_max, lr_min=fv.lr_min, t0=fv.t0, t_mul=fv.t_mul,
-                      momentum=0.9, nesterov=fv.nesterov, l2_reg=fv.l2_reg,
-                      grad_bound=fv.grad_bound, aux_weight=fv.aux_weight,
-                      precision=fv.precision, seed=fv.seed)
+        epochs=net.epochs, eval_every_epochs=net.eval_every_epochs,
+        eval_epochs=parse_eval_epochs(net.eval_epochs, net.epochs), steps_per_epoch=steps,
+        batch_size=net.batch_size, sample_policy=net.sample_policy, eval_images=net.eval_images,
+        eval_batch_size=net.eval_batch_size, seed=c.seed,
+        save_every_seconds=net.save_every_seconds, log_every_steps=net.log_every_steps)
+    cfg = OptimConfig(epochs=net.epochs, steps_per_epoch=steps, lr_schedule="sgdr",
+                      lr_max=net.lr_max, lr_min=net.lr_min, t0=net.t0, t_mul=net.t_mul,
+                      momentum=0.9, nesterov=net.nesterov, l2_reg=net.l2_reg,
+                      grad_bound=net.grad_bound, aux_weight=net.aux_weight,
+                      precision=net.precision, seed=c.seed)
     started = time.perf_counter()
     disable_graph_optimizer()
     trainer = Trainer(strategy, lambda: Supernet(
-        fv.num_cells, fv.filters, data.num_classes, use_aux_head=fv.use_aux_head,
-        dropout_rate=1.0 - fv.keep_prob, op_selection=fv.op_selection,
-        score_dropout=fv.score_dropout, reduction=fv.supernet_reduction,
-        base_conv=fv.supernet_base_conv), cfg, fv.batch_size,
-        fv.jit_compile)
+        net.num_cells, net.filters, data.num_classes, use_aux_head=net.use_aux_head,
+        dropout_rate=1.0 - net.keep_prob, op_selection=net.op_selection,
+        score_dropout=net.score_dropout, reduction=net.supernet_reduction,
+        base_conv=net.supernet_base_conv), cfg, net.batch_size, net.jit_compile)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
-    cli.say(f"NAO-WS on {fv.dataset}: {len(data.train)} training / {len(data.valid)} validation "
-            f"images; supernet N={fv.num_cells} F={fv.filters} ({params:,} shared weights, op "
-            f"selection '{fv.op_selection}', {fv.precision}), {steps} steps/epoch x {fv.epochs} epochs, batch "
-            f"{fv.batch_size} over {strategy.num_replicas_in_sync} replica(s); built in "
+    cli.say(f"NAO-WS on {c.data.dataset}: {len(data.train)} training / {len(data.valid)} "
+            f"validation images; supernet N={net.num_cells} F={net.filters} ({params:,} shared "
+            f"weights, op selection '{net.op_selection}', {net.precision}), {steps} steps/epoch x "
+            f"{net.epochs} epochs, batch {net.batch_size} over "
+            f"{strategy.num_replicas_in_sync} replica(s); built in "
             f"{time.perf_counter() - started:.0f}s")
-    return SupernetEvaluator(trainer, data, schedule, fv.output_dir, fv.num_cells, fv.filters,
+    return SupernetEvaluator(trainer, data, schedule, fv.output_dir, net.num_cells, net.filters,
                              log=cli.say)
 
 
 def controller(fv: flags.FlagValues) -> dict[str, Any]:
     """The TF original's NAO-WS controller (attention and learning rate are flags)."""
+    c = task_config(fv)
     return dict(emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
-                mlp_dropout=0.1, attention=fv.controller_attention,
-                trade_off=fv.controller_trade_off, weight_decay=1e-4,
-                learning_rate=fv.controller_lr, max_gradient_norm=5.0)
+                mlp_dropout=0.1, attention=c.controller_attention,
+                trade_off=c.controller_trade_off, weight_decay=1e-4,
+                learning_rate=c.controller_lr, max_gradient_norm=5.0)
 
 
 TASK = weight_sharing_search.WeightSharingTask(

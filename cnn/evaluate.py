@@ -22,13 +22,11 @@ from nao_tf.run_dir import restore
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    flags.DEFINE_string("output_dir", "", "Run directory written by cnn.train_final (required).",
-                        flag_values=fv)
-    flags.DEFINE_string("data_dir", "", "Data directory (default: the run's --data_dir).",
-                        flag_values=fv)
-    flags.DEFINE_enum("eval_split", "test", ["test", "valid"], "Which split to evaluate.",
-                      flag_values=fv)
-    flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch.", flag_values=fv)
+    cli.define_flags([
+        ("output_dir", "", "Run directory written by cnn.train_final (required)."),
+        ("data_dir", "", "Data directory (default: the run's --data_dir)."),
+        ("eval_split", "test", "Which split to evaluate.", ["test", "valid"]),
+        ("eval_batch_size", 500, "Evaluation batch.")], fv)
 
 
 def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None,

@@ -101,7 +101,7 @@ def say(message: str) -> None:
 # default picks the kind of absl flag.
 FlagSpec = tuple
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           str: flags.DEFINE_string}
+           str: flags.DEFINE_string, list: flags.DEFINE_list}
 
 
 def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flags.FLAGS) -> None:

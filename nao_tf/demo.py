@@ -20,13 +20,15 @@ from nao_tf.controller import ControllerConfig
 from nao_tf.search import Evaluator, NAOSearch, Record, SearchConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "runs/demo", "Where the search writes its state and results.")
-flags.DEFINE_bool("overwrite", False, "Delete --output_dir first.")
-flags.DEFINE_integer("iterations", 3, "Controller rounds.")
-flags.DEFINE_integer("seed_archs", 200, "Random architectures in the first pool.")
-flags.DEFINE_integer("new_archs", 100, "New architectures generated per round.")
-flags.DEFINE_integer("controller_epochs", 40, "Controller epochs per round.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
+FLAG_SPECS: tuple[cli.FlagSpec, ...] = (
+    ("output_dir", "runs/demo", "Where the search writes its state and results."),
+    ("overwrite", False, "Delete --output_dir first."),
+    ("iterations", 3, "Controller rounds."),
+    ("seed_archs", 200, "Random architectures in the first pool."),
+    ("new_archs", 100, "New architectures generated per round."),
+    ("controller_epochs", 40, "Controller epochs per round."),
+    ("seed", 0, "Random seed."),
+)
 
 
 class ObjectiveEvaluator(Evaluator):
@@ -69,4 +71,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.define_flags(FLAG_SPECS)
     cli.run(main, controller_only=True)

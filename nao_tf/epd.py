@@ -36,26 +36,27 @@ from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
 from nao_tf.search_space import SearchSpace, load_space
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("space", None, "Search space: nasbench201, synthetic, or package.module:factory.")
-flags.DEFINE_string("archs", None, "Architectures, one per line.")
-flags.DEFINE_enum("format", "arch", ["arch", "tokens"], "Lines of --archs: the space's text or token ids.")
-flags.DEFINE_string("scores", None, "Scores, one per line, in the order of --archs.")
-flags.DEFINE_bool("lower_is_better", False, "Scores are errors/losses/perplexities (smaller is better).")
-flags.DEFINE_string("model_dir", None, "Directory of the controller checkpoint and its config.json.")
-flags.DEFINE_bool("overwrite", False, "train: discard an existing checkpoint in --model_dir.")
-flags.DEFINE_integer("epochs", 1000, "train: passes over the data.")
-flags.DEFINE_integer("save_every_epochs", 50, "train: checkpoint this often, so that a killed "
-                     "train resumes.")
-flags.DEFINE_bool("symmetry", True, "train: augment with the space's equivalent rewrites.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_list("lambdas", ["10", "20", "30"], "generate: step sizes, each a step from the seeds.")
-flags.DEFINE_integer("count", 0, "generate: stop at this many new architectures (0: all found).")
-flags.DEFINE_string("exclude", None, "generate: a file of architectures that do not count as new.")
-flags.DEFINE_integer("beam_width", 0, "Decode with beam search of this width (0: greedy).")
-flags.DEFINE_string("output", None, "evaluate: predictions file; generate: output prefix.")
-cli.define_flags((f"controller_{f.name}", f.default, f"ControllerConfig.{f.name}.")
-                 for f in dataclasses.fields(ControllerConfig)
-                 if f.name not in ("vocab_size", "source_length", "encoder_length", "seed"))
+FLAG_SPECS: tuple[cli.FlagSpec, ...] = (
+    ("space", "", "Search space: nasbench201, synthetic, or package.module:factory."),
+    ("archs", "", "Architectures, one per line."),
+    ("format", "arch", "Lines of --archs: the space's text or token ids.", ["arch", "tokens"]),
+    ("scores", "", "Scores, one per line, in the order of --archs."),
+    ("lower_is_better", False, "Scores are errors/losses/perplexities (smaller is better)."),
+    ("model_dir", "", "Directory of the controller checkpoint and its config.json."),
+    ("overwrite", False, "train: discard an existing checkpoint in --model_dir."),
+    ("epochs", 1000, "train: passes over the data."),
+    ("save_every_epochs", 50, "train: checkpoint this often, so that a killed train resumes."),
+    ("symmetry", True, "train: augment with the space's equivalent rewrites."),
+    ("seed", 0, "Random seed."),
+    ("lambdas", ["10", "20", "30"], "generate: step sizes, each a step from the seeds."),
+    ("count", 0, "generate: stop at this many new architectures (0: all found)."),
+    ("exclude", "", "generate: a file of architectures that do not count as new."),
+    ("beam_width", 0, "Decode with beam search of this width (0: greedy)."),
+    ("output", "", "evaluate: predictions file; generate: output prefix."),
+    *((f"controller_{f.name}", f.default, f"ControllerConfig.{f.name}.")
+      for f in dataclasses.fields(ControllerConfig)
+      if f.name not in ("vocab_size", "source_length", "encoder_length", "seed")),
+)
 
 
 def read_archs(space: SearchSpace, path: str, fmt: str) -> list:
@@ -207,4 +208,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.define_flags(FLAG_SPECS)
     cli.run(main, controller_only=True, subcommands=tuple(COMMANDS))

@@ -203,11 +203,12 @@ _FLAGS = flags.FLAGS
 
 
 def _define_cli_flags() -> None:
-    flags.DEFINE_string("input", None, "split: the text file to cut into train/valid/test")
-    flags.DEFINE_string("output_dir", None, "split: directory for train.txt, valid.txt, test.txt")
-    flags.DEFINE_list("fractions", ["0.8", "0.1", "0.1"], "split: train,valid,test line fractions")
-    flags.DEFINE_enum("corpus", "ptb", ["ptb", "wt2"], "download: which corpus")
-    flags.DEFINE_string("data_dir", "data", "download: parent directory (penn/ or wikitext-2/)")
+    cli.define_flags([
+        ("input", "", "split: the text file to cut into train/valid/test"),
+        ("output_dir", "", "split: directory for train.txt, valid.txt, test.txt"),
+        ("fractions", ["0.8", "0.1", "0.1"], "split: train,valid,test line fractions"),
+        ("corpus", "ptb", "download: which corpus", ["ptb", "wt2"]),
+        ("data_dir", "data", "download: parent directory (penn/ or wikitext-2/)")])
 
 
 def main(argv: Sequence[str]) -> None:

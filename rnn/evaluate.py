@@ -58,11 +58,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | None = None, batch_
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("run_dir", None, "output_dir of a rnn.train_final run")
-    flags.DEFINE_string("data_dir", None, "corpus directory (default: the run's)")
-    flags.DEFINE_integer("batch_size", 1, "test batch size")
-    flags.DEFINE_integer("valid_batch_size", 10, "validation batch size")
-    flags.DEFINE_string("output_dir", None, "where to write results (default RUN_DIR/eval)")
+    cli.define_flags([("run_dir", "", "output_dir of a rnn.train_final run"),
+                      ("data_dir", "", "corpus directory (default: the run's)"),
+                      ("batch_size", 1, "test batch size"),
+                      ("valid_batch_size", 10, "validation batch size"),
+                      ("output_dir", "", "where to write results (default RUN_DIR/eval)")])
 
 
 def main(argv: Sequence[str]) -> None:

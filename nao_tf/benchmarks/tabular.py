@@ -403,29 +403,31 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command's flags (defined only when run as a command, so the module imports cleanly):
     its own, and one per `NaoSettings` field."""
-    flags.DEFINE_string("space", "nasbench201", "The benchmark's search space: a built-in name "
-                        "(nasbench201, synthetic) or package.module:factory.")
-    flags.DEFINE_enum("mode", "search", ["search", "predictor"], "Compare search methods, or measure the predictor.")
-    flags.DEFINE_string("table", None, "CSV with an 'arch' column (the space's strings) and "
-                        "metric columns.")
-    flags.DEFINE_string("search_metric", "cifar10_valid", "Column the methods search on.")
-    flags.DEFINE_string("report_metric", "cifar10_test", "Column reported for the picked architecture.")
-    flags.DEFINE_integer("budget", 100, "Distinct architectures each method may query.")
-    flags.DEFINE_integer("seeds", 20, "Independent runs per method (predictor mode: draws of the train and test cells).")
-    flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study repeated "
-                         "on seeds never used before: e.g. tune on 0-49, report 100-149).")
-    flags.DEFINE_list("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution.")
-    flags.DEFINE_integer("workers", 1, "Search mode: run NAO's seeds in this many processes (one "
-                         "core each; on 2 cores, 2 finish a study in about 0.6x the time).")
-    flags.DEFINE_string("output", None, "Write the results as JSON here. Search mode keeps every "
-                        "finished (method, seed) in OUTPUT.progress.json until the end, so the "
-                        "same command resumes a killed study without redoing one.")
-    flags.DEFINE_integer("train_archs", 100, "Predictor mode: architectures to train on.")
-    flags.DEFINE_integer("test_archs", 1000, "Predictor mode: unseen architectures to rank.")
-    flags.DEFINE_integer("epochs", 300, "Predictor mode: controller epochs.")
-    flags.DEFINE_integer("controllers", 1, "Predictor mode: an ensemble of this many separate "
-                         "controllers (own encoders), ranking by their mean prediction.")
-    cli.define_flags(cli.config_flag_specs(NaoSettings))
+    cli.define_flags([
+        ("space", "nasbench201", "The benchmark's search space: a built-in name (nasbench201, "
+         "synthetic) or package.module:factory."),
+        ("mode", "search", "Compare search methods, or measure the predictor.",
+         ["search", "predictor"]),
+        ("table", "", "CSV with an 'arch' column (the space's strings) and metric columns."),
+        ("search_metric", "cifar10_valid", "Column the methods search on."),
+        ("report_metric", "cifar10_test", "Column reported for the picked architecture."),
+        ("budget", 100, "Distinct architectures each method may query."),
+        ("seeds", 20, "Independent runs per method (predictor mode: draws of the train and test "
+         "cells)."),
+        ("first_seed", 0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study repeated on "
+         "seeds never used before: e.g. tune on 0-49, report 100-149)."),
+        ("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution."),
+        ("workers", 1, "Search mode: run NAO's seeds in this many processes (one core each; on 2 "
+         "cores, 2 finish a study in about 0.6x the time)."),
+        ("output", "", "Write the results as JSON here. Search mode keeps every finished (method, "
+         "seed) in OUTPUT.progress.json until the end, so the same command resumes a killed "
+         "study without redoing one."),
+        ("train_archs", 100, "Predictor mode: architectures to train on."),
+        ("test_archs", 1000, "Predictor mode: unseen architectures to rank."),
+        ("epochs", 300, "Predictor mode: controller epochs."),
+        ("controllers", 1, "Predictor mode: an ensemble of this many separate controllers (own "
+         "encoders), ranking by their mean prediction."),
+        *cli.config_flag_specs(NaoSettings)])
 
 
 def main(argv: Sequence[str]) -> None:

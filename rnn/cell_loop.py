@@ -81,6 +81,23 @@ def _step_forward(x_proj_t, h, mask_h, w0_h, weights, sched: CellSchedule):
             tf.stack([cands[i] for i in order]))
 
 
+def scan_steps(step: Callable, x_proj: tf.Tensor,
+               h0: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, ...]]:
+    """Runs `step(x_proj_t, h) -> (h, a, b, c)` over the time axis of `x_proj` from `h0`;
+    returns (h_T, outputs [T, ...], (a, b, c) stacked over time: what the backward pass reads)."""
+    steps = tf.shape(x_proj)[0]
+    arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(4)]
+
+    def body(t, h, outs, s_arr, c_arr, g_arr):
+        h, s, c, g = step(x_proj[t], h)
+        return (t + 1, h, outs.write(t, h), s_arr.write(t, s), c_arr.write(t, c),
+                g_arr.write(t, g))
+
+    _, h_last, outs, s_arr, c_arr, g_arr = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays), maximum_iterations=steps)
+    return h_last, outs.stack(), (s_arr.stack(), c_arr.stack(), g_arr.stack())
+
+
 def run_cell(x_proj: tf.Tensor, h0: tf.Tensor, mask_h: tf.Tensor, w0_h: tf.Tensor,
              weights: list[tf.Tensor], sched: CellSchedule) -> tuple[tf.Tensor, tf.Tensor]:
     """Runs the cell over x_proj [T, B, 2d] from h0 [B, d]; returns (outputs [T, B, d], h_T).
@@ -92,19 +109,8 @@ def run_cell(x_proj: tf.Tensor, h0: tf.Tensor, mask_h: tf.Tensor, w0_h: tf.Tenso
 
     @tf.custom_gradient
     def cell(x_proj, h0, w0_h, *weights):
-        steps = tf.shape(x_proj)[0]
-        arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(4)]
-
-        def body(t, h, outs, s_arr, c_arr, g_arr):
-            h, s, c, g = _step_forward(x_proj[t], h, mask_h, w0_h, weights, sched)
-            return (t + 1, h, outs.write(t, h), s_arr.write(t, s), c_arr.write(t, c),
-                    g_arr.write(t, g))
-
-        _, h_last, outs, s_arr, c_arr, g_arr = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays),
-            maximum_iterations=steps)
-        outputs = outs.stack()
-        saved = (s_arr.stack(), c_arr.stack(), g_arr.stack())  # [T, n+1, B, d] each
+        h_last, outputs, saved = scan_steps(  # saved: [T, n+1, B, d] each
+            lambda x_t, h: _step_forward(x_t, h, mask_h, w0_h, weights, sched), x_proj, h0)
 
         def grad(d_outputs, d_last):
             return _backward(x_proj, h0, mask_h, w0_h, list(weights), sched, outputs, saved,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from rnn.cell_loop import scan_steps
+
 NUM_ACTIVATIONS = 4  # tanh, relu, sigmoid, identity (the order of rnn.search_space.ACTIVATIONS)
 
 
@@ -87,19 +89,9 @@ def run_search_cell(x_proj: tf.Tensor, h0: tf.Tensor, mask_h: tf.Tensor, w0_h: t
 
     @tf.custom_gradient
     def cell(x_proj, h0, w0_h, w_nodes):
-        steps = tf.shape(x_proj)[0]
-        arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(4)]
-
-        def body(t, h, outs, s_arr, c_arr, g_arr):
-            h, s, c, g = step_forward(x_proj[t], h, mask_h, w0_h, w_nodes, preds, onehots)
-            return (t + 1, h, outs.write(t, h), s_arr.write(t, s), c_arr.write(t, c),
-                    g_arr.write(t, g))
-
-        _, h_last, outs, s_arr, c_arr, g_arr = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), h0, *arrays),
-            maximum_iterations=steps)
-        outputs = outs.stack()
-        saved = (s_arr.stack(), c_arr.stack(), g_arr.stack())  # [T, K, n+1, B, d] each
+        h_last, outputs, saved = scan_steps(  # saved: [T, K, n+1, B, d] each
+            lambda x_t, h: step_forward(x_t, h, mask_h, w0_h, w_nodes, preds, onehots),
+            x_proj, h0)
 
         def grad(d_outputs, d_last):
             return _backward(x_proj, h0, mask_h, w0_h, w_nodes, preds, onehots, outputs, saved,

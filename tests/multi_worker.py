@@ -1,8 +1,10 @@
 """Loopback jobs of several worker processes (MultiWorkerMirroredStrategy, TF_CONFIG on free
 localhost ports) for the multi-worker tests, and the checkpoint values they compare."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The workers' temporary directory, one per test process: their scratch directories are looked
+# for there, so tests running in parallel processes (pytest -n) do not see each other's.
+_WORKER_TMP = Path(tempfile.mkdtemp(prefix="nao-tests-"))
+atexit.register(shutil.rmtree, _WORKER_TMP, ignore_errors=True)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -28,7 +35,7 @@ def _free_ports(n: int) -> list[int]:
 
 def start(module: str, args: list[str], tf_config: dict | None = None) -> subprocess.Popen:
     """`python -m module *args` with `tf_config` as TF_CONFIG (none: a one-machine run)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(_WORKER_TMP))
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
@@ -79,4 +86,4 @@ def assert_same_values(ours: dict[str, np.ndarray], reference: dict[str, np.ndar
 
 def scratch_dirs() -> set[Path]:
     """The other workers' scratch directories that exist now (they remove them at exit)."""
-    return set(Path(tempfile.gettempdir()).glob("nao-worker-*"))
+    return set(_WORKER_TMP.glob("nao-worker-*"))

@@ -20,6 +20,8 @@ from tests import toy_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = dict(num_cpus=1, object_store_memory=80 * 1024 * 1024)
+# One Ray cluster on the machine at a time: under pytest -n, these tests share one test process.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def _toy_flags(out, *argv):

@@ -3,16 +3,16 @@
 This must happen before TensorFlow initialises its devices, hence at conftest import time.
 """
 
-import os
+import pytest
+from nao_tf import startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import pytest  # noqa: E402
+startup.import_tensorflow()
 import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+with startup.held_back():  # TensorFlow's C++ start-up lines, in every test process
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
 @pytest.fixture
@@ -22,6 +22,11 @@ def restore_graph_optimizer():
     before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     yield
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: under pytest -n, the short ones then fill the gaps at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -95,9 +95,6 @@ class Node:
     in2: int
     op2: int
 
-    def swapped(self) -> "Node":
-        return Node(self.in2, self.op2, self.in1, self.op1)
-
 
 @dataclass(frozen=True)
 class Cell:

@@ -28,7 +28,7 @@ from nao_tf.errors import NaoError
 from nao_tf.io import fingerprint
 from nao_tf.precision import PRECISION_HELP, PRECISIONS
 from cnn.configs import CONFIGS, preset
-from cnn.data import DATASETS
+from cnn.data import DATASETS, STANDARDIZATIONS
 from cnn.imagenet import TFDS_NAMES, image_size_for
 
 _DATASETS = [*DATASETS, *TFDS_NAMES]
@@ -56,7 +56,7 @@ class DataConfig:
     standardization: str = option("dataset", "dataset: per-channel mean and std of the training "
                                   "split, padding with the mean; per_image: the TF NAO release's "
                                   "(zero-pad the raw pixels, then standardise each image).",
-                                  ["dataset", "per_image"], identity=True)
+                                  STANDARDIZATIONS, identity=True)
     cutout_size: int = option(0, "Cutout square side (0: no cutout).")
 
 

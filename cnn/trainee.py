@@ -34,7 +34,7 @@ class LoopConfig:
     eval_every_epochs: int = 1
     log_every_steps: int = 50
     seed: int | None = None
-    standardization: str = "dataset"  # cnn.data.STANDARDIZATIONS
+    standardization: str = "dataset"  # one of cnn.data.STANDARDIZATIONS
 
 
 class CnnTrainee(Trainee):

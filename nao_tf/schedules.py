@@ -12,15 +12,6 @@ import keras
 import tensorflow as tf
 
 
-def sgdr_cycle_position(epoch: int, t0: int, t_mul: int) -> tuple[int, int]:
-    """(T_cur, T_i) for an integer epoch: epochs into the current cycle and that cycle's length."""
-    t_i = t0
-    while epoch >= t_i:
-        epoch -= t_i
-        t_i *= t_mul
-    return epoch, t_i
-
-
 class SGDR(keras.optimizers.schedules.LearningRateSchedule):
     """Cosine annealing with warm restarts, constant within an epoch (as the original)."""
 

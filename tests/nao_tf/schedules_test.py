@@ -1,11 +1,15 @@
 import numpy as np
 import pytest
 
-from nao_tf.schedules import SGDR, Cosine, sgdr_cycle_position
+from nao_tf.schedules import SGDR, Cosine
 
 
 def _reference_sgdr(epoch, lr_max, lr_min, t0, t_mul):
-    t_cur, t_i = sgdr_cycle_position(epoch, t0, t_mul)
+    """The original's epoch-wise SGDR: T_cur epochs into a cycle of T_i epochs."""
+    t_cur, t_i = epoch, t0
+    while t_cur >= t_i:
+        t_cur -= t_i
+        t_i *= t_mul
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + np.cos(np.pi * t_cur / t_i))
 
 

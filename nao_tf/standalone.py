@@ -263,6 +263,7 @@ def train_candidate(train: TrainFn, arch: Arch, device: str) -> tuple[float | No
         return None, f"the score is {score}"
     return score, None
 
+
 def read_imported(space: SearchSpace, archs_path: str | os.PathLike,
                   scores_path: str | os.PathLike,
                   convert: Callable[[float], float] | None = None,

@@ -114,8 +114,9 @@ def test_beam_search_decodes_valid_sequences(trained, attention):
 
 
 @pytest.mark.slow
-def test_bahdanau_controller_trains(trained):
-    tokens, scores = trained[2][:60], trained[3][:60]
+def test_bahdanau_controller_trains():
+    archs = SPACE.sample_unique(800, np.random.default_rng(0))[:60]  # the fixture's first 60
+    tokens, scores = SPACE.encode(archs), np.array([known_score(a) for a in archs])
     model = Controller(_config(attention="bahdanau"), SPACE.valid_token_mask())
     trainer = ControllerTrainer(model)
     first = trainer.fit(tokens, normalize_scores(scores, True), epochs=1, rng=np.random.default_rng(0))

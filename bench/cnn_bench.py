@@ -18,10 +18,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from nao_tf.commands import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["nao_ws_final", "naonet_b_36", "search_size"], "Configurations.")
@@ -45,7 +47,7 @@ def measure(name: str, variant: str) -> dict:
     from cnn.model import NASNetwork, count_params
     from cnn.cells import named_arch
     from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import get_strategy
+    from nao_tf.runtime.distribute import get_strategy
 
     conf = CONFIGS[name]
     keras.utils.set_random_seed(0)
@@ -100,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

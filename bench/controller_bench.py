@@ -12,17 +12,18 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace  # noqa: E402
-from nao_tf.controller import Controller, ControllerConfig  # noqa: E402
-from nao_tf.controller_train import ControllerTrainer, normalize_scores  # noqa: E402
-from nao_tf.generate import ControllerInference, generate_new, step_sizes  # noqa: E402
+from nao_tf.commands import cli  # noqa: E402
+from nao_tf.algorithm.controller import Controller, ControllerConfig  # noqa: E402
+from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores  # noqa: E402
+from nao_tf.algorithm.generate import ControllerInference, generate_new, step_sizes  # noqa: E402
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 10, "Timed training epochs (after one warm-up epoch).")
@@ -74,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

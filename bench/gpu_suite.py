@@ -27,25 +27,25 @@ import sys
 import time
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import nao_tf  # noqa: E402,F401  (quiet TensorFlow start-up)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from nao_tf.commands import cli  # noqa: E402
 from cnn import data as cnn_data  # noqa: E402
 from cnn.model import NASNetwork  # noqa: E402
 from cnn.cells import named_arch  # noqa: E402
 from cnn.search_space import NAO_WS_SPACE  # noqa: E402
 from cnn.supernet import Supernet as CnnSupernet, arch_tensor  # noqa: E402
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer  # noqa: E402
-from nao_tf import precision  # noqa: E402
-from nao_tf.controller import Controller, ControllerConfig  # noqa: E402
-from nao_tf.controller_train import ControllerTrainer  # noqa: E402
-from nao_tf.distribute import get_strategy  # noqa: E402
+from nao_tf.algorithm.controller import Controller, ControllerConfig  # noqa: E402
+from nao_tf.algorithm.controller_train import ControllerTrainer  # noqa: E402
+from nao_tf.runtime import precision  # noqa: E402
+from nao_tf.runtime.distribute import get_strategy  # noqa: E402
 from rnn.data import batchify, get_batch  # noqa: E402
 from rnn.model import RNNModel  # noqa: E402
 from rnn.search_space import RnnSearchSpace, resolve_arch  # noqa: E402
@@ -302,4 +302,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

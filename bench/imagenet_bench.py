@@ -16,10 +16,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from nao_tf.commands import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["pipeline", "train"], "What to measure.")
@@ -88,4 +90,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -16,15 +16,16 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from cnn import train_search_nao  # noqa: E402
-from nao_tf import ray_executor, search_command, standalone_search  # noqa: E402
-from nao_tf.standalone import ArchDirs, StandaloneEvaluator  # noqa: E402
+from nao_tf.commands import cli, search_command, standalone_search  # noqa: E402
+from nao_tf.runtime import ray_executor
+from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("candidates", 6, "Cells trained per executor.")
@@ -88,4 +89,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

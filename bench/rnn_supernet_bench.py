@@ -21,12 +21,13 @@ import time
 from typing import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from nao_tf.commands import cli  # noqa: E402
 from rnn import supernet as supernet_module  # noqa: E402
 from rnn.search_cell_loop import step_forward  # noqa: E402
 from rnn.search_space import RnnSearchSpace  # noqa: E402
@@ -148,4 +149,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,11 +18,10 @@ calibration and heads, so the figures they report are given beside ours, not ins
 from dataclasses import dataclass
 from typing import Sequence
 
-from nao_tf import cli
-from nao_tf.errors import InvalidArchitectureError
-from nao_tf.io import read_json
+from nao_tf.commands import cli
+from nao_tf.common.errors import InvalidArchitectureError
 from cnn.search_sampling import fixed_network_params
-from cnn.search_space import ANY_SPACE, ARCH_LENGTH, SPACES, CellArch, space_for
+from cnn.search_space import ANY_SPACE, ARCH_LENGTH, CellArch, space_for
 
 
 @dataclass(frozen=True)
@@ -87,24 +86,9 @@ def named_arch(name: str) -> CellArch:
     return CELLS[key].arch
 
 
-def load_arch(text: str) -> CellArch:
-    """An architecture from `--arch`: a name (see CELLS), 40 integers, or the path of a
-    `best_arch.json` written by a search (its `arch` key holds the 40 integers)."""
-    text = text.strip()
-    if text.endswith(".json"):
-        record = read_json(text)
-        if not isinstance(record, dict) or not isinstance(record.get("arch"), str):
-            raise InvalidArchitectureError(
-                f"{text}: expected a JSON object with an 'arch' string (as best_arch.json)")
-        space = SPACES.get(record.get("space", ""), ANY_SPACE)
-        return space.parse(record["arch"])
-    if not text:
-        raise InvalidArchitectureError(
-            f"empty architecture; give a name ({', '.join(sorted(CELLS))}), "
-            f"{ARCH_LENGTH} integers, or a best_arch.json path")
-    if text[0].isdigit():
-        return ANY_SPACE.parse(text)
-    return named_arch(text)
+def archs() -> dict[str, CellArch]:
+    """Every published cell by name, for `--arch` (`nao_tf.algorithm.search_space.load_arch`)."""
+    return {name: cell.arch for name, cell in CELLS.items()}
 
 
 def table() -> str:

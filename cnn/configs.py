@@ -36,7 +36,7 @@ A preset only sets defaults: flags given on the command line win.
 
 from typing import Any
 
-from nao_tf.errors import NaoError
+from nao_tf.common.errors import NaoError
 
 # What the NAO_pytorch V1 and V2 CIFAR recipes share (`train_cifar.py` and its scripts).
 _NAO_PYTORCH: dict[str, Any] = dict(

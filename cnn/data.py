@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.errors import DataError
+from nao_tf.common.errors import DataError
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 SOURCES = ("auto", "tfds", "pickle")

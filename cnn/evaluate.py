@@ -13,10 +13,10 @@ from typing import Any, Sequence
 
 from absl import flags
 
-from nao_tf import cli
-from nao_tf.errors import DataError, NaoError, StateError
-from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import restore
+from nao_tf.commands import cli
+from nao_tf.common.errors import DataError, NaoError, StateError
+from nao_tf.common.io import atomic_write_json, read_json
+from nao_tf.common.resume import restore
 
 
 
@@ -64,7 +64,7 @@ def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
     from cnn import data as data_lib
     from cnn import imagenet
     from cnn.training import OptimConfig, Trainer
-    from nao_tf.distribute import get_strategy
+    from nao_tf.runtime.distribute import get_strategy
 
     data_dir = fv.data_dir or settings["data_dir"]
     if settings.get("network") == "imagenet":

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.errors import DataError
+from nao_tf.common.errors import DataError
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # the original's torchvision Normalize
 STD = np.array([0.229, 0.224, 0.225], np.float32)

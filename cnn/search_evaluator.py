@@ -24,12 +24,13 @@ from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import CellArch
 from cnn.supernet import arch_tensor
 from cnn.training import Trainer
-from nao_tf import precision
-from nao_tf.divergence import divergence
-from nao_tf.errors import NaoError
-from nao_tf.distribute import checkpoint_manager, from_chief, summary_writer
-from nao_tf.run_dir import restore, write_scalars
-from nao_tf.search import Record, WeightSharingEvaluator
+from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
+from nao_tf.common.errors import NaoError
+from nao_tf.common.resume import restore
+from nao_tf.common.summaries import summary_writer, write_scalars
+from nao_tf.runtime import precision
+from nao_tf.runtime.distribute import checkpoint_manager, from_chief, is_chief
+from nao_tf.runtime.divergence import divergence
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SupernetSchedule:
 
     epochs: int = 150
     eval_every_epochs: int = 30
-    eval_epochs: tuple[int, ...] = ()  # instead of every eval_every_epochs (nao_tf.search)
+    eval_epochs: tuple[int, ...] = ()  # instead of every eval_every_epochs (nao_tf.algorithm.search)
     steps_per_epoch: int = 282  # ceil(45000 / 160)
     batch_size: int = 160  # global
     sample_policy: str = "uniform"
@@ -74,7 +75,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
             log(f"supernet: resumed from {latest} (step {trainer.step}, "
                 f"epoch {trainer.step / schedule.steps_per_epoch:.2f})")
         self.writer = summary_writer(os.path.join(output_dir, "tensorboard", "supernet"),
-                                     trainer.strategy)
+                                     is_chief(trainer.strategy))
         self._train_iterator = None
         n_eval = min(schedule.eval_images, len(data.valid))
         valid = type(data.valid)(data.valid.images[:n_eval], data.valid.labels[:n_eval])

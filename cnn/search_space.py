@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from nao_tf.errors import InvalidArchitectureError
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.common.errors import InvalidArchitectureError
 
 NUM_NODES = 5  # B
 NUM_CELL_INPUTS = 2
@@ -316,9 +316,9 @@ def space_for(arch: CellArch) -> CellSpace:
 
 
 def cell_graphs(arch: CellArch) -> list:
-    """The normal and the reduction cell of `arch` as `nao_tf.draw.CellGraph`s (DARTS-style
+    """The normal and the reduction cell of `arch` as `nao_tf.algorithm.draw.CellGraph`s (DARTS-style
     pictures: inputs c_{k-2}, c_{k-1}, nodes 0..4, output c_{k} = concat of the output nodes)."""
-    from nao_tf.draw import CellGraph
+    from nao_tf.algorithm.draw import CellGraph
 
     def name(i: int) -> str:
         return ("c_{k-2}", "c_{k-1}")[i] if i < NUM_CELL_INPUTS else str(i - NUM_CELL_INPUTS)

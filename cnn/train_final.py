@@ -8,7 +8,7 @@ original's `train_final`, and NAO_pytorch's `train_imagenet.py`).
 
 `--config` (nao_ws, naonet, the NAO_pytorch naonet_a_36 / naonet_b_36 / naonet_a_128 /
 naonet_v2_36, imagenet_mobile; see cnn/configs.py) sets the defaults of the original final scripts;
-flags given explicitly win. The command is `nao_tf.final_training`'s over this task (`TASK`):
+flags given explicitly win. The command is `nao_tf.commands.final_training`'s over this task (`TASK`):
 it writes into --output_dir flags.json, train_state.json, checkpoints/ (every epoch),
 tensorboard/, results.json, and export/ (a SavedModel for inference). Re-running the same
 command resumes after the last finished epoch; --overwrite starts fresh. With a TF_CONFIG naming
@@ -23,10 +23,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from nao_tf import cli, final_training
-from nao_tf.errors import NaoError
-from nao_tf.io import fingerprint
-from nao_tf.precision import PRECISION_HELP, PRECISIONS
+from nao_tf.algorithm.search_space import load_arch
+from nao_tf.commands import cli, final_training
+from nao_tf.common.errors import NaoError
+from nao_tf.common.io import fingerprint
+from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
 from cnn.configs import CONFIGS, preset
 from cnn.data import DATASETS, STANDARDIZATIONS
 from cnn.imagenet import TFDS_NAMES, image_size_for
@@ -129,7 +130,8 @@ class FinalConfig:
     eval_every_epochs: int = option(1, "Evaluate test (and valid) accuracy every k epochs.")
     log_every_steps: int = option(50, "Progress line and TensorBoard scalars every k steps.")
     keep_checkpoints: int = option(5, "Checkpoints kept (one per epoch).")
-    seed: int = option(0, "Random seed (weights, data order, augmentation); 0 = not fixed.")
+    seed: int = option(0, "Random seed (weights, data order, augmentation); 0 = not fixed.",
+                       identity=True)
 
 
 FLAG_SPECS = cli.config_flag_specs(FinalConfig)
@@ -187,10 +189,10 @@ def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any]
     check_config(c)
     from cnn import data as data_lib
     from cnn import imagenet
-    from cnn.cells import load_arch
-    from cnn.search_space import space_for
+    from cnn.cells import archs
+    from cnn.search_space import ANY_SPACE, space_for
 
-    arch, d = load_arch(c.network.arch), c.data
+    arch, d = load_arch(ANY_SPACE, c.network.arch, archs())[0], c.data
     if c.network.network == "imagenet":
         data = imagenet.load(d.dataset, d.data_dir, d.data_source,
                              imagenet.image_size_for(d.dataset, d.image_size))

@@ -34,14 +34,13 @@ from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
 from cnn.search_space import NAO_WS_SPACE, cell_graphs
 from cnn.supernet import Supernet
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
-from nao_tf import cli, weight_sharing_search
-from nao_tf.distribute import get_strategy
-from nao_tf.errors import NaoError
-from nao_tf.io import fingerprint
-from nao_tf.precision import PRECISION_HELP, PRECISIONS
-from nao_tf.search import EVAL_EPOCHS_HELP, parse_eval_epochs
+from nao_tf.algorithm.evaluators import EVAL_EPOCHS_HELP, parse_eval_epochs
+from nao_tf.commands import cli, weight_sharing_search
+from nao_tf.common.errors import NaoError
+from nao_tf.common.io import fingerprint
+from nao_tf.runtime.distribute import get_strategy
+from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
 
-_DATASETS = ["cifar10", "cifar100", "synthetic"]
 option = cli.option
 
 
@@ -49,7 +48,7 @@ option = cli.option
 class SearchDataConfig:
     """The CIFAR training split the supernet trains on, with the validation images held out."""
 
-    dataset: str = option("cifar10", "Dataset.", _DATASETS, identity=True)
+    dataset: str = option("cifar10", "Dataset.", data_lib.DATASETS, identity=True)
     data_dir: str = option("", "Directory with the python-pickle batches or a prepared "
                            "tensorflow-datasets directory (unused for synthetic).")
     data_source: str = option("auto", "How to read --data_dir.", ["auto", "tfds", "pickle"])

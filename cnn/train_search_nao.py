@@ -42,13 +42,12 @@ from cnn import train_final
 from cnn.configs import CONFIGS
 from cnn.data import CifarData
 from cnn.search_space import NAONET_19_SPACE, NAONET_SPACE, SPACES, CellArch, cell_graphs
-from nao_tf import cli, standalone_search
-from nao_tf.errors import NaoError
-from nao_tf.final_training import Diverged, train_epochs
-from nao_tf.io import fingerprint
-from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
+from nao_tf.commands import cli, standalone_search
+from nao_tf.common.errors import NaoError
+from nao_tf.common.io import fingerprint
+from nao_tf.runtime.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
+from nao_tf.runtime.train_loop import Diverged, train_epochs
 
-_DATASETS = ["cifar10", "cifar100", "synthetic"]
 # The per-architecture schedule: these settings of `cnn.train_final.FinalConfig`, with the
 # `nao_search` preset's values as defaults (cnn/configs.py).
 SCHEDULE = ("num_cells", "filters", "epochs", "batch_size", "eval_batch_size", "lr_max", "lr_min",
@@ -61,7 +60,7 @@ SCHEDULE_FLAGS = [(name, CONFIGS["nao_search"][name], f"Each candidate's trainin
 
 # (name, default, help[, enum values]) of the task's other flags.
 TASK_FLAGS: tuple[tuple, ...] = (
-    ("dataset", "cifar10", "Dataset.", _DATASETS),
+    ("dataset", "cifar10", "Dataset.", list(data_lib.DATASETS)),
     ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
      "directory (unused for synthetic)."),
     ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),

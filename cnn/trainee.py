@@ -1,13 +1,13 @@
-"""One CNN architecture's training, epoch by epoch (a `nao_tf.final_training.Trainee`): the
+"""One CNN architecture's training, epoch by epoch (a `nao_tf.runtime.train_loop.Trainee`): the
 final training (`cnn.train_final`) and every candidate of NAO without weight sharing
-(`cnn.train_search_nao`) run it under `nao_tf.final_training.train_epochs`, which checkpoints,
+(`cnn.train_search_nao`) run it under `nao_tf.runtime.train_loop.train_epochs`, which checkpoints,
 records and resumes.
 
 An epoch is `steps_per_epoch` steps of the data's training stream (a function of the seed and
 the step, so a resumed run continues the same stream), with a progress line (loss, accuracy,
 learning rate, images/s, ETA) and TensorBoard scalars every `log_every_steps`, then, every
 `eval_every_epochs` and at the end, top-1/top-5 accuracy and loss of each evaluation split. A loss
-that diverges (`nao_tf.divergence`) raises `Diverged`.
+that diverges (`nao_tf.runtime.divergence`) raises `Diverged`.
 """
 
 import time
@@ -19,11 +19,11 @@ import tensorflow as tf
 from cnn.data import CifarData
 from cnn.imagenet import ImageNetData
 from cnn.training import Trainer
-from nao_tf import precision
-from nao_tf.divergence import divergence
-from nao_tf.errors import NaoError
-from nao_tf.final_training import Diverged, Trainee, format_eta
-from nao_tf.run_dir import write_scalars
+from nao_tf.common.errors import NaoError
+from nao_tf.common.summaries import write_scalars
+from nao_tf.runtime import precision
+from nao_tf.runtime.divergence import divergence
+from nao_tf.runtime.train_loop import Diverged, Trainee, format_eta
 
 
 @dataclass

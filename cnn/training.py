@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import precision
-from nao_tf.distribute import build_optimizer
-from nao_tf.schedules import SGDR, Cosine, StepDecay
+from nao_tf.runtime import precision
+from nao_tf.runtime.distribute import build_optimizer
+from nao_tf.runtime.schedules import Cosine, SGDR, StepDecay
 
 
 @dataclass
@@ -43,7 +43,7 @@ class OptimConfig:
     grad_bound: float = 5.0  # 0 disables clipping
     aux_weight: float = 0.4
     label_smoothing: float = 0.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (nao_tf.precision)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (nao_tf.runtime.precision)
     seed: int = 0  # dropout and drop-path draws: a function of (seed, step, replica)
 
     @property
@@ -75,7 +75,7 @@ def disable_graph_optimizer() -> None:
 
 class Trainer:
     """Owns the model, optimizer and compiled steps; everything is built eagerly in `__init__`,
-    under `strategy.scope()`, before any traced step (see nao_tf.distribute).
+    under `strategy.scope()`, before any traced step (see nao_tf.runtime.distribute).
 
     One class for both networks: the final network (`NASNetwork`, called with the drop-path
     progress) and the weight-sharing supernet (`cnn.supernet.Supernet`), whose steps take the

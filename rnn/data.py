@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 from absl import flags
 
-from nao_tf import cli
-from nao_tf.errors import DataError
-from nao_tf.io import atomic_write_text
+from nao_tf.commands import cli
+from nao_tf.common.errors import DataError
+from nao_tf.common.io import atomic_write_text
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import cli
-from nao_tf.errors import NaoError, StateError
-from nao_tf.io import atomic_write_json, read_json
-from nao_tf.run_dir import restore
+from nao_tf.commands import cli
+from nao_tf.common.errors import NaoError, StateError
+from nao_tf.common.io import atomic_write_json, read_json
+from nao_tf.common.resume import restore
 from rnn.configs import build_model
 from rnn.data import batchify, read_corpus
 from rnn.search_space import RnnSearchSpace

@@ -1,4 +1,4 @@
-"""NAO-WS on language modelling: the supernet evaluator that `nao_tf.search.NAOSearch` drives.
+"""NAO-WS on language modelling: the supernet evaluator that `nao_tf.algorithm.search.NAOSearch` drives.
 
 `SupernetEvaluator.prepare(pool, iteration)` trains the supernet up to epoch
 (iteration + 1) · eval_every_epochs, one cell drawn uniformly from `pool` per step (the original's
@@ -24,14 +24,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import cli
-from nao_tf.distribute import barrier, from_chief, is_chief, summary_writer, writable_dir
-from nao_tf.divergence import divergence
-from nao_tf.errors import DataError, NaoError
-from nao_tf.io import atomic_write_json, read_json
-from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
-from nao_tf.run_dir import check_identity, require_record, restore, write_scalars
-from nao_tf.search import EVAL_EPOCHS_HELP, Record, WeightSharingEvaluator, parse_eval_epochs
+from nao_tf.algorithm.evaluators import (EVAL_EPOCHS_HELP, Record, WeightSharingEvaluator,
+                                         parse_eval_epochs)
+from nao_tf.commands import cli
+from nao_tf.common.errors import DataError, NaoError
+from nao_tf.common.io import atomic_write_json, read_json
+from nao_tf.common.resume import check_identity, require_record, restore
+from nao_tf.common.summaries import summary_writer, write_scalars
+from nao_tf.runtime.distribute import barrier, from_chief, is_chief, writable_dir
+from nao_tf.runtime.divergence import divergence
+from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP, policy
 from rnn.data import Corpus, batchify, get_batch
 from rnn.search_space import RnnCell, RnnSearchSpace
 from rnn.model import count_params
@@ -100,7 +102,7 @@ def validation_windows(stream: np.ndarray, windows: int, bptt: int,
 
 
 class SupernetEvaluator(WeightSharingEvaluator):
-    """Weight-sharing scores for `nao_tf.search` (see the module docstring).
+    """Weight-sharing scores for `nao_tf.algorithm.search` (see the module docstring).
 
     Writes into `directory`: `state.json` (epoch, step within the epoch, checkpoint name),
     `ckpt/` (weights and the carried hidden state) and TensorBoard scalars in `tb/`. Across
@@ -135,7 +137,7 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.manager = tf.train.CheckpointManager(
             self.ckpt, str(Path(writable_dir(str(self.dir), self.strategy)) / "ckpt"),
             max_to_keep=2)
-        self.writer = summary_writer(self.dir / "tb", self.strategy)
+        self.writer = summary_writer(self.dir / "tb", is_chief(self.strategy))
         self.num_params = count_params(self.model)
         self.state = self._load_or_init_state()
 

@@ -19,18 +19,15 @@ all) and the encoder folds each (node, activation) pair into one step (11 steps)
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from nao_tf.errors import InvalidArchitectureError
-from nao_tf.io import read_json
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.search_space import SearchSpace, load_arch
+from nao_tf.common.errors import InvalidArchitectureError
 
 if TYPE_CHECKING:
-    from nao_tf.draw import CellGraph
+    from nao_tf.algorithm.draw import CellGraph
 
 NUM_NODES = 11
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
@@ -173,10 +170,10 @@ class RnnSearchSpace(SearchSpace[RnnCell]):
 
 
 def cell_graphs(arch: RnnCell) -> list["CellGraph"]:
-    """The recurrent cell as one `nao_tf.draw.CellGraph` (for `best_arch.png`): x_t and h_{t-1}
+    """The recurrent cell as one `nao_tf.algorithm.draw.CellGraph` (for `best_arch.png`): x_t and h_{t-1}
     feed s_0 (the W_0 highway, tanh), node i reads s_{p_i} through its activation, and h_t is the
     mean of s_1..s_11 (the final cell's output)."""
-    from nao_tf.draw import CellGraph
+    from nao_tf.algorithm.draw import CellGraph
 
     edges = [("x_t", "0", ""), ("h_{t-1}", "0", "")]
     edges += [(str(p), str(i), ACTIVATIONS[a]) for i, (p, a) in enumerate(arch.nodes, 1)]
@@ -186,35 +183,10 @@ def cell_graphs(arch: RnnCell) -> list["CellGraph"]:
 
 
 def resolve_arch(value: str, nao_codes: bool = False) -> tuple[RnnCell, str]:
-    """The cell named by `--arch`, and where it came from.
-
-    `value` is a name in `NAMED_ARCHS`, a path to a search's `best_arch.json` (its `arch` key), or
-    a 22-int string. `nao_codes=True` reads a 22-int string (or JSON) in the NAO (no-WS) table.
-    """
+    """The cell named by `--arch` (a name in `NAMED_ARCHS`, a search's `best_arch.json` or a 22-int
+    string), and where it came from. `nao_codes=True` reads a 22-int string in the NAO (no-WS)
+    table."""
     space = RnnSearchSpace()
-    if value.upper() in NAMED_ARCHS:
-        return space.parse(NAMED_ARCHS[value.upper()]), value.upper()
-    if value.endswith(".json"):
-        if not os.path.exists(value):
-            raise InvalidArchitectureError(f"--arch={value}: file not found")
-        record = read_json(value)
-        if not isinstance(record, dict) or not isinstance(record.get("arch"), str):
-            raise InvalidArchitectureError(
-                f"{value}: expected a JSON object with an 'arch' string "
-                "(a search's best_arch.json)")
-        if record.get("space", space.name) != space.name:
-            raise InvalidArchitectureError(
-                f"{value}: architecture of space {record['space']!r}, expected {space.name!r}")
-        text = record["arch"]
-        source = f"{value} ({json.dumps(record.get('description', ''))})"
-    else:
-        text = value
-        source = "command line"
-    if nao_codes:
-        text = convert_nao_codes(text)
-    try:
-        return space.parse(text), source
-    except InvalidArchitectureError as err:
-        raise InvalidArchitectureError(
-            f"{err}. --arch takes a name ({', '.join(NAMED_ARCHS)}), a best_arch.json path, or 22 "
-            "integers 'p1 a1 ... p11 a11' with 0 <= p_i < i and a_i in 0..3") from None
+    if nao_codes and value.strip()[:1].isdigit():
+        value = convert_nao_codes(value)
+    return load_arch(space, value, {name: space.parse(text) for name, text in NAMED_ARCHS.items()})

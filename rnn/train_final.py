@@ -8,7 +8,7 @@ global-norm clipping 0.25, coupled weight decay, NT-ASGD (switch to weight avera
 validation loss has not improved on the best of all but the last `nonmono` epochs). Validation
 (batch 10) and the best checkpoint use the averaged weights once averaging is on.
 
-The command is `nao_tf.final_training`'s over this task (`TASK`): `--output_dir` receives
+The command is `nao_tf.commands.final_training`'s over this task (`TASK`): `--output_dir` receives
 flags.json, train_state.json, checkpoints/ (every epoch: raw weights, averaged weights, averaging
 counters), best/ (best validation model), tensorboard/, and results.json. Re-running the same
 command resumes after the last finished epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
@@ -23,21 +23,22 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import cli, final_training
-from nao_tf.distribute import (barrier, from_chief, strategy_for_batch, summary_writer,
-                               writable_dir)
-from nao_tf.divergence import divergence
-from nao_tf.errors import NaoError, StateError
-from nao_tf.final_training import Diverged, format_eta
-from nao_tf.io import fingerprint
-from nao_tf.precision import PRECISION_HELP, PRECISIONS, policy
-from nao_tf.run_dir import restore, write_scalars
+from nao_tf.commands import cli, final_training
+from nao_tf.common.errors import NaoError, StateError
+from nao_tf.common.io import fingerprint
+from nao_tf.common.resume import restore
+from nao_tf.common.summaries import summary_writer, write_scalars
+from nao_tf.runtime.distribute import (barrier, from_chief, is_chief, strategy_for_batch,
+                                       writable_dir)
+from nao_tf.runtime.divergence import divergence
+from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP, policy
+from nao_tf.runtime.train_loop import Diverged, Trainee, format_eta
 from rnn.configs import CONFIGS, build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
@@ -73,7 +74,7 @@ class TrainParams:
     beta: float = cli.option(1e-3, "temporal activation regularisation (TAR) weight")
     wdecay: float = cli.option(8e-7, "coupled L2 weight decay")
     nonmono: int = cli.option(5, "non-improving epochs before switching to averaged SGD")
-    seed: int = cli.option(1267, "random seed")
+    seed: int = cli.option(1267, "random seed", identity=True)
     log_interval: int = cli.option(200, "steps between progress lines")
     max_rollbacks: int = cli.option(3, "NaN rollbacks allowed in a row before the run stops")
     precision: str = cli.option("fp32", PRECISION_HELP, PRECISIONS)
@@ -82,9 +83,9 @@ class TrainParams:
     overwrite: bool = cli.option(False, "delete --output_dir and start fresh")
 
 
-class LMTrainee(final_training.Trainee):
+class LMTrainee(Trainee):
     """One cell's language model trained on a corpus, epoch by epoch (a
-    `nao_tf.final_training.Trainee`; see the module docstring). Its keys of the run's state:
+    `nao_tf.runtime.train_loop.Trainee`; see the module docstring). Its keys of the run's state:
     the validation history NT-ASGD reads, the best validation loss and epoch, the switch epoch."""
 
     def __init__(self, params: TrainParams, arch: RnnCell, arch_source: str, corpus: Corpus,
@@ -139,10 +140,13 @@ class LMTrainee(final_training.Trainee):
             "train/tokens_per_sec": tokens_per_s, "valid/loss": val_loss,
             "valid/ppl": perplexity(val_loss),
             "asgd": float(state["switched_at_epoch"] is not None)})
-        cli.say(f"end of epoch {epoch} | train ppl {perplexity(train_loss):.2f} | valid ppl "
-                f"{perplexity(val_loss):.2f} | best {perplexity(state['best_val_loss']):.2f} "
-                f"(epoch {state['best_epoch']})")
+        self.best = state["best_val_loss"], state["best_epoch"]
         return {"train_loss": train_loss, "valid_loss": val_loss, "tokens_per_sec": tokens_per_s}
+
+    def summary(self, record: Mapping[str, Any]) -> str:
+        return (f"train ppl {perplexity(record['train_loss']):.2f} | valid ppl "
+                f"{perplexity(record['valid_loss']):.2f} | best {perplexity(self.best[0]):.2f} "
+                f"(epoch {self.best[1]})")
 
     def _train(self, epoch: int, attempt: int, state: dict[str, Any]) -> tuple[float, float]:
         """One pass over the training stream; returns (mean loss, tokens/s)."""
@@ -185,7 +189,8 @@ class LMTrainee(final_training.Trainee):
         restore(self.best_ckpt, self.out / "best" / "model", exact=False)
         val_loss = self.lm.evaluate(self.valid_data, self.p.bptt)
         test_loss = self.lm.evaluate(self.test_data, self.p.bptt)
-        write_scalars(summary_writer(self.out / "tensorboard", self.strategy), state["epoch"],
+        writer = summary_writer(self.out / "tensorboard", is_chief(self.strategy))
+        write_scalars(writer, state["epoch"],
                       {"test/ppl": perplexity(test_loss)})
         return {
             "arch": self.space.to_string(self.arch), "space": self.space.name,

@@ -9,7 +9,7 @@ the pool scored by validation loss every 200 epochs, then a controller round (em
 LSTM 96, 4 x 200 MLP, dot attention, 1000 epochs) that generates 300 new cells with lambda up to
 30 from the top 100, plus 50 random ones. `--config=smoke` shrinks everything and, without
 `--data_dir`, generates a small corpus into `--output_dir/corpus`. The command is the shared
-`nao_tf.weight_sharing_search` with this module's `TASK`.
+`nao_tf.commands.weight_sharing_search` with this module's `TASK`.
 
 `--output_dir` receives flags.json, the search state and results (state.json, history.jsonl,
 pool.<i>.txt/.perf, best_arch.json, best_arch.png/.dot, tensorboard/), the controller checkpoint
@@ -27,12 +27,12 @@ from typing import Any
 import keras
 from absl import flags
 
-from nao_tf import cli, weight_sharing_search
-from nao_tf.controller import STYLES
-from nao_tf.distribute import strategy_for_batch, writable_dir
-from nao_tf.errors import NaoError
-from nao_tf.io import fingerprint
-from nao_tf.search import parse_eval_epochs
+from nao_tf.algorithm.controller import STYLES
+from nao_tf.algorithm.evaluators import parse_eval_epochs
+from nao_tf.commands import cli, weight_sharing_search
+from nao_tf.common.errors import NaoError
+from nao_tf.common.io import fingerprint
+from nao_tf.runtime.distribute import strategy_for_batch, writable_dir
 from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
@@ -108,7 +108,7 @@ def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
 
 def controller(fv: flags.FlagValues) -> dict[str, Any]:
     """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0, PyTorch's
-    initialisers, dropout and weight decay: `nao_tf.controller.STYLES`)."""
+    initialisers, dropout and weight decay: `nao_tf.algorithm.controller.STYLES`)."""
     p = params(fv)
     return dict(emb_size=p.controller_emb, hidden_size=p.controller_hidden, encoder_layers=1,
                 decoder_layers=1, mlp_layers=p.controller_mlp_layers,

@@ -34,11 +34,11 @@ from typing import Any
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import cli, standalone_search
-from nao_tf.errors import NaoError
-from nao_tf.final_training import Diverged, train_epochs
-from nao_tf.io import fingerprint
-from nao_tf.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
+from nao_tf.commands import cli, standalone_search
+from nao_tf.common.errors import NaoError
+from nao_tf.common.io import fingerprint
+from nao_tf.runtime.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
+from nao_tf.runtime.train_loop import Diverged, train_epochs
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
 from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes

@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import precision
-from nao_tf.distribute import build_optimizer
+from nao_tf.runtime import precision
+from nao_tf.runtime.distribute import build_optimizer
 from rnn.data import get_batch
 from rnn.model import tar_penalty
 
@@ -129,7 +129,7 @@ class LMStep:
     and their hidden states (all B states are gathered back after the step), gradients are
     averaged across replicas, clipped, decayed and applied as plain SGD
     (Keras SGD without momentum; with loss scaling when the model computes in float16, see
-    nao_tf.precision). The hidden state stays float32 between steps under every policy.
+    nao_tf.runtime.precision). The hidden state stays float32 between steps under every policy.
     Supernet only: `score(x, y, archs [K, n, 2])`, the summed NLL per cell (one trace for every
     K).
     """

@@ -4,7 +4,7 @@ This must happen before TensorFlow initialises its devices, hence at conftest im
 """
 
 import pytest
-from nao_tf import startup
+from nao_tf.runtime import startup
 
 startup.import_tensorflow()
 import tensorflow as tf  # noqa: E402

@@ -18,8 +18,8 @@ from cnn.model import NASNetwork
 from cnn.search_space import NAO_WS_SPACE
 from cnn.supernet import Supernet as CnnSupernet, arch_tensor
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
-from nao_tf import precision
-from nao_tf.run_dir import restore
+from nao_tf.common.resume import restore
+from nao_tf.runtime import precision
 from rnn.model import RNNModel
 from rnn.search_space import RnnSearchSpace
 from rnn.supernet import Supernet as RnnSupernet, arch_array

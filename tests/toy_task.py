@@ -10,9 +10,11 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import final_training, standalone_search, weight_sharing_search
-from nao_tf.benchmarks.synthetic import SyntheticSpace
-from nao_tf.search import Record, WeightSharingEvaluator
+from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
+from nao_tf.algorithm.search_space import load_arch
+from nao_tf.commands import final_training, standalone_search, weight_sharing_search
+from nao_tf.runtime import train_loop
+from nao_tf.spaces.synthetic import SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=2, choices=3)
 WIDTH = 16
@@ -100,7 +102,7 @@ class ToySupernet(WeightSharingEvaluator):
             record(arch, self.fitter.mse(arch))
 
 
-class ToyTrainee(final_training.Trainee):
+class ToyTrainee(train_loop.Trainee):
     """One architecture trained alone, epoch by epoch."""
 
     def __init__(self, arch, fv: flags.FlagValues):
@@ -113,7 +115,7 @@ class ToyTrainee(final_training.Trainee):
 
 
 def train_alone(fv: flags.FlagValues, dirs) -> standalone_search.Setup:
-    return standalone_search.Setup(lambda arch, device: final_training.train_epochs(
+    return standalone_search.Setup(lambda arch, device: train_loop.train_epochs(
         ToyTrainee(arch, fv), dirs.path(arch), tf.distribute.get_strategy(), fv.epochs
     )["history"][-1]["valid_mse"], None, "toy")
 
@@ -142,6 +144,6 @@ STANDALONE_TASK = standalone_search.StandaloneTask(
 FINAL_TASK = final_training.FinalTask(
     name="toy", flags=(("arch", "", "Architecture (the space's text form)."), *FLAGS),
     preset_names=(), preset=dict, identity=("arch", "lr", "seed"),
-    check=lambda fv, _: ({"arch": fv.arch, **settings(fv)[0]}, SPACE.parse(fv.arch)),
+    check=lambda fv, _: ({"arch": fv.arch, **settings(fv)[0]}, load_arch(SPACE, fv.arch)[0]),
     build=lambda fv, arch, _: ToyTrainee(arch, fv), advice=lambda fv: "lower --lr",
     finish=lambda fv, trainee, state, chief: {"valid_mse": state["history"][-1]["valid_mse"]})

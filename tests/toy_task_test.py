@@ -8,8 +8,8 @@ import re
 import pytest
 from absl import flags
 
-from nao_tf import standalone_search, weight_sharing_search
-from nao_tf.errors import NaoError
+from nao_tf.commands import standalone_search, weight_sharing_search
+from nao_tf.common.errors import NaoError
 from tests import toy_task
 
 

@@ -14,8 +14,8 @@ from absl import flags
 from cnn import train_final as cnn_final
 from cnn import train_search as cnn_search
 from cnn import train_search_nao as cnn_nao
-from nao_tf import standalone_search, weight_sharing_search
-from nao_tf.errors import NaoError
+from nao_tf.commands import standalone_search, weight_sharing_search
+from nao_tf.common.errors import NaoError
 from rnn import train_search as rnn_search
 from rnn import train_search_nao as rnn_nao
 from rnn import train_final as rnn_final
@@ -162,7 +162,7 @@ def test_bad_command_lines_are_one_error_line(args, message):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_leaves_a_resumable_state(tmp_path):
     args = ["--iterations=50", f"--output_dir={tmp_path}"]
-    child = _command("nao_tf.demo", *args)
+    child = _command("nao_tf.commands.demo", *args)
     for line in child.stdout:
         if line.startswith("iteration 1: train"):
             child.send_signal(signal.SIGINT)
@@ -172,7 +172,7 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_state(tmp_path):
     assert err == "interrupted; rerun the same command to resume\n"
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["iteration"] >= 1 and state["phase"] != "done"
-    rerun = _command("nao_tf.demo", *args)
+    rerun = _command("nao_tf.commands.demo", *args)
     first = rerun.stdout.readline()
     rerun.kill()
     rerun.wait(timeout=60)
@@ -182,7 +182,7 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_state(tmp_path):
 def test_data_identity_is_the_contents_not_the_path(tmp_path):
     import shutil
 
-    from nao_tf.run_dir import RunDir
+    from nao_tf.commands.run_dir import RunDir
     from rnn.data import write_generated_corpus
 
     first, other = write_generated_corpus(tmp_path / "a", seed=1), write_generated_corpus(

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from cnn import data as data_lib
-from nao_tf.errors import DataError
+from nao_tf.common.errors import DataError
 
 
 def _write_batch(path, n, num_classes=10, label_key=b"labels", seed=0):

@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import imagenet, train_final
-from nao_tf.errors import DataError, NaoError
+from nao_tf.common.errors import DataError, NaoError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--config=imagenet_mobile", "--image_size=32", "--use_aux_head=false", "--num_cells=1",

@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import train_final
-from nao_tf import final_training
+from nao_tf.commands import final_training
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start, start_workers)
 
@@ -99,7 +99,7 @@ def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, m
     """Both scorings of the pool and the supernet's weights after 20 steps: as one process of
     two replicas. The chief alone runs the controller and writes."""
     from cnn import train_search
-    from nao_tf import weight_sharing_search
+    from nao_tf.commands import weight_sharing_search
 
     scratch_before = scratch_dirs()
     out, single = tmp_path / "workers", tmp_path / "single"

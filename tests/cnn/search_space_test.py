@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from cnn.cells import CELLS, load_arch, named_arch
+from cnn.cells import CELLS, archs, named_arch
 from cnn.search_space import (ANY_SPACE, NAO_WS_SPACE, NAONET_19_SPACE, NAONET_SPACE, OPS,
                               space_for)
-from nao_tf.errors import InvalidArchitectureError
+from nao_tf.algorithm.search_space import load_arch
+from nao_tf.common.errors import InvalidArchitectureError
 
 NAO_WS = CELLS["nao_ws"].text
 
@@ -125,10 +126,13 @@ def test_load_arch_accepts_names_strings_and_best_arch_json(tmp_path):
     path = tmp_path / "best_arch.json"
     path.write_text(json.dumps({"space": "nao_ws", "arch": NAO_WS, "score": 0.9,
                                 "description": ""}))
-    assert load_arch(str(path)) == load_arch("NAO_WS") == load_arch(NAO_WS)
-    with pytest.raises(InvalidArchitectureError, match="unknown architecture name 'darts'"):
-        load_arch("darts")
+    def load(text):
+        return load_arch(ANY_SPACE, text, archs())[0]
+
+    assert load(str(path)) == load("NAO_WS") == load("nao-ws") == load(NAO_WS)
+    with pytest.raises(InvalidArchitectureError, match="--arch takes a name .*amoebanet_a"):
+        load("darts")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"arch": 3}))
     with pytest.raises(InvalidArchitectureError, match="'arch' string"):
-        load_arch(str(bad))
+        load(str(bad))

@@ -9,10 +9,11 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import evaluate, train_final
+from cnn.cells import archs
 from cnn.data import normalize, synthetic_splits
 from cnn.evaluate import load_trained_model
-from nao_tf import final_training
-from nao_tf.errors import NaoError
+from nao_tf.commands import final_training
+from nao_tf.common.errors import NaoError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_ARCH = ("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
@@ -131,8 +132,6 @@ def test_config_sets_defaults_and_explicit_flags_win():
     ("naonet_v2_36", "naonet_v2", 36, 5e-4, 0.8),  # NAO_V2 train_cifar.py defaults
 ])
 def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, drop_path):
-    from cnn.cells import load_arch
-
     f = _flags(train_final, [f"--config={config}"])
     final_training.apply_config(train_final.TASK, f)
     assert (f.arch, f.num_cells, f.filters, f.epochs, f.batch_size) == (arch, 6, filters, 600, 128)
@@ -142,4 +141,4 @@ def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, 
         (drop_path, 0.6, 16, 0.4)
     assert (f.lr_schedule, f.lr_max, f.lr_min, f.t0, f.t_mul, f.nesterov) == \
         ("sgdr", 0.025, 0.0, 600, 1, False)
-    load_arch(f.arch)
+    assert f.arch in archs()

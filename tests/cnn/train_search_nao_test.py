@@ -13,8 +13,8 @@ from absl import flags
 from cnn import train_search_nao
 from cnn.cells import CELLS
 from cnn.search_space import NAONET_SPACE
-from nao_tf import search_command, standalone_search
-from nao_tf.errors import DataError
+from nao_tf.commands import search_command, standalone_search
+from nao_tf.common.errors import DataError
 from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,7 +99,7 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
     import dataclasses
 
     from cnn import data as data_lib
-    from nao_tf.standalone import ArchDirs, StandaloneEvaluator
+    from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
 
     data = dataclasses.replace(data_lib.load("synthetic", split="search", num_valid=32,
                                              synthetic_sizes=(96, 0), seed=1), test=None)

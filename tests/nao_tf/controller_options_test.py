@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.controller import Controller, ControllerConfig
-from nao_tf.controller_train import ControllerTrainer, normalize_scores, predictor_loss_sum
-from nao_tf.errors import StateError
-from nao_tf.generate import ControllerInference, acquire, generate_new, step_sizes
-from nao_tf.metrics import paired_t_test, pairwise_accuracy, top_fraction_pairwise_accuracy
-from nao_tf.search import ControllerOptions, NAOSearch, SearchConfig
+from nao_tf.algorithm.controller import Controller, ControllerConfig
+from nao_tf.algorithm.controller_train import (ControllerTrainer, normalize_scores,
+                                               predictor_loss_sum)
+from nao_tf.algorithm.generate import ControllerInference, acquire, generate_new, step_sizes
+from nao_tf.algorithm.metrics import (paired_t_test, pairwise_accuracy,
+                                      top_fraction_pairwise_accuracy)
+from nao_tf.algorithm.search import NAOSearch, SearchConfig
+from nao_tf.commands.search_command import ControllerOptions
+from nao_tf.common.errors import StateError
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=4, choices=4)
 OBJECTIVE = SyntheticObjective(SPACE, seed=2)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nao_tf.benchmarks.synthetic import SyntheticSpace
-from nao_tf.controller import STYLES, Controller, ControllerConfig, dropout
-from nao_tf.controller_train import ControllerTrainer
+from nao_tf.algorithm.controller import Controller, ControllerConfig, STYLES, dropout
+from nao_tf.algorithm.controller_train import ControllerTrainer
+from nao_tf.spaces.synthetic import SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=5, choices=5)
 H = 16

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nao_tf.benchmarks.synthetic import SyntheticSpace
-from nao_tf.controller import Controller, ControllerConfig, FusedLSTM
-from nao_tf.controller_train import ControllerTrainer, normalize_scores
-from nao_tf.generate import ControllerInference, generate_new
-from nao_tf.metrics import hamming_distance, pairwise_accuracy
+from nao_tf.algorithm.controller import Controller, ControllerConfig, FusedLSTM
+from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.algorithm.generate import ControllerInference, generate_new
+from nao_tf.algorithm.metrics import hamming_distance, pairwise_accuracy
+from nao_tf.spaces.synthetic import SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=5, choices=5)
 _WEIGHTS = np.random.default_rng(7).normal(size=[SPACE.num_nodes, 2, SPACE.vocab_size])

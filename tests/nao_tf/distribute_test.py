@@ -3,8 +3,8 @@ import json
 import pytest
 import tensorflow as tf
 
-from nao_tf import distribute
-from nao_tf.errors import NaoError
+from nao_tf.common.errors import NaoError
+from nao_tf.runtime import distribute
 
 
 def _tf_config(monkeypatch, workers):
@@ -44,9 +44,9 @@ def test_on_one_machine_the_chiefs_word_is_the_own_and_calls_pass_through(two_re
     chief-driven evaluator makes each call once, with its own pool."""
     import numpy as np
 
-    from nao_tf.benchmarks.synthetic import SyntheticSpace
-    from nao_tf.chief_driven import ChiefDrivenEvaluator
-    from nao_tf.search import WeightSharingEvaluator
+    from nao_tf.spaces.synthetic import SyntheticSpace
+    from nao_tf.runtime.chief_driven import ChiefDrivenEvaluator
+    from nao_tf.algorithm.evaluators import WeightSharingEvaluator
 
     for strategy in (tf.distribute.get_strategy(), two_replicas):
         np.testing.assert_array_equal(distribute.from_chief(strategy, [[1, 2], [3, 4]]),

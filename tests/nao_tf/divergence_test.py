@@ -2,7 +2,7 @@
 
 import math
 
-from nao_tf.divergence import divergence
+from nao_tf.runtime.divergence import divergence
 
 
 def test_non_finite_and_blown_up_losses_diverge():

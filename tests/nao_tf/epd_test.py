@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def _data(tmp_path):
 
 
 def _epd(*args):
-    return subprocess.run([sys.executable, "-m", "nao_tf.epd", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "nao_tf.commands.epd", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -36,7 +36,7 @@ def test_evaluate_and_generate_need_a_trained_controller(tmp_path):
         assert run.returncode == 2, run.stderr
         assert run.stderr.strip() == (f"error: --model_dir={tmp_path / 'typo'} holds no trained "
                                       "controller (config.json and checkpoint); train one with "
-                                      "`python -m nao_tf.epd train` first")
+                                      "`python -m nao_tf.commands.epd train` first")
     assert not (tmp_path / "typo").exists()
 
 
@@ -44,7 +44,7 @@ def test_evaluate_and_generate_need_a_trained_controller(tmp_path):
 def test_a_killed_train_resumes_without_redoing_finished_epochs(tmp_path):
     args = ["train", *_data(tmp_path), f"--model_dir={tmp_path / 'epd'}", "--epochs=100",
             "--save_every_epochs=10", "--controller_batch_size=10"]
-    child = subprocess.Popen([sys.executable, "-m", "nao_tf.epd", *args], cwd=ROOT, text=True,
+    child = subprocess.Popen([sys.executable, "-m", "nao_tf.commands.epd", *args], cwd=ROOT, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in child.stdout:
         if line.startswith("epoch 50:"):  # printed every 50 epochs, after the save

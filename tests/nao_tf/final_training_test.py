@@ -3,12 +3,14 @@ settings a rerun must keep, and rollback after a diverged epoch."""
 
 import dataclasses
 import json
+import re
 
 import pytest
 from absl import flags
 
-from nao_tf import final_training
-from nao_tf.errors import NaoError, StateError
+from nao_tf.commands import final_training
+from nao_tf.common.errors import NaoError, StateError
+from nao_tf.runtime import train_loop
 from tests import toy_task
 
 ARCH = toy_task.SPACE.to_string(toy_task.SPACE.sample(__import__("numpy").random.default_rng(3)))
@@ -27,9 +29,12 @@ def test_a_toy_architecture_trains_resumes_and_keeps_its_settings(tmp_path, caps
     first = _run(task, tmp_path, "--epochs=2")
     assert [r["epoch"] for r in first["history"]] == [1, 2] and first["finished"]
     assert json.loads((tmp_path / "results.json").read_text()) == first
-    capsys.readouterr()
+    assert re.search(r"^epoch 2/2: valid_mse [0-9.]+ \| [0-9.]+s, ETA 0:00:00$",
+                     capsys.readouterr().out, re.M)  # the skeleton's progress line
     longer = _run(task, tmp_path, "--epochs=4")  # the epoch count may grow on a rerun
-    assert f"resumed from {tmp_path}/checkpoints/ckpt-2: epoch 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"resumed from {tmp_path}/checkpoints/ckpt-2: epoch 2" in out
+    assert re.search(r"^epoch 3/4: valid_mse [0-9.]+ \| [0-9.]+s, ETA 0:00:0\d$", out, re.M)
     assert longer["resumed_from_epoch"] == 2 and longer["epochs"] == 4
     assert longer["history"][:2] == first["history"]
     assert longer["valid_mse"] < longer["history"][0]["valid_mse"]  # it learns
@@ -49,7 +54,7 @@ class _Diverging(toy_task.ToyTrainee):
         self.calls.append((epoch, attempt))
         if epoch == 2 and (self.times is None or attempt < self.times):
             self.fitter.epoch(lambda: self.arch)  # the weights move, then the loss "diverges"
-            raise final_training.Diverged(f"training loss is nan at epoch {epoch}")
+            raise train_loop.Diverged(f"training loss is nan at epoch {epoch}")
         return super().train_epoch(epoch, attempt, state, writer)
 
 
@@ -70,3 +75,15 @@ def test_a_diverged_epoch_rolls_back_then_stops_with_the_advice(tmp_path, times)
     assert trainee.calls == [(1, 0), (2, 0), (2, 1)]
     assert json.loads((tmp_path / "train_state.json").read_text())["epoch"] == 1
     assert not (tmp_path / "results.json").exists()
+
+
+def test_arch_may_be_a_searchs_best_arch_json(tmp_path):
+    best = tmp_path / "best_arch.json"
+    best.write_text(json.dumps({"space": toy_task.SPACE.name, "arch": ARCH, "score": 0.1}))
+    values = flags.FlagValues()
+    final_training.define_flags(toy_task.FINAL_TASK, values)
+    values(["prog", f"--output_dir={tmp_path / 'run'}", f"--arch={best}", "--epochs=1"])
+    assert final_training.run(toy_task.FINAL_TASK, values)["epochs"] == 1
+    values.arch = str(tmp_path / "missing.json")
+    with pytest.raises(NaoError, match="missing.json: file not found"):
+        final_training.run(toy_task.FINAL_TASK, values)

@@ -11,11 +11,11 @@ from cnn.model import NASNetwork
 from cnn.search_space import ANY_SPACE, NAO_WS_SPACE
 from cnn.supernet import Supernet, arch_tensor
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
-from nao_tf.benchmarks.synthetic import SyntheticSpace
-from nao_tf.controller import Controller, ControllerConfig
-from nao_tf.controller_train import ControllerTrainer
-from nao_tf.generate import ControllerInference
-from nao_tf.gpu_kernels import ops_without_gpu_kernel
+from nao_tf.algorithm.controller import Controller, ControllerConfig
+from nao_tf.algorithm.controller_train import ControllerTrainer
+from nao_tf.algorithm.generate import ControllerInference
+from nao_tf.runtime.gpu_kernels import ops_without_gpu_kernel
+from nao_tf.spaces.synthetic import SyntheticSpace
 from rnn.model import RNNModel
 from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
 from rnn.supernet import Supernet as RnnSupernet

@@ -1,4 +1,6 @@
-from nao_tf import io
+import os
+
+from nao_tf.common import io
 
 
 def test_large_data_is_fingerprinted_by_names_and_sizes(tmp_path, monkeypatch):
@@ -15,3 +17,15 @@ def test_large_data_is_fingerprinted_by_names_and_sizes(tmp_path, monkeypatch):
     (tmp_path / "a").write_bytes(b"123456")
     assert io.fingerprint(tmp_path) != large  # sizes are
     assert io.fingerprint("") == io.fingerprint(tmp_path / "missing") == ""
+
+
+def test_files_are_written_with_the_process_umask(tmp_path):
+    before = os.umask(0o022)
+    try:
+        io.atomic_write_json(tmp_path / "best_arch.json", {"arch": "x"})
+        assert (tmp_path / "best_arch.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        io.atomic_write_text(tmp_path / "private.txt", "x")
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(before)

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r "
                                         "requirements-cluster.txt)")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from nao_tf import standalone_search  # noqa: E402
+from nao_tf.commands import standalone_search  # noqa: E402
 from tests import toy_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

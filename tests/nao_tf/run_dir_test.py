@@ -5,10 +5,11 @@ import json
 import pytest
 import tensorflow as tf
 
-from nao_tf.errors import DataError, StateError
-from nao_tf.io import read_json
-from nao_tf.run_dir import (RunDir, check_identity, latest_checkpoint, require_record, restore,
-                            write_scalars)
+from nao_tf.commands.run_dir import RunDir
+from nao_tf.common.errors import DataError, StateError
+from nao_tf.common.io import read_json
+from nao_tf.common.resume import check_identity, latest_checkpoint, require_record, restore
+from nao_tf.common.summaries import write_scalars
 
 
 def test_a_new_run_records_its_settings(tmp_path):

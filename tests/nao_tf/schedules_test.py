@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nao_tf.schedules import SGDR, Cosine
+from nao_tf.runtime.schedules import Cosine, SGDR
 
 
 def _reference_sgdr(epoch, lr_max, lr_min, t0, t_mul):

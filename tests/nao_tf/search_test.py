@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.controller import ControllerConfig
-from nao_tf.errors import StateError
-from nao_tf.search import Evaluator, NAOSearch, SearchConfig
+from nao_tf.algorithm.controller import ControllerConfig
+from nao_tf.algorithm.evaluators import Evaluator
+from nao_tf.algorithm.search import NAOSearch, SearchConfig
+from nao_tf.common.errors import StateError
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=3, choices=4)
 OBJECTIVE = SyntheticObjective(SPACE, seed=3)
@@ -177,7 +178,7 @@ def test_state_of_a_different_search_is_refused(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     def demo(output_dir):
-        return [sys.executable, "-m", "nao_tf.demo", f"--output_dir={output_dir}", "--iterations=2",
+        return [sys.executable, "-m", "nao_tf.commands.demo", f"--output_dir={output_dir}", "--iterations=2",
                 "--seed_archs=40", "--new_archs=20", "--controller_epochs=5"]
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -270,7 +271,7 @@ def test_imported_scores_lead_the_first_pool_and_are_not_evaluated_again(tmp_pat
 
 
 def test_best_architecture_is_drawn_after_every_evaluation(tmp_path):
-    from nao_tf.draw import CellGraph
+    from nao_tf.algorithm.draw import CellGraph
 
     def graphs(arch):
         nodes = [f"n{i}" for i in range(len(arch))]
@@ -291,8 +292,8 @@ def test_best_architecture_is_drawn_after_every_evaluation(tmp_path):
 def test_a_beam_search_decodes_the_new_architectures(tmp_path, monkeypatch):
     """`beam_width` (`--beam_width` of every search command): the search decodes with
     `beam_decode` of that width (recorded when the decoding function is traced)."""
-    from nao_tf import generate
-    from nao_tf.search import ControllerOptions
+    from nao_tf.algorithm import generate
+    from nao_tf.commands.search_command import ControllerOptions
 
     assert ControllerOptions(beam_width=3).split()[1]["beam_width"] == 3
     widths, real = [], generate.beam_decode
@@ -310,8 +311,8 @@ def test_a_beam_search_decodes_the_new_architectures(tmp_path, monkeypatch):
                                            ("30,60", "end at --epochs=150"),
                                            ("0,150", "positive")])
 def test_a_bad_list_of_scoring_epochs_is_one_line(text, message):
-    from nao_tf.errors import NaoError
-    from nao_tf.search import parse_eval_epochs
+    from nao_tf.common.errors import NaoError
+    from nao_tf.algorithm.evaluators import parse_eval_epochs
 
     assert parse_eval_epochs("30, 60,90,120,150", 150) == (30, 60, 90, 120, 150)
     assert parse_eval_epochs("", 150) == ()

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.controller import ControllerConfig
-from nao_tf.errors import DataError, NaoError
-from nao_tf.search import NAOSearch, SearchConfig
-from nao_tf.standalone import ArchDirs, StandaloneEvaluator, TrainingDiverged, read_imported
+from nao_tf.algorithm.controller import ControllerConfig
+from nao_tf.algorithm.search import NAOSearch, SearchConfig
+from nao_tf.common.errors import DataError, NaoError
+from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator, TrainingDiverged, read_imported
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=3, choices=4)
 OBJECTIVE = SyntheticObjective(SPACE, seed=3)

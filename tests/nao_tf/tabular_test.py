@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nao_tf.benchmarks.nasbench201 import OPS, NasBench201Space, canonical
-from nao_tf.benchmarks.tabular import (NaoSettings, QueryCounter, Table, format_table,
-                                       predictor_quality, random_search, regularized_evolution,
-                                       run_methods)
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.errors import DataError, InvalidArchitectureError, StateError
+from nao_tf.benchmarks.baselines import random_search, regularized_evolution
+from nao_tf.benchmarks.nao_on_table import NaoSettings, predictor_quality
+from nao_tf.benchmarks.study import format_table, run_methods
+from nao_tf.benchmarks.table import QueryCounter, Table
+from nao_tf.common.errors import DataError, InvalidArchitectureError, StateError
+from nao_tf.spaces.nasbench201 import NasBench201Space, OPS, canonical
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 SPACE = NasBench201Space()
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from nao_tf.errors import DataError
+from nao_tf.common.errors import DataError
 from rnn.data import EOS, batchify, get_batch, read_corpus, split_file
 
 

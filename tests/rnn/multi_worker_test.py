@@ -86,7 +86,7 @@ SEARCH_ARGS = ["--config=smoke", "--epochs=2", "--eval_every_epochs=1", "--batch
 
 @pytest.mark.slow
 def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, monkeypatch):
-    from nao_tf import weight_sharing_search
+    from nao_tf.commands import weight_sharing_search
     from rnn import train_search
 
     out, single = tmp_path / "workers", tmp_path / "single"

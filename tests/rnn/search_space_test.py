@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from nao_tf.errors import InvalidArchitectureError
+from nao_tf.common.errors import InvalidArchitectureError
 from rnn.search_space import (ACTIVATIONS, NAMED_ARCHS, RnnSearchSpace, convert_nao_codes,
                               resolve_arch)
 

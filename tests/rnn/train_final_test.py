@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import final_training
-from nao_tf.distribute import strategy_for_batch
-from nao_tf.errors import DataError, StateError
+from nao_tf.commands import final_training
+from nao_tf.common.errors import DataError, StateError
+from nao_tf.runtime import train_loop
+from nao_tf.runtime.distribute import strategy_for_batch
 from rnn import train_final
 from rnn.evaluate import evaluate_run
 from rnn.train_final import TrainParams
@@ -33,7 +34,7 @@ def _train(corpus_dir, out, **overrides):
 
 
 def _trainee(corpus_dir, out, **overrides):
-    """The trainee alone, to be driven by `final_training.train_epochs` with its parts patched."""
+    """The trainee alone, to be driven by `train_loop.train_epochs` with its parts patched."""
     params = _params(corpus_dir, out, **overrides)
     strategy = strategy_for_batch(params.batch_size)
     _, data = train_final.check(params, strategy)
@@ -41,7 +42,7 @@ def _trainee(corpus_dir, out, **overrides):
 
 
 def _run(trainee, **kwargs):
-    return final_training.train_epochs(trainee, trainee.out, trainee.strategy, trainee.p.epochs,
+    return train_loop.train_epochs(trainee, trainee.out, trainee.strategy, trainee.p.epochs,
                                        max_rollbacks=trainee.p.max_rollbacks, **kwargs)
 
 
@@ -129,7 +130,7 @@ def test_nan_rolls_back_to_the_last_good_checkpoint(corpus_dir, tmp_path):
 def test_nan_rollback_is_bounded(corpus_dir, tmp_path):
     trainer = _trainee(corpus_dir, tmp_path / "run", epochs=3, max_rollbacks=2)
     calls = _poison_before(trainer, {2: None})  # epoch 2 always diverges
-    with pytest.raises(final_training.Diverged,
+    with pytest.raises(train_loop.Diverged,
                        match="rolled back to the epoch-1 checkpoint 2 times"):
         _run(trainer)
     assert calls == [(1, 0), (2, 0), (2, 1), (2, 2)]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from nao_tf import standalone_search
-from nao_tf.errors import DataError
-from nao_tf.standalone import ArchDirs, StandaloneEvaluator
+from nao_tf.commands import standalone_search
+from nao_tf.common.errors import DataError
+from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
 from rnn import train_search_nao
 from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
 from tests import uninterrupted

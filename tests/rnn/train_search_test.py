@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from nao_tf.errors import DataError, NaoError, StateError
+from nao_tf.common.errors import DataError, NaoError, StateError
 from rnn.data import read_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams, validation_windows
 from rnn.search_space import RnnSearchSpace, resolve_arch
-from nao_tf import search_command, weight_sharing_search
+from nao_tf.commands import search_command, weight_sharing_search
 from rnn.train_search import TASK, SearchParams, check_params, params
 from rnn.training import search_windows
 from tests import uninterrupted

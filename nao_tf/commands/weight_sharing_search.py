@@ -8,7 +8,7 @@ supernet evaluator, its flags and presets (`WeightSharingTask`); this module sup
              record the settings -> build the supernet evaluator -> rounds of (train the supernet,
              score the pool, train the controller, generate), best_arch.json
 
-The evaluator (`nao_tf.search.WeightSharingEvaluator`) owns the number of rounds: the pool is
+The evaluator (`nao_tf.algorithm.evaluators.WeightSharingEvaluator`) owns the number of rounds: the pool is
 scored every `eval_every_epochs` supernet epochs and at the end. Writes into --output_dir: the
 settings record, state.json and history.jsonl (the search, resumable), pool.<i>.txt/.perf,
 best_arch.json/.png/.dot, controller/, tensorboard/, and the evaluator's supernet files. Killed at
@@ -24,15 +24,16 @@ from typing import Any, Callable, Mapping, Sequence
 import tensorflow as tf
 from absl import flags
 
-from nao_tf import cli, search_command
-from nao_tf.chief_driven import ChiefDrivenEvaluator, follow_chief
-from nao_tf.controller import ControllerConfig
-from nao_tf.distribute import is_chief, multi_worker_strategy, prepare_run_dir
-from nao_tf.errors import InvalidArchitectureError, NaoError
-from nao_tf.io import read_lines
-from nao_tf.run_dir import RunDir
-from nao_tf.search import NAOSearch, SearchConfig, SearchResult, WeightSharingEvaluator
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.controller import ControllerConfig
+from nao_tf.algorithm.evaluators import WeightSharingEvaluator
+from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.commands import cli, search_command
+from nao_tf.commands.run_dir import RunDir, prepare_run_dir
+from nao_tf.common.errors import InvalidArchitectureError, NaoError
+from nao_tf.common.io import read_lines
+from nao_tf.runtime.chief_driven import ChiefDrivenEvaluator, follow_chief
+from nao_tf.runtime.distribute import is_chief, multi_worker_strategy
 
 # The command's own flags; the search loop's are `search_command.LOOP_FLAGS`.
 SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
@@ -118,7 +119,7 @@ def controller_config(task: WeightSharingTask, fv: flags.FlagValues) -> Controll
 def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult | None:
     """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult` (None on a
     worker other than the chief of a multi-worker job, which only follows the chief's supernet
-    calls: `nao_tf.chief_driven`)."""
+    calls: `nao_tf.runtime.chief_driven`)."""
     search_command.apply_config(task.presets, fv)
     check_flags(fv)
     workers = multi_worker_strategy()  # first: it must precede every other TensorFlow op

@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from nao_tf.errors import InvalidArchitectureError
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.common.errors import InvalidArchitectureError
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = tuple((i, j) for i in range(1, 4) for j in range(i))  # (to node, from node), string order

@@ -1,6 +1,6 @@
 """A minute-long NAO search on the synthetic space, offline: the controller core end to end.
 
-    python -m nao_tf.demo --output_dir=runs/demo
+    python -m nao_tf.commands.demo --output_dir=runs/demo
 
 Searches `SyntheticSpace` against its hidden `SyntheticObjective` (a stand-in for accuracy), prints
 per iteration the predictor's pairwise accuracy on architectures it has not been trained on and
@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 from absl import flags
 
-from nao_tf import cli
-from nao_tf.benchmarks.synthetic import SyntheticObjective, SyntheticSpace
-from nao_tf.controller import ControllerConfig
-from nao_tf.search import Evaluator, NAOSearch, Record, SearchConfig
+from nao_tf.algorithm.controller import ControllerConfig
+from nao_tf.algorithm.evaluators import Evaluator, Record
+from nao_tf.algorithm.search import NAOSearch, SearchConfig
+from nao_tf.commands import cli
+from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 FLAGS = flags.FLAGS
 FLAG_SPECS: tuple[cli.FlagSpec, ...] = (

@@ -1,6 +1,6 @@
 """NAO without weight sharing on a Ray cluster: each candidate trains as one Ray task.
 
-`RayEvaluator` is `nao_tf.standalone.StandaloneEvaluator` with the worker threads replaced by Ray
+`RayEvaluator` is `nao_tf.runtime.standalone.StandaloneEvaluator` with the worker threads replaced by Ray
 tasks (`ray.remote`, one GPU each on a cluster with GPUs, else `cpus` CPUs), placed by Ray on any
 node of the cluster. The driver stays the only writer of the search: a task returns its score to
 the driver, which applies the divergence policy, saves `score.json` and records the score. A
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nao_tf.errors import NaoError
-from nao_tf.search import Record
-from nao_tf.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, train_candidate
+from nao_tf.algorithm.evaluators import Record
+from nao_tf.common.errors import NaoError
+from nao_tf.runtime.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, train_candidate
 
 ROOT = Path(__file__).resolve().parents[1]  # what a worker must import the project from
 INSTALL_HINT = "pip install -r requirements-cluster.txt"

@@ -2,9 +2,9 @@
 
 The original's `epd/main.py` workflow, generic over search spaces:
 
-    python -m nao_tf.epd train --space=nasbench201 --archs=archs.txt --scores=scores.txt --model_dir=epd
-    python -m nao_tf.epd evaluate --space=nasbench201 --archs=test.txt --scores=test_scores.txt --model_dir=epd
-    python -m nao_tf.epd generate --space=nasbench201 --archs=top100.txt --model_dir=epd \\
+    python -m nao_tf.commands.epd train --space=nasbench201 --archs=archs.txt --scores=scores.txt --model_dir=epd
+    python -m nao_tf.commands.epd evaluate --space=nasbench201 --archs=test.txt --scores=test_scores.txt --model_dir=epd
+    python -m nao_tf.commands.epd generate --space=nasbench201 --archs=top100.txt --model_dir=epd \\
         --lambdas=10,20,30 --output=new
 
 Architectures are read one per line in the space's text format (`--format=arch`) or as controller
@@ -27,13 +27,14 @@ from typing import Sequence
 import numpy as np
 from absl import flags
 
-from nao_tf import cli, io
-from nao_tf.controller import Controller, ControllerConfig
-from nao_tf.controller_train import ControllerTrainer, normalize_scores
-from nao_tf.errors import DataError, InvalidArchitectureError
-from nao_tf.generate import ControllerInference, generate_new
-from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
-from nao_tf.search_space import SearchSpace, load_space
+from nao_tf.algorithm.controller import Controller, ControllerConfig
+from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.algorithm.generate import ControllerInference, generate_new
+from nao_tf.algorithm.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.algorithm.search_space import SearchSpace, load_space
+from nao_tf.commands import cli
+from nao_tf.common import io
+from nao_tf.common.errors import DataError, InvalidArchitectureError
 
 FLAGS = flags.FLAGS
 FLAG_SPECS: tuple[cli.FlagSpec, ...] = (
@@ -160,7 +161,7 @@ def load_trained_controller(space: SearchSpace, model_dir: Path) -> tuple[Contro
     is an error, not an untrained controller."""
     if not (model_dir / "config.json").exists() or not (model_dir / "checkpoint.index").exists():
         raise DataError(f"--model_dir={model_dir} holds no trained controller (config.json and "
-                        "checkpoint); train one with `python -m nao_tf.epd train` first")
+                        "checkpoint); train one with `python -m nao_tf.commands.epd train` first")
     return load_controller(space, model_dir)
 
 

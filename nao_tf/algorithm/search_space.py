@@ -11,11 +11,12 @@ branches of a CNN node.
 """
 
 import abc
-from typing import Generic, Hashable, Iterable, Sequence, TypeVar
+from typing import Generic, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from nao_tf.errors import InvalidArchitectureError
+from nao_tf.common.errors import DataError, InvalidArchitectureError
+from nao_tf.common.io import read_json
 
 Arch = TypeVar("Arch", bound=Hashable)
 
@@ -158,8 +159,8 @@ class SearchSpace(abc.ABC, Generic[Arch]):
 
 
 BUILTIN_SPACES = {
-    "nasbench201": "nao_tf.benchmarks.nasbench201:NasBench201Space",
-    "synthetic": "nao_tf.benchmarks.synthetic:SyntheticSpace",
+    "nasbench201": "nao_tf.spaces.nasbench201:NasBench201Space",
+    "synthetic": "nao_tf.spaces.synthetic:SyntheticSpace",
 }
 
 
@@ -181,3 +182,37 @@ def load_space(name: str) -> SearchSpace:
     if not isinstance(space, SearchSpace):
         raise InvalidArchitectureError(f"{name!r} did not give a SearchSpace (got {type(space).__name__})")
     return space
+
+
+def load_arch(space: SearchSpace, text: str,
+              names: Mapping[str, Arch] | None = None) -> tuple[Arch, str]:
+    """The architecture `--arch=text` gives in `space`, and where it came from: a key of `names`
+    (published cells; case, '-' and '_' alike), the path of a search's `best_arch.json` (its
+    `arch`), or the space's own text form. Stops with one line naming what is wrong."""
+    def key(name: str) -> str:
+        return name.strip().lower().replace("-", "_")
+
+    text, named = text.strip(), {key(k): v for k, v in (names or {}).items()}
+    if key(text) in named:
+        return named[key(text)], key(text)
+    if text.endswith(".json"):
+        try:
+            record = read_json(text)
+        except DataError as err:
+            raise InvalidArchitectureError(f"--arch={err}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("arch"), str):
+            raise InvalidArchitectureError(f"{text}: expected a JSON object with an 'arch' string "
+                                           "(a search's best_arch.json)")
+        try:
+            return space.parse(record["arch"]), f"{text} ({record.get('description', '')!r})"
+        except InvalidArchitectureError as err:
+            raise InvalidArchitectureError(f"{text}: {err} (written for space "
+                                           f"{record.get('space')!r})") from None
+    choices = (f"a name ({', '.join(sorted(named))}), " if named else "") + \
+        f"the {space.name} text form or the path of a best_arch.json"
+    if not text:
+        raise InvalidArchitectureError(f"empty architecture; give {choices}")
+    try:
+        return space.parse(text), "command line"
+    except InvalidArchitectureError as err:
+        raise InvalidArchitectureError(f"{err}; --arch takes {choices}") from None

@@ -10,8 +10,8 @@ Swapping a node's two branches gives the same architecture (the NAO symmetry).
 
 import numpy as np
 
-from nao_tf.errors import InvalidArchitectureError
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.common.errors import InvalidArchitectureError
 
 Arch = tuple[int, ...]
 

@@ -16,7 +16,6 @@ re-scores an architecture whose score was recorded; with deterministic evaluator
 ends exactly as an uninterrupted one.
 """
 
-import abc
 import dataclasses
 import hashlib
 import json
@@ -24,88 +23,24 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from nao_tf import cli, io
-from nao_tf.controller import STYLES, Controller, ControllerConfig
-from nao_tf.controller_train import ControllerTrainer, normalize_scores
-from nao_tf.draw import CellGraph, render_png, to_dot
-from nao_tf.errors import DataError, NaoError, StateError
-from nao_tf.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
-from nao_tf.metrics import hamming_distance, kendall_tau, pairwise_accuracy
-from nao_tf.run_dir import check_identity, write_scalars
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.controller import Controller, ControllerConfig
+from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores
+from nao_tf.algorithm.draw import CellGraph, render_png, to_dot
+from nao_tf.algorithm.evaluators import Arch, Evaluator
+from nao_tf.algorithm.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
+from nao_tf.algorithm.metrics import hamming_distance, kendall_tau, pairwise_accuracy
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.common import io
+from nao_tf.common.errors import DataError, StateError
+from nao_tf.common.resume import check_identity
+from nao_tf.common.summaries import write_scalars
 
-Arch = Hashable
-# record(arch, score, failed=False): `failed` marks a score that is the evaluator's stand-in for
-# an architecture that could not be trained (it diverged), not a measurement.
-Record = Callable[..., None]
 PHASES = ("evaluate", "train", "generate", "done")
-
-
-class Evaluator(abc.ABC):
-    """Scores architectures. `higher_is_better` gives the direction of the score (accuracy:
-    True; error, loss, perplexity: False); `rescore_pool` is True when a score depends on the
-    iteration (weight sharing), so the whole pool is scored again every iteration."""
-
-    higher_is_better: bool = True
-    rescore_pool: bool = False
-
-    def prepare(self, pool: Sequence[Arch], iteration: int) -> None:
-        """Called at the start of every evaluation phase (also when a run resumes into one) with
-        the whole current pool. Weight-sharing evaluators train their supernet here; they must
-        keep their own checkpoint so that a second call for the same iteration does no work."""
-
-    @abc.abstractmethod
-    def evaluate(self, archs: Sequence[Arch], iteration: int, record: Record) -> None:
-        """Scores `archs`, calling `record(arch, score)` for each as soon as it is known."""
-
-
-class WeightSharingEvaluator(Evaluator):
-    """A supernet evaluator: `prepare` trains the shared weights up to the epoch at which the pool
-    is scored (`evaluation_epoch`), and the evaluator owns the number of controller rounds."""
-
-    rescore_pool = True
-    epochs: int  # supernet training epochs in all
-    eval_every_epochs: int  # the pool is scored after every this many epochs, and at the end
-    eval_epochs: tuple[int, ...] = ()  # or after exactly these epochs (`parse_eval_epochs`)
-
-    @property
-    def iterations(self) -> int:
-        """Controller rounds: one after every scoring but the last (ceil(epochs / every) - 1)."""
-        if self.eval_epochs:
-            return len(self.eval_epochs) - 1
-        return max(math.ceil(self.epochs / self.eval_every_epochs) - 1, 0)
-
-    def evaluation_epoch(self, iteration: int) -> int:
-        """The supernet epoch after which iteration `iteration`'s pool is scored."""
-        if self.eval_epochs:
-            return self.eval_epochs[min(iteration, len(self.eval_epochs) - 1)]
-        return min((iteration + 1) * self.eval_every_epochs, self.epochs)
-
-
-EVAL_EPOCHS_HELP = ("Score the pool after exactly these supernet epochs (comma-separated, "
-                    "increasing, the last one = --epochs; the TF original's list-valued "
-                    "schedule); '' = every --eval_every_epochs.")
-
-
-def parse_eval_epochs(text: str, epochs: int) -> tuple[int, ...]:
-    """`--eval_epochs` ("30,60,90,120,150") as a tuple; () for ''. Stops with one line unless the
-    epochs are positive, increasing and end at `epochs`."""
-    if not text.strip():
-        return ()
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise NaoError(f"--eval_epochs={text!r} must be comma-separated whole epochs, e.g. "
-                       "30,60,90,120,150") from None
-    if values[0] < 1 or any(b <= a for a, b in zip(values, values[1:])) or values[-1] != epochs:
-        raise NaoError(f"--eval_epochs={text} must be positive, increasing and end at "
-                       f"--epochs={epochs}")
-    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +60,7 @@ class SearchConfig:
     normalization: str = "minmax"  # controller targets: "minmax" (original) or "rank"
     symmetry: bool = True  # augment controller data with the space's equivalent rewrites
     query_budget: int | None = None  # at most this many distinct architectures are evaluated
-    acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.generate.acquire
+    acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.algorithm.generate.acquire
     ucb_beta: float = 1.0  # "ucb": mean + ucb_beta * std over the predictor heads
     mutations: int = 0  # neighbours of the top-k added to the candidates (nao_tf.generate_new)
     beam_width: int = 0  # decode with a beam search of this width (0: greedy, the default of both)
@@ -134,55 +69,6 @@ class SearchConfig:
     def __post_init__(self):
         if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class ControllerOptions:
-    """The options beyond the original (ranking loss, predictor ensemble, acquisition), as every
-    search command offers them; the defaults are the original's."""
-
-    predictor_heads: int = cli.option(1, "Predictor heads on the controller's shared encoder (an "
-                                      "ensemble whose spread is the predictor's uncertainty); 1 = "
-                                      "the original.")
-    ranking_weight: float = cli.option(0.0, "Weight of a pairwise ranking loss in the predictor's "
-                                       "loss (0: the original's MSE alone, 1: ranking alone).")
-    oversample: float = cli.option(1.0, "Decode this many times --new_archs candidates and keep "
-                                   "the best by --acquisition (1: keep the first found, the "
-                                   "original).")
-    acquisition: str = cli.option("mean", "Which oversampled candidates to keep: the heads' mean, "
-                                  "an upper confidence bound (mean + --ucb_beta * std) or "
-                                  "Thompson sampling.", ACQUISITIONS)
-    ucb_beta: float = cli.option(1.0, "--acquisition=ucb: mean + ucb_beta * std over the "
-                                 "predictor heads.")
-    mutations: int = cli.option(0, "Also offer the acquisition this many neighbours (one token "
-                                "changed) of the top-k cells besides the decoded ones "
-                                "(predictor-guided local search); 0 = the original.")
-    beam_width: int = cli.option(0, "Decode new architectures with a beam search of this width "
-                                 "(the TF original's predict_beam_width); 0 = greedy, the default "
-                                 "of both originals.")
-    controller_style: str = cli.option("", "tf: the TF originals' controller (uniform +-0.1 init, "
-                                       "forget bias +1, encoder dropout on LSTM outputs, weight "
-                                       "decay clipped with the gradient); pytorch: the PyTorch RNN "
-                                       "originals' (PyTorch's default init, dropout on the token "
-                                       "embeddings, weight decay added after clipping); '' = the "
-                                       "task's original.", ["", *STYLES])
-
-    def split(self) -> tuple[dict, dict]:
-        """(ControllerConfig keywords, SearchConfig keywords) of these options."""
-        controller = {"predictor_heads": self.predictor_heads,
-                      "ranking_weight": self.ranking_weight, **STYLES.get(self.controller_style, {})}
-        search = {name: getattr(self, name)
-                  for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
-        return controller, search
-
-    def check(self) -> None:
-        """Stops with one line naming the flag of a value that cannot work."""
-        cli.check_at_least(cli.config_values(self).get, 1, "predictor_heads", "oversample")
-        for name in ("ucb_beta", "mutations", "beam_width"):
-            if getattr(self, name) < 0:
-                raise NaoError(f"--{name}={getattr(self, name)} must not be negative")
-        if not 0.0 <= self.ranking_weight <= 1.0:
-            raise NaoError(f"--ranking_weight={self.ranking_weight} must be in [0, 1]")
 
 
 @dataclasses.dataclass

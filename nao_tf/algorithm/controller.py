@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.search_space import SearchSpace
 
 ATTENTIONS = ("bahdanau", "dot")
 INITS = ("tf", "pytorch")
@@ -58,7 +58,7 @@ class ControllerConfig:
     slices concurrently, one per core: the LSTMs are too small to split across cores otherwise.
     `predictor_heads`: K predictor MLPs on the shared encoder, each with its own initialisation and
     dropout masks and each trained on the targets; f is their mean, their standard deviation the
-    uncertainty that an acquisition (`nao_tf.generate.ACQUISITIONS`) can use.
+    uncertainty that an acquisition (`nao_tf.algorithm.generate.ACQUISITIONS`) can use.
     `ranking_weight` w: the predictor's loss is (1 - w) * MSE + w * a pairwise logistic ranking
     loss, mean over ordered pairs (i, j) of a batch slice with s_i > s_j of
     log(1 + exp(-(z_i - z_j))), z the predictor's logit (its output before the sigmoid). w = 0 is

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from nao_tf.errors import NaoError
-from nao_tf.run_dir import RunDir, latest_checkpoint
+from nao_tf.common.errors import NaoError
+from nao_tf.common.resume import latest_checkpoint
 
 
 def cluster_workers() -> int:
@@ -150,25 +150,6 @@ def from_chief(strategy: tf.distribute.Strategy, value) -> np.ndarray:
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Returns once every worker has called it (at once without a multi-worker strategy)."""
     from_chief(strategy, 0.0)
-
-
-def prepare_run_dir(run_dir: RunDir, settings: dict, overwrite: bool,
-                    strategy: tf.distribute.Strategy) -> None:
-    """`run_dir.prepare` on the chief, `run_dir.check` on the other workers; returns once the
-    chief's is done (its `--overwrite` included), so no worker reads a run being deleted."""
-    if is_chief(strategy):
-        run_dir.prepare(settings, overwrite)
-    else:
-        run_dir.check(settings, overwrite)
-    barrier(strategy)
-
-
-def summary_writer(path: str | os.PathLike,
-                   strategy: tf.distribute.Strategy) -> tf.summary.SummaryWriter:
-    """TensorBoard events into `path` on the chief; a writer that writes nothing elsewhere."""
-    if is_chief(strategy):
-        return tf.summary.create_file_writer(str(path))
-    return tf.summary.create_noop_writer()
 
 
 def checkpoint_manager(checkpoint: tf.train.Checkpoint, directory: str | os.PathLike,

@@ -17,9 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.controller import Controller, decoder_inputs_for
-from nao_tf.distribute import build_optimizer
-from nao_tf.run_dir import restore
+from nao_tf.algorithm.controller import Controller, decoder_inputs_for
+from nao_tf.common.resume import restore
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -87,7 +86,7 @@ class ControllerTrainer:
         self.optimizer = keras.optimizers.Adam(
             c.learning_rate, epsilon=1e-8,
             global_clipnorm=None if c.decay_after_clip else c.max_gradient_norm)
-        build_optimizer(self.optimizer, model.trainable_variables)
+        self.optimizer.build(model.trainable_variables)  # slots before the traced step
         batch = [tf.TensorSpec([c.batch_size, c.source_length], tf.int32),
                  tf.TensorSpec([c.batch_size], tf.float32)]
         epoch = [tf.TensorSpec([None, c.batch_size, c.source_length], tf.int32),

@@ -8,15 +8,24 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from nao_tf.errors import DataError
+from nao_tf.common.errors import DataError
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` so that `path` holds either the old or the new content, never a partial one."""
+    """Writes `data` so that `path` holds either the old or the new content, never a partial one,
+    with the permissions an ordinary file of this process gets (0644 under the usual umask 022:
+    colleagues and a TensorBoard service can read a run's files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -15,8 +15,8 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.controller import Controller
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.controller import Controller
+from nao_tf.algorithm.search_space import SearchSpace
 
 
 class ControllerInference:

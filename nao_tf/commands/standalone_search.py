@@ -21,13 +21,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 
-from nao_tf import cli, ray_executor, search_command
-from nao_tf.controller import ControllerConfig
-from nao_tf.errors import NaoError
-from nao_tf.run_dir import RunDir
-from nao_tf.search import NAOSearch, SearchConfig, SearchResult
-from nao_tf.search_space import SearchSpace
-from nao_tf.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
+from nao_tf.algorithm.controller import ControllerConfig
+from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.commands import cli, search_command
+from nao_tf.commands.run_dir import RunDir
+from nao_tf.common.errors import NaoError
+from nao_tf.runtime import ray_executor
+from nao_tf.runtime.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
 
 SETTINGS_FILE = "train_settings.json"
 

@@ -121,13 +121,14 @@ def _draw_one(ax: plt.Axes, graph: CellGraph) -> None:
 
 
 def render_png(graphs: Sequence[CellGraph], dpi: int = 110) -> bytes:
-    """The graphs side by side, as PNG bytes."""
-    widths = [2.4 * (max(_depths(g).values()) + 1) for g in graphs]
-    heights = [1.3 * (max(Counter(_depths(g).values()).values()) + 1) for g in graphs]
-    fig, axes = plt.subplots(1, len(graphs), figsize=(max(sum(widths), 4), max(max(heights), 3)),
-                             gridspec_kw=dict(width_ratios=widths), squeeze=False)
+    """The graphs one above the other (near 4:3 for a CNN's two cells, readable at TensorBoard's
+    image-card size), as PNG bytes."""
+    width = max(4.0, *(2.0 * (max(_depths(g).values()) + 1) for g in graphs))
+    heights = [0.8 * (max(Counter(_depths(g).values()).values()) + 1) for g in graphs]
+    fig, axes = plt.subplots(len(graphs), 1, figsize=(width, max(sum(heights), 0.75 * width)),
+                             gridspec_kw=dict(height_ratios=heights), squeeze=False)
     try:
-        for ax, graph in zip(axes[0], graphs):
+        for ax, graph in zip(axes[:, 0], graphs):
             _draw_one(ax, graph)
         fig.tight_layout()
         buffer = io.BytesIO()

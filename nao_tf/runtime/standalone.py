@@ -9,7 +9,7 @@ task-agnostic part of that:
     `train(arch, device) -> score`, one worker thread per device (one architecture per GPU, several
     architectures in parallel, never one architecture across GPUs), and hands each score to the
     search loop (`record`) as soon as it is known, from the calling thread only
-    (`nao_tf.ray_executor.RayEvaluator`: the same, one Ray task per architecture on a cluster);
+    (`nao_tf.runtime.ray_executor.RayEvaluator`: the same, one Ray task per architecture on a cluster);
   * `ArchDirs` gives each architecture a run directory and keeps its score on disk, so a run killed
     between "score known" and "search state saved" never trains that architecture again;
   * `read_imported` reads the original's evaluated-architecture files (one architecture per line,
@@ -33,10 +33,10 @@ from typing import Callable, Hashable, Sequence
 
 import tensorflow as tf
 
-from nao_tf import io
-from nao_tf.errors import DataError, InvalidArchitectureError, NaoError
-from nao_tf.search import Evaluator, Record
-from nao_tf.search_space import SearchSpace
+from nao_tf.algorithm.evaluators import Evaluator, Record
+from nao_tf.algorithm.search_space import SearchSpace
+from nao_tf.common import io
+from nao_tf.common.errors import DataError, InvalidArchitectureError, NaoError
 
 Arch = Hashable
 TrainFn = Callable[[Arch, str], float]

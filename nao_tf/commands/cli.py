@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from nao_tf import startup
-from nao_tf.errors import NaoError
+from nao_tf.common.errors import NaoError
+from nao_tf.runtime import startup
 
 
 def _guarded(main: Callable[[Sequence[str]], None],
@@ -77,7 +77,7 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     core (intra-op threads 1, unless TF_NUM_INTRAOP_THREADS says otherwise) while independent ops,
     such as the controller's batch shards, run side by side: the controller's small products lose
     time when split across cores (0.44 -> 0.29 s per epoch on 2 cores, docs/benchmarks.md)."""
-    import tensorflow as tf  # already imported, quietly, by `nao_tf.startup`
+    import tensorflow as tf  # already imported, quietly, by `nao_tf.runtime.startup`
 
     tf.get_logger().setLevel("WARNING")
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:

@@ -1,0 +1,1 @@
+"""The base layer: errors, atomic files, resume checks, TensorBoard scalars; imports no other layer."""

@@ -1,0 +1,1 @@
+"""How networks train and where: strategies, precision, schedules, the epoch loop, executors."""

@@ -143,7 +143,7 @@ class LMTrainee(Trainee):
         self.best = state["best_val_loss"], state["best_epoch"]
         return {"train_loss": train_loss, "valid_loss": val_loss, "tokens_per_sec": tokens_per_s}
 
-    def summary(self, record: Mapping[str, Any]) -> str:
+    def epoch_summary(self, record: Mapping[str, Any]) -> str:
         return (f"train ppl {perplexity(record['train_loss']):.2f} | valid ppl "
                 f"{perplexity(record['valid_loss']):.2f} | best {perplexity(self.best[0]):.2f} "
                 f"(epoch {self.best[1]})")

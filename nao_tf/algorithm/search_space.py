@@ -215,4 +215,7 @@ def load_arch(space: SearchSpace, text: str,
     try:
         return space.parse(text), "command line"
     except InvalidArchitectureError as err:
+        if named and not text[:1].isdigit() and not any(c.isspace() for c in text):
+            raise InvalidArchitectureError(f"unknown architecture name {text!r}; give "
+                                           f"{choices}") from None
         raise InvalidArchitectureError(f"{err}; --arch takes {choices}") from None

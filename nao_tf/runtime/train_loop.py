@@ -63,7 +63,7 @@ class Trainee:
         """Where a resumed run stands, for the resume line ('' for nothing to add)."""
         return ""
 
-    def summary(self, record: Mapping[str, Any]) -> str:
+    def epoch_summary(self, record: Mapping[str, Any]) -> str:
         """The epoch's record for its progress line (default: every number in it)."""
         return ", ".join(f"{key} {value:.4g}" for key, value in record.items()
                          if isinstance(value, (int, float)))
@@ -139,8 +139,8 @@ def train_epochs(trainee: Trainee, out_dir: str | os.PathLike, strategy: tf.dist
         state = save(new_state)
         writer.flush()
         per_epoch = (time.perf_counter() - started) / (epoch - resumed_from)
-        log(f"epoch {epoch}/{epochs}" + (f": {trainee.summary(record)}" if record else "")
-            + f" | {time.perf_counter() - epoch_start:.1f}s, ETA "
+        summary = f": {trainee.epoch_summary(record)}" if record else ""
+        log(f"epoch {epoch}/{epochs}{summary} | {time.perf_counter() - epoch_start:.1f}s, ETA "
             f"{format_eta(per_epoch * (epochs - epoch))}")
     return {**state, "resumed_from_epoch": resumed_from,
             "wall_seconds_this_run": time.perf_counter() - started}

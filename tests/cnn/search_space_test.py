@@ -130,7 +130,8 @@ def test_load_arch_accepts_names_strings_and_best_arch_json(tmp_path):
         return load_arch(ANY_SPACE, text, archs())[0]
 
     assert load(str(path)) == load("NAO_WS") == load("nao-ws") == load(NAO_WS)
-    with pytest.raises(InvalidArchitectureError, match="--arch takes a name .*amoebanet_a"):
+    with pytest.raises(InvalidArchitectureError, match="unknown architecture name 'darts'; give "
+                       "a name .*amoebanet_a"):
         load("darts")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"arch": 3}))

@@ -36,8 +36,6 @@ A preset only sets defaults: flags given on the command line win.
 
 from typing import Any
 
-from nao_tf.common.errors import NaoError
-
 # What the NAO_pytorch V1 and V2 CIFAR recipes share (`train_cifar.py` and its scripts).
 _NAO_PYTORCH: dict[str, Any] = dict(
     num_cells=6, filters=36, epochs=600, batch_size=128, eval_batch_size=500, lr_schedule="sgdr",
@@ -81,11 +79,3 @@ DATASET_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("naonet", "cifar100"): dict(drop_path_keep_prob=0.6, keep_prob=0.8),
 }
 
-
-def preset(name: str, dataset: str) -> dict[str, Any]:
-    """The flag defaults of config `name` for `dataset`."""
-    if name not in CONFIGS:
-        raise NaoError(f"unknown --config {name!r}; choose one of {', '.join(sorted(CONFIGS))}")
-    values = dict(CONFIGS[name])
-    values.update(DATASET_OVERRIDES.get((name, dataset), {}))
-    return values

@@ -8,6 +8,7 @@ Rebuilds the network from the run's flags.json, restores its latest checkpoint a
 run's own; give --data_dir to evaluate on data stored elsewhere.
 """
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -19,14 +20,17 @@ from nao_tf.common.io import atomic_write_json, read_json
 from nao_tf.common.resume import restore
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    output_dir: str = cli.option("", "Run directory written by cnn.train_final (required).")
+    data_dir: str = cli.option("", "Data directory (default: the run's --data_dir).")
+    eval_split: str = cli.option("test", "Which split to evaluate.", ["test", "valid"])
+    eval_batch_size: int = cli.option(500, "Evaluation batch.")
+
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this command's flags in `fv` (the global FLAGS when run as a script)."""
-    cli.define_flags([
-        ("output_dir", "", "Run directory written by cnn.train_final (required)."),
-        ("data_dir", "", "Data directory (default: the run's --data_dir)."),
-        ("eval_split", "test", "Which split to evaluate.", ["test", "valid"]),
-        ("eval_batch_size", 500, "Evaluation batch.")], fv)
+    cli.define_flags([EvaluateConfig], fv)
 
 
 def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None,

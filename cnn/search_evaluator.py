@@ -39,7 +39,7 @@ class SupernetSchedule:
 
     epochs: int = 150
     eval_every_epochs: int = 30
-    eval_epochs: tuple[int, ...] = ()  # instead of every eval_every_epochs (nao_tf.algorithm.search)
+    eval_epochs: tuple[int, ...] = ()  # instead of every eval_every_epochs (evaluators.py)
     steps_per_epoch: int = 282  # ceil(45000 / 160)
     batch_size: int = 160  # global
     sample_policy: str = "uniform"

@@ -316,7 +316,7 @@ def space_for(arch: CellArch) -> CellSpace:
 
 
 def cell_graphs(arch: CellArch) -> list:
-    """The normal and the reduction cell of `arch` as `nao_tf.algorithm.draw.CellGraph`s (DARTS-style
+    """The normal and the reduction cell of `arch` as `draw.CellGraph`s (DARTS-style
     pictures: inputs c_{k-2}, c_{k-1}, nodes 0..4, output c_{k} = concat of the output nodes)."""
     from nao_tf.algorithm.draw import CellGraph
 

@@ -8,7 +8,7 @@ original's `train_final`, and NAO_pytorch's `train_imagenet.py`).
 
 `--config` (nao_ws, naonet, the NAO_pytorch naonet_a_36 / naonet_b_36 / naonet_a_128 /
 naonet_v2_36, imagenet_mobile; see cnn/configs.py) sets the defaults of the original final scripts;
-flags given explicitly win. The command is `nao_tf.commands.final_training`'s over this task (`TASK`):
+flags given explicitly win. The command is `commands.final_training`'s over this task (`TASK`):
 it writes into --output_dir flags.json, train_state.json, checkpoints/ (every epoch),
 tensorboard/, results.json, and export/ (a SavedModel for inference). Re-running the same
 command resumes after the last finished epoch; --overwrite starts fresh. With a TF_CONFIG naming
@@ -28,7 +28,7 @@ from nao_tf.commands import cli, final_training
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
-from cnn.configs import CONFIGS, preset
+from cnn.configs import CONFIGS, DATASET_OVERRIDES
 from cnn.data import DATASETS, STANDARDIZATIONS
 from cnn.imagenet import TFDS_NAMES, image_size_for
 
@@ -122,7 +122,7 @@ class OptimizationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FinalConfig:
-    """Every setting of the command but the run directory's (`final_training.RUN_FLAGS`)."""
+    """Every setting of the command but the run directory's (`final_training.RunConfig`)."""
 
     data: DataConfig = cli.section(DataConfig)
     network: NetworkConfig = cli.section(NetworkConfig)
@@ -134,7 +134,6 @@ class FinalConfig:
                        identity=True)
 
 
-FLAG_SPECS = cli.config_flag_specs(FinalConfig)
 # A run directory cannot be resumed with other values of these (or other data).
 RESUME_KEYS = (*cli.identity_keys(FinalConfig), "data_fingerprint")
 
@@ -201,7 +200,8 @@ def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any]
                              (d.synthetic_train_images, d.synthetic_test_images), seed=c.seed)
     global_batches(c.optim, strategy)
     settings = {**cli.config_values(c), "config": values.config, "output_dir": values.output_dir,
-                "arch": space_for(arch).to_string(arch), "data_fingerprint": fingerprint(d.data_dir)}
+                "arch": space_for(arch).to_string(arch),
+                "data_fingerprint": fingerprint(d.data_dir)}
     return settings, (arch, data)
 
 
@@ -287,11 +287,14 @@ def finish(values: Any, trainee, state: dict[str, Any], chief: bool) -> dict[str
 
 
 TASK = final_training.FinalTask(
-    name="cnn", flags=FLAG_SPECS, preset_names=tuple(CONFIGS),
-    preset=lambda name, fv: preset(name, fv.dataset), identity=RESUME_KEYS, check=check,
+    name="cnn", flags=[FinalConfig], presets=CONFIGS,
+    adjust_preset=lambda name, fv: DATASET_OVERRIDES.get((name, fv.dataset), {}),
+    identity=RESUME_KEYS, check=check,
     build=build, finish=finish,
     advice=lambda fv: "rerun the same command with a lower --lr_max (a resume may change it)",
     keep_checkpoints=lambda fv: fv.keep_checkpoints, owned=("export",))
+for _override in DATASET_OVERRIDES.values():
+    cli.check_preset(_override, FinalConfig)
 
 
 def define_flags(fv: Any) -> None:

@@ -135,7 +135,6 @@ class SearchTaskConfig:
                        "fixed for the weights and data order.", identity=True)
 
 
-TASK_FLAGS = cli.config_flag_specs(SearchTaskConfig)
 # `--config=smoke`: defaults for a minutes-long offline run on 2 CPU cores. Its controller trains
 # long enough, with enough weight on reconstruction, to decode its 16 cells back (Hamming
 # distance about 1 of 40 tokens), so the new cells it generates are decoded, not collapsed.
@@ -230,7 +229,7 @@ def controller(fv: flags.FlagValues) -> dict[str, Any]:
 
 
 TASK = weight_sharing_search.WeightSharingTask(
-    name="cnn", space=NAO_WS_SPACE, flags=TASK_FLAGS, presets={"smoke": SMOKE},
+    name="cnn", space=NAO_WS_SPACE, flags=[SearchTaskConfig], presets={"smoke": SMOKE},
     identity=RESUME_KEYS, check=check, evaluator=evaluator, controller=controller,
     score_name="validation accuracy", graphs=cell_graphs,
     final_command="scripts/train_final.sh cnn --config=nao_ws")

@@ -54,25 +54,30 @@ SCHEDULE = ("num_cells", "filters", "epochs", "batch_size", "eval_batch_size", "
             "t0", "t_mul", "nesterov", "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob",
             "use_aux_head", "aux_weight", "cutout_size", "num_valid", "network",
             "standardization")
-SCHEDULE_FLAGS = [(name, CONFIGS["nao_search"][name], f"Each candidate's training: {text}",
-                   *choices) for name, _, text, *choices
-                  in cli.config_flag_specs(train_final.FinalConfig) if name in SCHEDULE]
+SCHEDULE_FLAGS = cli.Flags(train_final.FinalConfig, only=SCHEDULE, defaults=CONFIGS["nao_search"],
+                           help_prefix="Each candidate's training: ",
+                           identity=set(SCHEDULE) - {"eval_batch_size"})
 
-# (name, default, help[, enum values]) of the task's other flags.
-TASK_FLAGS: tuple[tuple, ...] = (
-    ("dataset", "cifar10", "Dataset.", list(data_lib.DATASETS)),
-    ("data_dir", "", "Directory with the python-pickle batches or a prepared tensorflow-datasets "
-     "directory (unused for synthetic)."),
-    ("data_source", "auto", "How to read --data_dir.", ["auto", "tfds", "pickle"]),
-    ("synthetic_train_images", 2048, "Training images of --dataset=synthetic (valid included)."),
-    ("on_diverge", "chance", "A training whose loss becomes NaN: 'chance' scores it with the best "
-     "validation accuracy reached before, else chance accuracy (1 / classes); 'error' stops.",
-     ["chance", "error"]),
-    ("import_score_kind", "error", "What --import_scores holds: 'error' (the original's "
-     "valid_error_rate, a fraction) or 'accuracy' (a fraction).", ["error", "accuracy"]),
-    ("log_every_steps", 100, "Progress line of a training every k steps."),
-    ("seed", 0, "Random seed of the search and of every training."),
-)
+
+@dataclasses.dataclass(frozen=True)
+class NaoTaskConfig:
+    """The task's other flags: data, divergence, imports, seed."""
+
+    dataset: str = cli.option("cifar10", "Dataset.", data_lib.DATASETS, identity=True)
+    data_dir: str = cli.option("", "Directory with the python-pickle batches or a prepared "
+                               "tensorflow-datasets directory (unused for synthetic).")
+    data_source: str = cli.option("auto", "How to read --data_dir.", ["auto", "tfds", "pickle"])
+    synthetic_train_images: int = cli.option(2048, "Training images of --dataset=synthetic "
+                                             "(valid included).", identity=True)
+    on_diverge: str = cli.option("chance", "A training whose loss becomes NaN: 'chance' scores "
+                                 "it with the best validation accuracy reached before, else "
+                                 "chance accuracy (1 / classes); 'error' stops.",
+                                 ["chance", "error"])
+    import_score_kind: str = cli.option("error", "What --import_scores holds: 'error' (the "
+                                        "original's valid_error_rate, a fraction) or 'accuracy' "
+                                        "(a fraction).", ["error", "accuracy"])
+    log_every_steps: int = cli.option(100, "Progress line of a training every k steps.")
+    seed: int = cli.option(0, "Random seed of the search and of every training.", identity=True)
 
 # `--config=smoke`: defaults for a minutes-long offline run.
 SMOKE: dict[str, Any] = dict(
@@ -81,10 +86,7 @@ SMOKE: dict[str, Any] = dict(
     new_archs=4, controller_epochs=30, controller_batch_size=8, log_every_steps=1000, seed=1)
 
 # Settings of the per-architecture training: a run resumes only with the same values.
-RESUME_KEYS = ("dataset", "data_fingerprint", "synthetic_train_images", "num_valid", "num_cells",
-               "filters", "epochs", "batch_size", "lr_max", "lr_min", "t0", "t_mul", "nesterov",
-               "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob", "use_aux_head",
-               "aux_weight", "cutout_size", "network", "standardization", "seed")
+RESUME_KEYS = (*cli.identity_keys(SCHEDULE_FLAGS, NaoTaskConfig), "data_fingerprint")
 
 
 def _check_fraction(score: float) -> str | None:
@@ -153,7 +155,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
                          fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
-    settings = {name: fv[name].value for name, *_ in SCHEDULE_FLAGS}
+    settings = {f.name: fv[f.name].value for f in SCHEDULE_FLAGS.fields()}
     settings.update({name: fv[name].value for name in (
         "dataset", "data_dir", "synthetic_train_images", "log_every_steps", "seed")})
     return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
@@ -173,7 +175,7 @@ def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
 
 TASK = standalone_search.StandaloneTask(
     name="cnn", space=NAONET_SPACE, spaces={s.name: s for s in (NAONET_SPACE, NAONET_19_SPACE)},
-    flags=[*SCHEDULE_FLAGS, *TASK_FLAGS],
+    flags=[SCHEDULE_FLAGS, NaoTaskConfig],
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD.
     controller=dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,

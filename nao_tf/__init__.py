@@ -3,7 +3,7 @@
 The core knows architectures only as token sequences described by a `SearchSpace`; the CNN and RNN
 tasks (packages `cnn` and `rnn`) plug their spaces and evaluators into it.
 
-Importing the package imports TensorFlow without its C++ start-up lines (`nao_tf.runtime.startup`); task
+Importing the package imports TensorFlow without its C++ start-up lines (`runtime.startup`); task
 packages import `nao_tf` first, so every command starts with its own output.
 """
 

@@ -202,13 +202,13 @@ def download(corpus: str, data_dir: str | os.PathLike) -> Path:
 _FLAGS = flags.FLAGS
 
 
-def _define_cli_flags() -> None:
-    cli.define_flags([
-        ("input", "", "split: the text file to cut into train/valid/test"),
-        ("output_dir", "", "split: directory for train.txt, valid.txt, test.txt"),
-        ("fractions", ["0.8", "0.1", "0.1"], "split: train,valid,test line fractions"),
-        ("corpus", "ptb", "download: which corpus", ["ptb", "wt2"]),
-        ("data_dir", "data", "download: parent directory (penn/ or wikitext-2/)")])
+@dataclasses.dataclass(frozen=True)
+class CorpusToolConfig:
+    input: str = cli.option("", "split: the text file to cut into train/valid/test")
+    output_dir: str = cli.option("", "split: directory for train.txt, valid.txt, test.txt")
+    fractions: list = cli.option(["0.8", "0.1", "0.1"], "split: train,valid,test line fractions")
+    corpus: str = cli.option("ptb", "download: which corpus", ["ptb", "wt2"])
+    data_dir: str = cli.option("data", "download: parent directory (penn/ or wikitext-2/)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -227,5 +227,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    _define_cli_flags()
+    cli.define_flags([CorpusToolConfig])
     cli.run(main, subcommands=("split", "download"))

@@ -10,6 +10,7 @@ the hidden state carried along (test batch 1, as the original). Writes `--output
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -57,12 +58,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | None = None, batch_
             "test_ppl": perplexity(test_loss), "test_batch_size": batch_size}
 
 
-def define_flags() -> None:
-    cli.define_flags([("run_dir", "", "output_dir of a rnn.train_final run"),
-                      ("data_dir", "", "corpus directory (default: the run's)"),
-                      ("batch_size", 1, "test batch size"),
-                      ("valid_batch_size", 10, "validation batch size"),
-                      ("output_dir", "", "where to write results (default RUN_DIR/eval)")])
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    run_dir: str = cli.option("", "output_dir of a rnn.train_final run")
+    data_dir: str = cli.option("", "corpus directory (default: the run's)")
+    batch_size: int = cli.option(1, "test batch size")
+    valid_batch_size: int = cli.option(10, "validation batch size")
+    output_dir: str = cli.option("", "where to write results (default RUN_DIR/eval)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -80,5 +82,5 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    define_flags()
+    cli.define_flags([EvaluateConfig])
     cli.run(main)

@@ -1,4 +1,4 @@
-"""NAO-WS on language modelling: the supernet evaluator that `nao_tf.algorithm.search.NAOSearch` drives.
+"""NAO-WS on language modelling: the supernet evaluator that `NAOSearch` drives.
 
 `SupernetEvaluator.prepare(pool, iteration)` trains the supernet up to epoch
 (iteration + 1) · eval_every_epochs, one cell drawn uniformly from `pool` per step (the original's

@@ -170,7 +170,7 @@ class RnnSearchSpace(SearchSpace[RnnCell]):
 
 
 def cell_graphs(arch: RnnCell) -> list["CellGraph"]:
-    """The recurrent cell as one `nao_tf.algorithm.draw.CellGraph` (for `best_arch.png`): x_t and h_{t-1}
+    """The recurrent cell as one `draw.CellGraph` (for `best_arch.png`): x_t and h_{t-1}
     feed s_0 (the W_0 highway, tanh), node i reads s_{p_i} through its activation, and h_t is the
     mean of s_1..s_11 (the final cell's output)."""
     from nao_tf.algorithm.draw import CellGraph

@@ -254,11 +254,9 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-FLAG_SPECS = [spec for spec in cli.config_flag_specs(TrainParams)
-              if spec[0] not in ("output_dir", "overwrite")]
 TASK = final_training.FinalTask(
-    name="rnn", flags=FLAG_SPECS, preset_names=sorted(CONFIGS),
-    preset=lambda name, _: CONFIGS[name],
+    name="rnn", flags=[cli.Flags(TrainParams, exclude=("output_dir", "overwrite"))],
+    presets=CONFIGS,
     identity=(*cli.identity_keys(TrainParams), "vocab_size", "data_fingerprint"),
     check=check, build=build,
     finish=lambda values, trainee, state, chief: report(trainee.results(state)),

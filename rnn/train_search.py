@@ -119,8 +119,7 @@ def controller(fv: flags.FlagValues) -> dict[str, Any]:
 
 TASK = weight_sharing_search.WeightSharingTask(
     name="rnn", space=RnnSearchSpace(),
-    flags=[spec for spec in cli.config_flag_specs(SearchParams)
-           if spec[0] not in weight_sharing_search.COMMON_FLAG_NAMES],
+    flags=[cli.Flags(SearchParams, exclude=weight_sharing_search.COMMON_FLAG_NAMES)],
     defaults={name: value for name, value in cli.config_values(SearchParams()).items()
               if name in weight_sharing_search.COMMON_FLAG_NAMES},
     presets=SEARCH_CONFIGS, identity=(*cli.identity_keys(SupernetParams), "data_fingerprint"),

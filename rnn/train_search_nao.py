@@ -49,17 +49,28 @@ SPACE = RnnSearchSpace()
 # The per-architecture schedule: every TrainParams field but the run directory and the cell.
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams)
                       if f.name not in ("output_dir", "arch", "arch_nao_codes", "overwrite"))
-SCHEDULE_DEFAULTS: dict[str, Any] = {**dataclasses.asdict(TrainParams()), **CONFIGS["ptb_search"]}
-# (name, default, help[, enum values]) of the task's other flags.
-TASK_FLAGS: tuple[tuple, ...] = (
-    ("on_diverge", "uniform", "A cell still diverging after --max_rollbacks: 'uniform' scores it "
-     "with the best validation perplexity reached before, else the vocabulary size (the "
-     "perplexity of a uniform predictor); 'error' stops.", ["uniform", "error"]),
-    ("import_arch_codes", "nao", "Activation code table of --import_archs (22 integers a cell): "
-     "'nao' (the original no-WS files: 2=identity, 3=sigmoid) or 'project' (2=sigmoid, "
-     "3=identity); --import_scores holds validation perplexities (the original's valid_ppl).",
-     ["nao", "project"]),
-)
+# Its values a run resumes only with (scores from different schedules must not mix).
+SCHEDULE_FLAGS = cli.Flags(TrainParams, only=SCHEDULE_KEYS, defaults=CONFIGS["ptb_search"],
+                           help_prefix="Per-cell training: ",
+                           identity=set(SCHEDULE_KEYS) - {"data_dir", "log_interval",
+                                                          "max_rollbacks", "jit_compile"})
+
+
+@dataclasses.dataclass(frozen=True)
+class NaoTaskConfig:
+    """The task's other flags."""
+
+    on_diverge: str = cli.option("uniform", "A cell still diverging after --max_rollbacks: "
+                                 "'uniform' scores it with the best validation perplexity "
+                                 "reached before, else the vocabulary size (the perplexity of a "
+                                 "uniform predictor); 'error' stops.", ["uniform", "error"])
+    import_arch_codes: str = cli.option("nao", "Activation code table of --import_archs (22 "
+                                        "integers a cell): 'nao' (the original no-WS files: "
+                                        "2=identity, 3=sigmoid) or 'project' (2=sigmoid, "
+                                        "3=identity); --import_scores holds validation "
+                                        "perplexities (the original's valid_ppl).",
+                                        ["nao", "project"])
+
 
 # `--config=smoke`: defaults for a minutes-long offline run (no --data_dir: a generated corpus).
 SMOKE: dict[str, Any] = dict(
@@ -67,10 +78,7 @@ SMOKE: dict[str, Any] = dict(
     epochs=2, log_interval=1000, seed_archs=6, iterations=1, top_k=4, new_archs=4,
     controller_epochs=30, controller_batch_size=8)
 
-# Schedule values a run resumes only with (scores from different schedules must not mix).
-RESUME_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("data_dir", "log_interval",
-                                                          "max_rollbacks", "jit_compile")) + (
-    "data_fingerprint",)
+RESUME_KEYS = (*cli.identity_keys(SCHEDULE_FLAGS), "data_fingerprint")
 
 
 def _check_perplexity(score: float) -> str | None:
@@ -142,9 +150,7 @@ def setup(fv: flags.FlagValues, schedule: dict[str, Any], vocab_size: int | None
 
 TASK = standalone_search.StandaloneTask(
     name="rnn", space=SPACE,
-    flags=[(name, SCHEDULE_DEFAULTS[name], "Per-cell training: " + help_text, *choices)
-           for name, _, help_text, *choices in cli.config_flag_specs(TrainParams)
-           if name in SCHEDULE_KEYS] + list(TASK_FLAGS),
+    flags=[SCHEDULE_FLAGS, NaoTaskConfig],
     presets={"smoke": SMOKE}, identity=RESUME_KEYS,
     # The TF original's non-weight-sharing EPD: the LSTM reads all 22 tokens.
     controller=dict(encoder_length=SPACE.source_length, emb_size=96, hidden_size=96,

@@ -5,6 +5,8 @@ architecture enters `call` as an int32 tensor, so one model class is the stand-a
 the supernet (a pool architecture per step). The score is the validation MSE.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -12,7 +14,7 @@ from absl import flags
 
 from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
 from nao_tf.algorithm.search_space import load_arch
-from nao_tf.commands import final_training, standalone_search, weight_sharing_search
+from nao_tf.commands import cli, final_training, standalone_search, weight_sharing_search
 from nao_tf.runtime import train_loop
 from nao_tf.spaces.synthetic import SyntheticSpace
 
@@ -120,30 +122,41 @@ def train_alone(fv: flags.FlagValues, dirs) -> standalone_search.Setup:
     )["history"][-1]["valid_mse"], None, "toy")
 
 
-FLAGS = (("epochs", 6, "Training epochs (supernet: in all)."),
-         ("eval_every_epochs", 3, "Supernet epochs between scorings of the pool."),
-         ("lr", 0.01, "Adam learning rate."), ("seed", 1, "Random seed."))
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    epochs: int = cli.option(6, "Training epochs (supernet: in all).", identity=True)
+    eval_every_epochs: int = cli.option(3, "Supernet epochs between scorings of the pool.")
+    lr: float = cli.option(0.01, "Adam learning rate.", identity=True)
+    seed: int = cli.option(1, "Random seed.", identity=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    arch: str = cli.option("", "Architecture (the space's text form).", identity=True)
+
+
+IDENTITY = cli.identity_keys(ToyConfig)
+FINAL_FLAGS = [ArchConfig, cli.Flags(ToyConfig, identity={"lr", "seed"})]  # epochs may grow
 PRESETS = {"tiny": dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
                         controller_epochs=20, controller_batch_size=8)}
 CONTROLLER = dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
 
 
 def settings(fv: flags.FlagValues) -> tuple[dict, None]:
-    return {name: fv[name].value for name, *_ in FLAGS}, None
+    return {f.name: fv[f.name].value for f in dataclasses.fields(ToyConfig)}, None
 
 
 WS_TASK = weight_sharing_search.WeightSharingTask(
-    name="toy", space=SPACE, flags=FLAGS, presets=PRESETS, identity=("epochs", "lr", "seed"),
+    name="toy", space=SPACE, flags=[ToyConfig], presets=PRESETS, identity=IDENTITY,
     check=settings, evaluator=lambda fv, _: ToySupernet(fv), controller=lambda _: CONTROLLER,
     score_name="validation MSE", defaults={"symmetry": True, "max_lambda": 10.0})
 STANDALONE_TASK = standalone_search.StandaloneTask(
-    name="toy", space=SPACE, flags=FLAGS, presets=PRESETS, identity=("epochs", "lr", "seed"),
+    name="toy", space=SPACE, flags=[ToyConfig], presets=PRESETS, identity=IDENTITY,
     controller=CONTROLLER, higher_is_better=False, score_name="validation MSE", check=settings,
     setup=lambda fv, s, data, dirs: train_alone(fv, dirs), read_imports=lambda fv: [],
     ref="tests.toy_task:STANDALONE_TASK")
 FINAL_TASK = final_training.FinalTask(
-    name="toy", flags=(("arch", "", "Architecture (the space's text form)."), *FLAGS),
-    preset_names=(), preset=dict, identity=("arch", "lr", "seed"),
+    name="toy", flags=FINAL_FLAGS, presets={}, identity=cli.identity_keys(*FINAL_FLAGS),
     check=lambda fv, _: ({"arch": fv.arch, **settings(fv)[0]}, load_arch(SPACE, fv.arch)[0]),
     build=lambda fv, arch, _: ToyTrainee(arch, fv), advice=lambda fv: "lower --lr",
     finish=lambda fv, trainee, state, chief: {"valid_mse": state["history"][-1]["valid_mse"]})

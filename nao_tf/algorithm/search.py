@@ -60,7 +60,7 @@ class SearchConfig:
     normalization: str = "minmax"  # controller targets: "minmax" (original) or "rank"
     symmetry: bool = True  # augment controller data with the space's equivalent rewrites
     query_budget: int | None = None  # at most this many distinct architectures are evaluated
-    acquisition: str = "mean"  # which oversampled candidates to keep: nao_tf.algorithm.generate.acquire
+    acquisition: str = "mean"  # which oversampled candidates to keep: generate.acquire
     ucb_beta: float = 1.0  # "ucb": mean + ucb_beta * std over the predictor heads
     mutations: int = 0  # neighbours of the top-k added to the candidates (nao_tf.generate_new)
     beam_width: int = 0  # decode with a beam search of this width (0: greedy, the default of both)

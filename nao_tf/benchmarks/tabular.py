@@ -34,34 +34,36 @@ from nao_tf.common.errors import DataError, NaoError
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-    """The command's flags (defined only when run as a command, so the module imports cleanly):
-    its own, and one per `NaoSettings` field."""
-    cli.define_flags([
-        ("space", "nasbench201", "The benchmark's search space: a built-in name (nasbench201, "
-         "synthetic) or package.module:factory."),
-        ("mode", "search", "Compare search methods, or measure the predictor.",
-         ["search", "predictor"]),
-        ("table", "", "CSV with an 'arch' column (the space's strings) and metric columns."),
-        ("search_metric", "cifar10_valid", "Column the methods search on."),
-        ("report_metric", "cifar10_test", "Column reported for the picked architecture."),
-        ("budget", 100, "Distinct architectures each method may query."),
-        ("seeds", 20, "Independent runs per method (predictor mode: draws of the train and test "
-         "cells)."),
-        ("first_seed", 0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study repeated on "
-         "seeds never used before: e.g. tune on 0-49, report 100-149)."),
-        ("methods", ["nao", "random", "evolution"], "Any of nao, random, evolution."),
-        ("workers", 1, "Search mode: run NAO's seeds in this many processes (one core each; on 2 "
-         "cores, 2 finish a study in about 0.6x the time)."),
-        ("output", "", "Write the results as JSON here. Search mode keeps every finished (method, "
-         "seed) in OUTPUT.progress.json until the end, so the same command resumes a killed "
-         "study without redoing one."),
-        ("train_archs", 100, "Predictor mode: architectures to train on."),
-        ("test_archs", 1000, "Predictor mode: unseen architectures to rank."),
-        ("epochs", 300, "Predictor mode: controller epochs."),
-        ("controllers", 1, "Predictor mode: an ensemble of this many separate controllers (own "
-         "encoders), ranking by their mean prediction."),
-        *cli.config_flag_specs(NaoSettings)])
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The command's flags besides `NaoSettings`."""
+
+    space: str = cli.option("nasbench201", "The benchmark's search space: a built-in name "
+                            "(nasbench201, synthetic) or package.module:factory.")
+    mode: str = cli.option("search", "Compare search methods, or measure the predictor.",
+                           ["search", "predictor"])
+    table: str = cli.option("", "CSV with an 'arch' column (the space's strings) and metric "
+                            "columns.")
+    search_metric: str = cli.option("cifar10_valid", "Column the methods search on.")
+    report_metric: str = cli.option("cifar10_test", "Column reported for the picked "
+                                    "architecture.")
+    budget: int = cli.option(100, "Distinct architectures each method may query.")
+    seeds: int = cli.option(20, "Independent runs per method (predictor mode: draws of the train "
+                            "and test cells).")
+    first_seed: int = cli.option(0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study "
+                                 "repeated on seeds never used before: e.g. tune on 0-49, report "
+                                 "100-149).")
+    methods: list = cli.option(["nao", "random", "evolution"], "Any of nao, random, evolution.")
+    workers: int = cli.option(1, "Search mode: run NAO's seeds in this many processes (one core "
+                              "each; on 2 cores, 2 finish a study in about 0.6x the time).")
+    output: str = cli.option("", "Write the results as JSON here. Search mode keeps every "
+                             "finished (method, seed) in OUTPUT.progress.json until the end, so "
+                             "the same command resumes a killed study without redoing one.")
+    train_archs: int = cli.option(100, "Predictor mode: architectures to train on.")
+    test_archs: int = cli.option(1000, "Predictor mode: unseen architectures to rank.")
+    epochs: int = cli.option(300, "Predictor mode: controller epochs.")
+    controllers: int = cli.option(1, "Predictor mode: an ensemble of this many separate "
+                                  "controllers (own encoders), ranking by their mean prediction.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -111,5 +113,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    define_flags()
+    cli.define_flags([StudyConfig, NaoSettings])
     cli.run(main, controller_only=True)

@@ -1,11 +1,13 @@
-"""The command layer every entry point shares: flags defined from specs or dataclasses, presets
-layered defaults < preset < explicit flags, and `run`, which reports user errors as one line."""
+"""The command layer every entry point shares: flags from typed configs (dataclasses whose fields
+are `option`s), presets checked where they are defined and layered defaults < preset < explicit
+flags, and `run`, which reports user errors as one line."""
 
 import dataclasses
+import difflib
 import os
 import signal
 import sys
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, Union
 
 from absl import app, flags, logging
 
@@ -97,33 +99,16 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-# A flag spec: (name, default, help) or (name, default, help, enum values); the type of the
-# default picks the kind of absl flag.
-FlagSpec = tuple
-_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           str: flags.DEFINE_string, list: flags.DEFINE_list}
-
-
-def define_flags(specs: Iterable[FlagSpec], flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """One absl flag per spec in `flag_values`, listed as the running command's own flags (by
-    `--helpshort`, and first by `--help`)."""
-    for name, default, help_text, *choices in specs:
-        if choices:
-            flags.DEFINE_enum(name, default, choices[0], help_text, flag_values=flag_values,
-                              module_name=sys.argv[0])
-        else:
-            _DEFINE[type(default)](name, default, help_text, flag_values=flag_values,
-                                   module_name=sys.argv[0])
-
-
 def option(default: Any, help_text: str, choices: Sequence[str] = (),
            identity: bool = False) -> Any:
     """A field of a typed config that is also a flag: named as the field, typed by `default`,
     with its `help_text`, an enum of `choices` when given, and `identity`: a run directory
-    resumes only with the same value (`identity_keys`)."""
-    return dataclasses.field(default=default, metadata={"help": help_text,
-                                                        "choices": tuple(choices),
-                                                        "identity": identity})
+    resumes only with the same value (`identity_keys`). A list default is copied per instance."""
+    metadata = {"help": help_text, "choices": tuple(choices), "identity": identity,
+                "default": default}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def section(cls: type) -> Any:
@@ -140,16 +125,95 @@ def _fields(cls: type) -> list[dataclasses.Field]:
     return found
 
 
-def config_flag_specs(cls: type) -> list[FlagSpec]:
-    """A flag spec per field of config `cls` (see `option`), nested sections included."""
-    return [(f.name, f.default, f.metadata["help"],
-             *([list(f.metadata["choices"])] if f.metadata["choices"] else []))
-            for f in _fields(cls)]
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    """The flags of config class `config` as a command offers them: `only` these fields (all when
+    None) but those in `exclude`, `defaults` replacing the fields' defaults, `choices` of an enum
+    that the command fills in (a task's presets, its spaces), `help_prefix` before every help
+    text, and `identity` replacing the fields' own marks (True or False: every field; a set:
+    those fields)."""
+
+    config: type
+    only: Collection[str] | None = None
+    exclude: Collection[str] = ()
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    help_prefix: str = ""
+    identity: bool | Collection[str] | None = None
+
+    def fields(self) -> list[dataclasses.Field]:
+        return [f for f in _fields(self.config) if (self.only is None or f.name in self.only)
+                and f.name not in self.exclude]
+
+    def default(self, f: dataclasses.Field) -> Any:
+        return self.defaults.get(f.name, f.metadata["default"])
+
+    def is_identity(self, f: dataclasses.Field) -> bool:
+        if self.identity is None:
+            return f.metadata["identity"]
+        return self.identity if isinstance(self.identity, bool) else f.name in self.identity
+
+    def define(self, flag_values: flags.FlagValues) -> None:
+        """One absl flag per field, listed as the running command's own (`--helpshort`)."""
+        for f in self.fields():
+            default, text = self.default(f), self.help_prefix + f.metadata["help"]
+            choices = self.choices.get(f.name, f.metadata["choices"])
+            kind = dict(flag_values=flag_values, module_name=sys.argv[0])
+            if choices:
+                flags.DEFINE_enum(f.name, default, list(choices), text, **kind)
+            else:
+                _DEFINE[type(default)](f.name, default, text, **kind)
 
 
-def identity_keys(cls: type) -> tuple[str, ...]:
-    """The fields of config `cls` marked `identity`."""
-    return tuple(f.name for f in _fields(cls) if f.metadata["identity"])
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string, list: flags.DEFINE_list}
+FlagGroup = Union[type, Flags]
+
+
+def _groups(groups: Iterable[FlagGroup]) -> list[Flags]:
+    return [g if isinstance(g, Flags) else Flags(g) for g in groups]
+
+
+def define_flags(groups: Iterable[FlagGroup],
+                 flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The flags of every group (a config class, or `Flags` over one) in `flag_values`."""
+    for group in _groups(groups):
+        group.define(flag_values)
+
+
+def identity_keys(*groups: FlagGroup) -> tuple[str, ...]:
+    """The flags of `groups` marked identity (`option(identity=True)`, or `Flags.identity`)."""
+    return tuple(f.name for g in _groups(groups) for f in g.fields() if g.is_identity(f))
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetChoice:
+    """`--config`, whose choices are the task's presets."""
+
+    config: str = option("", "Preset: defaults for a known setting ('' = the original's); "
+                         "flags given explicitly win.")
+
+
+def check_preset(values: Mapping[str, Any], *groups: FlagGroup) -> dict[str, Any]:
+    """`values` (a preset: defaults for `--config`), checked against the flags of `groups` when
+    it is defined: an unknown name, a value of another type, or one outside an enum's choices is
+    a `ValueError` naming it, so a preset with a typo never reaches a user."""
+    fields = {f.name: (g, f) for g in _groups(groups) for f in g.fields()}
+    for name, value in values.items():
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            owners = ", ".join(g.config.__name__ for g in _groups(groups))
+            raise ValueError(f"preset key {name!r} is no flag of {owners}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+        group, f = fields[name]
+        default = group.default(f)
+        kinds = (int, float) if type(default) is float else (type(default),)
+        if type(value) not in kinds:
+            raise ValueError(f"preset {name}={value!r}: a {type(default).__name__} flag")
+        choices = group.choices.get(name, f.metadata["choices"])
+        if choices and value not in choices:
+            raise ValueError(f"preset {name}={value!r}: one of {list(choices)}")
+    return dict(values)
 
 
 def config_values(config: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ the score of the best architecture found, and compares the result with random se
 same number of evaluations. Rerunning the command resumes; `--overwrite` starts afresh.
 """
 
+import dataclasses
 import shutil
 from typing import Sequence
 
@@ -21,15 +22,17 @@ from nao_tf.commands import cli
 from nao_tf.spaces.synthetic import SyntheticObjective, SyntheticSpace
 
 FLAGS = flags.FLAGS
-FLAG_SPECS: tuple[cli.FlagSpec, ...] = (
-    ("output_dir", "runs/demo", "Where the search writes its state and results."),
-    ("overwrite", False, "Delete --output_dir first."),
-    ("iterations", 3, "Controller rounds."),
-    ("seed_archs", 200, "Random architectures in the first pool."),
-    ("new_archs", 100, "New architectures generated per round."),
-    ("controller_epochs", 40, "Controller epochs per round."),
-    ("seed", 0, "Random seed."),
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    output_dir: str = cli.option("runs/demo", "Where the search writes its state and results.")
+    overwrite: bool = cli.option(False, "Delete --output_dir first.")
+    iterations: int = cli.option(3, "Controller rounds.")
+    seed_archs: int = cli.option(200, "Random architectures in the first pool.")
+    new_archs: int = cli.option(100, "New architectures generated per round.")
+    controller_epochs: int = cli.option(40, "Controller epochs per round.")
+    seed: int = cli.option(0, "Random seed.")
 
 
 class ObjectiveEvaluator(Evaluator):
@@ -72,5 +75,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.define_flags(FLAG_SPECS)
+    cli.define_flags([DemoConfig])
     cli.run(main, controller_only=True)

@@ -37,27 +37,37 @@ from nao_tf.common import io
 from nao_tf.common.errors import DataError, InvalidArchitectureError
 
 FLAGS = flags.FLAGS
-FLAG_SPECS: tuple[cli.FlagSpec, ...] = (
-    ("space", "", "Search space: nasbench201, synthetic, or package.module:factory."),
-    ("archs", "", "Architectures, one per line."),
-    ("format", "arch", "Lines of --archs: the space's text or token ids.", ["arch", "tokens"]),
-    ("scores", "", "Scores, one per line, in the order of --archs."),
-    ("lower_is_better", False, "Scores are errors/losses/perplexities (smaller is better)."),
-    ("model_dir", "", "Directory of the controller checkpoint and its config.json."),
-    ("overwrite", False, "train: discard an existing checkpoint in --model_dir."),
-    ("epochs", 1000, "train: passes over the data."),
-    ("save_every_epochs", 50, "train: checkpoint this often, so that a killed train resumes."),
-    ("symmetry", True, "train: augment with the space's equivalent rewrites."),
-    ("seed", 0, "Random seed."),
-    ("lambdas", ["10", "20", "30"], "generate: step sizes, each a step from the seeds."),
-    ("count", 0, "generate: stop at this many new architectures (0: all found)."),
-    ("exclude", "", "generate: a file of architectures that do not count as new."),
-    ("beam_width", 0, "Decode with beam search of this width (0: greedy)."),
-    ("output", "", "evaluate: predictions file; generate: output prefix."),
-    *((f"controller_{f.name}", f.default, f"ControllerConfig.{f.name}.")
-      for f in dataclasses.fields(ControllerConfig)
-      if f.name not in ("vocab_size", "source_length", "encoder_length", "seed")),
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpdConfig:
+    space: str = cli.option("", "Search space: nasbench201, synthetic, or package.module:factory.")
+    archs: str = cli.option("", "Architectures, one per line.")
+    format: str = cli.option("arch", "Lines of --archs: the space's text or token ids.",
+                             ["arch", "tokens"])
+    scores: str = cli.option("", "Scores, one per line, in the order of --archs.")
+    lower_is_better: bool = cli.option(False, "Scores are errors/losses/perplexities (smaller is "
+                                       "better).")
+    model_dir: str = cli.option("", "Directory of the controller checkpoint and its config.json.")
+    overwrite: bool = cli.option(False, "train: discard an existing checkpoint in --model_dir.")
+    epochs: int = cli.option(1000, "train: passes over the data.")
+    save_every_epochs: int = cli.option(50, "train: checkpoint this often, so that a killed train "
+                                        "resumes.")
+    symmetry: bool = cli.option(True, "train: augment with the space's equivalent rewrites.")
+    seed: int = cli.option(0, "Random seed.")
+    lambdas: list = cli.option(["10", "20", "30"], "generate: step sizes, each a step from the "
+                               "seeds.")
+    count: int = cli.option(0, "generate: stop at this many new architectures (0: all found).")
+    exclude: str = cli.option("", "generate: a file of architectures that do not count as new.")
+    beam_width: int = cli.option(0, "Decode with beam search of this width (0: greedy).")
+    output: str = cli.option("", "evaluate: predictions file; generate: output prefix.")
+
+
+# --controller_<field> for each `ControllerConfig` field the space does not fix.
+ControllerFlags = dataclasses.make_dataclass("ControllerFlags", [
+    (f"controller_{f.name}", f.type, cli.option(f.default, f"ControllerConfig.{f.name}."))
+    for f in dataclasses.fields(ControllerConfig)
+    if f.name not in ("vocab_size", "source_length", "encoder_length", "seed")], frozen=True)
 
 
 def read_archs(space: SearchSpace, path: str, fmt: str) -> list:
@@ -209,5 +219,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.define_flags(FLAG_SPECS)
+    cli.define_flags([EpdConfig, ControllerFlags])
     cli.run(main, controller_only=True, subcommands=tuple(COMMANDS))

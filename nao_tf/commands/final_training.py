@@ -28,19 +28,25 @@ from nao_tf.runtime.train_loop import STATE_FILE, Diverged, Trainee, train_epoch
 RESULTS_FILE = "results.json"
 # What --overwrite deletes: the skeleton's files; a task adds its own (`FinalTask.owned`).
 OWNED_PATHS = ("checkpoints", "tensorboard", STATE_FILE, RESULTS_FILE, "flags.json")
-RUN_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("output_dir", "", "Run directory (required; re-running the same command resumes)."),
-    ("overwrite", False, "Delete this run's previous files in --output_dir first and start "
-     "again (only once every other check has passed)."),
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The command's own flags."""
+
+    output_dir: str = cli.option("", "Run directory (required; re-running the same command "
+                                 "resumes).")
+    overwrite: bool = cli.option(False, "Delete this run's previous files in --output_dir first "
+                                 "and start again (only once every other check has passed).")
 
 
 @dataclasses.dataclass(frozen=True)
 class FinalTask:
     """A task's part of the command (see the module docstring).
 
-    `flags`: the task's flags (`RUN_FLAGS` and `--config` are added); `preset(name, fv)`: the
-    flag defaults of `--config=name` (one of `preset_names`), which may depend on other flags.
+    `flags`: the task's flags (`RunConfig` and `--config` are added); `presets`: the flag
+    defaults of each `--config`, checked here against the flags; `adjust_preset(name, fv)`: what
+    changes in preset `name` with other flags (e.g. the dataset).
     `check(fv, strategy)` validates the flags and reads the data without writing anything and
     returns the settings record and the data; `identity` names the record's keys a rerun must
     keep. `build(fv, data, strategy)` returns the `Trainee` once the run directory is recorded;
@@ -48,9 +54,8 @@ class FinalTask:
     `advice(fv)`: how to go on after a divergence (e.g. 'rerun with a lower --lr_max')."""
 
     name: str
-    flags: Sequence[cli.FlagSpec]
-    preset_names: Sequence[str]
-    preset: Callable[[str, Any], Mapping[str, Any]]
+    flags: Sequence[cli.FlagGroup]
+    presets: Mapping[str, Mapping[str, Any]]
     identity: Sequence[str]
     check: Callable[[Any, tf.distribute.Strategy], tuple[dict[str, Any], Any]]
     build: Callable[[Any, Any, tf.distribute.Strategy], Trainee]
@@ -62,18 +67,27 @@ class FinalTask:
     strategy: Callable[[Any], tf.distribute.Strategy] = \
         lambda fv: get_strategy(multi_worker=True)
     owned: Sequence[str] = ()
+    adjust_preset: Callable[[str, Any], Mapping[str, Any]] = lambda name, fv: {}
+
+    def __post_init__(self):
+        for preset in self.presets.values():
+            cli.check_preset(preset, *flag_groups(self))
+
+
+def flag_groups(task: FinalTask) -> list[cli.FlagGroup]:
+    """`--config` (the task's presets), the task's flags and `RunConfig`."""
+    return [cli.Flags(cli.PresetChoice, choices={"config": ["", *task.presets]}), *task.flags,
+            RunConfig]
 
 
 def define_flags(task: FinalTask, fv: Any) -> None:
-    """`--config` (the task's presets), the task's flags and `RUN_FLAGS`."""
-    cli.define_flags([("config", "", f"Preset: {', '.join(task.preset_names)} ('' = none).",
-                       ["", *task.preset_names]), *task.flags, *RUN_FLAGS], fv)
+    cli.define_flags(flag_groups(task), fv)
 
 
 def apply_config(task: FinalTask, fv: Any) -> None:
     """Layers `--config`'s preset under the flags given explicitly."""
     if fv.config:
-        cli.apply_preset(fv, task.preset(fv.config, fv))
+        cli.apply_preset(fv, {**task.presets[fv.config], **task.adjust_preset(fv.config, fv)})
 
 
 def run(task: FinalTask, fv: Any,

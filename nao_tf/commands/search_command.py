@@ -46,7 +46,8 @@ class ControllerOptions:
     def split(self) -> tuple[dict, dict]:
         """(ControllerConfig keywords, SearchConfig keywords) of these options."""
         controller = {"predictor_heads": self.predictor_heads,
-                      "ranking_weight": self.ranking_weight, **STYLES.get(self.controller_style, {})}
+                      "ranking_weight": self.ranking_weight,
+                      **STYLES.get(self.controller_style, {})}
         search = {name: getattr(self, name)
                   for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
         return controller, search
@@ -81,7 +82,7 @@ class SearchLoopConfig:
     options: ControllerOptions = cli.section(ControllerOptions)
 
 
-LOOP_FLAGS = cli.config_flag_specs(SearchLoopConfig)
+LOOP_NAMES = frozenset(f.name for f in cli.Flags(SearchLoopConfig).fields())
 
 
 def loop_config(fv: flags.FlagValues) -> SearchLoopConfig:
@@ -89,15 +90,12 @@ def loop_config(fv: flags.FlagValues) -> SearchLoopConfig:
     return cli.config_from_flags(SearchLoopConfig, fv)
 
 
-def define_flags(presets: Mapping[str, Any], task_flags: Sequence[cli.FlagSpec],
-                 command_flags: Sequence[cli.FlagSpec], defaults: Mapping[str, Any],
-                 fv: flags.FlagValues) -> None:
-    """`--config` (over `presets`), the task's flags, the command's and `LOOP_FLAGS` (their
-    defaults replaced by `defaults` where it names them)."""
-    common = [(name, defaults.get(name, default), text, *choices)
-              for name, default, text, *choices in (*LOOP_FLAGS, *command_flags)]
-    cli.define_flags([("config", "", f"Preset ({', '.join(presets)}); '' = the original's "
-                       "settings.", ["", *presets]), *task_flags, *common], fv)
+def flag_groups(presets: Mapping[str, Any], task_flags: Sequence[cli.FlagGroup],
+                command: type, defaults: Mapping[str, Any]) -> list[cli.FlagGroup]:
+    """`--config` (over `presets`), the task's flags, the command's (`command`) and the loop's
+    (their defaults replaced by `defaults` where it names them)."""
+    return [cli.Flags(cli.PresetChoice, choices={"config": ["", *presets]}), *task_flags,
+            cli.Flags(command, defaults=defaults), cli.Flags(SearchLoopConfig, defaults=defaults)]
 
 
 def apply_config(presets: Mapping[str, Mapping[str, Any]], fv: flags.FlagValues) -> None:

@@ -2,8 +2,8 @@
 per-architecture trainer, its flags and presets (`StandaloneTask`); this module supplies the rest.
 
     flags  = the task's flags (per-architecture schedule, data, seed, --on_diverge, import format)
-           + SEARCH_FLAGS (devices, imports, rounds) + the search loop's
-             (`search_command.LOOP_FLAGS`: run directory, pool, generation, controller options)
+           + StandaloneConfig (devices, imports, rounds) + the search loop's
+             (`search_command.SearchLoopConfig`: run directory, pool, generation, controller)
     run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
              record the settings -> train the pool, controller rounds, write best_arch.json
 
@@ -32,22 +32,32 @@ from nao_tf.runtime.standalone import Arch, ArchDirs, StandaloneEvaluator, Train
 
 SETTINGS_FILE = "train_settings.json"
 
-# The command's own flags; the search loop's are `search_command.LOOP_FLAGS`, with the
-# original's defaults for NAO without weight sharing (`DEFAULTS`).
-SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("executor", "threads", "How candidates train: 'threads', one per --devices entry on this "
-     "machine; 'ray', one Ray task per candidate anywhere in the cluster of --ray_address.",
-     ["threads", "ray"]),
-    ("devices", "", "--executor=threads: comma-separated devices, one architecture training on "
-     "each at a time (default: every visible GPU, else the CPU)."),
-    ("ray_address", "", "--executor=ray: the cluster to join ('auto', or host:port of `ray start "
-     "--head`); '' starts Ray on this machine."),
-    ("cpus_per_candidate", 1, "--executor=ray: CPUs each candidate holds (on a cluster with GPUs "
-     "it also holds one GPU)."),
-    ("import_archs", "", "File of already-trained architectures, one per line."),
-    ("import_scores", "", "Their scores, one per line, in the same order."),
-    ("iterations", 2, "Controller rounds; the pool is trained iterations + 1 times."),
-)
+@dataclasses.dataclass(frozen=True)
+class StandaloneConfig:
+    """The command's own flags; the search loop's are `search_command.SearchLoopConfig`, with the
+    original's defaults for NAO without weight sharing (`DEFAULTS`)."""
+
+    executor: str = cli.option("threads", "How candidates train: 'threads', one per --devices "
+                               "entry on this machine; 'ray', one Ray task per candidate anywhere "
+                               "in the cluster of --ray_address.", ["threads", "ray"])
+    devices: str = cli.option("", "--executor=threads: comma-separated devices, one architecture "
+                              "training on each at a time (default: every visible GPU, else the "
+                              "CPU).")
+    ray_address: str = cli.option("", "--executor=ray: the cluster to join ('auto', or host:port "
+                                  "of `ray start --head`); '' starts Ray on this machine.")
+    cpus_per_candidate: int = cli.option(1, "--executor=ray: CPUs each candidate holds (on a "
+                                         "cluster with GPUs it also holds one GPU).")
+    import_archs: str = cli.option("", "File of already-trained architectures, one per line.")
+    import_scores: str = cli.option("", "Their scores, one per line, in the same order.")
+    iterations: int = cli.option(2, "Controller rounds; the pool is trained iterations + 1 "
+                                 "times.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceChoice:
+    """`--space`, offered when a task has several spaces (the choices)."""
+
+    space: str = cli.option("", "Search space.")
 DEFAULTS = dict(new_archs=300, random_archs=0, max_lambda=30.0, lambda_step=10.0,
                 controller_batch_size=50)
 
@@ -77,7 +87,7 @@ class StandaloneTask:
 
     name: str
     space: SearchSpace
-    flags: Sequence[cli.FlagSpec]
+    flags: Sequence[cli.FlagGroup]
     presets: Mapping[str, Mapping[str, Any]]
     identity: Sequence[str]
     controller: Mapping[str, Any]
@@ -92,18 +102,26 @@ class StandaloneTask:
     spaces: Mapping[str, SearchSpace] = dataclasses.field(default_factory=dict)
     ref: str = ""
 
+    def __post_init__(self):
+        for preset in self.presets.values():
+            cli.check_preset(preset, *flag_groups(self))
+
     def chosen_space(self, fv: flags.FlagValues) -> SearchSpace:
         """The space of `--space`, or the task's only one."""
         return self.spaces[fv.space] if self.spaces else self.space
 
 
-def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
+def flag_groups(task: StandaloneTask) -> list[cli.FlagGroup]:
     """`--config` (the task's presets), `--space` (when the task offers several), the task's
-    flags, `SEARCH_FLAGS` and the loop's."""
-    space_flag = [("space", task.space.name, "Search space.", list(task.spaces))] if task.spaces \
-        else []
-    search_command.define_flags(task.presets, [*space_flag, *task.flags], SEARCH_FLAGS, DEFAULTS,
-                                fv)
+    flags, `StandaloneConfig` and the loop's."""
+    space = [cli.Flags(SpaceChoice, defaults={"space": task.space.name},
+                       choices={"space": list(task.spaces)})] if task.spaces else []
+    return search_command.flag_groups(task.presets, [*space, *task.flags], StandaloneConfig,
+                                      DEFAULTS)
+
+
+def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
+    cli.define_flags(flag_groups(task), fv)
 
 
 def check_flags(fv: flags.FlagValues) -> None:

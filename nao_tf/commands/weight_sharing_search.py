@@ -2,13 +2,13 @@
 supernet evaluator, its flags and presets (`WeightSharingTask`); this module supplies the rest.
 
     flags  = the task's flags (supernet, data, controller architecture, seed)
-           + SEARCH_FLAGS (seed pool, symmetry) + the search loop's
-             (`search_command.LOOP_FLAGS`: run directory, pool, generation, controller options)
+           + WeightSharingConfig (seed pool, symmetry) + the search loop's
+             (`search_command.SearchLoopConfig`: run directory, pool, generation, controller)
     run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
              record the settings -> build the supernet evaluator -> rounds of (train the supernet,
              score the pool, train the controller, generate), best_arch.json
 
-The evaluator (`nao_tf.algorithm.evaluators.WeightSharingEvaluator`) owns the number of rounds: the pool is
+The evaluator (`evaluators.WeightSharingEvaluator`) owns the number of rounds: the pool is
 scored every `eval_every_epochs` supernet epochs and at the end. Writes into --output_dir: the
 settings record, state.json and history.jsonl (the search, resumable), pool.<i>.txt/.perf,
 best_arch.json/.png/.dot, controller/, tensorboard/, and the evaluator's supernet files. Killed at
@@ -35,14 +35,18 @@ from nao_tf.common.io import read_lines
 from nao_tf.runtime.chief_driven import ChiefDrivenEvaluator, follow_chief
 from nao_tf.runtime.distribute import is_chief, multi_worker_strategy
 
-# The command's own flags; the search loop's are `search_command.LOOP_FLAGS`.
-SEARCH_FLAGS: tuple[cli.FlagSpec, ...] = (
-    ("arch_pool", "", "File of seed architectures (one per line, the original's arch_pool) "
-     "instead of random ones."),
-    ("symmetry", True, "Augment the controller's data with the space's equivalent rewrites "
-     "(a CNN node's two branches swapped)."),
-)
-COMMON_FLAG_NAMES = frozenset(spec[0] for spec in (*search_command.LOOP_FLAGS, *SEARCH_FLAGS))
+@dataclasses.dataclass(frozen=True)
+class WeightSharingConfig:
+    """The command's own flags; the search loop's are `search_command.SearchLoopConfig`."""
+
+    arch_pool: str = cli.option("", "File of seed architectures (one per line, the original's "
+                                "arch_pool) instead of random ones.")
+    symmetry: bool = cli.option(True, "Augment the controller's data with the space's "
+                                "equivalent rewrites (a CNN node's two branches swapped).")
+
+
+COMMON_FLAG_NAMES = search_command.LOOP_NAMES | {
+    f.name for f in cli.Flags(WeightSharingConfig).fields()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,7 @@ class WeightSharingTask:
 
     name: str
     space: SearchSpace
-    flags: Sequence[cli.FlagSpec]
+    flags: Sequence[cli.FlagGroup]
     presets: Mapping[str, Mapping[str, Any]]
     identity: Sequence[str]
     check: Callable[[flags.FlagValues], tuple[dict[str, Any], Any]]
@@ -70,10 +74,19 @@ class WeightSharingTask:
     graphs: Callable | None = None
     final_command: str = ""
 
+    def __post_init__(self):
+        for preset in self.presets.values():
+            cli.check_preset(preset, *flag_groups(self))
+
+
+def flag_groups(task: WeightSharingTask) -> list[cli.FlagGroup]:
+    """`--config` (the task's presets), the task's flags, `WeightSharingConfig` and the loop's."""
+    return search_command.flag_groups(task.presets, task.flags, WeightSharingConfig,
+                                      task.defaults)
+
 
 def define_flags(task: WeightSharingTask, fv: flags.FlagValues = flags.FLAGS) -> None:
-    """`--config` (the task's presets), the task's flags, `SEARCH_FLAGS` and the loop's."""
-    search_command.define_flags(task.presets, task.flags, SEARCH_FLAGS, task.defaults, fv)
+    cli.define_flags(flag_groups(task), fv)
 
 
 def check_flags(fv: flags.FlagValues) -> None:

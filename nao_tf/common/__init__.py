@@ -1,1 +1,1 @@
-"""The base layer: errors, atomic files, resume checks, TensorBoard scalars; imports no other layer."""
+"""The base layer: errors, atomic files, resume checks, TensorBoard scalars (no other layer)."""

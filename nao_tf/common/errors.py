@@ -1,6 +1,6 @@
 """User-facing errors: each one carries a message that names the problem and the fix.
 
-Command-line entry points (see `nao_tf.commands.cli`) print these as one line and exit non-zero, without a
+Command-line entry points (see `commands.cli`) print these as one line and exit non-zero, without a
 traceback; anything else is a bug and keeps its traceback.
 """
 

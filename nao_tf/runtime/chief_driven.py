@@ -4,7 +4,7 @@ its supernet calls.
 The supernet trains and scores collectively (`MultiWorkerMirroredStrategy`), so every worker must
 make the same `prepare` and `evaluate` calls, with the same pool, in the same order. On the chief,
 `ChiefDrivenEvaluator` sends each call (operation, iteration, and the architectures as the
-space's token sequences, through `nao_tf.runtime.distribute.from_chief`) before making it; on every other
+space's token sequences, through `distribute.from_chief`) before making it; on every other
 worker `follow_chief` receives the calls and makes them on its own evaluator until the chief says
 the search is done. Everything else of the search (the controller rounds, the pool, every file)
 happens on the chief alone; the others wait in their next collective meanwhile.

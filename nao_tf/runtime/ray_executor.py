@@ -1,6 +1,6 @@
 """NAO without weight sharing on a Ray cluster: each candidate trains as one Ray task.
 
-`RayEvaluator` is `nao_tf.runtime.standalone.StandaloneEvaluator` with the worker threads replaced by Ray
+`RayEvaluator` is `standalone.StandaloneEvaluator` with the worker threads replaced by Ray
 tasks (`ray.remote`, one GPU each on a cluster with GPUs, else `cpus` CPUs), placed by Ray on any
 node of the cluster. The driver stays the only writer of the search: a task returns its score to
 the driver, which applies the divergence policy, saves `score.json` and records the score. A

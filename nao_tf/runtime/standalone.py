@@ -9,7 +9,7 @@ task-agnostic part of that:
     `train(arch, device) -> score`, one worker thread per device (one architecture per GPU, several
     architectures in parallel, never one architecture across GPUs), and hands each score to the
     search loop (`record`) as soon as it is known, from the calling thread only
-    (`nao_tf.runtime.ray_executor.RayEvaluator`: the same, one Ray task per architecture on a cluster);
+    (`ray_executor.RayEvaluator`: the same, one Ray task per architecture on a cluster);
   * `ArchDirs` gives each architecture a run directory and keeps its score on disk, so a run killed
     between "score known" and "search state saved" never trains that architecture again;
   * `read_imported` reads the original's evaluated-architecture files (one architecture per line,

@@ -35,7 +35,7 @@ STATE_FIELDS = {"epoch": int, "checkpoint": str, "history": list, "rollbacks": i
 
 
 class Diverged(Exception):
-    """An epoch's loss diverged (`nao_tf.runtime.divergence`). `train_epochs` rolls back and retries; once
+    """An epoch's loss diverged (`runtime.divergence`). `train_epochs` rolls back and retries; once
     its rollbacks are spent it raises this again with `state`, the run's state after the last
     good epoch."""
 
@@ -79,7 +79,8 @@ def format_eta(seconds: float) -> str:
 
 def train_epochs(trainee: Trainee, out_dir: str | os.PathLike, strategy: tf.distribute.Strategy,
                  epochs: int, keep_checkpoints: int = 2, max_rollbacks: int = 0,
-                 log: Callable[[str], None] = functools.partial(print, flush=True)) -> dict[str, Any]:
+                 log: Callable[[str], None] = functools.partial(print, flush=True)
+                 ) -> dict[str, Any]:
     """Trains `trainee` in `out_dir` until `epochs` epochs are done, resuming after the last
     finished one; returns the final state (`STATE_FIELDS`, the trainee's keys, and the
     resumed-from epoch and this process's seconds). A diverged epoch rolls back to the last

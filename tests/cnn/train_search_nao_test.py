@@ -105,7 +105,7 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
                                              synthetic_sizes=(96, 0), seed=1), test=None)
     fv = _flags(["--output_dir=x", "--nouse_aux_head", f"--lr_max={lr_max}", "--epochs=2",
                  "--batch_size=32", "--num_cells=1", "--filters=8"])
-    settings = {name: fv[name].value for name, *_ in train_search_nao.SCHEDULE_FLAGS}
+    settings = {f.name: fv[f.name].value for f in train_search_nao.SCHEDULE_FLAGS.fields()}
     settings.update(log_every_steps=100, seed=1)
     dirs = ArchDirs(tmp_path / "archs", NAONET_SPACE.to_string, scratch=("checkpoints",))
     logs = []

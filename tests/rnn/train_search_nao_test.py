@@ -86,8 +86,9 @@ def test_search_starts_from_imported_perplexities(tmp_path):
 @pytest.mark.slow
 def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     space = RnnSearchSpace()
-    schedule = {**train_search_nao.SCHEDULE_DEFAULTS, "data_dir": str(corpus_dir), "emsize": 8,
-                "batch_size": 8, "bptt": 10, "max_seq_len_delta": 2, "epochs": 1}
+    flags = train_search_nao.SCHEDULE_FLAGS
+    schedule = {**{f.name: flags.default(f) for f in flags.fields()}, "data_dir": str(corpus_dir),
+                "emsize": 8, "batch_size": 8, "bptt": 10, "max_seq_len_delta": 2, "epochs": 1}
     schedule = {k: schedule[k] for k in train_search_nao.SCHEDULE_KEYS}
     dirs = ArchDirs(tmp_path / "archs", space.to_string, scratch=("checkpoints", "best"))
     evaluator = StandaloneEvaluator(train_search_nao.PtbArchTrainer(schedule, dirs, space), False,

@@ -1,0 +1,54 @@
+"""Flags from typed configs, and presets checked where they are defined."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from nao_tf.commands import cli, search_command, weight_sharing_search
+from tests import toy_task
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = cli.option(0.1, "Learning rate.", identity=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    inner: Inner = cli.section(Inner)
+    mode: str = cli.option("a", "Mode.", ["a", "b"])
+    sizes: list = cli.option(["1", "2"], "Sizes.")
+    epochs: int = cli.option(3, "Epochs.")
+
+
+def test_flags_come_from_the_fields_with_the_commands_changes():
+    values = flags.FlagValues()
+    cli.define_flags([cli.Flags(Outer, exclude=("sizes",), defaults={"epochs": 5},
+                                help_prefix="Each: ")], values)
+    values(["prog", "--lr=0.5"])
+    assert (values.lr, values.mode, values.epochs) == (0.5, "a", 5)
+    assert "sizes" not in values and values["lr"].help == "Each: Learning rate."
+    assert cli.identity_keys(Outer) == ("lr",)
+    assert cli.identity_keys(cli.Flags(Outer, identity={"mode", "epochs"})) == ("mode", "epochs")
+    assert Outer().sizes == ["1", "2"] and Outer().sizes is not Outer().sizes
+
+
+@pytest.mark.parametrize("preset, message", [
+    (dict(epoch=4), "preset key 'epoch' is no flag of Outer; did you mean 'epochs'?"),
+    (dict(epochs=4.0), "preset epochs=4.0: a int flag"),
+    (dict(lr="0.1"), "preset lr='0.1': a float flag"),
+    (dict(mode="c"), "preset mode='c': one of \\['a', 'b'\\]"),
+])
+def test_a_preset_with_a_typo_or_a_wrong_value_is_refused_where_it_is_defined(preset, message):
+    with pytest.raises(ValueError, match=message):
+        cli.check_preset(preset, Outer)
+    assert cli.check_preset(dict(epochs=4, lr=1, mode="b"), Outer) == dict(epochs=4, lr=1,
+                                                                          mode="b")
+
+
+def test_a_task_whose_preset_misspells_a_flag_cannot_be_defined():
+    with pytest.raises(ValueError, match="'controler_epochs' is no flag .*'controller_epochs'"):
+        dataclasses.replace(toy_task.WS_TASK, presets={"tiny": {"controler_epochs": 20}})
+    groups = weight_sharing_search.flag_groups(toy_task.WS_TASK)
+    assert search_command.SearchLoopConfig in [getattr(g, "config", g) for g in groups]

@@ -47,18 +47,18 @@ class DataConfig:
     data_source: str = option("auto", "How to read --data_dir.",
                               ["auto", "tfds", "pickle", "folder"])
     image_size: int = option(0, "Image side of the ImageNet-like sets (0: 224, or 64 for "
-                             "imagenet64).", identity=True)
+                             "imagenet64).", identity=True, minimum=0)
     split: str = option("final", "final: all training images; search: all but the last "
                         "--num_valid, which are the validation set.", ["final", "search"],
                         identity=True)
-    num_valid: int = option(5000, "Validation images held out by --split=search.")
+    num_valid: int = option(5000, "Validation images held out by --split=search.", minimum=1)
     synthetic_train_images: int = option(2048, "Training images of --dataset=synthetic.")
     synthetic_test_images: int = option(512, "Test images of --dataset=synthetic.")
     standardization: str = option("dataset", "dataset: per-channel mean and std of the training "
                                   "split, padding with the mean; per_image: the TF NAO release's "
                                   "(zero-pad the raw pixels, then standardise each image).",
                                   STANDARDIZATIONS, identity=True)
-    cutout_size: int = option(0, "Cutout square side (0: no cutout).")
+    cutout_size: int = option(0, "Cutout square side (0: no cutout).", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +68,12 @@ class NetworkConfig:
     arch: str = option("nao_ws", "Architecture: a published cell's name (python -m cnn.cells lists "
                        "them), 40 integers (normal then reduction cell), or a best_arch.json "
                        "path.", identity=True)
-    num_cells: int = option(5, "N: normal cells per stage (3N + 2 cells in all).", identity=True)
+    num_cells: int = option(5, "N: normal cells per stage (3N + 2 cells in all).", identity=True,
+                            minimum=1)
     filters: int = option(36, "F: width of the first stage (doubled at each reduction).",
-                          identity=True)
-    stem_multiplier: int = option(3, "The stem has stem_multiplier * F channels.", identity=True)
+                          identity=True, minimum=1)
+    stem_multiplier: int = option(3, "The stem has stem_multiplier * F channels.", identity=True,
+                                  minimum=1)
     network: str = option("nao_ws", "nao_ws: the NAO-WS fixed network (also NAO_pytorch's); nao: "
                           "the TF NAO release's NAO/cnn/model.py, as NAONet was trained there; "
                           "imagenet: NAO_pytorch's ImageNet network (cnn/model.py).",
@@ -95,29 +97,31 @@ class NetworkConfig:
 class OptimizationConfig:
     """Batches, the loss and SGD with its learning-rate schedule."""
 
-    epochs: int = option(630, "Training epochs.")
-    batch_size: int = option(144, "Global training batch (split across replicas).", identity=True)
+    epochs: int = option(630, "Training epochs.", minimum=1)
+    batch_size: int = option(144, "Global training batch (split across replicas).", identity=True,
+                             minimum=1)
     batch_per_replica: bool = option(False, "--batch_size, --eval_batch_size and --lr_max are per "
                                      "replica: the global batch and learning rate grow with the "
                                      "replicas (the original ImageNet scripts: 128 images and lr "
                                      "0.1 per GPU).", identity=True)
-    eval_batch_size: int = option(128, "Global evaluation batch.")
+    eval_batch_size: int = option(128, "Global evaluation batch.", minimum=1)
     lr_schedule: str = option("sgdr", "sgdr: epoch-granular cosine with warm restarts (T_0, "
                               "T_mul); cosine: one per-step cosine over all epochs; step: times "
                               "--gamma every --decay_period epochs.", ["sgdr", "cosine", "step"])
     lr_max: float = option(0.05, "Maximum learning rate.")
-    lr_min: float = option(0.0001, "Minimum learning rate.")
-    t0: int = option(10, "SGDR: epochs of the first cycle (T_0).")
-    t_mul: int = option(2, "SGDR: cycle length multiplier (T_mul).")
+    lr_min: float = option(0.0001, "Minimum learning rate.", minimum=0.0)
+    t0: int = option(10, "SGDR: epochs of the first cycle (T_0).", minimum=1)
+    t_mul: int = option(2, "SGDR: cycle length multiplier (T_mul).", minimum=1)
     gamma: float = option(0.97, "Step schedule: learning-rate factor per decay.")
-    decay_period: int = option(1, "Step schedule: epochs between two decays.")
+    decay_period: int = option(1, "Step schedule: epochs between two decays.", minimum=1)
     nesterov: bool = option(True, "Nesterov momentum (NAO-WS) or plain momentum (NAO).")
     momentum: float = option(0.9, "SGD momentum.")
     l2_reg: float = option(2e-4, "Adds l2_reg * sum(w^2) over all trainable variables to the "
-                           "loss.")
-    grad_bound: float = option(5.0, "Clip the global gradient norm to this (0: no clipping).")
-    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.")
-    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.")
+                           "loss.", minimum=0.0)
+    grad_bound: float = option(5.0, "Clip the global gradient norm to this (0: no clipping).",
+                               minimum=0.0)
+    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.", minimum=0.0)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.", minimum=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +131,11 @@ class FinalConfig:
     data: DataConfig = cli.section(DataConfig)
     network: NetworkConfig = cli.section(NetworkConfig)
     optim: OptimizationConfig = cli.section(OptimizationConfig)
-    eval_every_epochs: int = option(1, "Evaluate test (and valid) accuracy every k epochs.")
-    log_every_steps: int = option(50, "Progress line and TensorBoard scalars every k steps.")
-    keep_checkpoints: int = option(5, "Checkpoints kept (one per epoch).")
+    eval_every_epochs: int = option(1, "Evaluate test (and valid) accuracy every k epochs.",
+                                    minimum=1)
+    log_every_steps: int = option(50, "Progress line and TensorBoard scalars every k steps.",
+                                  minimum=1)
+    keep_checkpoints: int = option(5, "Checkpoints kept (one per epoch).", minimum=1)
     seed: int = option(0, "Random seed (weights, data order, augmentation); 0 = not fixed.",
                        identity=True)
 
@@ -147,11 +153,7 @@ def config_of(values: Any) -> FinalConfig:
 def check_config(c: FinalConfig) -> None:
     """Stops with one line on a setting that cannot work, before anything is read or written."""
     value = cli.config_values(c).get
-    cli.check_at_least(value, 1, "num_cells", "filters", "stem_multiplier", "epochs",
-                       "batch_size", "eval_batch_size", "t0", "t_mul", "eval_every_epochs",
-                       "log_every_steps", "keep_checkpoints", "decay_period")
-    cli.check_at_least(value, 0, "lr_min", "l2_reg", "grad_bound", "label_smoothing",
-                       "cutout_size", "aux_weight", "image_size")
+    cli.check_bounds(c)
     cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
     data, network, optim = c.data, c.network, c.optim
     if optim.lr_max <= 0 or optim.gamma <= 0:

@@ -53,7 +53,7 @@ class SearchDataConfig:
                            "tensorflow-datasets directory (unused for synthetic).")
     data_source: str = option("auto", "How to read --data_dir.", ["auto", "tfds", "pickle"])
     num_valid: int = option(5000, "Validation images held out from the end of the training set.",
-                            identity=True)
+                            identity=True, minimum=1)
     synthetic_train_images: int = option(2048, "Images of --dataset=synthetic (validation "
                                          "included).", identity=True)
 
@@ -65,18 +65,19 @@ class SupernetConfig:
     lowers them."""
 
     num_cells: int = option(2, "N: normal cells per stage of the supernet (3N + 2 cells).",
-                            identity=True)
-    filters: int = option(20, "F: width of the supernet's first stage.", identity=True)
-    batch_size: int = option(160, "Global training batch of the supernet.", identity=True)
-    epochs: int = option(150, "Supernet training epochs in all.", identity=True)
+                            identity=True, minimum=1)
+    filters: int = option(20, "F: width of the supernet's first stage.", identity=True, minimum=1)
+    batch_size: int = option(160, "Global training batch of the supernet.", identity=True,
+                             minimum=1)
+    epochs: int = option(150, "Supernet training epochs in all.", identity=True, minimum=1)
     eval_every_epochs: int = option(30, "Score the pool (then train the controller and generate) "
                                     "every k epochs; the pool is scored epochs / k times.",
-                                    identity=True)
+                                    identity=True, minimum=1)
     eval_epochs: str = option("", EVAL_EPOCHS_HELP, identity=True)
     lr_max: float = option(0.05, "SGDR maximum learning rate.")
     lr_min: float = option(0.0005, "SGDR minimum learning rate.", identity=True)
-    t0: int = option(10, "SGDR: epochs of the first cycle.", identity=True)
-    t_mul: int = option(2, "SGDR: cycle length multiplier.", identity=True)
+    t0: int = option(10, "SGDR: epochs of the first cycle.", identity=True, minimum=1)
+    t_mul: int = option(2, "SGDR: cycle length multiplier.", identity=True, minimum=1)
     nesterov: bool = option(True, "Nesterov momentum 0.9.", identity=True)
     l2_reg: float = option(1e-4, "Adds l2_reg * sum(w^2) over every supernet variable to the "
                            "loss.", identity=True)
@@ -97,8 +98,8 @@ class SupernetConfig:
     jit_compile: bool = option(False, "XLA-compile the supernet's forward/backward pass (needs "
                                "--op_selection=select).")
     eval_images: int = option(500, "Validation images each architecture is scored on (the same "
-                              "ones every time).", identity=True)
-    eval_batch_size: int = option(500, "Scoring batch.")
+                              "ones every time).", identity=True, minimum=1)
+    eval_batch_size: int = option(500, "Scoring batch.", minimum=1)
     score_dropout: bool = option(False, "Keep the classifier dropout (1 - keep_prob) on while "
                                  "scoring cells, with one fixed mask, as the TF original (its "
                                  "search graph always runs in training mode).", identity=True)
@@ -113,7 +114,7 @@ class SupernetConfig:
     save_every_seconds: float = option(600.0, "Supernet checkpoint within an epoch at least this "
                                        "often (and at the end of every epoch).")
     log_every_steps: int = option(50, "Supernet progress line and TensorBoard scalars every k "
-                                  "steps.")
+                                  "steps.", minimum=1)
     data_format: str = option("channels_last", "Image layout inside the supernet (channels_first "
                               "only on GPUs).", ["channels_last", "channels_first"],
                               identity=True)
@@ -157,9 +158,7 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     c = task_config(fv)
     d, net = c.data, c.supernet
     value = cli.config_values(c).get
-    cli.check_at_least(value, 1, "num_cells", "filters", "batch_size", "epochs",
-                       "eval_every_epochs", "t0", "t_mul", "eval_images", "eval_batch_size",
-                       "num_valid", "log_every_steps")
+    cli.check_bounds(c)
     if net.filters % 2:
         raise NaoError(f"--filters={net.filters} must be even (factorized reductions halve it)")
     cli.check_keep_probability(value, "keep_prob")

@@ -76,7 +76,7 @@ class NaoTaskConfig:
     import_score_kind: str = cli.option("error", "What --import_scores holds: 'error' (the "
                                         "original's valid_error_rate, a fraction) or 'accuracy' "
                                         "(a fraction).", ["error", "accuracy"])
-    log_every_steps: int = cli.option(100, "Progress line of a training every k steps.")
+    log_every_steps: int = cli.option(100, "Progress line of a training every k steps.", minimum=1)
     seed: int = cli.option(0, "Random seed of the search and of every training.", identity=True)
 
 # `--config=smoke`: defaults for a minutes-long offline run.
@@ -142,10 +142,7 @@ def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
 
 def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
     """The per-architecture flags and the data; returns the settings record and the data."""
-    value = lambda name: fv[name].value  # noqa: E731
-    cli.check_at_least(value, 1, "num_cells", "filters", "epochs", "batch_size",
-                       "eval_batch_size", "t0", "t_mul", "num_valid", "log_every_steps")
-    cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
+    cli.check_keep_probability(lambda name: fv[name].value, "keep_prob", "drop_path_keep_prob")
     if fv.lr_max <= 0 or fv.lr_min < 0:
         raise NaoError(f"--lr_max={fv.lr_max} must be positive and --lr_min={fv.lr_min} not "
                        "negative")

@@ -47,10 +47,11 @@ class SupernetParams:
     what defines the supernet's weights, so a directory resumes only with the same; the learning
     rate and clipping are not, since a rerun after a divergence lowers them."""
 
-    emsize: int = cli.option(300, "supernet embedding size = hidden size d", identity=True)
-    batch_size: int = cli.option(256, "supernet training batch", identity=True)
+    emsize: int = cli.option(300, "supernet embedding size = hidden size d", identity=True,
+                             minimum=1)
+    batch_size: int = cli.option(256, "supernet training batch", identity=True, minimum=1)
     bptt: int = cli.option(35, "BPTT length (training: this, or half w.p. 0.05; scoring windows: "
-                           "this)", identity=True)
+                           "this)", identity=True, minimum=1)
     lr: float = cli.option(0.25, "supernet SGD learning rate (scaled per step by length / bptt)")
     clip: float = cli.option(10.0, "global gradient-norm clip (0: none)")
     wdecay: float = cli.option(5e-7, "coupled L2 weight decay", identity=True)
@@ -62,16 +63,16 @@ class SupernetParams:
     dropoutx: float = cli.option(0.75, "variational dropout on x_t", identity=True)
     dropouti: float = cli.option(0.2, "locked dropout on the embedding output", identity=True)
     dropoute: float = cli.option(0.0, "embedding (word) dropout", identity=True)
-    epochs: int = cli.option(1000, "supernet training epochs in all")
+    epochs: int = cli.option(1000, "supernet training epochs in all", minimum=1)
     eval_every_epochs: int = cli.option(200, "supernet epochs between pool evaluations (and one "
-                                        "at the end)", identity=True)
+                                        "at the end)", identity=True, minimum=1)
     eval_epochs: str = cli.option("", EVAL_EPOCHS_HELP, identity=True)
     eval_windows: int = cli.option(256, "validation windows of bptt tokens per score, spread over "
-                                   "the whole validation split (0: all of it)")
-    eval_arch_batch: int = cli.option(4, "cells scored side by side in one call")
+                                   "the whole validation split (0: all of it)", minimum=0)
+    eval_arch_batch: int = cli.option(4, "cells scored side by side in one call", minimum=1)
     save_every_seconds: float = cli.option(300.0, "supernet checkpoint interval within an epoch "
                                            "(also after every epoch)")
-    log_interval: int = cli.option(50, "supernet steps between progress lines")
+    log_interval: int = cli.option(50, "supernet steps between progress lines", minimum=1)
     seed: int = cli.option(1267, "random seed", identity=True)
     precision: str = cli.option("fp32", PRECISION_HELP, PRECISIONS)
     jit_compile: bool = cli.option(False, "XLA-compile the supernet's training step")

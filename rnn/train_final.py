@@ -57,26 +57,28 @@ class TrainParams:
                            "'p1 a1 ... p11 a11'", identity=True)
     arch_nao_codes: bool = cli.option(False, "read a 22-int --arch in the NAO (no-WS) code table "
                                       "(2=identity, 3=sigmoid)")
-    emsize: int = cli.option(850, "embedding size = hidden size d", identity=True)
-    batch_size: int = cli.option(64, "training batch (columns)")
-    eval_batch_size: int = cli.option(10, "validation batch")
-    test_batch_size: int = cli.option(1, "test batch (1 as the original)")
-    bptt: int = cli.option(35, "base BPTT length")
-    max_seq_len_delta: int = cli.option(20, "longest step is bptt + this")
+    emsize: int = cli.option(850, "embedding size = hidden size d", identity=True, minimum=1)
+    batch_size: int = cli.option(64, "training batch (columns)", minimum=1)
+    eval_batch_size: int = cli.option(10, "validation batch", minimum=1)
+    test_batch_size: int = cli.option(1, "test batch (1 as the original)", minimum=1)
+    bptt: int = cli.option(35, "base BPTT length", minimum=1)
+    max_seq_len_delta: int = cli.option(20, "longest step is bptt + this", minimum=0)
     lr: float = cli.option(20.0, "SGD / ASGD learning rate")
-    clip: float = cli.option(0.25, "global gradient-norm clip (0: none)")
-    epochs: int = cli.option(8000, "training epochs")
-    dropout: float = cli.option(0.75, "locked dropout on the cell output")
-    dropouth: float = cli.option(0.25, "variational dropout on h_{t-1} and node inputs")
-    dropoutx: float = cli.option(0.75, "variational dropout on x_t")
-    dropouti: float = cli.option(0.2, "locked dropout on the embedding output")
-    dropoute: float = cli.option(0.0, "embedding (word) dropout")
-    beta: float = cli.option(1e-3, "temporal activation regularisation (TAR) weight")
-    wdecay: float = cli.option(8e-7, "coupled L2 weight decay")
-    nonmono: int = cli.option(5, "non-improving epochs before switching to averaged SGD")
+    clip: float = cli.option(0.25, "global gradient-norm clip (0: none)", minimum=0.0)
+    epochs: int = cli.option(8000, "training epochs", minimum=1)
+    dropout: float = cli.option(0.75, "locked dropout on the cell output", minimum=0.0)
+    dropouth: float = cli.option(0.25, "variational dropout on h_{t-1} and node inputs",
+                                 minimum=0.0)
+    dropoutx: float = cli.option(0.75, "variational dropout on x_t", minimum=0.0)
+    dropouti: float = cli.option(0.2, "locked dropout on the embedding output", minimum=0.0)
+    dropoute: float = cli.option(0.0, "embedding (word) dropout", minimum=0.0)
+    beta: float = cli.option(1e-3, "temporal activation regularisation (TAR) weight", minimum=0.0)
+    wdecay: float = cli.option(8e-7, "coupled L2 weight decay", minimum=0.0)
+    nonmono: int = cli.option(5, "non-improving epochs before switching to averaged SGD", minimum=1)
     seed: int = cli.option(1267, "random seed", identity=True)
-    log_interval: int = cli.option(200, "steps between progress lines")
-    max_rollbacks: int = cli.option(3, "NaN rollbacks allowed in a row before the run stops")
+    log_interval: int = cli.option(200, "steps between progress lines", minimum=1)
+    max_rollbacks: int = cli.option(3, "NaN rollbacks allowed in a row before the run stops",
+                                    minimum=0)
     precision: str = cli.option("fp32", PRECISION_HELP, PRECISIONS)
     jit_compile: bool = cli.option(False, "XLA-compile the training step (compiles once per BPTT "
                                    "length; slower on CPU)")
@@ -207,11 +209,7 @@ def check_params(p: TrainParams) -> None:
     """Stops with one line on a setting that cannot work, before anything is read or written."""
     if not p.output_dir:
         raise NaoError("--output_dir is required (the run directory)")
-    value = lambda name: getattr(p, name)  # noqa: E731
-    cli.check_at_least(value, 1, "emsize", "batch_size", "eval_batch_size", "test_batch_size",
-                       "bptt", "epochs", "nonmono", "log_interval")
-    cli.check_at_least(value, 0, "max_seq_len_delta", "clip", "beta", "wdecay", "max_rollbacks",
-                       "dropout", "dropouth", "dropoutx", "dropouti", "dropoute")
+    cli.check_bounds(p)
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if getattr(p, name) >= 1:
             raise NaoError(f"--{name}={getattr(p, name)} must be a drop rate in [0, 1)")
@@ -219,12 +217,10 @@ def check_params(p: TrainParams) -> None:
         raise NaoError(f"--lr={p.lr} must be positive")
 
 
-PARAM_NAMES = tuple(f.name for f in dataclasses.fields(TrainParams))
-
-
 def params_of(values: Any) -> TrainParams:
-    """`TrainParams` of parsed flags (or of a `TrainParams`)."""
-    return TrainParams(**{name: getattr(values, name) for name in PARAM_NAMES})
+    """`TrainParams` of parsed flags (a `TrainParams` is taken as it is)."""
+    return values if isinstance(values, TrainParams) else cli.config_from_flags(TrainParams,
+                                                                                values)
 
 
 def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:

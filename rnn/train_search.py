@@ -57,10 +57,10 @@ class SearchParams:
     max_lambda: float = cli.option(30.0, "largest step size lambda in the embedding space")
     symmetry: bool = cli.option(False, "augment the controller's data with equivalent rewrites "
                                 "(the cell has none)")
-    controller_emb: int = cli.option(48, "controller token embedding size")
+    controller_emb: int = cli.option(48, "controller token embedding size", minimum=1)
     controller_hidden: int = cli.option(96, "controller LSTM size (2 x controller_emb: token "
-                                        "pairs are folded)")
-    controller_mlp_layers: int = cli.option(4, "predictor hidden layers")
+                                        "pairs are folded)", minimum=1)
+    controller_mlp_layers: int = cli.option(4, "predictor hidden layers", minimum=0)
     controller_mlp_hidden: int = cli.option(200, "predictor width")
     controller_lr: float = cli.option(1e-3, "controller Adam learning rate")
 
@@ -74,10 +74,7 @@ def check_params(p: SearchParams) -> None:
     """Stops on inconsistent flags before anything is written."""
     if not p.output_dir:
         raise NaoError("--output_dir is required")
-    value = cli.config_values(p).get
-    cli.check_at_least(value, 1, "epochs", "eval_every_epochs", "emsize", "batch_size", "bptt",
-                       "eval_arch_batch", "log_interval", "controller_emb", "controller_hidden")
-    cli.check_at_least(value, 0, "eval_windows", "controller_mlp_layers")
+    cli.check_bounds(p)
     parse_eval_epochs(p.supernet.eval_epochs, p.supernet.epochs)
 
 

@@ -55,8 +55,6 @@ def test_toy_task_searches_without_weight_sharing(tmp_path):
     (["--executor=ray"], "tests.toy_task:STANDALONE_TASK", False,
      "--executor=ray needs Ray, which is not installed: pip install -r requirements-cluster.txt"),
     (["--executor=ray"], "", True, "task toy cannot run on Ray: its StandaloneTask names no"),
-    (["--cpus_per_candidate=0"], "tests.toy_task:STANDALONE_TASK", True,
-     "--cpus_per_candidate"),
 ])
 def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypatch, argv, ref,
                                                              ray_installed, message):
@@ -70,3 +68,9 @@ def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypat
     with pytest.raises(NaoError, match=re.escape(message)):
         standalone_search.run(task, _flags(standalone_search, task, f"--output_dir={out}", *argv))
     assert not out.exists()
+
+
+def test_sizes_are_bounded_by_the_flags():
+    with pytest.raises(flags.IllegalFlagValueError, match="--cpus_per_candidate=0: 0 is not a "
+                       "positive integer"):
+        _flags(standalone_search, toy_task.STANDALONE_TASK, "--cpus_per_candidate=0")

@@ -106,39 +106,46 @@ def test_a_refused_final_training_rewrites_no_record(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs=0"], "--epochs=0 must be at least 1"),
-    (["--batch_size=0"], "--batch_size=0 must be at least 1"),
-    (["--keep_prob=0"], "--keep_prob=0.0 must be a keep probability"),
-    (["--num_cells=0"], "--num_cells=0 must be at least 1")])
+    (["--epochs=0"], "flag --epochs=0: 0 is not a positive integer"),  # absl's bounds
+    (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+    (["--num_cells=0"], "flag --num_cells=0: 0 is not a positive integer"),
+    (["--keep_prob=0"], "--keep_prob=0.0 must be a keep probability")])
 def test_final_training_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
-    fv = _flags(cnn_final, ["--dataset=synthetic", f"--output_dir={tmp_path / 'run'}", *argv])
-    with pytest.raises(NaoError, match=message):
-        cnn_final.train(fv)
+    with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
+        cnn_final.train(_flags(cnn_final, ["--dataset=synthetic",
+                                           f"--output_dir={tmp_path / 'run'}", *argv]))
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_built_in_code_is_held_to_the_flags_bounds():
+    with pytest.raises(NaoError, match="--bptt=0 must be at least 1"):
+        rnn_final.check_params(TrainParams(output_dir="x", bptt=0))
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--seed_archs=0"], "--seed_archs=0 must be at least 1"),
-    (["--epochs=-1"], "--epochs=-1 must be at least 1"),
+    (["--seed_archs=0"], "flag --seed_archs=0: 0 is not a positive integer"),
+    (["--epochs=-1"], "flag --epochs=-1: -1 is not a positive integer"),
+    (["--beam_width=100000"], "flag --beam_width=100000: 100000 is not an integer in the range "
+                              "\\[0, 64\\]"),
     (["--lambda_step=0"], "--lambda_step=0.0 must be positive"),
     (["--import_archs=a.txt"], "--import_archs and --import_scores go together")])
 def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
-    fv = _search_flags(standalone_search, cnn_nao,
-                       ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
-    with pytest.raises(NaoError, match=message):
-        standalone_search.run(cnn_nao.TASK, fv)
+    with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
+        standalone_search.run(cnn_nao.TASK, _search_flags(
+            standalone_search, cnn_nao, ["--config=smoke", f"--output_dir={tmp_path / 'run'}",
+                                         *argv]))
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--jit_compile"], "--jit_compile needs --op_selection=select"),
     (["--eval_epochs=1,3"], "--eval_epochs=1,3 must be positive, increasing and end at --epochs=2"),
-    (["--beam_width=-1"], "--beam_width=-1 must not be negative")])
+    (["--beam_width=-1"], "flag --beam_width=-1: -1 is not an integer in the range \\[0, 64\\]")])
 def test_weight_sharing_search_flags_stop_before_anything(tmp_path, argv, message):
-    fv = _search_flags(weight_sharing_search, cnn_search,
-                       ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv])
-    with pytest.raises(NaoError, match=message):
-        weight_sharing_search.run(cnn_search.TASK, fv)
+    with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
+        weight_sharing_search.run(cnn_search.TASK, _search_flags(
+            weight_sharing_search, cnn_search,
+            ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv]))
     assert not (tmp_path / "run").exists()
 
 

@@ -47,15 +47,16 @@ class StudyConfig:
     search_metric: str = cli.option("cifar10_valid", "Column the methods search on.")
     report_metric: str = cli.option("cifar10_test", "Column reported for the picked "
                                     "architecture.")
-    budget: int = cli.option(100, "Distinct architectures each method may query.")
+    budget: int = cli.option(100, "Distinct architectures each method may query.", minimum=1)
     seeds: int = cli.option(20, "Independent runs per method (predictor mode: draws of the train "
-                            "and test cells).")
+                            "and test cells).", minimum=1)
     first_seed: int = cli.option(0, "Seeds are first_seed, ..., first_seed + seeds - 1 (a study "
                                  "repeated on seeds never used before: e.g. tune on 0-49, report "
                                  "100-149).")
     methods: list = cli.option(["nao", "random", "evolution"], "Any of nao, random, evolution.")
     workers: int = cli.option(1, "Search mode: run NAO's seeds in this many processes (one core "
-                              "each; on 2 cores, 2 finish a study in about 0.6x the time).")
+                              "each; on 2 cores, 2 finish a study in about 0.6x the time).",
+                              minimum=1)
     output: str = cli.option("", "Write the results as JSON here. Search mode keeps every "
                              "finished (method, seed) in OUTPUT.progress.json until the end, so "
                              "the same command resumes a killed study without redoing one.")
@@ -63,16 +64,14 @@ class StudyConfig:
     test_archs: int = cli.option(1000, "Predictor mode: unseen architectures to rank.")
     epochs: int = cli.option(300, "Predictor mode: controller epochs.")
     controllers: int = cli.option(1, "Predictor mode: an ensemble of this many separate "
-                                  "controllers (own encoders), ranking by their mean prediction.")
+                                  "controllers (own encoders), ranking by their mean prediction.",
+                                  minimum=1)
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
     if not FLAGS.table:
         raise DataError("--table is required: the path of the benchmark's CSV")
-    for name in ("workers", "seeds", "controllers", "budget"):
-        if FLAGS[name].value < 1:
-            raise NaoError(f"--{name}={FLAGS[name].value} must be at least 1")
     unknown = set(FLAGS.methods) - {"nao", "random", "evolution"}
     if unknown:
         raise DataError(f"--methods: unknown {sorted(unknown)}; choose from nao, random, evolution")

@@ -99,13 +99,15 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def option(default: Any, help_text: str, choices: Sequence[str] = (),
-           identity: bool = False) -> Any:
+def option(default: Any, help_text: str, choices: Sequence[str] = (), identity: bool = False,
+           minimum: float | None = None, maximum: float | None = None) -> Any:
     """A field of a typed config that is also a flag: named as the field, typed by `default`,
-    with its `help_text`, an enum of `choices` when given, and `identity`: a run directory
-    resumes only with the same value (`identity_keys`). A list default is copied per instance."""
+    with its `help_text`, an enum of `choices` when given, `identity`: a run directory resumes
+    only with the same value (`identity_keys`), and bounds `minimum` / `maximum` of a number
+    (absl checks them when the flag is parsed or set, and `--help` states them). A list default
+    is copied per instance."""
     metadata = {"help": help_text, "choices": tuple(choices), "identity": identity,
-                "default": default}
+                "default": default, "bounds": (minimum, maximum)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -159,8 +161,12 @@ class Flags:
             default, text = self.default(f), self.help_prefix + f.metadata["help"]
             choices = self.choices.get(f.name, f.metadata["choices"])
             kind = dict(flag_values=flag_values, module_name=sys.argv[0])
+            lower, upper = f.metadata["bounds"]
             if choices:
                 flags.DEFINE_enum(f.name, default, list(choices), text, **kind)
+            elif lower is not None or upper is not None:
+                _DEFINE[type(default)](f.name, default, text, lower_bound=lower,
+                                       upper_bound=upper, **kind)
             else:
                 _DEFINE[type(default)](f.name, default, text, **kind)
 
@@ -213,6 +219,9 @@ def check_preset(values: Mapping[str, Any], *groups: FlagGroup) -> dict[str, Any
         choices = group.choices.get(name, f.metadata["choices"])
         if choices and value not in choices:
             raise ValueError(f"preset {name}={value!r}: one of {list(choices)}")
+        lower, upper = f.metadata["bounds"]
+        if (lower is not None and value < lower) or (upper is not None and value > upper):
+            raise ValueError(f"preset {name}={value!r}: outside [{lower}, {upper}]")
     return dict(values)
 
 
@@ -255,11 +264,17 @@ def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> No
             setattr(flag_values, name, value)
 
 
-def check_at_least(value_of: Callable[[str], Any], minimum: float, *names: str) -> None:
-    """Stops with one line naming the first flag of `names` whose value is below `minimum`."""
-    for name in names:
-        if value_of(name) < minimum:
-            raise NaoError(f"--{name}={value_of(name)} must be at least {minimum}")
+def check_bounds(config: Any) -> None:
+    """Stops with one line naming the first field of `config` (sections included) outside the
+    bounds of its `option`: absl checks flags as they are parsed, this the configs built
+    otherwise."""
+    values = config_values(config)
+    for f in _fields(type(config)):
+        value, (lower, upper) = values[f.name], f.metadata["bounds"]
+        if lower is not None and value < lower:
+            raise NaoError(f"--{f.name}={value} must be at least {lower}")
+        if upper is not None and value > upper:
+            raise NaoError(f"--{f.name}={value} must be at most {upper}")
 
 
 def check_keep_probability(value_of: Callable[[str], Any], *names: str) -> None:

@@ -19,23 +19,24 @@ class ControllerOptions:
 
     predictor_heads: int = cli.option(1, "Predictor heads on the controller's shared encoder (an "
                                       "ensemble whose spread is the predictor's uncertainty); 1 = "
-                                      "the original.")
+                                      "the original.", minimum=1)
     ranking_weight: float = cli.option(0.0, "Weight of a pairwise ranking loss in the predictor's "
-                                       "loss (0: the original's MSE alone, 1: ranking alone).")
+                                       "loss (0: the original's MSE alone, 1: ranking alone).",
+                                       minimum=0.0, maximum=1.0)
     oversample: float = cli.option(1.0, "Decode this many times --new_archs candidates and keep "
                                    "the best by --acquisition (1: keep the first found, the "
-                                   "original).")
+                                   "original).", minimum=1.0)
     acquisition: str = cli.option("mean", "Which oversampled candidates to keep: the heads' mean, "
                                   "an upper confidence bound (mean + --ucb_beta * std) or "
                                   "Thompson sampling.", ACQUISITIONS)
     ucb_beta: float = cli.option(1.0, "--acquisition=ucb: mean + ucb_beta * std over the "
-                                 "predictor heads.")
+                                 "predictor heads.", minimum=0.0)
     mutations: int = cli.option(0, "Also offer the acquisition this many neighbours (one token "
                                 "changed) of the top-k cells besides the decoded ones "
-                                "(predictor-guided local search); 0 = the original.")
+                                "(predictor-guided local search); 0 = the original.", minimum=0)
     beam_width: int = cli.option(0, "Decode new architectures with a beam search of this width "
                                  "(the TF original's predict_beam_width); 0 = greedy, the default "
-                                 "of both originals.")
+                                 "of both originals.", minimum=0, maximum=64)
     controller_style: str = cli.option("", "tf: the TF originals' controller (uniform +-0.1 init, "
                                        "forget bias +1, encoder dropout on LSTM outputs, weight "
                                        "decay clipped with the gradient); pytorch: the PyTorch RNN "
@@ -52,15 +53,6 @@ class ControllerOptions:
                   for name in ("oversample", "acquisition", "ucb_beta", "mutations", "beam_width")}
         return controller, search
 
-    def check(self) -> None:
-        """Stops with one line naming the flag of a value that cannot work."""
-        cli.check_at_least(cli.config_values(self).get, 1, "predictor_heads", "oversample")
-        for name in ("ucb_beta", "mutations", "beam_width"):
-            if getattr(self, name) < 0:
-                raise NaoError(f"--{name}={getattr(self, name)} must not be negative")
-        if not 0.0 <= self.ranking_weight <= 1.0:
-            raise NaoError(f"--ranking_weight={self.ranking_weight} must be in [0, 1]")
-
 
 @dataclasses.dataclass(frozen=True)
 class SearchLoopConfig:
@@ -70,15 +62,17 @@ class SearchLoopConfig:
     output_dir: str = cli.option("", "Run directory (required).")
     overwrite: bool = cli.option(False, "Delete --output_dir first and start a new search (only "
                                  "once every other check has passed).")
-    seed_archs: int = cli.option(1000, "Size of the first pool.")
-    top_k: int = cli.option(100, "Seeds for generation: the best k of the pool.")
-    new_archs: int = cli.option(500, "New architectures generated per iteration.")
-    random_archs: int = cli.option(50, "Fresh random architectures added to each new pool.")
+    seed_archs: int = cli.option(1000, "Size of the first pool.", minimum=1)
+    top_k: int = cli.option(100, "Seeds for generation: the best k of the pool.", minimum=1)
+    new_archs: int = cli.option(500, "New architectures generated per iteration.", minimum=0)
+    random_archs: int = cli.option(50, "Fresh random architectures added to each new pool.",
+                                   minimum=0)
     max_lambda: float = cli.option(100.0, "Largest step size lambda of the generation.")
     lambda_step: float = cli.option(1.0, "lambda = lambda_step, 2 lambda_step, ... up to "
                                     "--max_lambda.")
-    controller_epochs: int = cli.option(1000, "Controller training epochs per iteration.")
-    controller_batch_size: int = cli.option(100, "Controller batch.")
+    controller_epochs: int = cli.option(1000, "Controller training epochs per iteration.",
+                                        minimum=1)
+    controller_batch_size: int = cli.option(100, "Controller batch.", minimum=1)
     options: ControllerOptions = cli.section(ControllerOptions)
 
 
@@ -109,11 +103,7 @@ def check_loop_flags(fv: flags.FlagValues) -> None:
     loop = loop_config(fv)
     if not loop.output_dir:
         raise NaoError("--output_dir is required (where the search state and results go)")
-    value = cli.config_values(loop).get
-    cli.check_at_least(value, 1, "seed_archs", "top_k", "controller_epochs",
-                       "controller_batch_size")
-    cli.check_at_least(value, 0, "new_archs", "random_archs")
+    cli.check_bounds(loop)
     if loop.lambda_step <= 0 or loop.max_lambda < loop.lambda_step:
         raise NaoError(f"--lambda_step={loop.lambda_step} must be positive and at most "
                        f"--max_lambda={loop.max_lambda}")
-    loop.options.check()

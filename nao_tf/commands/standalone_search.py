@@ -46,11 +46,11 @@ class StandaloneConfig:
     ray_address: str = cli.option("", "--executor=ray: the cluster to join ('auto', or host:port "
                                   "of `ray start --head`); '' starts Ray on this machine.")
     cpus_per_candidate: int = cli.option(1, "--executor=ray: CPUs each candidate holds (on a "
-                                         "cluster with GPUs it also holds one GPU).")
+                                         "cluster with GPUs it also holds one GPU).", minimum=1)
     import_archs: str = cli.option("", "File of already-trained architectures, one per line.")
     import_scores: str = cli.option("", "Their scores, one per line, in the same order.")
     iterations: int = cli.option(2, "Controller rounds; the pool is trained iterations + 1 "
-                                 "times.")
+                                 "times.", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +127,9 @@ def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> No
 def check_flags(fv: flags.FlagValues) -> None:
     """The search's flags; stops with one line on one that cannot work."""
     search_command.check_loop_flags(fv)
-    cli.check_at_least(lambda name: fv[name].value, 0, "iterations")
     if bool(fv.import_archs) != bool(fv.import_scores):
         raise NaoError("--import_archs and --import_scores go together: one file of "
                        "architectures, one of their scores")
-    cli.check_at_least(lambda name: fv[name].value, 1, "cpus_per_candidate")
     if fv.executor == "ray":
         ray_executor.require_ray()
         if fv.devices:

@@ -82,8 +82,9 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
 @pytest.mark.parametrize("args, message", [
     (["--top_k=50"], "error: --top_k=50 exceeds the pool size --seed_archs=16"),
     (["--arch_pool=/nonexistent/pool"], "error: /nonexistent/pool: file not found"),
-    (["--predictor_heads=0"], "error: --predictor_heads=0 must be at least 1"),
-    (["--ranking_weight=2"], "error: --ranking_weight=2.0 must be in [0, 1]"),
+    (["--predictor_heads=0"], "error: flag --predictor_heads=0: 0 is not a positive integer"),
+    (["--ranking_weight=2"], "error: flag --ranking_weight=2: 2.0 is not a number in the range "
+                             "[0.0, 1.0]"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "cnn.train_search", "--config=smoke",

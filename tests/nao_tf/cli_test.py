@@ -6,6 +6,7 @@ import pytest
 from absl import flags
 
 from nao_tf.commands import cli, search_command, weight_sharing_search
+from nao_tf.common.errors import NaoError
 from tests import toy_task
 
 
@@ -19,7 +20,7 @@ class Outer:
     inner: Inner = cli.section(Inner)
     mode: str = cli.option("a", "Mode.", ["a", "b"])
     sizes: list = cli.option(["1", "2"], "Sizes.")
-    epochs: int = cli.option(3, "Epochs.")
+    epochs: int = cli.option(3, "Epochs.", minimum=1, maximum=10)
 
 
 def test_flags_come_from_the_fields_with_the_commands_changes():
@@ -32,6 +33,11 @@ def test_flags_come_from_the_fields_with_the_commands_changes():
     assert cli.identity_keys(Outer) == ("lr",)
     assert cli.identity_keys(cli.Flags(Outer, identity={"mode", "epochs"})) == ("mode", "epochs")
     assert Outer().sizes == ["1", "2"] and Outer().sizes is not Outer().sizes
+    with pytest.raises(flags.IllegalFlagValueError, match="0 is not an integer in the range"):
+        values.epochs = 0  # absl holds the bounds, also when a preset is applied
+    assert "in the range [1, 10]" in values.get_help()
+    with pytest.raises(NaoError, match="--epochs=12 must be at most 10"):
+        cli.check_bounds(Outer(epochs=12))  # a config built in code
 
 
 @pytest.mark.parametrize("preset, message", [
@@ -39,6 +45,7 @@ def test_flags_come_from_the_fields_with_the_commands_changes():
     (dict(epochs=4.0), "preset epochs=4.0: a int flag"),
     (dict(lr="0.1"), "preset lr='0.1': a float flag"),
     (dict(mode="c"), "preset mode='c': one of \\['a', 'b'\\]"),
+    (dict(epochs=11), "preset epochs=11: outside \\[1, 10\\]"),
 ])
 def test_a_preset_with_a_typo_or_a_wrong_value_is_refused_where_it_is_defined(preset, message):
     with pytest.raises(ValueError, match=message):

@@ -266,7 +266,7 @@ def test_a_killed_study_resumes_without_redoing_a_finished_seed(table_path, tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--acquisition=best", "error: NAO settings: acquisition"),
-    ("--budget=0", "error: --budget=0 must be at least 1"),
+    ("--budget=0", "error: flag --budget=0: 0 is not a positive integer"),
 ])
 def test_command_reports_bad_settings_in_one_line(table_path, flag, message):
     run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.tabular", f"--table={table_path}",

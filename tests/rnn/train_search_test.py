@@ -173,8 +173,9 @@ def test_controller_options_reach_the_controller_and_the_loop():
     config = weight_sharing_search.search_config(TASK, values, iterations=1)
     assert (controller.predictor_heads, controller.ranking_weight) == (3, 0.25)
     assert (config.oversample, config.acquisition, config.ucb_beta) == (4.0, "thompson", 2.0)
-    with pytest.raises(NaoError, match="--ranking_weight=2.0 must be in"):
-        weight_sharing_search.check_flags(_flags("--output_dir=x", "--ranking_weight=2"))
+    with pytest.raises(flags.IllegalFlagValueError, match="--ranking_weight=2: 2.0 is not a number "
+                       "in the range"):
+        _flags("--output_dir=x", "--ranking_weight=2")
 
 
 def _command(out, *extra):
@@ -245,7 +246,8 @@ def test_command_line_error_is_one_line(tmp_path):
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
-        "error: --eval_windows=-1 must be at least 0"
+        "error: flag --eval_windows=-1: -1 is not a non-negative integer; --helpfull lists " \
+        "the flags"
     assert not (tmp_path / "out").exists()
 
 

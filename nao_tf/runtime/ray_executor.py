@@ -97,7 +97,8 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(address=address or None, include_dashboard=False, logging_level="WARNING",
+    # '' starts Ray here: "local", not None, which would join the last cluster `ray start` made.
+    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 

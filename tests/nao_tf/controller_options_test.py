@@ -55,6 +55,7 @@ def test_one_head_controller_is_unchanged_and_keeps_its_saved_settings():
     assert not any("head" in n for n in names)
 
 
+# Its tests share an xdist group: one test process builds it, not each.
 @pytest.fixture(scope="module")
 def ensemble():
     tokens, scores = _data(400)
@@ -65,6 +66,7 @@ def ensemble():
     return trainer, ControllerInference(model), tokens, scores
 
 
+@pytest.mark.xdist_group("ensemble")
 def test_heads_differ_and_their_mean_is_the_prediction(ensemble):
     _, inference, tokens, scores = ensemble
     heads = inference.predict_heads(tokens[150:])
@@ -99,6 +101,7 @@ def test_acquisitions_pick_by_mean_upper_bound_or_one_head_at_a_time():
         acquire(heads, 1, "best")
 
 
+@pytest.mark.xdist_group("ensemble")
 def test_generation_keeps_the_candidates_the_acquisition_rates_best(ensemble):
     _, inference, tokens, scores = ensemble
     seeds = SPACE.decode(tokens[np.argsort(-scores[:150])[:5]])
@@ -172,6 +175,7 @@ def test_mutate_changes_exactly_one_token_to_an_allowed_one():
         assert len(changed) == 1 and mask[changed[0], after[changed[0]]]
 
 
+@pytest.mark.xdist_group("ensemble")
 def test_mutation_candidates_join_the_decoded_ones(ensemble):
     _, inference, tokens, scores = ensemble
     seeds = SPACE.decode(tokens[np.argsort(-scores[:150])[:3]])

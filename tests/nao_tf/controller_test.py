@@ -27,6 +27,7 @@ def _config(**overrides) -> ControllerConfig:
     return ControllerConfig.for_space(SPACE, **{**defaults, **overrides})
 
 
+# Its tests share an xdist group: one test process builds it, not each.
 @pytest.fixture(scope="module")
 def trained():
     rng = np.random.default_rng(0)
@@ -40,22 +41,26 @@ def trained():
     return trainer, ControllerInference(model), tokens, scores
 
 
+@pytest.mark.xdist_group("trained")
 def test_predictor_ranks_unseen_architectures(trained):
     _, inference, tokens, scores = trained
     assert pairwise_accuracy(scores[300:], inference.predict(tokens[300:])) >= 0.85
 
 
+@pytest.mark.xdist_group("trained")
 def test_reconstructs_training_architectures_exactly(trained):
     _, inference, tokens, _ = trained
     assert hamming_distance(tokens[:300], inference.reconstruct(tokens[:300])) == 0.0
 
 
+@pytest.mark.xdist_group("trained")
 def test_train_step_traced_once_across_epochs_and_calls(trained):
     trainer, _, tokens, scores = trained
     trainer.fit(tokens[:7], normalize_scores(scores[:7], True), epochs=2, rng=np.random.default_rng(1))
     assert trainer.train_epoch.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.xdist_group("trained")
 def test_predicted_score_of_generated_archs_grows_with_lambda(trained):
     """f(e_x') rises with lambda, and decoding at moderate lambda improves weak seeds for real."""
     _, inference, tokens, scores = trained
@@ -67,6 +72,7 @@ def test_predicted_score_of_generated_archs_grows_with_lambda(trained):
     assert true_scores[1] > true_scores[0] + 1.0, true_scores
 
 
+@pytest.mark.xdist_group("trained")
 def test_generate_new_finds_unseen_better_archs(trained):
     _, inference, tokens, scores = trained
     archs = SPACE.decode(tokens[:300])
@@ -81,6 +87,7 @@ def test_generate_new_finds_unseen_better_archs(trained):
     assert np.mean([known_score(a) for a in result.archs]) > np.mean(scores[:300])
 
 
+@pytest.mark.xdist_group("trained")
 def test_random_embeddings_always_decode_to_valid_architectures(trained):
     _, inference, _, _ = trained
     config = inference.model.config
@@ -104,6 +111,7 @@ def test_untrained_decoder_without_masks_would_be_invalid():
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "dot"])
+@pytest.mark.xdist_group("trained")
 def test_beam_search_decodes_valid_sequences(trained, attention):
     model = Controller(_config(attention=attention), SPACE.valid_token_mask())
     greedy, beam = ControllerInference(model), ControllerInference(model, beam_width=4)
@@ -124,6 +132,7 @@ def test_bahdanau_controller_trains():
     assert last["loss"] < 0.8 * first["loss"]
 
 
+@pytest.mark.xdist_group("trained")
 def test_save_restore_is_bit_exact(trained, tmp_path):
     trainer, inference, tokens, scores = trained
     path = trainer.save(str(tmp_path / "ckpt"))
@@ -167,6 +176,7 @@ def test_lstm_backward_matches_tensorflows_block_lstm_gradient(forget_bias):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.xdist_group("trained")
 def test_batch_shards_give_the_same_loss_and_update(trained):
     """Without dropout, a batch split into slices trains exactly like the whole batch."""
     tokens, scores = trained[2][:20], normalize_scores(trained[3][:20], True)

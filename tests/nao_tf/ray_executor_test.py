@@ -38,7 +38,7 @@ def test_ray_tasks_score_as_the_worker_threads(tmp_path):
     from its flags) records the same architectures with the same scores as through threads."""
     task = toy_task.STANDALONE_TASK
     threads = standalone_search.run(task, _toy_flags(tmp_path / "threads"))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         on_ray = standalone_search.run(task, _toy_flags(tmp_path / "ray", "--executor=ray"))
     finally:

@@ -46,6 +46,7 @@ def make_search(output_dir, calls, budget=None, **overrides) -> NAOSearch:
                      log=lambda _: None, save_every_seconds=0.0)
 
 
+# Its tests share an xdist group: one test process builds it, not each.
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     calls = []
@@ -69,6 +70,7 @@ def _save_points(output_dir) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("uninterrupted")
 def test_resume_after_a_crash_in_every_phase_gives_the_identical_history(uninterrupted, tmp_path):
     expected, _ = uninterrupted
     points = _save_points(tmp_path / "probe")
@@ -100,6 +102,7 @@ def test_resume_after_a_crash_in_every_phase_gives_the_identical_history(uninter
         assert not recorded & set(resumed_calls), "a recorded score was measured again"
 
 
+@pytest.mark.xdist_group("uninterrupted")
 def test_no_architecture_is_evaluated_twice(uninterrupted):
     result, calls = uninterrupted
     keys = [SPACE.canonical_key(SPACE.parse(s)) for s in calls]
@@ -113,6 +116,7 @@ def test_query_budget_is_respected_exactly(tmp_path):
     assert len(calls) == len(set(calls)) == result.evaluated == 23
 
 
+@pytest.mark.xdist_group("uninterrupted")
 def test_outputs(uninterrupted, tmp_path):
     calls = []
     make_search(tmp_path, calls).run()

@@ -123,10 +123,12 @@ class SupernetEvaluator(WeightSharingEvaluator):
             self.steps_trained_this_run += 1
             diverged = divergence(stats["loss"], self.data.num_classes)
             if diverged:
+                where = (f"it goes on from the last good checkpoint, "
+                         f"{self.manager.latest_checkpoint}" if self.manager.latest_checkpoint
+                         else "no checkpoint was saved yet, so it starts again from step 0")
                 raise NaoError(f"supernet {diverged} at step {step + 1}; rerun the same command "
                                "with a lower --lr_max or --grad_bound (a resume may change them): "
-                               "it goes on from the last good checkpoint in "
-                               f"{self.manager.directory}")
+                               f"{where}")
             window["loss"] += stats["loss"]
             window["accuracy"] += stats["accuracy"]
             window["n"] += 1

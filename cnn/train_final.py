@@ -263,7 +263,8 @@ def build(values: Any, arch_and_data: tuple, strategy: tf.distribute.Strategy):
           f"{strategy.num_replicas_in_sync} replica(s) | built in {time.perf_counter() - t:.0f}s",
           flush=True)
     if data.test is None and net.network != "imagenet":
-        print(f"note: {c.data.data_dir} has no test set (test_batch); test accuracy is skipped")
+        print(f"note: {c.data.data_dir or c.data.dataset} has no test set (test_batch); test "
+              "accuracy is skipped")
     return trainee
 
 

@@ -178,7 +178,11 @@ def load_space(name: str) -> SearchSpace:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise InvalidArchitectureError(f"cannot load search space {name!r}: {err}") from None
-    space = factory() if callable(factory) else factory
+    try:
+        space = factory() if callable(factory) else factory
+    except TypeError as err:  # a callable that needs arguments: not a space factory
+        raise InvalidArchitectureError(f"{name!r} is not a SearchSpace or a factory of one "
+                                       f"called without arguments ({err})") from None
     if not isinstance(space, SearchSpace):
         raise InvalidArchitectureError(f"{name!r} did not give a SearchSpace (got {type(space).__name__})")
     return space

@@ -2,6 +2,7 @@
 query budget."""
 
 import csv
+import math
 import os
 from typing import Sequence
 
@@ -27,12 +28,23 @@ class Table:
         self.path, self.columns = str(path), [c for c in columns if c not in ("arch", "index")]
         self.rows: dict[Arch, dict[str, float]] = {}
         self.index: dict[Arch, int] = {}
+        first_line: dict[Arch, int] = {}
         for lineno, row in enumerate(rows, start=2):
             try:
                 arch = space.parse(row["arch"])
-                self.rows[arch] = {c: float(row[c]) for c in self.columns}
+                values = {c: float(row[c]) for c in self.columns}
             except (InvalidArchitectureError, ValueError, TypeError) as err:
                 raise DataError(f"{path}:{lineno}: {err}") from None
+            bad = [c for c, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise DataError(f"{path}:{lineno}: {bad[0]} is {values[bad[0]]}; every metric "
+                                "must be a finite number")
+            if arch in first_line:  # the same cell again: harmless only with the same values
+                if values != self.rows[arch]:
+                    raise DataError(f"{path}:{lineno}: {row['arch']} has other values than on "
+                                    f"line {first_line[arch]}; keep one of the two rows")
+                continue
+            first_line[arch], self.rows[arch] = lineno, values
             self.index[arch] = int(row.get("index") or lineno - 2)
         # Every token sequence the space allows is a cell the searches may query.
         expected = int(np.prod(space.valid_token_mask().sum(axis=1), dtype=np.float64))

@@ -97,6 +97,28 @@ def test_bad_table_names_file_and_line(tmp_path):
         Table(path, SPACE)
 
 
+@pytest.mark.parametrize("extra, message", [
+    (lambda arch, valid, test: f"0,{arch},nan,{test}", r"bad.csv:15627: cifar10_valid is nan; "
+                                                       "every metric must be a finite number"),
+    (lambda arch, valid, test: f"0,{arch},{valid},x", r"bad.csv:15627: could not convert"),
+    (lambda arch, valid, test: f"0,{arch},99.99,{test}", r"bad.csv:15627: \|none~0\|\+.* has "
+                                                         "other values than on line 2"),
+    (lambda arch, valid, test: f"0,{arch},{valid},{test}", None),  # the same row twice: fine
+])
+def test_a_table_is_checked_when_it_is_loaded(table_path, tmp_path, extra, message):
+    """NaN or text where a metric belongs, and one cell on two lines with different values,
+    stop at load time naming the line (a NaN used to surface at the first query)."""
+    lines = table_path.read_text().splitlines()
+    _, arch, valid, test = lines[1].split(",")
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([*lines, extra(arch, valid, test)]) + "\n")
+    if message is None:
+        assert len(Table(path, SPACE).rows) == 15625
+    else:
+        with pytest.raises(DataError, match=message):
+            Table(path, SPACE)
+
+
 def test_a_partial_table_is_refused_up_front(table_path, tmp_path):
     lines = table_path.read_text().splitlines()
     path = tmp_path / "partial.csv"

@@ -141,18 +141,7 @@ class NAOSearch:
                     rng=rng.bit_generator.state, controller_checkpoint=None)
 
     def _load_state(self) -> dict:
-        try:
-            state = io.read_json(self.state_path, {"identity": dict, "iteration": int, "phase": str,
-                                                   "pool": list, "history": list, "rng": dict})
-        except (DataError, OSError) as err:
-            raise StateError(f"{err} (the search state; it is left untouched)") from None
-        if state["phase"] not in PHASES:
-            raise StateError(f"{self.state_path} is not a search state (unknown phase "
-                             f"{state['phase']!r}); it is left untouched. Use another --output_dir "
-                             "or pass --overwrite")
-        check_identity(state["identity"], self._identity, self._identity,
-                       f"{self.state_path} belongs to a search")
-        return state
+        return load_state(self.state_path, self._identity)
 
     def _save(self, state: dict) -> None:
         io.atomic_write_json(self.state_path, state)
@@ -385,6 +374,32 @@ class NAOSearch:
         arch_text, score = self._best(state)
         return SearchResult(self._parse(arch_text), score, state["history"],
                             self._evaluated_count(state), self._top(state))
+
+
+def load_state(path: Path, identity: dict, unknown: Sequence[str] = ()) -> dict:
+    """The search state in `path`; a damaged one, or one whose identity differs from `identity`
+    (but in the keys `unknown`), is a `StateError` naming it."""
+    try:
+        state = io.read_json(path, {"identity": dict, "iteration": int, "phase": str,
+                                    "pool": list, "history": list, "rng": dict})
+    except (DataError, OSError) as err:
+        raise StateError(f"{err} (the search state; it is left untouched)") from None
+    if state["phase"] not in PHASES:
+        raise StateError(f"{path} is not a search state (unknown phase {state['phase']!r}); it is "
+                         "left untouched. Use another --output_dir or pass --overwrite")
+    keys = [k for k in identity if k not in unknown]
+    check_identity(state["identity"], identity, keys, f"{path} belongs to a search")
+    return state
+
+
+def check_resumable(output_dir: str | os.PathLike, space: SearchSpace, config: SearchConfig,
+                    controller_config: ControllerConfig, unknown: Sequence[str] = ()) -> None:
+    """Stops, before a command writes anything, when `output_dir` holds a damaged search state or
+    one of other settings (`unknown`: identity keys not known yet, compared when the search
+    starts)."""
+    path = Path(output_dir) / "state.json"
+    if path.exists():
+        load_state(path, _identity(space.name, config, controller_config, []), unknown)
 
 
 def _warning(history: list[dict]) -> str | None:

@@ -26,7 +26,7 @@ from absl import flags
 
 from nao_tf.algorithm.controller import ControllerConfig
 from nao_tf.algorithm.evaluators import WeightSharingEvaluator
-from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult, check_resumable
 from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli, search_command
 from nao_tf.commands.run_dir import RunDir, prepare_run_dir
@@ -139,6 +139,9 @@ def run(task: WeightSharingTask, fv: flags.FlagValues) -> SearchResult | None:
     chief = workers is None or is_chief(workers)
     settings, data = task.check(fv)
     seed_pool = read_seed_pool(fv.arch_pool, task.space) if fv.arch_pool else None
+    if not fv.overwrite:  # the rounds come from the evaluator, made once the directory is ready
+        check_resumable(fv.output_dir, task.space, search_config(task, fv, 0),
+                        controller_config(task, fv), unknown=("search.iterations",))
     prepare_run_dir(RunDir(fv.output_dir, task.identity, task.settings_file), settings,
                     fv.overwrite, workers or tf.distribute.get_strategy())
 

@@ -77,6 +77,23 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     assert "top 5:" in third.stdout
     uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", out)
 
+    # A rerun with another search setting is refused before it writes anything (no settings
+    # record, no TensorBoard events).
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    refused = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,
+                              "--random_archs=3", f"--output_dir={out}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600, env=ENV)
+    assert refused.returncode == 2 and "search.random_archs: 1 -> 3" in refused.stderr, \
+        refused.stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    (out / "state.json").write_text("{")  # so is one over a damaged search state
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    refused = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,
+                              f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600, env=ENV)
+    assert refused.returncode == 2 and "not valid JSON" in refused.stderr, refused.stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [

@@ -75,11 +75,13 @@ def checkpoint_values(checkpoint: str | Path) -> dict[str, np.ndarray]:
 
 
 def assert_same_values(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-                       rtol: float = 1e-5) -> None:
+                       rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Equal up to float32 rounding: two workers sum a gradient in another order than two
+    replicas of one process (seen: 2.5e-7 apart on a weight of 0.0125 after a few steps)."""
     assert ours.keys() == reference.keys()
     for name, value in reference.items():
         if np.issubdtype(np.asarray(value).dtype, np.floating):
-            np.testing.assert_allclose(ours[name], value, rtol=rtol, atol=1e-7, err_msg=name)
+            np.testing.assert_allclose(ours[name], value, rtol=rtol, atol=atol, err_msg=name)
         else:
             np.testing.assert_array_equal(ours[name], value, err_msg=name)
 

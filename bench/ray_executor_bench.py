@@ -22,7 +22,7 @@ import nao_tf  # noqa: E402,F401  (TensorFlow without its start-up lines)
 import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
 
-from cnn import train_search_nao  # noqa: E402
+from cnn.task import TASK  # noqa: E402
 from nao_tf.commands import cli, search_command, standalone_search  # noqa: E402
 from nao_tf.runtime import ray_executor
 from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
@@ -35,11 +35,10 @@ flags.DEFINE_list("executors", ["threads", "ray:2", "ray:1"], "threads and/or ra
 
 
 def _values(output_dir: str) -> dict:
-    task = train_search_nao.TASK
     fv = flags.FlagValues()
-    standalone_search.define_flags(task, fv)
+    standalone_search.define_flags(TASK, fv)
     fv(["bench", "--config=smoke", f"--output_dir={output_dir}", f"--epochs={FLAGS.epochs}"])
-    search_command.apply_config(task.presets, fv)
+    search_command.apply_config(TASK, "nao", fv)
     return {name: fv[name].value for name in fv}
 
 
@@ -47,15 +46,15 @@ def _time(executor: str, archs: list) -> float:
     """Seconds to train `archs` with `executor` in a fresh directory."""
     import ray
 
-    task = train_search_nao.TASK
+    task, space = TASK, TASK.space("nao")
     with tempfile.TemporaryDirectory() as out:
         values = _values(out)
-        dirs = ArchDirs(os.path.join(out, "archs"), task.space.to_string, task.scratch)
+        dirs = ArchDirs(os.path.join(out, "archs"), space.to_string, task.scratch)
         started = time.monotonic()
         if executor == "threads":
             _, train = standalone_search.rebuild(task.ref, values)
             evaluator = StandaloneEvaluator(train, True, ["/cpu:0"], dirs=dirs,
-                                            to_string=task.space.to_string, log=lambda _: None)
+                                            to_string=space.to_string, log=lambda _: None)
         else:
             cpus = int(executor.split(":")[1])
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
@@ -63,7 +62,7 @@ def _time(executor: str, archs: list) -> float:
             job = ray_executor.CandidateJob(standalone_search.rebuild, (task.ref, values),
                                             str(dirs.root), cpus)
             evaluator = ray_executor.RayEvaluator(job, "", True, dirs=dirs,
-                                                  to_string=task.space.to_string,
+                                                  to_string=space.to_string,
                                                   log=lambda _: None)
         scores = []
         evaluator.evaluate(archs, 0, lambda arch, score, failed=False: scores.append(score))
@@ -76,7 +75,7 @@ def _time(executor: str, archs: list) -> float:
 
 def main(_):
     logging.set_verbosity(logging.WARNING)
-    archs = train_search_nao.TASK.space.sample_unique(FLAGS.candidates, np.random.default_rng(0))
+    archs = TASK.space("nao").sample_unique(FLAGS.candidates, np.random.default_rng(0))
     print(f"{FLAGS.candidates} smoke CNN cells, {FLAGS.epochs} epoch(s) each, {os.cpu_count()} "
           "CPUs")
     base = None

@@ -28,7 +28,6 @@ from nao_tf.commands import cli, final_training
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
-from cnn.configs import CONFIGS, DATASET_OVERRIDES
 from cnn.data import DATASETS, STANDARDIZATIONS
 from cnn.imagenet import TFDS_NAMES, image_size_for
 
@@ -140,16 +139,6 @@ class FinalConfig:
                        identity=True)
 
 
-# A run directory cannot be resumed with other values of these (or other data).
-RESUME_KEYS = (*cli.identity_keys(FinalConfig), "data_fingerprint")
-
-
-def config_of(values: Any) -> FinalConfig:
-    """The typed config of parsed flags (a `FinalConfig` is taken as it is)."""
-    return values if isinstance(values, FinalConfig) else cli.config_from_flags(FinalConfig,
-                                                                                  values)
-
-
 def check_config(c: FinalConfig) -> None:
     """Stops with one line on a setting that cannot work, before anything is read or written."""
     value = cli.config_values(c).get
@@ -183,10 +172,9 @@ def global_batches(optim: OptimizationConfig,
     return optim.batch_size * scale, optim.eval_batch_size * scale, optim.lr_max * scale
 
 
-def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
+def check(c: FinalConfig, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
     """The settings, the architecture and the data; returns the settings record and (arch,
     data)."""
-    c = config_of(values)
     check_config(c)
     from cnn import data as data_lib
     from cnn import imagenet
@@ -201,13 +189,12 @@ def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any]
         data = data_lib.load(d.dataset, d.data_dir or None, d.data_source, d.split, d.num_valid,
                              (d.synthetic_train_images, d.synthetic_test_images), seed=c.seed)
     global_batches(c.optim, strategy)
-    settings = {**cli.config_values(c), "config": values.config, "output_dir": values.output_dir,
-                "arch": space_for(arch).to_string(arch),
+    settings = {**cli.config_values(c), "arch": space_for(arch).to_string(arch),
                 "data_fingerprint": fingerprint(d.data_dir)}
     return settings, (arch, data)
 
 
-def build(values: Any, arch_and_data: tuple, strategy: tf.distribute.Strategy):
+def build(c: FinalConfig, arch_and_data: tuple, strategy: tf.distribute.Strategy):
     """The network's `CnnTrainee`; prints the architecture, its size and the schedule."""
     import keras
 
@@ -216,7 +203,6 @@ def build(values: Any, arch_and_data: tuple, strategy: tf.distribute.Strategy):
     from cnn.trainee import CnnTrainee, LoopConfig
     from cnn.training import OptimConfig, Trainer
 
-    c = config_of(values)
     net, optim = c.network, c.optim
     arch, data = arch_and_data
     space = space_for(arch)
@@ -268,12 +254,12 @@ def build(values: Any, arch_and_data: tuple, strategy: tf.distribute.Strategy):
     return trainee
 
 
-def finish(values: Any, trainee, state: dict[str, Any], chief: bool) -> dict[str, Any]:
+def finish(c: FinalConfig, trainee, state: dict[str, Any], chief: bool,
+           output_dir: str) -> dict[str, Any]:
     """The results; the chief exports the network for inference."""
     from cnn.export import export_for_inference
 
-    c = config_of(values)
-    export_dir = os.path.join(values.output_dir, "export")
+    export_dir = os.path.join(output_dir, "export")
     results = {**trainee.summary, **trainee.results(state), "export_dir": export_dir,
                "wall_seconds_this_run": state["wall_seconds_this_run"]}
     if chief:
@@ -289,27 +275,22 @@ def finish(values: Any, trainee, state: dict[str, Any], chief: bool) -> dict[str
     return results
 
 
-TASK = final_training.FinalTask(
-    name="cnn", flags=[FinalConfig], presets=CONFIGS,
-    adjust_preset=lambda name, fv: DATASET_OVERRIDES.get((name, fv.dataset), {}),
-    identity=RESUME_KEYS, check=check,
-    build=build, finish=finish,
-    advice=lambda fv: "rerun the same command with a lower --lr_max (a resume may change it)",
-    keep_checkpoints=lambda fv: fv.keep_checkpoints, owned=("export",))
-for _override in DATASET_OVERRIDES.values():
-    cli.check_preset(_override, FinalConfig)
-
-
 def define_flags(fv: Any) -> None:
     """Defines this command's flags in `fv`."""
+    from cnn.task import TASK
+
     final_training.define_flags(TASK, fv)
 
 
 def train(fv: Any) -> dict[str, Any]:
     """Runs the command for parsed flags `fv` (the preset applied here); returns the results."""
+    from cnn.task import TASK
+
     final_training.apply_config(TASK, fv)
     return final_training.run(TASK, fv)
 
 
 if __name__ == "__main__":
+    from cnn.task import TASK
+
     final_training.main(TASK)

@@ -26,12 +26,10 @@ import time
 from typing import Any
 
 import keras
-from absl import flags
 
 from cnn import data as data_lib
 from cnn.data import CifarData
 from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
-from cnn.search_space import NAO_WS_SPACE, cell_graphs
 from cnn.supernet import Supernet
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
 from nao_tf.algorithm.evaluators import EVAL_EPOCHS_HELP, parse_eval_epochs
@@ -146,16 +144,8 @@ SMOKE: dict[str, Any] = dict(
     max_lambda=20.0, controller_epochs=300, controller_batch_size=16,
     controller_attention="dot", controller_lr=5e-3, controller_trade_off=0.5, seed=1)
 
-RESUME_KEYS = (*cli.identity_keys(SearchTaskConfig), "data_fingerprint")
-
-
-def task_config(fv: flags.FlagValues) -> SearchTaskConfig:
-    return cli.config_from_flags(SearchTaskConfig, fv)
-
-
-def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
-    """The supernet's flags and the data; returns the settings record and the data."""
-    c = task_config(fv)
+def check(c: SearchTaskConfig) -> tuple[dict[str, Any], CifarData]:
+    """The supernet's settings and the data; returns the settings record and the data."""
     d, net = c.data, c.supernet
     value = cli.config_values(c).get
     cli.check_bounds(c)
@@ -176,13 +166,11 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
         if value(name) % replicas:
             raise NaoError(f"--{name}={value(name)} does not split evenly over {replicas} "
                            "replicas")
-    settings = {**cli.config_values(c), **{name: fv[name].value for name in sorted(
-        weight_sharing_search.COMMON_FLAG_NAMES) if name != "overwrite"}}
-    return {**settings, "data_fingerprint": fingerprint(d.data_dir)}, data
+    return {**cli.config_values(c), "data_fingerprint": fingerprint(d.data_dir)}, data
 
 
-def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
-    c = task_config(fv)
+def supernet(c: SearchTaskConfig, data: CifarData, output_dir: str) -> SupernetEvaluator:
+    """The supernet evaluator: the shared weights, their SGDR schedule and the scoring."""
     net = c.supernet
     if c.seed:
         keras.utils.set_random_seed(c.seed)
@@ -214,25 +202,19 @@ def evaluator(fv: flags.FlagValues, data: CifarData) -> SupernetEvaluator:
             f"{net.epochs} epochs, batch {net.batch_size} over "
             f"{strategy.num_replicas_in_sync} replica(s); built in "
             f"{time.perf_counter() - started:.0f}s")
-    return SupernetEvaluator(trainer, data, schedule, fv.output_dir, net.num_cells, net.filters,
+    return SupernetEvaluator(trainer, data, schedule, output_dir, net.num_cells, net.filters,
                              log=cli.say)
 
 
-def controller(fv: flags.FlagValues) -> dict[str, Any]:
+def controller(c: SearchTaskConfig) -> dict[str, Any]:
     """The TF original's NAO-WS controller (attention and learning rate are flags)."""
-    c = task_config(fv)
     return dict(emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
                 mlp_dropout=0.1, attention=c.controller_attention,
                 trade_off=c.controller_trade_off, weight_decay=1e-4,
                 learning_rate=c.controller_lr, max_gradient_norm=5.0)
 
 
-TASK = weight_sharing_search.WeightSharingTask(
-    name="cnn", space=NAO_WS_SPACE, flags=[SearchTaskConfig], presets={"smoke": SMOKE},
-    identity=RESUME_KEYS, check=check, evaluator=evaluator, controller=controller,
-    score_name="validation accuracy", graphs=cell_graphs,
-    final_command="scripts/train_final.sh cnn --config=nao_ws")
-
-
 if __name__ == "__main__":
+    from cnn.task import TASK
+
     weight_sharing_search.main(TASK)

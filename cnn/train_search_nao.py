@@ -35,14 +35,15 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from absl import flags
 
 from cnn import data as data_lib
 from cnn import train_final
 from cnn.configs import CONFIGS
 from cnn.data import CifarData
-from cnn.search_space import NAONET_19_SPACE, NAONET_SPACE, SPACES, CellArch, cell_graphs
+from cnn.search_space import CellArch
+from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli, standalone_search
+from nao_tf.commands.task import Candidates
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
@@ -54,9 +55,6 @@ SCHEDULE = ("num_cells", "filters", "epochs", "batch_size", "eval_batch_size", "
             "t0", "t_mul", "nesterov", "l2_reg", "grad_bound", "drop_path_keep_prob", "keep_prob",
             "use_aux_head", "aux_weight", "cutout_size", "num_valid", "network",
             "standardization")
-SCHEDULE_FLAGS = cli.Flags(train_final.FinalConfig, only=SCHEDULE, defaults=CONFIGS["nao_search"],
-                           help_prefix="Each candidate's training: ",
-                           identity=set(SCHEDULE) - {"eval_batch_size"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +77,23 @@ class NaoTaskConfig:
     log_every_steps: int = cli.option(100, "Progress line of a training every k steps.", minimum=1)
     seed: int = cli.option(0, "Random seed of the search and of every training.", identity=True)
 
+
+@dataclasses.dataclass(frozen=True)
+class NaoSearchConfig:
+    """Each candidate's training (a final training's settings, those of `SCHEDULE` offered) and
+    the task's other flags."""
+
+    schedule: train_final.FinalConfig = cli.section(
+        train_final.FinalConfig, only=SCHEDULE, defaults=CONFIGS["nao_search"],
+        help_prefix="Each candidate's training: ", identity=set(SCHEDULE) - {"eval_batch_size"})
+    task: NaoTaskConfig = cli.section(NaoTaskConfig)
+
+
 # `--config=smoke`: defaults for a minutes-long offline run.
 SMOKE: dict[str, Any] = dict(
     dataset="synthetic", synthetic_train_images=320, num_valid=64, num_cells=1, filters=8,
     epochs=2, batch_size=32, eval_batch_size=64, seed_archs=6, iterations=1, top_k=4,
     new_archs=4, controller_epochs=30, controller_batch_size=8, log_every_steps=1000, seed=1)
-
-# Settings of the per-architecture training: a run resumes only with the same values.
-RESUME_KEYS = (*cli.identity_keys(SCHEDULE_FLAGS, NaoTaskConfig), "data_fingerprint")
 
 
 def _check_fraction(score: float) -> str | None:
@@ -96,13 +103,11 @@ def _check_fraction(score: float) -> str | None:
             "(0.05 for 5%)")
 
 
-def read_imports(fv: flags.FlagValues) -> list[tuple[CellArch, float]]:
-    """The (cell, accuracy) pairs of --import_archs / --import_scores ([] when not given)."""
-    if not fv.import_archs:
-        return []
-    convert = (lambda e: 1.0 - e) if fv.import_score_kind == "error" else None
-    return read_imported(SPACES[fv.space], fv.import_archs, fv.import_scores, convert=convert,
-                         check=_check_fraction)
+def read_imports(c: NaoSearchConfig, space: SearchSpace, archs_path: str,
+                 scores_path: str) -> list[tuple[CellArch, float]]:
+    """The (cell, accuracy) pairs of --import_archs / --import_scores."""
+    convert = (lambda e: 1.0 - e) if c.task.import_score_kind == "error" else None
+    return read_imported(space, archs_path, scores_path, convert=convert, check=_check_fraction)
 
 
 class CifarArchTrainer:
@@ -110,12 +115,8 @@ class CifarArchTrainer:
     with the per-architecture schedule in its own directory, as `cnn.train_final` with those
     settings would (resuming after its last finished epoch if a killed run left one)."""
 
-    def __init__(self, data: CifarData, settings: dict[str, Any], dirs: ArchDirs):
-        self.data, self.dirs = data, dirs
-        # train_final's settings: its defaults < the nao_search schedule < this search's.
-        values = {**CONFIGS["nao_search"], **settings}
-        self.config = cli.config_from_values(train_final.FinalConfig,
-                                             lambda f: values.get(f.name, f.default))
+    def __init__(self, data: CifarData, schedule: train_final.FinalConfig, dirs: ArchDirs):
+        self.data, self.dirs, self.config = data, dirs, schedule
 
     def __call__(self, arch: CellArch, device: str) -> float:
         strategy = tf.distribute.OneDeviceStrategy(device)
@@ -140,48 +141,39 @@ def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
                default=None)
 
 
-def check(fv: flags.FlagValues) -> tuple[dict[str, Any], CifarData]:
-    """The per-architecture flags and the data; returns the settings record and the data."""
-    cli.check_keep_probability(lambda name: fv[name].value, "keep_prob", "drop_path_keep_prob")
-    if fv.lr_max <= 0 or fv.lr_min < 0:
-        raise NaoError(f"--lr_max={fv.lr_max} must be positive and --lr_min={fv.lr_min} not "
-                       "negative")
-    if fv.network == "imagenet":
+def check(c: NaoSearchConfig) -> tuple[dict[str, Any], CifarData]:
+    """The per-architecture settings and the data; returns the settings record and the data."""
+    schedule, optim = c.schedule, c.schedule.optim
+    cli.check_keep_probability(cli.config_values(schedule).get, "keep_prob",
+                               "drop_path_keep_prob")
+    if optim.lr_max <= 0 or optim.lr_min < 0:
+        raise NaoError(f"--lr_max={optim.lr_max} must be positive and --lr_min={optim.lr_min} "
+                       "not negative")
+    if schedule.network.network == "imagenet":
         raise NaoError("--network=imagenet is the ImageNet network; the search trains CIFAR "
                        "networks: --network=nao_ws or nao")
-    data = data_lib.load(fv.dataset, fv.data_dir or None, fv.data_source, "search",
-                         fv.num_valid, (fv.synthetic_train_images, 0), seed=fv.seed)
+    d = schedule.data
+    data = data_lib.load(d.dataset, d.data_dir or None, d.data_source, "search", d.num_valid,
+                         (d.synthetic_train_images, 0), seed=c.task.seed)
     data = dataclasses.replace(data, test=None)  # the search never looks at the test set
-    settings = {f.name: fv[f.name].value for f in SCHEDULE_FLAGS.fields()}
-    settings.update({name: fv[name].value for name in (
-        "dataset", "data_dir", "synthetic_train_images", "log_every_steps", "seed")})
-    return {**settings, "data_fingerprint": fingerprint(fv.data_dir)}, data
+    settings = cli.Flags(NaoSearchConfig).values(c)
+    return {**settings, "data_fingerprint": fingerprint(d.data_dir)}, data
 
 
-def setup(fv: flags.FlagValues, settings: dict[str, Any], data: CifarData,
-          dirs: ArchDirs) -> standalone_search.Setup:
+def candidates(c: NaoSearchConfig, data: CifarData, dirs: ArchDirs) -> Candidates:
     tf.get_logger().setLevel("ERROR")  # every cell is a new network: its steps trace anew
-    if fv.seed:
-        keras.utils.set_random_seed(fv.seed)
-    return standalone_search.Setup(
-        CifarArchTrainer(data, settings, dirs),
-        failed_score=1.0 / data.num_classes if fv.on_diverge == "chance" else None,
-        summary=f"{fv.dataset}, {len(data.train)} training / {len(data.valid)} validation "
-                f"images; each cell N={fv.num_cells} F={fv.filters}, {fv.epochs} epochs")
-
-
-TASK = standalone_search.StandaloneTask(
-    name="cnn", space=NAONET_SPACE, spaces={s.name: s for s in (NAONET_SPACE, NAONET_19_SPACE)},
-    flags=[SCHEDULE_FLAGS, NaoTaskConfig],
-    presets={"smoke": SMOKE}, identity=RESUME_KEYS,
-    # The TF original's non-weight-sharing EPD.
-    controller=dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,
-                    encoder_dropout=0.1, mlp_dropout=0.0, attention="bahdanau", trade_off=0.8,
-                    weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0),
-    higher_is_better=True, score_name="validation accuracy", check=check, setup=setup,
-    read_imports=read_imports, scratch=("checkpoints",), graphs=cell_graphs,
-    final_command="scripts/train_final.sh cnn --config=naonet", ref="cnn.train_search_nao:TASK")
+    if c.task.seed:
+        keras.utils.set_random_seed(c.task.seed)
+    net = c.schedule.network
+    return Candidates(
+        CifarArchTrainer(data, c.schedule, dirs),
+        failed_score=1.0 / data.num_classes if c.task.on_diverge == "chance" else None,
+        summary=f"{c.task.dataset}, {len(data.train)} training / {len(data.valid)} validation "
+                f"images; each cell N={net.num_cells} F={net.filters}, "
+                f"{c.schedule.optim.epochs} epochs")
 
 
 if __name__ == "__main__":
+    from cnn.task import TASK
+
     standalone_search.main(TASK)

@@ -8,7 +8,7 @@ global-norm clipping 0.25, coupled weight decay, NT-ASGD (switch to weight avera
 validation loss has not improved on the best of all but the last `nonmono` epochs). Validation
 (batch 10) and the best checkpoint use the averaged weights once averaging is on.
 
-The command is `nao_tf.commands.final_training`'s over this task (`TASK`): `--output_dir` receives
+The command is `nao_tf.commands.final_training`'s over `rnn.task.TASK`: `--output_dir` receives
 flags.json, train_state.json, checkpoints/ (every epoch: raw weights, averaged weights, averaging
 counters), best/ (best validation model), tensorboard/, and results.json. Re-running the same
 command resumes after the last finished epoch; `--overwrite` starts fresh. A NaN/inf loss rolls
@@ -34,12 +34,11 @@ from nao_tf.common.errors import NaoError, StateError
 from nao_tf.common.io import fingerprint
 from nao_tf.common.resume import restore
 from nao_tf.common.summaries import summary_writer, write_scalars
-from nao_tf.runtime.distribute import (barrier, from_chief, is_chief, strategy_for_batch,
-                                       writable_dir)
+from nao_tf.runtime.distribute import barrier, from_chief, is_chief, writable_dir
 from nao_tf.runtime.divergence import divergence
 from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP, policy
 from nao_tf.runtime.train_loop import Diverged, Trainee, format_eta
-from rnn.configs import CONFIGS, build_model
+from rnn.configs import build_model
 from rnn.data import Corpus, batchify, get_batch, read_corpus
 from rnn.model import count_params
 from rnn.search_space import RnnCell, RnnSearchSpace, resolve_arch
@@ -217,16 +216,9 @@ def check_params(p: TrainParams) -> None:
         raise NaoError(f"--lr={p.lr} must be positive")
 
 
-def params_of(values: Any) -> TrainParams:
-    """`TrainParams` of parsed flags (a `TrainParams` is taken as it is)."""
-    return values if isinstance(values, TrainParams) else cli.config_from_flags(TrainParams,
-                                                                                values)
-
-
-def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
+def check(p: TrainParams) -> tuple[dict[str, Any], tuple]:
     """The settings, the cell and the corpus; returns the settings record and (cell, its
     source, corpus)."""
-    p = params_of(values)
     check_params(p)
     arch, arch_source = resolve_arch(p.arch, p.arch_nao_codes)
     corpus = read_corpus(p.data_dir)
@@ -236,8 +228,8 @@ def check(values: Any, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any]
     return settings, (arch, arch_source, corpus)
 
 
-def build(values: Any, data: tuple, strategy: tf.distribute.Strategy) -> LMTrainee:
-    trainee = LMTrainee(params_of(values), *data, strategy)
+def build(p: TrainParams, data: tuple, strategy: tf.distribute.Strategy) -> LMTrainee:
+    trainee = LMTrainee(p, *data, strategy)
     cli.say(f"arch {trainee.space.to_string(trainee.arch)} ({trainee.arch_source}), "
             f"{trainee.num_params} parameters, vocabulary {trainee.corpus.vocab_size}, "
             f"{strategy.num_replicas_in_sync} replica(s)")
@@ -250,22 +242,15 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-TASK = final_training.FinalTask(
-    name="rnn", flags=[cli.Flags(TrainParams, exclude=("output_dir", "overwrite"))],
-    presets=CONFIGS,
-    identity=(*cli.identity_keys(TrainParams), "vocab_size", "data_fingerprint"),
-    check=check, build=build,
-    finish=lambda values, trainee, state, chief: report(trainee.results(state)),
-    advice=lambda _: "lower --lr or --clip, then rerun the same command",
-    max_rollbacks=lambda values: values.max_rollbacks,
-    strategy=lambda values: strategy_for_batch(values.batch_size, multi_worker=True))
-
-
 def train(params: TrainParams,
           strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
     """Trains (or resumes) the run of `params`; returns the results (also in results.json)."""
+    from rnn.task import TASK
+
     return final_training.run(TASK, params, strategy)
 
 
 if __name__ == "__main__":
+    from rnn.task import TASK
+
     final_training.main(TASK)

@@ -9,7 +9,7 @@ the pool scored by validation loss every 200 epochs, then a controller round (em
 LSTM 96, 4 x 200 MLP, dot attention, 1000 epochs) that generates 300 new cells with lambda up to
 30 from the top 100, plus 50 random ones. `--config=smoke` shrinks everything and, without
 `--data_dir`, generates a small corpus into `--output_dir/corpus`. The command is the shared
-`nao_tf.commands.weight_sharing_search` with this module's `TASK`.
+`nao_tf.commands.weight_sharing_search` over `rnn.task.TASK`.
 
 `--output_dir` receives flags.json, the search state and results (state.json, history.jsonl,
 pool.<i>.txt/.perf, best_arch.json, best_arch.png/.dot, tensorboard/), the controller checkpoint
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from absl import flags
 
 from nao_tf.algorithm.controller import STYLES
 from nao_tf.algorithm.evaluators import parse_eval_epochs
@@ -33,10 +32,8 @@ from nao_tf.commands import cli, weight_sharing_search
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.distribute import strategy_for_batch, writable_dir
-from rnn.configs import SEARCH_CONFIGS
 from rnn.data import Corpus, read_corpus, write_generated_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams
-from rnn.search_space import RnnSearchSpace, cell_graphs
 
 
 @dataclasses.dataclass
@@ -65,11 +62,6 @@ class SearchParams:
     controller_lr: float = cli.option(1e-3, "controller Adam learning rate")
 
 
-def params(fv: flags.FlagValues) -> SearchParams:
-    """The typed view of parsed flags `fv` (every `SearchParams` field is a flag)."""
-    return cli.config_from_flags(SearchParams, fv)
-
-
 def check_params(p: SearchParams) -> None:
     """Stops on inconsistent flags before anything is written."""
     if not p.output_dir:
@@ -78,9 +70,8 @@ def check_params(p: SearchParams) -> None:
     parse_eval_epochs(p.supernet.eval_epochs, p.supernet.epochs)
 
 
-def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
+def check(p: SearchParams) -> tuple[dict[str, Any], Corpus | None]:
     """The supernet's flags and the corpus (None: --config=smoke generates one)."""
-    p = params(fv)
     check_params(p)
     record = cli.config_values(p)
     record.pop("overwrite")
@@ -88,8 +79,8 @@ def check(fv: flags.FlagValues) -> tuple[dict[str, Any], Corpus | None]:
     return record, read_corpus(p.data_dir) if p.data_dir else None
 
 
-def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
-    p = params(fv)
+def supernet(p: SearchParams, corpus: Corpus | None) -> SupernetEvaluator:
+    """The supernet over `corpus` (None: a generated one in the run directory)."""
     out, supernet = Path(p.output_dir), p.supernet
     strategy = strategy_for_batch(supernet.batch_size)
     data_dir = p.data_dir
@@ -103,10 +94,9 @@ def evaluator(fv: flags.FlagValues, corpus: Corpus | None) -> SupernetEvaluator:
     return SupernetEvaluator(supernet, corpus, out / "supernet", strategy, cli.say)
 
 
-def controller(fv: flags.FlagValues) -> dict[str, Any]:
+def controller(p: SearchParams) -> dict[str, Any]:
     """The NAO-WS/rnn PyTorch controller (dot attention, predictor dropout 0, PyTorch's
     initialisers, dropout and weight decay: `nao_tf.algorithm.controller.STYLES`)."""
-    p = params(fv)
     return dict(emb_size=p.controller_emb, hidden_size=p.controller_hidden, encoder_layers=1,
                 decoder_layers=1, mlp_layers=p.controller_mlp_layers,
                 mlp_hidden=p.controller_mlp_hidden, encoder_dropout=0.1, mlp_dropout=0.0,
@@ -114,17 +104,7 @@ def controller(fv: flags.FlagValues) -> dict[str, Any]:
                 learning_rate=p.controller_lr, max_gradient_norm=5.0, **STYLES["pytorch"])
 
 
-TASK = weight_sharing_search.WeightSharingTask(
-    name="rnn", space=RnnSearchSpace(),
-    flags=[cli.Flags(SearchParams, exclude=weight_sharing_search.COMMON_FLAG_NAMES)],
-    defaults={name: value for name, value in cli.config_values(SearchParams()).items()
-              if name in weight_sharing_search.COMMON_FLAG_NAMES},
-    presets=SEARCH_CONFIGS, identity=(*cli.identity_keys(SupernetParams), "data_fingerprint"),
-    settings_file="flags.json",
-    check=check, evaluator=evaluator, controller=controller,
-    score_name="validation loss", search={"normalization": "minmax"}, graphs=cell_graphs,
-    final_command="scripts/train_final.sh rnn --config=ptb")
-
-
 if __name__ == "__main__":
+    from rnn.task import TASK
+
     weight_sharing_search.main(TASK)

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-from absl import flags
 
+from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli, standalone_search
-from nao_tf.common.errors import NaoError
+from nao_tf.commands.task import Candidates
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.standalone import ArchDirs, TrainingDiverged, build_lock, read_imported
 from nao_tf.runtime.train_loop import Diverged, train_epochs
@@ -45,15 +45,9 @@ from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_c
 from rnn.train_final import LMTrainee, TrainParams, check_params
 from rnn.training import perplexity
 
-SPACE = RnnSearchSpace()
 # The per-architecture schedule: every TrainParams field but the run directory and the cell.
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams)
                       if f.name not in ("output_dir", "arch", "arch_nao_codes", "overwrite"))
-# Its values a run resumes only with (scores from different schedules must not mix).
-SCHEDULE_FLAGS = cli.Flags(TrainParams, only=SCHEDULE_KEYS, defaults=CONFIGS["ptb_search"],
-                           help_prefix="Per-cell training: ",
-                           identity=set(SCHEDULE_KEYS) - {"data_dir", "log_interval",
-                                                          "max_rollbacks", "jit_compile"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,28 +66,36 @@ class NaoTaskConfig:
                                         ["nao", "project"])
 
 
+@dataclasses.dataclass(frozen=True)
+class NaoSearchConfig:
+    """Each cell's training (the final training's settings, those of `SCHEDULE_KEYS` offered,
+    with the `ptb_search` preset's defaults; a run resumes only with the same schedule, so that
+    scores of two schedules never mix) and the task's other flags."""
+
+    schedule: TrainParams = cli.section(
+        TrainParams, only=SCHEDULE_KEYS, defaults=CONFIGS["ptb_search"],
+        help_prefix="Per-cell training: ",
+        identity=set(SCHEDULE_KEYS) - {"data_dir", "log_interval", "max_rollbacks", "jit_compile"})
+    task: NaoTaskConfig = cli.section(NaoTaskConfig)
+
+
 # `--config=smoke`: defaults for a minutes-long offline run (no --data_dir: a generated corpus).
 SMOKE: dict[str, Any] = dict(
     data_dir="", emsize=16, batch_size=16, eval_batch_size=10, bptt=12, max_seq_len_delta=4,
     epochs=2, log_interval=1000, seed_archs=6, iterations=1, top_k=4, new_archs=4,
     controller_epochs=30, controller_batch_size=8)
 
-RESUME_KEYS = (*cli.identity_keys(SCHEDULE_FLAGS), "data_fingerprint")
-
-
 def _check_perplexity(score: float) -> str | None:
     return None if score >= 1.0 else (f"perplexity {score} is below 1; the file must hold "
                                       "validation perplexities (valid_ppl), not losses")
 
 
-def read_imports(fv: flags.FlagValues) -> list[tuple[RnnCell, float]]:
-    """The (cell, perplexity) pairs of --import_archs / --import_scores ([] when not given)."""
-    if not fv.import_archs:
-        return []
-    parse = ((lambda text: SPACE.parse(convert_nao_codes(text)))
-             if fv.import_arch_codes == "nao" else SPACE.parse)
-    return read_imported(SPACE, fv.import_archs, fv.import_scores, check=_check_perplexity,
-                         parse=parse)
+def read_imports(c: NaoSearchConfig, space: SearchSpace, archs_path: str,
+                 scores_path: str) -> list[tuple[RnnCell, float]]:
+    """The (cell, perplexity) pairs of --import_archs / --import_scores."""
+    parse = ((lambda text: space.parse(convert_nao_codes(text)))
+             if c.task.import_arch_codes == "nao" else space.parse)
+    return read_imported(space, archs_path, scores_path, check=_check_perplexity, parse=parse)
 
 
 class PtbArchTrainer:
@@ -119,48 +121,34 @@ class PtbArchTrainer:
         return perplexity(state["best_val_loss"])
 
 
-def check(fv: flags.FlagValues) -> tuple[dict[str, Any], int | None]:
+def check(c: NaoSearchConfig) -> tuple[dict[str, Any], int | None]:
     """The per-cell schedule and the corpus; returns the settings record and the vocabulary
-    size (None for the corpus a smoke run generates)."""
-    schedule = {k: fv[k].value for k in SCHEDULE_KEYS}
-    check_params(TrainParams(output_dir=fv.output_dir, **schedule))
-    if not schedule["data_dir"]:
-        if fv.config != "smoke":
-            raise NaoError("--data_dir is required: a directory with train.txt, valid.txt and "
-                           "test.txt (scripts/get_data.sh ptb)")
-        return schedule, None
-    vocab_size = read_corpus(schedule["data_dir"]).vocab_size
-    return {**schedule, "data_fingerprint": fingerprint(schedule["data_dir"])}, vocab_size
+    size (None without --data_dir: a corpus is generated, as `--config=smoke` does)."""
+    schedule = c.schedule
+    check_params(schedule)
+    settings = cli.Flags(NaoSearchConfig).values(c)
+    if not schedule.data_dir:
+        return settings, None
+    vocab_size = read_corpus(schedule.data_dir).vocab_size
+    return {**settings, "data_fingerprint": fingerprint(schedule.data_dir)}, vocab_size
 
 
-def setup(fv: flags.FlagValues, schedule: dict[str, Any], vocab_size: int | None,
-          dirs: ArchDirs) -> standalone_search.Setup:
+def candidates(c: NaoSearchConfig, vocab_size: int | None, dirs: ArchDirs,
+               output_dir: str) -> Candidates:
     tf.get_logger().setLevel("ERROR")  # every cell is a new model: its steps trace anew
-    schedule = {k: schedule[k] for k in SCHEDULE_KEYS}
+    schedule = {k: getattr(c.schedule, k) for k in SCHEDULE_KEYS}
     if vocab_size is None:  # --config=smoke: a generated corpus inside the run directory
-        schedule = {**schedule, "data_dir": str(write_generated_corpus(
-            Path(fv.output_dir) / "corpus", seed=fv.seed))}
+        schedule["data_dir"] = str(write_generated_corpus(Path(output_dir) / "corpus",
+                                                          seed=c.schedule.seed))
         vocab_size = read_corpus(schedule["data_dir"]).vocab_size
-    return standalone_search.Setup(
-        PtbArchTrainer(schedule, dirs, SPACE),
-        failed_score=float(vocab_size) if fv.on_diverge == "uniform" else None,
-        summary=f"{schedule['data_dir']} (vocabulary {vocab_size}); each cell d={fv.emsize}, "
-                f"{fv.epochs} epochs")
-
-
-TASK = standalone_search.StandaloneTask(
-    name="rnn", space=SPACE,
-    flags=[SCHEDULE_FLAGS, NaoTaskConfig],
-    presets={"smoke": SMOKE}, identity=RESUME_KEYS,
-    # The TF original's non-weight-sharing EPD: the LSTM reads all 22 tokens.
-    controller=dict(encoder_length=SPACE.source_length, emb_size=96, hidden_size=96,
-                    mlp_layers=3, mlp_hidden=200, encoder_dropout=0.1, mlp_dropout=0.1,
-                    attention="bahdanau", trade_off=0.8, weight_decay=1e-4, learning_rate=1e-3,
-                    max_gradient_norm=5.0),
-    higher_is_better=False, score_name="validation perplexity", check=check, setup=setup,
-    read_imports=read_imports, scratch=("checkpoints", "best"), graphs=cell_graphs,
-    final_command="scripts/train_final.sh rnn --config=ptb", ref="rnn.train_search_nao:TASK")
+    return Candidates(
+        PtbArchTrainer(schedule, dirs, RnnSearchSpace()),
+        failed_score=float(vocab_size) if c.task.on_diverge == "uniform" else None,
+        summary=f"{schedule['data_dir']} (vocabulary {vocab_size}); each cell "
+                f"d={c.schedule.emsize}, {c.schedule.epochs} epochs")
 
 
 if __name__ == "__main__":
+    from rnn.task import TASK
+
     standalone_search.main(TASK)

@@ -1,40 +1,32 @@
-"""A third task, built from the core's pieces only: a space, one network, presets. The space is the core's synthetic cell space (2 nodes, 3 inputs, 3 ops). The network regresses a
-fixed random function of 8 inputs: two stems give states s0, s1; each node sums two branches
-op(state), ops being Dense+ReLU, Dense+tanh and identity; the last node feeds a linear head. The
-architecture enters `call` as an int32 tensor, so one model class is the stand-alone network and
-the supernet (a pool architecture per step). The score is the validation MSE.
-"""
+"""A third task from the core's pieces only: a `Task` with a space (the core's synthetic cells),
+one network regressing a fixed function of 8 inputs, presets. The architecture enters `call` as an
+int32 tensor, so one model is the stand-alone network and the supernet. Score: validation MSE."""
 
 import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
 from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
 from nao_tf.algorithm.search_space import load_arch
-from nao_tf.commands import cli, final_training, standalone_search, weight_sharing_search
-from nao_tf.runtime import train_loop
+from nao_tf.commands import cli
+from nao_tf.commands.task import Candidates, Task
+from nao_tf.runtime.train_loop import Trainee, train_epochs
 from nao_tf.spaces.synthetic import SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=2, choices=3)
-WIDTH = 16
 
 
 class ToyNet(keras.Model):
-    def __init__(self):
+    """Stems give s0, s1; a node sums two op(state) (Dense+ReLU, Dense+tanh, identity)."""
+
+    def __init__(self, width: int = 16):
         super().__init__()
-        self.stems = [keras.layers.Dense(WIDTH) for _ in range(2)]
-        self.ops = [[keras.layers.Dense(WIDTH, activation=a) for a in ("relu", "tanh")]
+        self.stems = [keras.layers.Dense(width) for _ in range(2)]
+        self.ops = [[keras.layers.Dense(width, activation=a) for a in ("relu", "tanh")]
                     for _ in range(2 * SPACE.num_nodes)]
         self.head = keras.layers.Dense(1)
-
-    def build(self, input_shape):
-        for layer in self.stems:
-            layer.build(input_shape)
-        for layer in [op for ops in self.ops for op in ops] + [self.head]:
-            layer.build((None, WIDTH))
 
     def call(self, x, arch):
         states = [stem(x) for stem in self.stems]
@@ -49,114 +41,91 @@ class ToyNet(keras.Model):
         return self.head(states[-1])[:, 0]
 
 
-def make_data(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(320, 8)).astype(np.float32)
-    y = np.tanh(x @ rng.normal(size=8)) + 0.5 * np.maximum(x[:, 0], 0)
-    return (x[:256], y[:256].astype(np.float32)), (x[256:], y[256:].astype(np.float32))
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    arch: str = cli.option("", "Architecture (the space's text form).", identity=True)
+    epochs: int = cli.option(6, "Training epochs (supernet: in all).", identity=True)
+    lr: float = cli.option(0.01, "Adam learning rate.", identity=True)
+    seed: int = cli.option(1, "Random seed.", identity=True)
 
 
-class Fitter:
-    """Trains a `ToyNet` with Adam; `step` takes the architecture as a tensor (traced once)."""
+class ToyTrainee(Trainee):
+    """A `ToyNet` trained with Adam, epoch by epoch, each step on an architecture drawn from
+    `archs` (one: trained alone; the pool: the supernet); `step` takes it as a tensor."""
 
-    def __init__(self, lr: float, seed: int):
-        keras.utils.set_random_seed(seed)
-        self.model, self.optimizer = ToyNet(), keras.optimizers.Adam(lr)
-        (self.x, self.y), (self.vx, self.vy) = make_data()
-        self.model(self.x[:1], tf.constant(SPACE.to_tokens(SPACE.sample(np.random.default_rng(0)))))
+    def __init__(self, archs: list, c: ToyConfig):
+        keras.utils.set_random_seed(c.seed)
+        self.archs, self.seed, self.model = archs, c.seed, ToyNet()
+        self.optimizer, rng = keras.optimizers.Adam(c.lr), np.random.default_rng(0)
+        self.x = rng.normal(size=(320, 8)).astype(np.float32)
+        self.y = np.tanh(self.x @ rng.normal(size=8)).astype(np.float32)
+        self.model(self.x[:1], tf.constant(SPACE.to_tokens(archs[0])))
         self.optimizer.build(self.model.trainable_variables)
+        self.trackables = {"model": self.model, "optimizer": self.optimizer}
+        self.strategy = tf.distribute.get_strategy()
 
     @tf.function
     def step(self, x, y, arch):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((self.model(x, arch) - y) ** 2)
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply(grads, self.model.trainable_variables)
+        variables = self.model.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
 
-    def epoch(self, pick_arch) -> None:
-        for i in range(0, len(self.x), 32):
-            self.step(self.x[i:i + 32], self.y[i:i + 32], tf.constant(SPACE.to_tokens(pick_arch())))
+    def train_epoch(self, epoch: int, attempt: int, state: dict, writer) -> dict:
+        rng = np.random.default_rng([self.seed, epoch])
+        for i in range(0, 256, 32):
+            arch = self.archs[rng.integers(len(self.archs))]
+            self.step(self.x[i:i + 32], self.y[i:i + 32], tf.constant(SPACE.to_tokens(arch)))
+        return {"valid_mse": self.mse(self.archs[0])}
 
     def mse(self, arch) -> float:
-        return float(np.mean((self.model(self.vx, tf.constant(SPACE.to_tokens(arch))) - self.vy) ** 2))
+        predicted = self.model(self.x[256:], tf.constant(SPACE.to_tokens(arch)))
+        return float(np.mean((predicted - self.y[256:]) ** 2))
 
 
 class ToySupernet(WeightSharingEvaluator):
-    higher_is_better = False
+    higher_is_better, eval_every_epochs = False, 3
 
-    def __init__(self, fv: flags.FlagValues):
-        self.epochs, self.eval_every_epochs, self.seed = fv.epochs, fv.eval_every_epochs, fv.seed
-        self.fitter = Fitter(fv.lr, fv.seed)
-        self.done = tf.Variable(0)
-        ckpt = tf.train.Checkpoint(model=self.fitter.model, done=self.done)
-        self.manager = tf.train.CheckpointManager(ckpt, f"{fv.output_dir}/supernet", 1)
-        ckpt.restore(self.manager.latest_checkpoint)
+    def __init__(self, c: ToyConfig, output_dir: str):
+        self.c, self.dir, self.epochs = c, f"{output_dir}/supernet", c.epochs
 
-    def prepare(self, pool, iteration: int) -> None:
-        rng = np.random.default_rng([self.seed, iteration])
-        while int(self.done) < self.evaluation_epoch(iteration):
-            self.fitter.epoch(lambda: pool[rng.integers(len(pool))])
-            self.done.assign_add(1)
-            self.manager.save()
+    def prepare(self, pool, iteration: int) -> None:  # resumes after the last finished epoch
+        self.net = ToyTrainee(pool, self.c)
+        train_epochs(self.net, self.dir, self.net.strategy, self.evaluation_epoch(iteration))
 
     def evaluate(self, archs, iteration: int, record: Record) -> None:
         for arch in archs:
-            record(arch, self.fitter.mse(arch))
+            record(arch, self.net.mse(arch))
 
 
-class ToyTrainee(train_loop.Trainee):
-    """One architecture trained alone, epoch by epoch."""
+class ToyTask(Task):
+    name, score_name, higher_is_better, ref = "toy", "validation MSE", False, "tests.toy_task:TASK"
+    advice = "lower --lr"
+    search = cli.Flags(ToyConfig, exclude={"arch"})
+    final = cli.Flags(ToyConfig, identity={"arch", "lr", "seed"})  # its epochs may grow
+    configs = {"ws": search, "nao": search, "final": final}
+    tiny = dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
+                controller_epochs=20, controller_batch_size=8)
+    presets, spaces = {"ws": {"tiny": tiny}, "nao": {"tiny": tiny}}, {"ws": [SPACE], "nao": [SPACE]}
 
-    def __init__(self, arch, fv: flags.FlagValues):
-        self.arch, self.fitter = arch, Fitter(fv.lr, fv.seed)
-        self.trackables = {"model": self.fitter.model, "optimizer": self.fitter.optimizer}
+    def check(self, command, config, strategy=None):
+        return cli.config_values(config), load_arch(SPACE, config.arch)[0] if config.arch else None
 
-    def train_epoch(self, epoch: int, attempt: int, state: dict, writer) -> dict:
-        self.fitter.epoch(lambda: self.arch)
-        return {"valid_mse": self.fitter.mse(self.arch)}
+    def controller(self, command, config):
+        return dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
 
+    def supernet(self, config, data, output_dir):
+        return ToySupernet(config, output_dir)
 
-def train_alone(fv: flags.FlagValues, dirs) -> standalone_search.Setup:
-    return standalone_search.Setup(lambda arch, device: train_loop.train_epochs(
-        ToyTrainee(arch, fv), dirs.path(arch), tf.distribute.get_strategy(), fv.epochs
-    )["history"][-1]["valid_mse"], None, "toy")
+    def candidates(self, config, settings, data, dirs, output_dir):
+        def train_alone(arch, device: str) -> float:
+            trainee = ToyTrainee([arch], config)
+            state = train_epochs(trainee, dirs.path(arch), trainee.strategy, config.epochs)
+            return state["history"][-1]["valid_mse"]
+        return Candidates(train_alone, None, "toy")
 
-
-@dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    epochs: int = cli.option(6, "Training epochs (supernet: in all).", identity=True)
-    eval_every_epochs: int = cli.option(3, "Supernet epochs between scorings of the pool.")
-    lr: float = cli.option(0.01, "Adam learning rate.", identity=True)
-    seed: int = cli.option(1, "Random seed.", identity=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchConfig:
-    arch: str = cli.option("", "Architecture (the space's text form).", identity=True)
-
-
-IDENTITY = cli.identity_keys(ToyConfig)
-FINAL_FLAGS = [ArchConfig, cli.Flags(ToyConfig, identity={"lr", "seed"})]  # epochs may grow
-PRESETS = {"tiny": dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
-                        controller_epochs=20, controller_batch_size=8)}
-CONTROLLER = dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
+    def trainee(self, config, arch, strategy):
+        return ToyTrainee([arch], config)
 
 
-def settings(fv: flags.FlagValues) -> tuple[dict, None]:
-    return {f.name: fv[f.name].value for f in dataclasses.fields(ToyConfig)}, None
-
-
-WS_TASK = weight_sharing_search.WeightSharingTask(
-    name="toy", space=SPACE, flags=[ToyConfig], presets=PRESETS, identity=IDENTITY,
-    check=settings, evaluator=lambda fv, _: ToySupernet(fv), controller=lambda _: CONTROLLER,
-    score_name="validation MSE", defaults={"symmetry": True, "max_lambda": 10.0})
-STANDALONE_TASK = standalone_search.StandaloneTask(
-    name="toy", space=SPACE, flags=[ToyConfig], presets=PRESETS, identity=IDENTITY,
-    controller=CONTROLLER, higher_is_better=False, score_name="validation MSE", check=settings,
-    setup=lambda fv, s, data, dirs: train_alone(fv, dirs), read_imports=lambda fv: [],
-    ref="tests.toy_task:STANDALONE_TASK")
-FINAL_TASK = final_training.FinalTask(
-    name="toy", flags=FINAL_FLAGS, presets={}, identity=cli.identity_keys(*FINAL_FLAGS),
-    check=lambda fv, _: ({"arch": fv.arch, **settings(fv)[0]}, load_arch(SPACE, fv.arch)[0]),
-    build=lambda fv, arch, _: ToyTrainee(arch, fv), advice=lambda fv: "lower --lr",
-    finish=lambda fv, trainee, state, chief: {"valid_mse": state["history"][-1]["valid_mse"]})
+TASK = ToyTask()

@@ -1,8 +1,9 @@
 """A third task from a space, one network and presets (tests/toy_task.py) runs both search modes
 end to end through the shared command skeletons."""
 
-import dataclasses
 import json
+import subprocess
+import sys
 import re
 
 import pytest
@@ -11,6 +12,8 @@ from absl import flags
 from nao_tf.commands import standalone_search, weight_sharing_search
 from nao_tf.common.errors import NaoError
 from tests import toy_task
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _flags(skeleton, task, *argv):
@@ -29,32 +32,32 @@ def _check_result(out, result, space):
 
 @pytest.mark.slow
 def test_toy_task_searches_with_weight_sharing(tmp_path):
-    values = _flags(weight_sharing_search, toy_task.WS_TASK, f"--output_dir={tmp_path}")
-    result = weight_sharing_search.run(toy_task.WS_TASK, values)
+    values = _flags(weight_sharing_search, toy_task.TASK, f"--output_dir={tmp_path}")
+    result = weight_sharing_search.run(toy_task.TASK, values)
     _check_result(tmp_path, result, toy_task.SPACE)
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["phase"] == "done" and state["iteration"] == 1  # epochs 6, scored every 3
     assert {r["iteration"] for r in state["history"]} == {0, 1}  # the pool re-scored
     assert json.loads((tmp_path / "search_settings.json").read_text())["epochs"] == 6
-    rerun = weight_sharing_search.run(toy_task.WS_TASK, _flags(
-        weight_sharing_search, toy_task.WS_TASK, f"--output_dir={tmp_path}"))
+    rerun = weight_sharing_search.run(toy_task.TASK, _flags(
+        weight_sharing_search, toy_task.TASK, f"--output_dir={tmp_path}"))
     assert rerun.history == result.history  # a finished search resumes as done
 
 
 @pytest.mark.slow
 def test_toy_task_searches_without_weight_sharing(tmp_path):
-    values = _flags(standalone_search, toy_task.STANDALONE_TASK, f"--output_dir={tmp_path}",
+    values = _flags(standalone_search, toy_task.TASK, f"--output_dir={tmp_path}",
                     "--iterations=1", "--epochs=3")
-    result = standalone_search.run(toy_task.STANDALONE_TASK, values)
+    result = standalone_search.run(toy_task.TASK, values)
     _check_result(tmp_path, result, toy_task.SPACE)
     trained = list((tmp_path / "archs").glob("*/score.json"))
     assert len(trained) == result.evaluated == len(result.history) > 8  # the pool, then new ones
 
 
 @pytest.mark.parametrize("argv, ref, ray_installed, message", [
-    (["--executor=ray"], "tests.toy_task:STANDALONE_TASK", False,
+    (["--executor=ray"], "tests.toy_task:TASK", False,
      "--executor=ray needs Ray, which is not installed: pip install -r requirements-cluster.txt"),
-    (["--executor=ray"], "", True, "task toy cannot run on Ray: its StandaloneTask names no"),
+    (["--executor=ray"], "", True, "task toy cannot run on Ray: it names no `ref`"),
 ])
 def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypatch, argv, ref,
                                                              ray_installed, message):
@@ -63,7 +66,7 @@ def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypat
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
         (find_spec("json") if ray_installed else None) if name == "ray" else find_spec(name, *a)))
-    task = dataclasses.replace(toy_task.STANDALONE_TASK, ref=ref)
+    task = type("Toy", (toy_task.ToyTask,), {"ref": ref})()
     out = tmp_path / "run"
     with pytest.raises(NaoError, match=re.escape(message)):
         standalone_search.run(task, _flags(standalone_search, task, f"--output_dir={out}", *argv))
@@ -73,4 +76,22 @@ def test_executor_flags_that_cannot_work_stop_before_writing(tmp_path, monkeypat
 def test_sizes_are_bounded_by_the_flags():
     with pytest.raises(flags.IllegalFlagValueError, match="--cpus_per_candidate=0: 0 is not a "
                        "positive integer"):
-        _flags(standalone_search, toy_task.STANDALONE_TASK, "--cpus_per_candidate=0")
+        _flags(standalone_search, toy_task.TASK, "--cpus_per_candidate=0")
+
+
+class _NoSupernet(toy_task.ToyTask):
+    configs = {"final": toy_task.ToyTask.configs["final"]}
+
+
+def test_a_task_without_a_supernet_says_so_in_one_line(tmp_path):
+    with pytest.raises(NaoError, match="^task toy offers no NAO with weight sharing .it offers: "
+                       "the final training.$"):
+        weight_sharing_search.flag_groups(_NoSupernet())
+    command = ("from nao_tf.commands import weight_sharing_search; "
+               "from tests.toy_task_test import _NoSupernet; "
+               "weight_sharing_search.main(_NoSupernet())")
+    done = subprocess.run([sys.executable, "-c", command, f"--output_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("error: task toy offers no NAO with weight sharing (it offers: the "
+                           "final training)\n")

@@ -12,13 +12,12 @@ import pytest
 from absl import flags
 
 from cnn import train_final as cnn_final
-from cnn import train_search as cnn_search
-from cnn import train_search_nao as cnn_nao
-from nao_tf.commands import standalone_search, weight_sharing_search
+from cnn.task import TASK as CNN
+from nao_tf.commands import cli, standalone_search, weight_sharing_search
+from nao_tf.commands.task import identity
 from nao_tf.common.errors import NaoError
-from rnn import train_search as rnn_search
-from rnn import train_search_nao as rnn_nao
 from rnn import train_final as rnn_final
+from rnn.task import TASK as RNN
 from rnn.train_final import TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,9 +30,9 @@ def _flags(module, argv):
     return values
 
 
-def _search_flags(skeleton, module, argv):
+def _search_flags(skeleton, task, argv):
     values = flags.FlagValues()
-    skeleton.define_flags(module.TASK, values)
+    skeleton.define_flags(task, values)
     values(["prog", *argv])
     return values
 
@@ -48,15 +47,15 @@ def _finished_run(path: Path) -> Path:
 
 
 def _cnn_search(out, data):
-    fv = _search_flags(weight_sharing_search, cnn_search,
+    fv = _search_flags(weight_sharing_search, CNN,
                        ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
-    weight_sharing_search.run(cnn_search.TASK, fv)
+    weight_sharing_search.run(CNN, fv)
 
 
 def _cnn_nao(out, data):
-    fv = _search_flags(standalone_search, cnn_nao,
+    fv = _search_flags(standalone_search, CNN,
                        ["--config=smoke", f"--output_dir={out}", "--overwrite", *data])
-    standalone_search.run(cnn_nao.TASK, fv)
+    standalone_search.run(CNN, fv)
 
 
 def _cnn_final(out, data):
@@ -65,15 +64,15 @@ def _cnn_final(out, data):
 
 
 def _rnn_search(out, data_dir):
-    fv = _search_flags(weight_sharing_search, rnn_search,
+    fv = _search_flags(weight_sharing_search, RNN,
                        [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
-    weight_sharing_search.run(rnn_search.TASK, fv)
+    weight_sharing_search.run(RNN, fv)
 
 
 def _rnn_nao(out, data_dir):
-    fv = _search_flags(standalone_search, rnn_nao,
+    fv = _search_flags(standalone_search, RNN,
                        [f"--output_dir={out}", "--overwrite", f"--data_dir={data_dir}"])
-    standalone_search.run(rnn_nao.TASK, fv)
+    standalone_search.run(RNN, fv)
 
 
 def _rnn_final(out, data_dir):
@@ -131,8 +130,8 @@ def test_a_config_built_in_code_is_held_to_the_flags_bounds():
     (["--import_archs=a.txt"], "--import_archs and --import_scores go together")])
 def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message):
     with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
-        standalone_search.run(cnn_nao.TASK, _search_flags(
-            standalone_search, cnn_nao, ["--config=smoke", f"--output_dir={tmp_path / 'run'}",
+        standalone_search.run(CNN, _search_flags(
+            standalone_search, CNN, ["--config=smoke", f"--output_dir={tmp_path / 'run'}",
                                          *argv]))
     assert not (tmp_path / "run").exists()
 
@@ -143,8 +142,8 @@ def test_search_flags_out_of_range_stop_before_anything(tmp_path, argv, message)
     (["--beam_width=-1"], "flag --beam_width=-1: -1 is not an integer in the range \\[0, 64\\]")])
 def test_weight_sharing_search_flags_stop_before_anything(tmp_path, argv, message):
     with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
-        weight_sharing_search.run(cnn_search.TASK, _search_flags(
-            weight_sharing_search, cnn_search,
+        weight_sharing_search.run(CNN, _search_flags(
+            weight_sharing_search, CNN,
             ["--config=smoke", f"--output_dir={tmp_path / 'run'}", *argv]))
     assert not (tmp_path / "run").exists()
 
@@ -197,11 +196,13 @@ def test_data_identity_is_the_contents_not_the_path(tmp_path):
     moved = shutil.copytree(first, tmp_path / "moved")
 
     def settings(data_dir):
-        fv = _search_flags(standalone_search, rnn_nao,
+        fv = _search_flags(standalone_search, RNN,
                            [f"--output_dir={tmp_path / 'run'}", f"--data_dir={data_dir}"])
-        return rnn_nao.TASK.check(fv)[0]
+        return RNN.check("nao", cli.parse(RNN.configs["nao"], fv))[0]
 
-    run = RunDir(tmp_path / "run", rnn_nao.TASK.identity, standalone_search.SETTINGS_FILE)
+    keys = identity(RNN.configs["nao"], settings(first))
+    assert "data_fingerprint" in keys
+    run = RunDir(tmp_path / "run", keys, standalone_search.SETTINGS_FILE)
     run.prepare(settings(first), overwrite=False)
     run.check(settings(moved), overwrite=False)  # the same corpus elsewhere resumes
     with pytest.raises(NaoError, match="data_fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):

@@ -76,7 +76,7 @@ def main(argv: Sequence[str]) -> None:
     if unknown:
         raise DataError(f"--methods: unknown {sorted(unknown)}; choose from nao, random, evolution")
     try:
-        settings = cli.config_from_flags(NaoSettings)
+        settings = cli.parse(NaoSettings)
         space = load_space(FLAGS.space)
         settings.controller_config(space, 0)
         SearchConfig(acquisition=settings.acquisition)

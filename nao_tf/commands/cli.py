@@ -67,8 +67,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
-        subcommands: Sequence[str] = ()) -> None:
-    """`absl.app.run(main)`, with `NaoError`, an unknown or malformed flag and a positional
+        subcommands: Sequence[str] = (), define: Callable[[], None] | None = None) -> None:
+    """`absl.app.run(main)` after `define()` defines the command's flags, with `NaoError`, an unknown or malformed flag and a positional
     argument (flags are `--name=value`; a command with `subcommands` takes exactly one of them)
     each reported as one line `error: <message>`, exit code 2;
     Ctrl-C prints one line and exits with 130 (every command's state is saved atomically, so the
@@ -81,6 +81,12 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     time when split across cores (0.44 -> 0.29 s per epoch on 2 cores, docs/benchmarks.md)."""
     import tensorflow as tf  # already imported, quietly, by `nao_tf.runtime.startup`
 
+    if define is not None:
+        try:
+            define()
+        except NaoError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
     tf.get_logger().setLevel("WARNING")
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -113,13 +119,16 @@ def option(default: Any, help_text: str, choices: Sequence[str] = (), identity: 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def section(cls: type) -> Any:
-    """A field holding a nested config `cls` (its fields are flags too, under their own names)."""
-    return dataclasses.field(default_factory=cls)
+def section(cls: type, **view: Any) -> Any:
+    """A field holding a nested config `cls` (its fields are flags too, under their own names);
+    `view`: `Flags`' keywords (only, exclude, defaults, help_prefix, identity) saying which of its
+    fields the outer config offers, and how (the others keep the view's defaults)."""
+    return dataclasses.field(default_factory=cls,
+                             metadata={"view": view} if view else {})
 
 
 def _fields(cls: type) -> list[dataclasses.Field]:
-    """The flag fields of config `cls`, its sections' fields in their place."""
+    """Every leaf field of config `cls`, its sections' fields in their place."""
     found = []
     for f in dataclasses.fields(cls):
         nested = f.default_factory
@@ -133,7 +142,8 @@ class Flags:
     None) but those in `exclude`, `defaults` replacing the fields' defaults, `choices` of an enum
     that the command fills in (a task's presets, its spaces), `help_prefix` before every help
     text, and `identity` replacing the fields' own marks (True or False: every field; a set:
-    those fields)."""
+    those fields). A section declared with a view (`section(cls, only=...)`) is offered as its
+    view says."""
 
     config: type
     only: Collection[str] | None = None
@@ -143,9 +153,33 @@ class Flags:
     help_prefix: str = ""
     identity: bool | Collection[str] | None = None
 
+    @staticmethod
+    def of(group: "FlagGroup") -> "Flags":
+        """`group` as `Flags` (a config class: all its fields as they are)."""
+        return group if isinstance(group, Flags) else Flags(group)
+
+    def leaves(self) -> list[tuple[dataclasses.Field, "Flags"]]:
+        """Every leaf field of the config with the view that decides how it is offered."""
+        found = []
+
+        def walk(cls: type, view: Flags) -> None:
+            for f in dataclasses.fields(cls):
+                nested = f.default_factory
+                if dataclasses.is_dataclass(nested):
+                    inner = f.metadata.get("view")
+                    walk(nested, view if inner is None else Flags(nested, **inner))
+                else:
+                    found.append((f, view))
+
+        walk(self.config, self)
+        return found
+
+    def offers(self, f: dataclasses.Field) -> bool:
+        return (self.only is None or f.name in self.only) and f.name not in self.exclude
+
     def fields(self) -> list[dataclasses.Field]:
-        return [f for f in _fields(self.config) if (self.only is None or f.name in self.only)
-                and f.name not in self.exclude]
+        """The fields offered as flags."""
+        return [f for f, view in self.leaves() if view.offers(f)]
 
     def default(self, f: dataclasses.Field) -> Any:
         return self.defaults.get(f.name, f.metadata["default"])
@@ -156,10 +190,13 @@ class Flags:
         return self.identity if isinstance(self.identity, bool) else f.name in self.identity
 
     def define(self, flag_values: flags.FlagValues) -> None:
-        """One absl flag per field, listed as the running command's own (`--helpshort`)."""
-        for f in self.fields():
-            default, text = self.default(f), self.help_prefix + f.metadata["help"]
-            choices = self.choices.get(f.name, f.metadata["choices"])
+        """One absl flag per offered field, listed as the running command's own
+        (`--helpshort`)."""
+        for f, view in self.leaves():
+            if not view.offers(f):
+                continue
+            default, text = view.default(f), view.help_prefix + f.metadata["help"]
+            choices = view.choices.get(f.name, f.metadata["choices"])
             kind = dict(flag_values=flag_values, module_name=sys.argv[0])
             lower, upper = f.metadata["bounds"]
             if choices:
@@ -170,6 +207,27 @@ class Flags:
             else:
                 _DEFINE[type(default)](f.name, default, text, **kind)
 
+    def values(self, config: Any) -> dict[str, Any]:
+        """The values of the offered fields of `config` (an instance of the config class)."""
+        values = config_values(config)
+        return {f.name: values[f.name] for f in self.fields()}
+
+    def parse(self, flag_values: Any) -> Any:
+        """The typed config of parsed flags `flag_values` (or of any object with the flags as
+        attributes; an instance of the config is taken as it is): a field takes the value of the
+        flag of its name when the command has one, else the default its view gives it."""
+        if isinstance(flag_values, self.config):
+            return flag_values
+        views = {f.name: view for f, view in self.leaves()}
+        is_flags = isinstance(flag_values, flags.FlagValues)
+
+        def value_of(f: dataclasses.Field) -> Any:
+            if f.name in flag_values if is_flags else hasattr(flag_values, f.name):
+                return getattr(flag_values, f.name)
+            return views[f.name].default(f)
+
+        return config_from_values(self.config, value_of)
+
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            str: flags.DEFINE_string, list: flags.DEFINE_list}
@@ -177,7 +235,7 @@ FlagGroup = Union[type, Flags]
 
 
 def _groups(groups: Iterable[FlagGroup]) -> list[Flags]:
-    return [g if isinstance(g, Flags) else Flags(g) for g in groups]
+    return [Flags.of(g) for g in groups]
 
 
 def define_flags(groups: Iterable[FlagGroup],
@@ -189,7 +247,8 @@ def define_flags(groups: Iterable[FlagGroup],
 
 def identity_keys(*groups: FlagGroup) -> tuple[str, ...]:
     """The flags of `groups` marked identity (`option(identity=True)`, or `Flags.identity`)."""
-    return tuple(f.name for g in _groups(groups) for f in g.fields() if g.is_identity(f))
+    return tuple(f.name for g in _groups(groups) for f, view in g.leaves()
+                 if view.offers(f) and view.is_identity(f))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +263,8 @@ def check_preset(values: Mapping[str, Any], *groups: FlagGroup) -> dict[str, Any
     """`values` (a preset: defaults for `--config`), checked against the flags of `groups` when
     it is defined: an unknown name, a value of another type, or one outside an enum's choices is
     a `ValueError` naming it, so a preset with a typo never reaches a user."""
-    fields = {f.name: (g, f) for g in _groups(groups) for f in g.fields()}
+    fields = {f.name: (view, f) for g in _groups(groups) for f, view in g.leaves()
+              if view.offers(f)}
     for name, value in values.items():
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
@@ -243,17 +303,9 @@ def config_from_values(cls: type, value_of: Callable[[dataclasses.Field], Any]) 
                   for f in dataclasses.fields(cls)})
 
 
-def config_from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS,
-                      preset: Mapping[str, Any] | None = None) -> Any:
-    """An instance of config `cls` from the parsed flags that `config_flag_specs` defined:
-    defaults < `preset` < flags given on the command line."""
-    preset = preset or {}
-
-    def value_of(f: dataclasses.Field) -> Any:
-        given = flag_values[f.name]
-        return preset[f.name] if f.name in preset and not given.present else given.value
-
-    return config_from_values(cls, value_of)
+def parse(group: "FlagGroup", flag_values: Any = flags.FLAGS) -> Any:
+    """The typed config of `group` (a config class, or `Flags` over one) from parsed flags."""
+    return Flags.of(group).parse(flag_values)
 
 
 def apply_preset(flag_values: flags.FlagValues, preset: Mapping[str, Any]) -> None:

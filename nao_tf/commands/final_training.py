@@ -1,6 +1,6 @@
-"""The command "train one architecture", for any task: a task supplies its flags, presets, data and
-a `Trainee` (one architecture's training, one epoch at a time; `FinalTask`); this module supplies
-the rest, around `nao_tf.runtime.train_loop.train_epochs`.
+"""The command "train one architecture", for any task: a `Task` supplies its config, presets, data
+and a `Trainee` (one architecture's training, one epoch at a time); this module supplies the rest,
+around `nao_tf.runtime.train_loop.train_epochs`.
 
     run  = --config preset -> the task's checks and data (nothing written yet) -> strategy ->
            check the run directory (--overwrite deletes) -> record the settings -> build the
@@ -14,19 +14,22 @@ moment, the same command resumes after the last finished epoch. Only the chief w
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import tensorflow as tf
+from absl import flags
 
 from nao_tf.commands import cli
 from nao_tf.commands.run_dir import RunDir, prepare_run_dir
+from nao_tf.commands.task import Task, identity
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import atomic_write_json
-from nao_tf.runtime.distribute import get_strategy, is_chief
-from nao_tf.runtime.train_loop import STATE_FILE, Diverged, Trainee, train_epochs
+from nao_tf.runtime.distribute import is_chief
+from nao_tf.runtime.train_loop import STATE_FILE, Diverged, train_epochs
 
+COMMAND = "final"
 RESULTS_FILE = "results.json"
-# What --overwrite deletes: the skeleton's files; a task adds its own (`FinalTask.owned`).
+# What --overwrite deletes: the command's files; a task adds its own (`Task.owned`).
 OWNED_PATHS = ("checkpoints", "tensorboard", STATE_FILE, RESULTS_FILE, "flags.json")
 
 
@@ -40,76 +43,49 @@ class RunConfig:
                                  "and start again (only once every other check has passed).")
 
 
-@dataclasses.dataclass(frozen=True)
-class FinalTask:
-    """A task's part of the command (see the module docstring).
-
-    `flags`: the task's flags (`RunConfig` and `--config` are added); `presets`: the flag
-    defaults of each `--config`, checked here against the flags; `adjust_preset(name, fv)`: what
-    changes in preset `name` with other flags (e.g. the dataset).
-    `check(fv, strategy)` validates the flags and reads the data without writing anything and
-    returns the settings record and the data; `identity` names the record's keys a rerun must
-    keep. `build(fv, data, strategy)` returns the `Trainee` once the run directory is recorded;
-    `finish(fv, trainee, state, chief)` returns the results (after any last evaluation or export).
-    `advice(fv)`: how to go on after a divergence (e.g. 'rerun with a lower --lr_max')."""
-
-    name: str
-    flags: Sequence[cli.FlagGroup]
-    presets: Mapping[str, Mapping[str, Any]]
-    identity: Sequence[str]
-    check: Callable[[Any, tf.distribute.Strategy], tuple[dict[str, Any], Any]]
-    build: Callable[[Any, Any, tf.distribute.Strategy], Trainee]
-    finish: Callable[[Any, Trainee, dict[str, Any], bool], dict[str, Any]]
-    advice: Callable[[Any], str]
-    epochs: Callable[[Any], int] = lambda fv: fv.epochs
-    max_rollbacks: Callable[[Any], int] = lambda fv: 0
-    keep_checkpoints: Callable[[Any], int] = lambda fv: 2
-    strategy: Callable[[Any], tf.distribute.Strategy] = \
-        lambda fv: get_strategy(multi_worker=True)
-    owned: Sequence[str] = ()
-    adjust_preset: Callable[[str, Any], Mapping[str, Any]] = lambda name, fv: {}
-
-    def __post_init__(self):
-        for preset in self.presets.values():
-            cli.check_preset(preset, *flag_groups(self))
+def flag_groups(task: Task) -> list[cli.FlagGroup]:
+    """`--config` (the task's presets), the task's config and `RunConfig`; the task's presets
+    are checked against them (a `ValueError` before any flag is defined)."""
+    presets = task.presets.get(COMMAND, {})
+    groups = [cli.Flags(cli.PresetChoice, choices={"config": ["", *presets]}),
+              task.require(COMMAND), RunConfig]
+    for preset in presets.values():
+        cli.check_preset(preset, *groups)
+    return groups
 
 
-def flag_groups(task: FinalTask) -> list[cli.FlagGroup]:
-    """`--config` (the task's presets), the task's flags and `RunConfig`."""
-    return [cli.Flags(cli.PresetChoice, choices={"config": ["", *task.presets]}), *task.flags,
-            RunConfig]
-
-
-def define_flags(task: FinalTask, fv: Any) -> None:
+def define_flags(task: Task, fv: flags.FlagValues) -> None:
     cli.define_flags(flag_groups(task), fv)
 
 
-def apply_config(task: FinalTask, fv: Any) -> None:
+def apply_config(task: Task, fv: flags.FlagValues) -> None:
     """Layers `--config`'s preset under the flags given explicitly."""
     if fv.config:
-        cli.apply_preset(fv, {**task.presets[fv.config], **task.adjust_preset(fv.config, fv)})
+        cli.apply_preset(fv, task.preset(COMMAND, fv.config, cli.parse(task.configs[COMMAND], fv)))
 
 
-def run(task: FinalTask, fv: Any,
-        strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+def run(task: Task, fv: Any, strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
     """Runs (or resumes) the training for settings `fv` (parsed flags, with the preset applied,
-    or any object with the flags as attributes); returns the results (also in results.json)."""
+    or the task's config with `output_dir` and `overwrite` fields); returns the results (also in
+    results.json)."""
+    group = task.require(COMMAND)
     if not fv.output_dir:
         raise NaoError("--output_dir is required (where checkpoints and results go)")
-    strategy = strategy or task.strategy(fv)  # first: a multi-worker one precedes every op
+    config = cli.parse(group, fv)
+    strategy = strategy or task.strategy(config)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)
-    settings, data = task.check(fv, strategy)
-    prepare_run_dir(RunDir(fv.output_dir, task.identity, owned=(*OWNED_PATHS, *task.owned)),
+    settings, data = task.check(COMMAND, config, strategy)
+    keys = identity(group, settings)
+    settings.update({"config": getattr(fv, "config", ""), "output_dir": fv.output_dir})
+    prepare_run_dir(RunDir(fv.output_dir, keys, owned=(*OWNED_PATHS, *task.owned)),
                     settings, fv.overwrite, strategy)
-    trainee = task.build(fv, data, strategy)
+    trainee = task.trainee(config, data, strategy)
     try:
-        state = train_epochs(trainee, fv.output_dir, strategy, task.epochs(fv),
-                             keep_checkpoints=task.keep_checkpoints(fv),
-                             max_rollbacks=task.max_rollbacks(fv))
+        state = train_epochs(trainee, fv.output_dir, strategy, **task.epochs(config))
     except Diverged as err:
-        raise NaoError(f"{err}; {task.advice(fv)}: it resumes from the last good checkpoint "
+        raise NaoError(f"{err}; {task.advice}: it resumes from the last good checkpoint "
                        f"in {os.path.join(fv.output_dir, 'checkpoints')}") from None
-    results = {**task.finish(fv, trainee, state, chief), "finished": True,
+    results = {**task.results(config, trainee, state, chief, fv.output_dir), "finished": True,
                "epochs": state["epoch"], "rollbacks": state["rollbacks"],
                "train_seconds": state["train_seconds"],
                "resumed_from_epoch": state["resumed_from_epoch"], "history": state["history"]}
@@ -118,14 +94,11 @@ def run(task: FinalTask, fv: Any,
     return results
 
 
-def main(task: FinalTask) -> None:
+def main(task: Task) -> None:
     """The command line of `task`'s final training: defines the flags and runs."""
-    from absl import flags
-
-    define_flags(task, flags.FLAGS)
 
     def command(_: Sequence[str]) -> None:
         apply_config(task, flags.FLAGS)
         run(task, flags.FLAGS)
 
-    cli.run(command)
+    cli.run(command, define=lambda: define_flags(task, flags.FLAGS))

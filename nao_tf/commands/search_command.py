@@ -2,13 +2,15 @@
 loop's flags, `--config` presets over a task's flags, and the loop's checks."""
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping
 
 from absl import flags
 
-from nao_tf.algorithm.controller import STYLES
+from nao_tf.algorithm.controller import STYLES, ControllerConfig
 from nao_tf.algorithm.generate import ACQUISITIONS
+from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli
+from nao_tf.commands.task import Task
 from nao_tf.common.errors import NaoError
 
 
@@ -76,26 +78,65 @@ class SearchLoopConfig:
     options: ControllerOptions = cli.section(ControllerOptions)
 
 
+@dataclasses.dataclass(frozen=True)
+class SpaceChoice:
+    """`--space`, offered when a task has several spaces for a search (the choices)."""
+
+    space: str = cli.option("", "Search space.")
+
+
 LOOP_NAMES = frozenset(f.name for f in cli.Flags(SearchLoopConfig).fields())
 
 
 def loop_config(fv: flags.FlagValues) -> SearchLoopConfig:
     """The typed loop settings of parsed flags `fv`."""
-    return cli.config_from_flags(SearchLoopConfig, fv)
+    return cli.parse(SearchLoopConfig, fv)
 
 
-def flag_groups(presets: Mapping[str, Any], task_flags: Sequence[cli.FlagGroup],
-                command: type, defaults: Mapping[str, Any]) -> list[cli.FlagGroup]:
-    """`--config` (over `presets`), the task's flags, the command's (`command`) and the loop's
-    (their defaults replaced by `defaults` where it names them)."""
-    return [cli.Flags(cli.PresetChoice, choices={"config": ["", *presets]}), *task_flags,
-            cli.Flags(command, defaults=defaults), cli.Flags(SearchLoopConfig, defaults=defaults)]
+def flag_groups(task: Task, command: str, own: type,
+                command_defaults: Mapping[str, Any] = {}) -> list[cli.FlagGroup]:
+    """`--config` (over the task's presets), `--space` (when the task offers several), the
+    task's config, the command's own flags (`own`) and the loop's (their defaults replaced by
+    `command_defaults`, then by the task's). The task's presets are checked against them: a
+    preset with an unknown name or a value of the wrong type is a `ValueError` before any flag is
+    defined."""
+    defaults = {**command_defaults, **task.defaults.get(command, {})}
+    presets = task.presets.get(command, {})
+    spaces = [s.name for s in task.spaces[command]]
+    groups = [cli.Flags(cli.PresetChoice, choices={"config": ["", *presets]}),
+              *([cli.Flags(SpaceChoice, defaults={"space": spaces[0]},
+                           choices={"space": spaces})] if len(spaces) > 1 else []),
+              task.require(command), cli.Flags(own, defaults=defaults),
+              cli.Flags(SearchLoopConfig, defaults=defaults)]
+    for preset in presets.values():
+        cli.check_preset(preset, *groups)
+    return groups
 
 
-def apply_config(presets: Mapping[str, Mapping[str, Any]], fv: flags.FlagValues) -> None:
+def apply_config(task: Task, command: str, fv: flags.FlagValues) -> None:
     """Layers `--config`'s preset under the flags given explicitly."""
     if fv.config:
-        cli.apply_preset(fv, presets[fv.config])
+        cli.apply_preset(fv, task.preset(command, fv.config, cli.parse(task.configs[command], fv)))
+
+
+def chosen_space(task: Task, command: str, fv: flags.FlagValues) -> SearchSpace:
+    """The space of `--space`, or the task's only one."""
+    return task.space(command, fv.space if "space" in fv else "")
+
+
+def loop_settings(fv: flags.FlagValues, names: Collection[str]) -> dict[str, Any]:
+    """The settings record's entries of the command's own flags `names` (--overwrite aside)."""
+    return {name: fv[name].value for name in sorted(names) if name != "overwrite"}
+
+
+def controller_config(task: Task, command: str, config: Any, space: SearchSpace,
+                      fv: flags.FlagValues) -> ControllerConfig:
+    """The task's controller for `command`, with the batch, seed and options of flags `fv`."""
+    loop = loop_config(fv)
+    controller, _ = loop.options.split()
+    return ControllerConfig.for_space(space, **{
+        **task.controller(command, config), "batch_size": loop.controller_batch_size,
+        "seed": fv.seed, **controller})
 
 
 def check_loop_flags(fv: flags.FlagValues) -> None:

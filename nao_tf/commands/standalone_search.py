@@ -1,7 +1,7 @@
-"""The command "NAO without weight sharing", for any task: a task supplies its space, its
-per-architecture trainer, its flags and presets (`StandaloneTask`); this module supplies the rest.
+"""The command "NAO without weight sharing", for any task: a `Task` supplies its space, how each
+candidate trains, its config and presets; this module supplies the rest.
 
-    flags  = the task's flags (per-architecture schedule, data, seed, --on_diverge, import format)
+    flags  = the task's config (per-architecture schedule, data, seed, --on_diverge, imports)
            + StandaloneConfig (devices, imports, rounds) + the search loop's
              (`search_command.SearchLoopConfig`: run directory, pool, generation, controller)
     run    = validate flags and data -> check the run directory -> (--overwrite deletes) ->
@@ -17,20 +17,21 @@ resumes: an architecture whose score was recorded is never trained again.
 import dataclasses
 import importlib
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from absl import flags
 
-from nao_tf.algorithm.controller import ControllerConfig
 from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult
-from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli, search_command
 from nao_tf.commands.run_dir import RunDir
+from nao_tf.commands.task import Task, identity
 from nao_tf.common.errors import NaoError
 from nao_tf.runtime import ray_executor
 from nao_tf.runtime.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, parse_devices
 
+COMMAND = "nao"
 SETTINGS_FILE = "train_settings.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class StandaloneConfig:
@@ -53,74 +54,17 @@ class StandaloneConfig:
                                  "times.", minimum=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class SpaceChoice:
-    """`--space`, offered when a task has several spaces (the choices)."""
-
-    space: str = cli.option("", "Search space.")
 DEFAULTS = dict(new_archs=300, random_archs=0, max_lambda=30.0, lambda_step=10.0,
                 controller_batch_size=50)
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """What a task's `setup` returns, once the run directory is ready."""
-
-    train: TrainFn  # (arch, device) -> score, training in dirs.path(arch)
-    failed_score: float | None  # the score of a diverged architecture; None: stop instead
-    summary: str  # one line: data and per-architecture schedule
-
-
-@dataclasses.dataclass(frozen=True)
-class StandaloneTask:
-    """A task's part of the search (see the module docstring).
-
-    `check(fv)` validates the task's flags and data without writing anything and returns the
-    settings record and the loaded data; `identity` names the record's keys a rerun must keep.
-    `setup(fv, settings, data, dirs)` runs after the run directory is recorded (it may write
-    there, e.g. a generated corpus).
-    `read_imports(fv)` reads --import_archs/--import_scores ([] when not given). `controller`:
-    the `ControllerConfig` fields of the task's original controller. `spaces`: when the task
-    offers several spaces, all of them by name (`space` among them, the default), chosen by
-    `--space`. `ref`: 'module:attribute' naming this task, for executors that rebuild it in
-    other processes (`--executor=ray`)."""
-
-    name: str
-    space: SearchSpace
-    flags: Sequence[cli.FlagGroup]
-    presets: Mapping[str, Mapping[str, Any]]
-    identity: Sequence[str]
-    controller: Mapping[str, Any]
-    higher_is_better: bool
-    score_name: str
-    check: Callable[[flags.FlagValues], tuple[dict[str, Any], Any]]
-    setup: Callable[[flags.FlagValues, dict[str, Any], Any, ArchDirs], Setup]
-    read_imports: Callable[[flags.FlagValues], list]
-    scratch: Sequence[str] = ()
-    graphs: Callable | None = None
-    final_command: str = ""
-    spaces: Mapping[str, SearchSpace] = dataclasses.field(default_factory=dict)
-    ref: str = ""
-
-    def __post_init__(self):
-        for preset in self.presets.values():
-            cli.check_preset(preset, *flag_groups(self))
-
-    def chosen_space(self, fv: flags.FlagValues) -> SearchSpace:
-        """The space of `--space`, or the task's only one."""
-        return self.spaces[fv.space] if self.spaces else self.space
-
-
-def flag_groups(task: StandaloneTask) -> list[cli.FlagGroup]:
+def flag_groups(task: Task) -> list[cli.FlagGroup]:
     """`--config` (the task's presets), `--space` (when the task offers several), the task's
-    flags, `StandaloneConfig` and the loop's."""
-    space = [cli.Flags(SpaceChoice, defaults={"space": task.space.name},
-                       choices={"space": list(task.spaces)})] if task.spaces else []
-    return search_command.flag_groups(task.presets, [*space, *task.flags], StandaloneConfig,
-                                      DEFAULTS)
+    config, `StandaloneConfig` and the loop's."""
+    return search_command.flag_groups(task, COMMAND, StandaloneConfig, DEFAULTS)
 
 
-def define_flags(task: StandaloneTask, fv: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(task: Task, fv: flags.FlagValues = flags.FLAGS) -> None:
     cli.define_flags(flag_groups(task), fv)
 
 
@@ -137,44 +81,45 @@ def check_flags(fv: flags.FlagValues) -> None:
                            "--executor=ray the Ray cluster places each candidate")
 
 
-def run(task: StandaloneTask, fv: flags.FlagValues) -> SearchResult:
+def run(task: Task, fv: flags.FlagValues) -> SearchResult:
     """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
-    search_command.apply_config(task.presets, fv)
+    group = task.require(COMMAND)
+    search_command.apply_config(task, COMMAND, fv)
     check_flags(fv)
-    settings, data = task.check(fv)
-    imported = task.read_imports(fv)
+    config = cli.parse(group, fv)
+    settings, data = task.check(COMMAND, config)
+    space = search_command.chosen_space(task, COMMAND, fv)
+    imported = (task.read_imports(config, space, fv.import_archs, fv.import_scores)
+                if fv.import_archs else [])
     if fv.executor == "ray" and not task.ref:
-        raise NaoError(f"task {task.name} cannot run on Ray: its StandaloneTask names no `ref`")
+        raise NaoError(f"task {task.name} cannot run on Ray: it names no `ref` (the "
+                       "'module:attribute' of the task, which each Ray worker imports)")
     devices = parse_devices(fv.devices) if fv.executor == "threads" else []
-    RunDir(fv.output_dir, task.identity, SETTINGS_FILE).prepare(settings, fv.overwrite)
+    RunDir(fv.output_dir, identity(group, settings), SETTINGS_FILE).prepare(settings,
+                                                                             fv.overwrite)
 
-    space = task.chosen_space(fv)
-    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string,
-                    scratch=task.scratch)
-    setup = task.setup(fv, settings, data, dirs)
+    dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string, scratch=task.scratch)
+    candidates = task.candidates(config, settings, data, dirs, fv.output_dir)
     where = f"devices: {', '.join(devices)}" if devices else \
         f"Ray cluster: {fv.ray_address or 'started on this machine'}"
-    cli.say(f"NAO (no weight sharing), {task.name}: {setup.summary}; {where}")
+    cli.say(f"NAO (no weight sharing), {task.name}: {candidates.summary}; {where}")
     common = dict(higher_is_better=task.higher_is_better, dirs=dirs,
-                  failed_score=setup.failed_score, to_string=space.to_string, log=cli.say)
+                  failed_score=candidates.failed_score, to_string=space.to_string, log=cli.say)
     if devices:
-        evaluator = StandaloneEvaluator(setup.train, devices=devices, **common)
+        evaluator = StandaloneEvaluator(candidates.train, devices=devices, **common)
     else:
         values = {name: fv[name].value for name in fv}
         job = ray_executor.CandidateJob(rebuild, (task.ref, values), str(dirs.root),
                                         fv.cpus_per_candidate)
         evaluator = ray_executor.RayEvaluator(job, fv.ray_address, **common)
     loop = search_command.loop_config(fv)
-    controller_extra, search_extra = loop.options.split()
-    config = SearchConfig(
+    search_config = SearchConfig(
         seed_archs=loop.seed_archs, iterations=fv.iterations, top_k=loop.top_k,
         new_archs=loop.new_archs, random_archs=loop.random_archs, max_lambda=loop.max_lambda,
         lambda_step=loop.lambda_step, controller_epochs=loop.controller_epochs,
-        train_on="history", symmetry=False, seed=fv.seed, **search_extra)
-    controller = ControllerConfig.for_space(
-        space, **{**task.controller, "batch_size": loop.controller_batch_size, "seed": fv.seed,
-                       **controller_extra})
-    search = NAOSearch(space, evaluator, config, controller, fv.output_dir, log=cli.say,
+        train_on="history", symmetry=False, seed=fv.seed, **loop.options.split()[1])
+    controller = search_command.controller_config(task, COMMAND, config, space, fv)
+    search = NAOSearch(space, evaluator, search_config, controller, fv.output_dir, log=cli.say,
                        save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)
     result = search.run()
     cli.say(f"best architecture ({task.score_name} {result.best_score:.6g}, {result.evaluated} "
@@ -196,13 +141,13 @@ def rebuild(task_ref: str, values: Mapping[str, Any]) -> tuple[Callable[[str], A
     for name in fv:
         if name in values:
             fv[name].value = values[name]
-    settings, data = task.check(fv)
-    space = task.chosen_space(fv)
+    config = cli.parse(task.configs[COMMAND], fv)
+    settings, data = task.check(COMMAND, config)
+    space = search_command.chosen_space(task, COMMAND, fv)
     dirs = ArchDirs(os.path.join(fv.output_dir, "archs"), space.to_string, scratch=task.scratch)
-    return space.parse, task.setup(fv, settings, data, dirs).train
+    return space.parse, task.candidates(config, settings, data, dirs, fv.output_dir).train
 
 
-def main(task: StandaloneTask) -> None:
+def main(task: Task) -> None:
     """The command line of `task`'s search: defines the flags and runs."""
-    define_flags(task)
-    cli.run(lambda _: run(task, flags.FLAGS))
+    cli.run(lambda _: run(task, flags.FLAGS), define=lambda: define_flags(task))

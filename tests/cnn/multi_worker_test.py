@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from cnn import train_final
+from cnn.task import TASK
 from nao_tf.commands import final_training
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start, start_workers)
@@ -36,7 +37,7 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, tw
     values = flags.FlagValues()
     train_final.define_flags(values)
     values(["prog", *_args(tmp_path / "single", images=32, epochs=1)])
-    final_training.run(train_final.TASK, values, two_replicas)
+    final_training.run(TASK, values, two_replicas)
     logs = [finish(p) for p in workers]  # 2 steps
     assert all("batch 16 over 2 replica(s)" in log for log in logs)
     ours, reference = (checkpoint_values(tmp_path / d / "checkpoints" / "ckpt-1")
@@ -106,9 +107,9 @@ def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, m
     workers = start_workers("cnn.train_search", [*SEARCH_ARGS, f"--output_dir={out}"])
     monkeypatch.setattr(train_search, "get_strategy", lambda **_: two_replicas)
     values = flags.FlagValues()
-    weight_sharing_search.define_flags(train_search.TASK, values)
+    weight_sharing_search.define_flags(TASK, values)
     values(["prog", *SEARCH_ARGS, f"--output_dir={single}"])
-    weight_sharing_search.run(train_search.TASK, values)
+    weight_sharing_search.run(TASK, values)
     chief, other = (finish(p) for p in workers)
     assert "batch 16 over 2 replica(s)" in chief and "the chief's search is done" in other
     assert "iteration 0: train" in chief and "iteration 0: train" not in other

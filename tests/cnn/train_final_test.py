@@ -12,6 +12,7 @@ from cnn import evaluate, train_final
 from cnn.cells import archs
 from cnn.data import normalize, synthetic_splits
 from cnn.evaluate import load_trained_model
+from cnn.task import TASK
 from nao_tf.commands import final_training
 from nao_tf.common.errors import NaoError
 
@@ -119,7 +120,7 @@ def test_the_divergence_advice_can_be_followed(tmp_path, capsys):
 
 def test_config_sets_defaults_and_explicit_flags_win():
     f = _flags(train_final, ["--config=naonet", "--dataset=cifar100", "--filters=36"])
-    final_training.apply_config(train_final.TASK, f)
+    final_training.apply_config(TASK, f)
     assert (f.num_cells, f.filters, f.epochs, f.cutout_size, f.nesterov) == (6, 36, 600, 16, False)
     assert (f.drop_path_keep_prob, f.keep_prob, f.t0, f.t_mul) == (0.6, 0.8, 600, 1)
     assert f.arch == "naonet" and f.batch_size == 128
@@ -133,7 +134,7 @@ def test_config_sets_defaults_and_explicit_flags_win():
 ])
 def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, drop_path):
     f = _flags(train_final, [f"--config={config}"])
-    final_training.apply_config(train_final.TASK, f)
+    final_training.apply_config(TASK, f)
     assert (f.arch, f.num_cells, f.filters, f.epochs, f.batch_size) == (arch, 6, filters, 600, 128)
     # PyTorch's weight_decay wd adds wd * w to the gradient; l2_reg * sum(w^2) adds 2 * l2_reg * w.
     assert f.l2_reg == pytest.approx(wd / 2)

@@ -13,7 +13,8 @@ from absl import flags
 from cnn import train_search_nao
 from cnn.cells import CELLS
 from cnn.search_space import NAONET_SPACE
-from nao_tf.commands import search_command, standalone_search
+from cnn.task import TASK
+from nao_tf.commands import cli, search_command, standalone_search
 from nao_tf.common.errors import DataError
 from tests import uninterrupted
 
@@ -67,10 +68,15 @@ def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
 
 def _flags(argv):
     values = flags.FlagValues()
-    standalone_search.define_flags(train_search_nao.TASK, values)
+    standalone_search.define_flags(TASK, values)
     values(["prog", *argv])
-    search_command.apply_config(train_search_nao.TASK.presets, values)
+    search_command.apply_config(TASK, "nao", values)
     return values
+
+
+def _read_imports(fv, space=NAONET_SPACE):
+    return TASK.read_imports(cli.parse(TASK.configs["nao"], fv), space, fv.import_archs,
+                             fv.import_scores)
 
 
 @pytest.mark.slow
@@ -79,16 +85,16 @@ def test_import_reads_error_rates_as_accuracies_and_names_bad_lines(tmp_path):
     cells.write_text(CELLS["naonet"].text + "\n" + CELLS["naonet_a"].text + "\n")
     errors.write_text("0.08\n0.1\n")
     fv = _flags([f"--import_archs={cells}", f"--import_scores={errors}", "--output_dir=x"])
-    pairs = train_search_nao.read_imports(fv)
+    pairs = _read_imports(fv)
     assert [round(s, 6) for _, s in pairs] == [0.92, 0.9]
 
     errors.write_text("8\n10\n")
     with pytest.raises(DataError, match=rf"{errors}:1: score 8.0 is outside \[0, 1\]"):
-        train_search_nao.read_imports(fv)
+        _read_imports(fv)
     cells.write_text(CELLS["naonet"].text + "\n" + CELLS["nao_ws"].text + "\n")
     errors.write_text("0.08\n0.1\n")
     with pytest.raises(DataError, match=rf"{cells}:2: naonet: .* op 1 is not in this space"):
-        train_search_nao.read_imports(fv)
+        _read_imports(fv)
 
 
 @pytest.mark.slow
@@ -103,13 +109,12 @@ def test_a_diverging_cell_is_scored_at_chance_level(tmp_path, lr_max, reason):
 
     data = dataclasses.replace(data_lib.load("synthetic", split="search", num_valid=32,
                                              synthetic_sizes=(96, 0), seed=1), test=None)
-    fv = _flags(["--output_dir=x", "--nouse_aux_head", f"--lr_max={lr_max}", "--epochs=2",
-                 "--batch_size=32", "--num_cells=1", "--filters=8"])
-    settings = {f.name: fv[f.name].value for f in train_search_nao.SCHEDULE_FLAGS.fields()}
-    settings.update(log_every_steps=100, seed=1)
+    fv = _flags(["--output_dir=x", "--seed=1", "--nouse_aux_head", f"--lr_max={lr_max}",
+                 "--epochs=2", "--batch_size=32", "--num_cells=1", "--filters=8"])
+    schedule = cli.parse(TASK.configs["nao"], fv).schedule
     dirs = ArchDirs(tmp_path / "archs", NAONET_SPACE.to_string, scratch=("checkpoints",))
     logs = []
-    evaluator = StandaloneEvaluator(train_search_nao.CifarArchTrainer(data, settings, dirs), True,
+    evaluator = StandaloneEvaluator(train_search_nao.CifarArchTrainer(data, schedule, dirs), True,
                                     ["/cpu:0"], dirs=dirs, failed_score=0.1,
                                     to_string=NAONET_SPACE.to_string, log=logs.append)
     cell = NAONET_SPACE.parse(CELLS["naonet"].text)
@@ -129,10 +134,10 @@ def test_space_flag_searches_the_tf_release_space(tmp_path):
     fv = _flags(["--config=smoke", f"--output_dir={tmp_path / 'run'}", "--space=naonet_19",
                  "--seed_archs=2", "--iterations=0", f"--import_archs={cells}",
                  f"--import_scores={scores}"])
-    result = standalone_search.run(train_search_nao.TASK, fv)
+    result = standalone_search.run(TASK, fv)
     assert result.best_arch == CELLS["amoebanet_a"].arch  # error 0.04: accuracy 0.96
     best = json.loads((tmp_path / "run" / "best_arch.json").read_text())
     assert best["space"] == "naonet_19" and best["score"] == pytest.approx(0.96)
     with pytest.raises(DataError, match="naonet: normal cell, node 2, branch 1: op 0 is not in"):
-        train_search_nao.read_imports(_flags([f"--import_archs={cells}",
-                                              f"--import_scores={scores}", "--output_dir=x"]))
+        _read_imports(_flags([f"--import_archs={cells}", f"--import_scores={scores}",
+                              "--output_dir=x"]))

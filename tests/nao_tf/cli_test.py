@@ -1,11 +1,13 @@
 """Flags from typed configs, and presets checked where they are defined."""
 
 import dataclasses
+import importlib
 
 import pytest
 from absl import flags
 
-from nao_tf.commands import cli, search_command, weight_sharing_search
+from nao_tf.commands import (cli, final_training, search_command, standalone_search,
+                             weight_sharing_search)
 from nao_tf.common.errors import NaoError
 from tests import toy_task
 
@@ -55,7 +57,22 @@ def test_a_preset_with_a_typo_or_a_wrong_value_is_refused_where_it_is_defined(pr
 
 
 def test_a_task_whose_preset_misspells_a_flag_cannot_be_defined():
+    misspelled = type("Toy", (toy_task.ToyTask,), {
+        "presets": {"ws": {"tiny": {"controler_epochs": 20}}}})()
     with pytest.raises(ValueError, match="'controler_epochs' is no flag .*'controller_epochs'"):
-        dataclasses.replace(toy_task.WS_TASK, presets={"tiny": {"controler_epochs": 20}})
-    groups = weight_sharing_search.flag_groups(toy_task.WS_TASK)
+        weight_sharing_search.flag_groups(misspelled)
+    groups = weight_sharing_search.flag_groups(toy_task.TASK)
     assert search_command.SearchLoopConfig in [getattr(g, "config", g) for g in groups]
+
+
+@pytest.mark.parametrize("task_ref", ["tests.toy_task:TASK", "cnn.task:TASK", "rnn.task:TASK"])
+def test_every_preset_of_every_task_is_a_set_of_its_flags(task_ref):
+    """Each command's flag groups check the task's presets for it (an unknown name, a wrong type,
+    a value outside an enum or the bounds is a ValueError)."""
+    module, _, name = task_ref.partition(":")
+    task = getattr(importlib.import_module(module), name)
+    skeletons = {"ws": weight_sharing_search, "nao": standalone_search, "final": final_training}
+    for command in task.configs:
+        groups = skeletons[command].flag_groups(task)
+        assert all(set(preset) <= {f.name for g in groups for f in cli.Flags.of(g).fields()}
+                   for preset in task.presets.get(command, {}).values())

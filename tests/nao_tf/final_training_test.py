@@ -1,7 +1,6 @@
 """The "train one architecture" skeleton over the toy task (tests/toy_task.py): resume, the
 settings a rerun must keep, and rollback after a diverged epoch."""
 
-import dataclasses
 import json
 import re
 
@@ -25,7 +24,7 @@ def _run(task, out, *argv):
 
 
 def test_a_toy_architecture_trains_resumes_and_keeps_its_settings(tmp_path, capsys):
-    task = toy_task.FINAL_TASK
+    task = toy_task.TASK
     first = _run(task, tmp_path, "--epochs=2")
     assert [r["epoch"] for r in first["history"]] == [1, 2] and first["finished"]
     assert json.loads((tmp_path / "results.json").read_text()) == first
@@ -53,20 +52,27 @@ class _Diverging(toy_task.ToyTrainee):
     def train_epoch(self, epoch, attempt, state, writer):
         self.calls.append((epoch, attempt))
         if epoch == 2 and (self.times is None or attempt < self.times):
-            self.fitter.epoch(lambda: self.arch)  # the weights move, then the loss "diverges"
-            raise train_loop.Diverged(f"training loss is nan at epoch {epoch}")
+            super().train_epoch(epoch, attempt, state, writer)  # the weights move, then the
+            raise train_loop.Diverged(f"training loss is nan at epoch {epoch}")  # loss "diverges"
         return super().train_epoch(epoch, attempt, state, writer)
 
 
 @pytest.mark.parametrize("times", [1, None])
 def test_a_diverged_epoch_rolls_back_then_stops_with_the_advice(tmp_path, times):
     trainee = type("Trainee", (_Diverging,), {"times": times, "calls": []})
-    task = dataclasses.replace(toy_task.FINAL_TASK, max_rollbacks=lambda fv: 1,
-                               build=lambda fv, arch, _: trainee(arch, fv))
+
+    class RollingBack(toy_task.ToyTask):
+        def trainee(self, config, arch, strategy):
+            return trainee([arch], config)
+
+        def epochs(self, config):
+            return {"epochs": config.epochs, "max_rollbacks": 1}
+
+    task = RollingBack()
     if times:
         results = _run(task, tmp_path, "--epochs=3")
         assert trainee.calls == [(1, 0), (2, 0), (2, 1), (3, 0)] and results["rollbacks"] == 1
-        reference = _run(toy_task.FINAL_TASK, tmp_path / "reference", "--epochs=3")
+        reference = _run(toy_task.TASK, tmp_path / "reference", "--epochs=3")
         assert results["valid_mse"] == pytest.approx(reference["valid_mse"], rel=1e-6)
         return  # the rollback restored epoch 1's weights and optimizer: the same end
     with pytest.raises(NaoError, match="rolled back to the epoch-1 checkpoint 1 times in a row "
@@ -81,9 +87,9 @@ def test_arch_may_be_a_searchs_best_arch_json(tmp_path):
     best = tmp_path / "best_arch.json"
     best.write_text(json.dumps({"space": toy_task.SPACE.name, "arch": ARCH, "score": 0.1}))
     values = flags.FlagValues()
-    final_training.define_flags(toy_task.FINAL_TASK, values)
+    final_training.define_flags(toy_task.TASK, values)
     values(["prog", f"--output_dir={tmp_path / 'run'}", f"--arch={best}", "--epochs=1"])
-    assert final_training.run(toy_task.FINAL_TASK, values)["epochs"] == 1
+    assert final_training.run(toy_task.TASK, values)["epochs"] == 1
     values.arch = str(tmp_path / "missing.json")
     with pytest.raises(NaoError, match="missing.json: file not found"):
-        final_training.run(toy_task.FINAL_TASK, values)
+        final_training.run(toy_task.TASK, values)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 def _toy_flags(out, *argv):
     values = flags.FlagValues()
-    standalone_search.define_flags(toy_task.STANDALONE_TASK, values)
+    standalone_search.define_flags(toy_task.TASK, values)
     values(["prog", "--config=tiny", f"--output_dir={out}", "--iterations=1", "--epochs=2",
             *argv])
     return values
@@ -36,7 +36,7 @@ def _toy_flags(out, *argv):
 def test_ray_tasks_score_as_the_worker_threads(tmp_path):
     """The same search through Ray tasks (each in its own worker process, which rebuilds the task
     from its flags) records the same architectures with the same scores as through threads."""
-    task = toy_task.STANDALONE_TASK
+    task = toy_task.TASK
     threads = standalone_search.run(task, _toy_flags(tmp_path / "threads"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
@@ -60,7 +60,7 @@ def test_ray_tasks_score_as_the_worker_threads(tmp_path):
 def test_ray_executor_refuses_devices(tmp_path):
     values = _toy_flags(tmp_path, "--executor=ray", "--devices=/cpu:0")
     with pytest.raises(standalone_search.NaoError, match="--devices chooses the devices"):
-        standalone_search.run(toy_task.STANDALONE_TASK, values)
+        standalone_search.run(toy_task.TASK, values)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 

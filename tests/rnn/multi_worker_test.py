@@ -10,6 +10,7 @@ import pytest
 from absl import flags
 
 from rnn import train_final
+from rnn.task import TASK
 from rnn.train_final import TrainParams
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start, start_workers)
@@ -93,9 +94,9 @@ def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, m
     workers = start_workers("rnn.train_search", [*SEARCH_ARGS, f"--output_dir={out}"])
     monkeypatch.setattr(train_search, "strategy_for_batch", lambda *_, **__: two_replicas)
     values = flags.FlagValues()
-    weight_sharing_search.define_flags(train_search.TASK, values)
+    weight_sharing_search.define_flags(TASK, values)
     values(["prog", *SEARCH_ARGS, f"--output_dir={single}"])
-    weight_sharing_search.run(train_search.TASK, values)
+    weight_sharing_search.run(TASK, values)
     chief, other = (finish(p) for p in workers)
     assert "the chief's search is done" in other and "iteration 0: train" not in other
     ours, reference = ([json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]

@@ -11,12 +11,13 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from nao_tf.commands import final_training
+from nao_tf.commands import cli, final_training
 from nao_tf.common.errors import DataError, StateError
 from nao_tf.runtime import train_loop
 from nao_tf.runtime.distribute import strategy_for_batch
 from rnn import train_final
 from rnn.evaluate import evaluate_run
+from rnn.task import TASK
 from rnn.train_final import TrainParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def _trainee(corpus_dir, out, **overrides):
     """The trainee alone, to be driven by `train_loop.train_epochs` with its parts patched."""
     params = _params(corpus_dir, out, **overrides)
     strategy = strategy_for_batch(params.batch_size)
-    _, data = train_final.check(params, strategy)
+    _, data = train_final.check(params)
     return train_final.LMTrainee(params, *data, strategy)
 
 
@@ -206,10 +207,10 @@ def test_lost_or_damaged_bookkeeping_is_named(corpus_dir, tmp_path):
 
 def _params_from(argv):
     values = flags.FlagValues()
-    final_training.define_flags(train_final.TASK, values)
+    final_training.define_flags(TASK, values)
     values(["prog", *argv])
-    final_training.apply_config(train_final.TASK, values)
-    return train_final.params_of(values)
+    final_training.apply_config(TASK, values)
+    return cli.parse(TASK.configs["final"], values)
 
 
 def test_config_sets_defaults_and_explicit_flags_win():

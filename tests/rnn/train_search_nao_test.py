@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from absl import flags
 
-from nao_tf.commands import standalone_search
+from nao_tf.commands import cli, standalone_search
 from nao_tf.common.errors import DataError
 from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
 from rnn import train_search_nao
 from rnn.search_space import NAMED_ARCHS, RnnSearchSpace
+from rnn.task import TASK
 from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,10 +87,10 @@ def test_search_starts_from_imported_perplexities(tmp_path):
 @pytest.mark.slow
 def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
     space = RnnSearchSpace()
-    flags = train_search_nao.SCHEDULE_FLAGS
-    schedule = {**{f.name: flags.default(f) for f in flags.fields()}, "data_dir": str(corpus_dir),
-                "emsize": 8, "batch_size": 8, "bptt": 10, "max_seq_len_delta": 2, "epochs": 1}
-    schedule = {k: schedule[k] for k in train_search_nao.SCHEDULE_KEYS}
+    defaults = cli.parse(TASK.configs["nao"], object()).schedule
+    schedule = {**{k: getattr(defaults, k) for k in train_search_nao.SCHEDULE_KEYS},
+                "data_dir": str(corpus_dir), "emsize": 8, "batch_size": 8, "bptt": 10,
+                "max_seq_len_delta": 2, "epochs": 1}
     dirs = ArchDirs(tmp_path / "archs", space.to_string, scratch=("checkpoints", "best"))
     evaluator = StandaloneEvaluator(train_search_nao.PtbArchTrainer(schedule, dirs, space), False,
                                     ["/cpu:0", "/cpu:1"], dirs=dirs, to_string=space.to_string,
@@ -107,16 +108,18 @@ def test_cells_train_in_parallel_on_two_devices(tmp_path, corpus_dir):
 @pytest.mark.slow
 def test_import_errors_name_the_file_and_line(tmp_path):
     values = flags.FlagValues()
-    standalone_search.define_flags(train_search_nao.TASK, values)
+    standalone_search.define_flags(TASK, values)
     cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
     values(["prog", f"--import_archs={cells}", f"--import_scores={ppl}"])
     cells.write_text(NAO_CELL + "\n" + NAO_CELL.replace("0 1 0 1", "0 1 5 1") + "\n")
     ppl.write_text("60\n70\n")
     with pytest.raises(DataError, match=rf"{cells}:2: "):
-        train_search_nao.read_imports(values)
+        TASK.read_imports(cli.parse(TASK.configs["nao"], values), TASK.space("nao"),
+                          values.import_archs, values.import_scores)
     cells.write_text(NAO_CELL + "\n")
     ppl.write_text("4.1\n")
     values.import_scores = str(ppl)
     ppl.write_text("0.5\n")
     with pytest.raises(DataError, match=rf"{ppl}:1: perplexity 0.5 is below 1"):
-        train_search_nao.read_imports(values)
+        TASK.read_imports(cli.parse(TASK.configs["nao"], values), TASK.space("nao"),
+                          values.import_archs, values.import_scores)

@@ -14,8 +14,9 @@ from nao_tf.common.errors import DataError, NaoError, StateError
 from rnn.data import read_corpus
 from rnn.search_evaluator import SupernetEvaluator, SupernetParams, validation_windows
 from rnn.search_space import RnnSearchSpace, resolve_arch
-from nao_tf.commands import search_command, weight_sharing_search
-from rnn.train_search import TASK, SearchParams, check_params, params
+from nao_tf.commands import cli, search_command, weight_sharing_search
+from rnn.task import TASK
+from rnn.train_search import SearchParams, check_params
 from rnn.training import search_windows
 from tests import uninterrupted
 
@@ -135,8 +136,16 @@ def _flags(*argv):
     values = flags.FlagValues()
     weight_sharing_search.define_flags(TASK, values)
     values(["prog", *argv])
-    search_command.apply_config(TASK.presets, values)
+    search_command.apply_config(TASK, "ws", values)
     return values
+
+
+def params(values):
+    return cli.parse(TASK.configs["ws"], values)
+
+
+def _controller(values):
+    return search_command.controller_config(TASK, "ws", params(values), TASK.space("ws"), values)
 
 
 def test_defaults_are_the_original_search():
@@ -145,7 +154,7 @@ def test_defaults_are_the_original_search():
     assert (config.seed_archs, config.top_k, config.new_archs, config.random_archs,
             config.max_lambda, config.lambda_step, config.controller_epochs, config.symmetry,
             config.normalization) == (1000, 100, 300, 50, 30.0, 1.0, 1000, False, "minmax")
-    controller = weight_sharing_search.controller_config(TASK, values)
+    controller = _controller(values)
     assert (controller.emb_size, controller.hidden_size, controller.mlp_layers,
             controller.mlp_hidden, controller.attention, controller.mlp_dropout) == \
         (48, 96, 4, 200, "dot", 0.0)
@@ -169,7 +178,7 @@ def test_the_supernet_owns_the_rounds(corpus_dir, tmp_path):
 def test_controller_options_reach_the_controller_and_the_loop():
     values = _flags("--predictor_heads=3", "--ranking_weight=0.25", "--oversample=4",
                     "--acquisition=thompson", "--ucb_beta=2")
-    controller = weight_sharing_search.controller_config(TASK, values)
+    controller = _controller(values)
     config = weight_sharing_search.search_config(TASK, values, iterations=1)
     assert (controller.predictor_heads, controller.ranking_weight) == (3, 0.25)
     assert (config.oversample, config.acquisition, config.ucb_beta) == (4.0, "thompson", 2.0)

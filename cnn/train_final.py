@@ -30,6 +30,7 @@ from nao_tf.common.io import fingerprint
 from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
 from cnn.data import DATASETS, STANDARDIZATIONS
 from cnn.imagenet import TFDS_NAMES, image_size_for
+from cnn.training import OptimConfig, Trainer
 
 _DATASETS = [*DATASETS, *TFDS_NAMES]
 option = cli.option
@@ -94,7 +95,7 @@ class NetworkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizationConfig:
-    """Batches, the loss and SGD with its learning-rate schedule."""
+    """Epochs, batches, and the optimisation (`OptimConfig`, shared with the NAO-WS supernet)."""
 
     epochs: int = option(630, "Training epochs.", minimum=1)
     batch_size: int = option(144, "Global training batch (split across replicas).", identity=True,
@@ -104,23 +105,7 @@ class OptimizationConfig:
                                      "replicas (the original ImageNet scripts: 128 images and lr "
                                      "0.1 per GPU).", identity=True)
     eval_batch_size: int = option(128, "Global evaluation batch.", minimum=1)
-    lr_schedule: str = option("sgdr", "sgdr: epoch-granular cosine with warm restarts (T_0, "
-                              "T_mul); cosine: one per-step cosine over all epochs; step: times "
-                              "--gamma every --decay_period epochs.", ["sgdr", "cosine", "step"])
-    lr_max: float = option(0.05, "Maximum learning rate.")
-    lr_min: float = option(0.0001, "Minimum learning rate.", minimum=0.0)
-    t0: int = option(10, "SGDR: epochs of the first cycle (T_0).", minimum=1)
-    t_mul: int = option(2, "SGDR: cycle length multiplier (T_mul).", minimum=1)
-    gamma: float = option(0.97, "Step schedule: learning-rate factor per decay.")
-    decay_period: int = option(1, "Step schedule: epochs between two decays.", minimum=1)
-    nesterov: bool = option(True, "Nesterov momentum (NAO-WS) or plain momentum (NAO).")
-    momentum: float = option(0.9, "SGD momentum.")
-    l2_reg: float = option(2e-4, "Adds l2_reg * sum(w^2) over all trainable variables to the "
-                           "loss.", minimum=0.0)
-    grad_bound: float = option(5.0, "Clip the global gradient norm to this (0: no clipping).",
-                               minimum=0.0)
-    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.", minimum=0.0)
-    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy.", minimum=0.0)
+    sgd: OptimConfig = cli.section(OptimConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +130,9 @@ def check_config(c: FinalConfig) -> None:
     cli.check_bounds(c)
     cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
     data, network, optim = c.data, c.network, c.optim
-    if optim.lr_max <= 0 or optim.gamma <= 0:
-        raise NaoError(f"--lr_max={optim.lr_max} and --gamma={optim.gamma} must be positive")
+    if optim.sgd.lr_max <= 0 or optim.sgd.gamma <= 0:
+        raise NaoError(f"--lr_max={optim.sgd.lr_max} and --gamma={optim.sgd.gamma} must be "
+                       "positive")
     imagenet = data.dataset in TFDS_NAMES
     if imagenet != (network.network == "imagenet"):
         raise NaoError(f"--dataset={data.dataset} with --network={network.network}: the "
@@ -169,7 +155,7 @@ def global_batches(optim: OptimizationConfig,
     if optim.batch_size * scale % replicas:
         raise NaoError(f"--batch_size={optim.batch_size} does not split evenly over "
                        f"{replicas} replicas")
-    return optim.batch_size * scale, optim.eval_batch_size * scale, optim.lr_max * scale
+    return optim.batch_size * scale, optim.eval_batch_size * scale, optim.sgd.lr_max * scale
 
 
 def check(c: FinalConfig, strategy: tf.distribute.Strategy) -> tuple[dict[str, Any], tuple]:
@@ -201,7 +187,6 @@ def build(c: FinalConfig, arch_and_data: tuple, strategy: tf.distribute.Strategy
     from cnn.model import NASNetwork, count_mult_adds, count_params
     from cnn.search_space import space_for
     from cnn.trainee import CnnTrainee, LoopConfig
-    from cnn.training import OptimConfig, Trainer
 
     net, optim = c.network, c.optim
     arch, data = arch_and_data
@@ -211,12 +196,8 @@ def build(c: FinalConfig, arch_and_data: tuple, strategy: tf.distribute.Strategy
     keras.config.set_image_data_format(net.data_format)
     batch_size, eval_batch_size, lr_max = global_batches(optim, strategy)
     steps = data.steps_per_epoch(batch_size)
-    cfg = OptimConfig(
-        epochs=optim.epochs, steps_per_epoch=steps, lr_schedule=optim.lr_schedule,
-        lr_max=lr_max, lr_min=optim.lr_min, t0=optim.t0, t_mul=optim.t_mul, gamma=optim.gamma,
-        decay_period=optim.decay_period, momentum=optim.momentum, nesterov=optim.nesterov,
-        l2_reg=optim.l2_reg, grad_bound=optim.grad_bound, aux_weight=optim.aux_weight,
-        label_smoothing=optim.label_smoothing, precision=net.precision, seed=c.seed)
+    cfg = dataclasses.replace(optim.sgd, lr_max=lr_max, epochs=optim.epochs,
+                              steps_per_epoch=steps, precision=net.precision, seed=c.seed)
     sync_bn = net.sync_bn and strategy.num_replicas_in_sync > 1
 
     def build_model() -> NASNetwork:

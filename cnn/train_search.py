@@ -40,6 +40,10 @@ from nao_tf.runtime.distribute import get_strategy
 from nao_tf.runtime.precision import PRECISIONS, PRECISION_HELP
 
 option = cli.option
+# What of `OptimConfig` the supernet offers: SGDR with Nesterov momentum 0.9 (a flag), l2 on
+# sum(w^2), clipping, the aux head's weight.
+SUPERNET_SGD = ("lr_max", "lr_min", "t0", "t_mul", "nesterov", "l2_reg", "grad_bound",
+                "aux_weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,20 +76,13 @@ class SupernetConfig:
                                     "every k epochs; the pool is scored epochs / k times.",
                                     identity=True, minimum=1)
     eval_epochs: str = option("", EVAL_EPOCHS_HELP, identity=True)
-    lr_max: float = option(0.05, "SGDR maximum learning rate.")
-    lr_min: float = option(0.0005, "SGDR minimum learning rate.", identity=True)
-    t0: int = option(10, "SGDR: epochs of the first cycle.", identity=True, minimum=1)
-    t_mul: int = option(2, "SGDR: cycle length multiplier.", identity=True, minimum=1)
-    nesterov: bool = option(True, "Nesterov momentum 0.9.", identity=True)
-    l2_reg: float = option(1e-4, "Adds l2_reg * sum(w^2) over every supernet variable to the "
-                           "loss.", identity=True)
-    grad_bound: float = option(5.0, "Clip the global gradient norm to this (0: no clipping, the "
-                               "original's effective behaviour).")
+    sgd: OptimConfig = cli.section(
+        OptimConfig, only=SUPERNET_SGD, defaults=dict(lr_min=0.0005, l2_reg=1e-4),
+        identity=set(SUPERNET_SGD) - {"lr_max", "grad_bound"})
     keep_prob: float = option(0.9, "Keep probability of the dropout before the classifier.",
                               identity=True)
     use_aux_head: bool = option(True, "Auxiliary classifier after the second reduction.",
                                 identity=True)
-    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.", identity=True)
     sample_policy: str = option("uniform", "Architecture trained at each step: uniform over the "
                                 "pool, or params (probability proportional to the stand-alone "
                                 "parameter count, NAO V2).", ["uniform", "params"], identity=True)
@@ -183,11 +180,8 @@ def supernet(c: SearchTaskConfig, data: CifarData, output_dir: str) -> SupernetE
         batch_size=net.batch_size, sample_policy=net.sample_policy, eval_images=net.eval_images,
         eval_batch_size=net.eval_batch_size, seed=c.seed,
         save_every_seconds=net.save_every_seconds, log_every_steps=net.log_every_steps)
-    cfg = OptimConfig(epochs=net.epochs, steps_per_epoch=steps, lr_schedule="sgdr",
-                      lr_max=net.lr_max, lr_min=net.lr_min, t0=net.t0, t_mul=net.t_mul,
-                      momentum=0.9, nesterov=net.nesterov, l2_reg=net.l2_reg,
-                      grad_bound=net.grad_bound, aux_weight=net.aux_weight,
-                      precision=net.precision, seed=c.seed)
+    cfg = dataclasses.replace(net.sgd, epochs=net.epochs, steps_per_epoch=steps,
+                              precision=net.precision, seed=c.seed)
     started = time.perf_counter()
     disable_graph_optimizer()
     trainer = Trainer(strategy, lambda: Supernet(

@@ -143,11 +143,11 @@ def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
 
 def check(c: NaoSearchConfig) -> tuple[dict[str, Any], CifarData]:
     """The per-architecture settings and the data; returns the settings record and the data."""
-    schedule, optim = c.schedule, c.schedule.optim
+    schedule, sgd = c.schedule, c.schedule.optim.sgd
     cli.check_keep_probability(cli.config_values(schedule).get, "keep_prob",
                                "drop_path_keep_prob")
-    if optim.lr_max <= 0 or optim.lr_min < 0:
-        raise NaoError(f"--lr_max={optim.lr_max} must be positive and --lr_min={optim.lr_min} "
+    if sgd.lr_max <= 0 or sgd.lr_min < 0:
+        raise NaoError(f"--lr_max={sgd.lr_max} must be positive and --lr_min={sgd.lr_min} "
                        "not negative")
     if schedule.network.network == "imagenet":
         raise NaoError("--network=imagenet is the ImageNet network; the search trains CIFAR "

@@ -11,40 +11,50 @@ by SGD with momentum 0.9 (Nesterov optional) under an SGDR, single-cosine or ste
 rate. Evaluation reports top-1 and top-5 accuracy.
 """
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nao_tf.commands import cli
 from nao_tf.runtime import precision
 from nao_tf.runtime.distribute import build_optimizer
 from nao_tf.runtime.schedules import Cosine, SGDR, StepDecay
 
 
-@dataclass
+@dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Optimisation hyper-parameters; `epochs * steps_per_epoch` is also the drop-path horizon."""
+    """How a CNN (the supernet or a final network) is optimised: SGD with momentum under a
+    learning-rate schedule, the loss's regularisers, gradient clipping. Its options are flags of
+    the NAO-WS search and of the final training (each offers its view of them: `cli.section`);
+    the other fields are set by the command: `epochs * steps_per_epoch` is also the drop-path
+    horizon, `seed` draws dropout and drop-path as a function of (seed, step, replica)."""
 
-    epochs: int
-    steps_per_epoch: int
-    lr_schedule: str = "sgdr"  # 'sgdr' (epoch-granular, restarts), 'cosine' (one per-step
-    # cosine) or 'step' (times gamma every decay_period epochs)
-    lr_max: float = 0.05
-    lr_min: float = 0.0001
-    t0: int = 10
-    t_mul: int = 2
-    gamma: float = 0.97
-    decay_period: int = 1
-    momentum: float = 0.9
-    nesterov: bool = True
-    l2_reg: float = 2e-4
-    grad_bound: float = 5.0  # 0 disables clipping
-    aux_weight: float = 0.4
-    label_smoothing: float = 0.0
+    lr_schedule: str = cli.option("sgdr", "sgdr: epoch-granular cosine with warm restarts (T_0, "
+                                  "T_mul); cosine: one per-step cosine over all epochs; step: "
+                                  "times --gamma every --decay_period epochs.",
+                                  ["sgdr", "cosine", "step"])
+    lr_max: float = cli.option(0.05, "Maximum learning rate.")
+    lr_min: float = cli.option(0.0001, "Minimum learning rate.", minimum=0.0)
+    t0: int = cli.option(10, "SGDR: epochs of the first cycle (T_0).", minimum=1)
+    t_mul: int = cli.option(2, "SGDR: cycle length multiplier (T_mul).", minimum=1)
+    gamma: float = cli.option(0.97, "Step schedule: learning-rate factor per decay.")
+    decay_period: int = cli.option(1, "Step schedule: epochs between two decays.", minimum=1)
+    momentum: float = cli.option(0.9, "SGD momentum.")
+    nesterov: bool = cli.option(True, "Nesterov momentum (NAO-WS) or plain momentum (NAO).")
+    l2_reg: float = cli.option(2e-4, "Adds l2_reg * sum(w^2) over all trainable variables to the "
+                               "loss.", minimum=0.0)
+    grad_bound: float = cli.option(5.0, "Clip the global gradient norm to this (0: no clipping).",
+                                   minimum=0.0)
+    aux_weight: float = cli.option(0.4, "Loss weight of the auxiliary head.", minimum=0.0)
+    label_smoothing: float = cli.option(0.0, "Label smoothing of the cross-entropy.",
+                                        minimum=0.0)
+    epochs: int = 1
+    steps_per_epoch: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16 (nao_tf.runtime.precision)
-    seed: int = 0  # dropout and drop-path draws: a function of (seed, step, replica)
+    seed: int = 0
 
     @property
     def total_steps(self) -> int:

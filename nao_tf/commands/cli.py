@@ -127,10 +127,18 @@ def section(cls: type, **view: Any) -> Any:
                              metadata={"view": view} if view else {})
 
 
+def _settings(cls: type) -> list[dataclasses.Field]:
+    """The fields of config `cls` that are options or sections; a field declared otherwise is
+    set by the code (e.g. the steps per epoch), keeps its default when the config is parsed,
+    and is in no settings record."""
+    return [f for f in dataclasses.fields(cls)
+            if "help" in f.metadata or dataclasses.is_dataclass(f.default_factory)]
+
+
 def _fields(cls: type) -> list[dataclasses.Field]:
-    """Every leaf field of config `cls`, its sections' fields in their place."""
+    """Every option of config `cls`, its sections' options in their place."""
     found = []
-    for f in dataclasses.fields(cls):
+    for f in _settings(cls):
         nested = f.default_factory
         found += (_fields(nested) if dataclasses.is_dataclass(nested) else [f])
     return found
@@ -163,7 +171,7 @@ class Flags:
         found = []
 
         def walk(cls: type, view: Flags) -> None:
-            for f in dataclasses.fields(cls):
+            for f in _settings(cls):
                 nested = f.default_factory
                 if dataclasses.is_dataclass(nested):
                     inner = f.metadata.get("view")
@@ -286,9 +294,9 @@ def check_preset(values: Mapping[str, Any], *groups: FlagGroup) -> dict[str, Any
 
 
 def config_values(config: Any) -> dict[str, Any]:
-    """Every field of `config` by name, its sections flattened (the settings record)."""
+    """Every option of `config` by name, its sections flattened (the settings record)."""
     values = {}
-    for f in dataclasses.fields(config):
+    for f in _settings(type(config)):
         value = getattr(config, f.name)
         values.update(config_values(value) if dataclasses.is_dataclass(value) else
                       {f.name: value})
@@ -296,11 +304,11 @@ def config_values(config: Any) -> dict[str, Any]:
 
 
 def config_from_values(cls: type, value_of: Callable[[dataclasses.Field], Any]) -> Any:
-    """An instance of config `cls` whose every field is `value_of(field)`, nested sections built
+    """An instance of config `cls` whose every option is `value_of(field)`, nested sections built
     the same way."""
     return cls(**{f.name: (config_from_values(f.default_factory, value_of)
                            if dataclasses.is_dataclass(f.default_factory) else value_of(f))
-                  for f in dataclasses.fields(cls)})
+                  for f in _settings(cls)})
 
 
 def parse(group: "FlagGroup", flag_values: Any = flags.FLAGS) -> Any:

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 from absl import flags
 
 from nao_tf.commands import cli
-from nao_tf.common.errors import DataError, NaoError, StateError
+from nao_tf.common.errors import DataError, StateError
 from nao_tf.common.io import atomic_write_json, read_json
 from nao_tf.common.resume import restore
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    output_dir: str = cli.option("", "Run directory written by cnn.train_final (required).")
+    output_dir: str = cli.option("", "Run directory written by cnn.train_final.", required=True)
     data_dir: str = cli.option("", "Data directory (default: the run's --data_dir).")
     eval_split: str = cli.option("test", "Which split to evaluate.", ["test", "valid"])
     eval_batch_size: int = cli.option(500, "Evaluation batch.")
@@ -61,8 +61,6 @@ def load_trained_model(run_dir: str, settings: dict[str, Any] | None = None,
 
 def evaluate(fv: flags.FlagValues) -> dict[str, Any]:
     """Evaluates the run in `fv.output_dir`; returns the metrics (also in eval_results.json)."""
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required: the run directory of cnn.train_final")
     settings = read_json(os.path.join(fv.output_dir, "flags.json"))
 
     from cnn import data as data_lib

@@ -206,8 +206,6 @@ class LMTrainee(Trainee):
 
 def check_params(p: TrainParams) -> None:
     """Stops with one line on a setting that cannot work, before anything is read or written."""
-    if not p.output_dir:
-        raise NaoError("--output_dir is required (the run directory)")
     cli.check_bounds(p)
     for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
         if getattr(p, name) >= 1:

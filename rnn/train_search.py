@@ -29,7 +29,6 @@ import keras
 from nao_tf.algorithm.controller import STYLES
 from nao_tf.algorithm.evaluators import parse_eval_epochs
 from nao_tf.commands import cli, weight_sharing_search
-from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.distribute import strategy_for_batch, writable_dir
 from rnn.data import Corpus, read_corpus, write_generated_corpus
@@ -64,8 +63,6 @@ class SearchParams:
 
 def check_params(p: SearchParams) -> None:
     """Stops on inconsistent flags before anything is written."""
-    if not p.output_dir:
-        raise NaoError("--output_dir is required")
     cli.check_bounds(p)
     parse_eval_epochs(p.supernet.eval_epochs, p.supernet.epochs)
 

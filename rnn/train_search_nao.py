@@ -41,7 +41,7 @@ from nao_tf.runtime.standalone import ArchDirs, TrainingDiverged, build_lock, re
 from nao_tf.runtime.train_loop import Diverged, train_epochs
 from rnn.configs import CONFIGS
 from rnn.data import read_corpus, write_generated_corpus
-from rnn.search_space import RnnCell, RnnSearchSpace, cell_graphs, convert_nao_codes
+from rnn.search_space import RnnCell, RnnSearchSpace, convert_nao_codes
 from rnn.train_final import LMTrainee, TrainParams, check_params
 from rnn.training import perplexity
 

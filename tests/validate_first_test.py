@@ -157,9 +157,11 @@ def _command(module, *args, **popen):
 @pytest.mark.parametrize("args, message", [
     (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
     (["--epochs=many"], "error: flag --epochs=many: invalid literal"),
-    (["positional"], "error: unexpected arguments positional")])
-def test_bad_command_lines_are_one_error_line(args, message):
-    child = _command("cnn.train_final", *args)
+    (["positional"], "error: unexpected arguments positional"),
+    ([], "error: flag --output_dir=None: Flag --output_dir must have a value other than None.")])
+def test_bad_command_lines_are_one_error_line(tmp_path, args, message):
+    child = _command("cnn.train_final", *args, *(
+        [f"--output_dir={tmp_path / 'run'}"] if args else []))
     out, err = child.communicate(timeout=120)
     assert child.returncode == 2
     assert err.splitlines() == [err.strip()] and err.startswith(message), err

@@ -68,9 +68,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
         subcommands: Sequence[str] = (), define: Callable[[], None] | None = None) -> None:
-    """`absl.app.run(main)` after `define()` defines the command's flags, with `NaoError`, an unknown or malformed flag and a positional
-    argument (flags are `--name=value`; a command with `subcommands` takes exactly one of them)
-    each reported as one line `error: <message>`, exit code 2;
+    """`absl.app.run(main)` after `define()` defines the command's flags, with `NaoError` (in
+    `define` too), an unknown or malformed flag and a positional argument (flags are
+    `--name=value`; a command with `subcommands` takes exactly one of them) each reported as one
+    line `error: <message>`, exit code 2;
     Ctrl-C prints one line and exits with 130 (every command's state is saved atomically, so the
     same command resumes).
 
@@ -106,14 +107,16 @@ def say(message: str) -> None:
 
 
 def option(default: Any, help_text: str, choices: Sequence[str] = (), identity: bool = False,
-           minimum: float | None = None, maximum: float | None = None) -> Any:
+           minimum: float | None = None, maximum: float | None = None,
+           required: bool = False) -> Any:
     """A field of a typed config that is also a flag: named as the field, typed by `default`,
     with its `help_text`, an enum of `choices` when given, `identity`: a run directory resumes
     only with the same value (`identity_keys`), and bounds `minimum` / `maximum` of a number
-    (absl checks them when the flag is parsed or set, and `--help` states them). A list default
-    is copied per instance."""
+    (absl checks them when the flag is parsed or set, and `--help` states them); a `required`
+    flag must be given (absl's `mark_flag_as_required`; `default` is then the value of a config
+    built in code). A list default is copied per instance."""
     metadata = {"help": help_text, "choices": tuple(choices), "identity": identity,
-                "default": default, "bounds": (minimum, maximum)}
+                "default": default, "bounds": (minimum, maximum), "required": required}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -207,7 +210,10 @@ class Flags:
             choices = view.choices.get(f.name, f.metadata["choices"])
             kind = dict(flag_values=flag_values, module_name=sys.argv[0])
             lower, upper = f.metadata["bounds"]
-            if choices:
+            if f.metadata["required"]:
+                _DEFINE[type(default)](f.name, None, text, **kind)
+                flags.mark_flag_as_required(f.name, flag_values=flag_values)
+            elif choices:
                 flags.DEFINE_enum(f.name, default, list(choices), text, **kind)
             elif lower is not None or upper is not None:
                 _DEFINE[type(default)](f.name, default, text, lower_bound=lower,

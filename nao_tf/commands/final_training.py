@@ -37,8 +37,8 @@ OWNED_PATHS = ("checkpoints", "tensorboard", STATE_FILE, RESULTS_FILE, "flags.js
 class RunConfig:
     """The command's own flags."""
 
-    output_dir: str = cli.option("", "Run directory (required; re-running the same command "
-                                 "resumes).")
+    output_dir: str = cli.option("", "Run directory (re-running the same command resumes).",
+                                 required=True)
     overwrite: bool = cli.option(False, "Delete this run's previous files in --output_dir first "
                                  "and start again (only once every other check has passed).")
 
@@ -69,8 +69,6 @@ def run(task: Task, fv: Any, strategy: tf.distribute.Strategy | None = None) -> 
     or the task's config with `output_dir` and `overwrite` fields); returns the results (also in
     results.json)."""
     group = task.require(COMMAND)
-    if not fv.output_dir:
-        raise NaoError("--output_dir is required (where checkpoints and results go)")
     config = cli.parse(group, fv)
     strategy = strategy or task.strategy(config)  # first: a multi-worker one precedes every op
     chief = is_chief(strategy)

@@ -61,7 +61,8 @@ class SearchLoopConfig:
     """The search loop's settings, shared by both search commands (a command or a task may change
     a default)."""
 
-    output_dir: str = cli.option("", "Run directory (required).")
+    output_dir: str = cli.option("", "Run directory (re-running the same command resumes).",
+                                 required=True)
     overwrite: bool = cli.option(False, "Delete --output_dir first and start a new search (only "
                                  "once every other check has passed).")
     seed_archs: int = cli.option(1000, "Size of the first pool.", minimum=1)
@@ -142,8 +143,6 @@ def controller_config(task: Task, command: str, config: Any, space: SearchSpace,
 def check_loop_flags(fv: flags.FlagValues) -> None:
     """The search loop's flags; stops with one line on one that cannot work."""
     loop = loop_config(fv)
-    if not loop.output_dir:
-        raise NaoError("--output_dir is required (where the search state and results go)")
     cli.check_bounds(loop)
     if loop.lambda_step <= 0 or loop.max_lambda < loop.lambda_step:
         raise NaoError(f"--lambda_step={loop.lambda_step} must be positive and at most "

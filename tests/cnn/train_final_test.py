@@ -119,7 +119,8 @@ def test_the_divergence_advice_can_be_followed(tmp_path, capsys):
 
 
 def test_config_sets_defaults_and_explicit_flags_win():
-    f = _flags(train_final, ["--config=naonet", "--dataset=cifar100", "--filters=36"])
+    f = _flags(train_final, ["--config=naonet", "--dataset=cifar100", "--filters=36",
+                            "--output_dir=x"])
     final_training.apply_config(TASK, f)
     assert (f.num_cells, f.filters, f.epochs, f.cutout_size, f.nesterov) == (6, 36, 600, 16, False)
     assert (f.drop_path_keep_prob, f.keep_prob, f.t0, f.t_mul) == (0.6, 0.8, 600, 1)
@@ -133,7 +134,7 @@ def test_config_sets_defaults_and_explicit_flags_win():
     ("naonet_v2_36", "naonet_v2", 36, 5e-4, 0.8),  # NAO_V2 train_cifar.py defaults
 ])
 def test_nao_pytorch_presets_are_the_scripts_recipes(config, arch, filters, wd, drop_path):
-    f = _flags(train_final, [f"--config={config}"])
+    f = _flags(train_final, [f"--config={config}", "--output_dir=x"])
     final_training.apply_config(TASK, f)
     assert (f.arch, f.num_cells, f.filters, f.epochs, f.batch_size) == (arch, 6, filters, 600, 128)
     # PyTorch's weight_decay wd adds wd * w to the gradient; l2_reg * sum(w^2) adds 2 * l2_reg * w.

@@ -208,7 +208,7 @@ def test_lost_or_damaged_bookkeeping_is_named(corpus_dir, tmp_path):
 def _params_from(argv):
     values = flags.FlagValues()
     final_training.define_flags(TASK, values)
-    values(["prog", *argv])
+    values(["prog", "--output_dir=x", *argv])
     final_training.apply_config(TASK, values)
     return cli.parse(TASK.configs["final"], values)
 

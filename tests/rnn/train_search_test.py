@@ -149,7 +149,7 @@ def _controller(values):
 
 
 def test_defaults_are_the_original_search():
-    values = _flags()
+    values = _flags("--output_dir=x")
     config = weight_sharing_search.search_config(TASK, values, iterations=4)
     assert (config.seed_archs, config.top_k, config.new_archs, config.random_archs,
             config.max_lambda, config.lambda_step, config.controller_epochs, config.symmetry,
@@ -161,7 +161,7 @@ def test_defaults_are_the_original_search():
     p = params(values).supernet
     assert (p.emsize, p.batch_size, p.lr, p.clip, p.wdecay, p.eval_every_epochs, p.epochs) == \
         (300, 256, 0.25, 10.0, 5e-7, 200, 1000)
-    smoke = params(_flags("--config=smoke", "--epochs=6"))
+    smoke = params(_flags("--config=smoke", "--epochs=6", "--output_dir=x"))
     assert (smoke.supernet.epochs, smoke.supernet.emsize, smoke.data_dir) == (6, 32, "")
 
 
@@ -176,8 +176,8 @@ def test_the_supernet_owns_the_rounds(corpus_dir, tmp_path):
 
 
 def test_controller_options_reach_the_controller_and_the_loop():
-    values = _flags("--predictor_heads=3", "--ranking_weight=0.25", "--oversample=4",
-                    "--acquisition=thompson", "--ucb_beta=2")
+    values = _flags("--output_dir=x", "--predictor_heads=3", "--ranking_weight=0.25",
+                    "--oversample=4", "--acquisition=thompson", "--ucb_beta=2")
     controller = _controller(values)
     config = weight_sharing_search.search_config(TASK, values, iterations=1)
     assert (controller.predictor_heads, controller.ranking_weight) == (3, 0.25)
@@ -261,8 +261,8 @@ def test_command_line_error_is_one_line(tmp_path):
 
 
 def test_bad_params_stop_before_anything_is_written(tmp_path):
-    with pytest.raises(NaoError, match="--output_dir is required"):
-        check_params(SearchParams())
+    with pytest.raises(flags.IllegalFlagValueError, match="--output_dir must have a value"):
+        _flags()
     with pytest.raises(NaoError, match="--eval_windows"):
         check_params(SearchParams(output_dir="x", supernet=SupernetParams(eval_windows=-1)))
     with pytest.raises(DataError, match="nowhere: directory not found"):

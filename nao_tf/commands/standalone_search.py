@@ -76,6 +76,7 @@ def check_flags(fv: flags.FlagValues) -> None:
                        "architectures, one of their scores")
     if fv.executor == "ray":
         ray_executor.require_ray()
+        ray_executor.check_reachable(fv.ray_address)
         if fv.devices:
             raise NaoError("--devices chooses the devices of --executor=threads; with "
                            "--executor=ray the Ray cluster places each candidate")

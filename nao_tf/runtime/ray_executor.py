@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,6 +39,24 @@ def require_ray() -> None:
     """Stops with the install command when Ray is not installed."""
     if importlib.util.find_spec("ray") is None:
         raise NaoError(f"--executor=ray needs Ray, which is not installed: {INSTALL_HINT}")
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Stops with one line when nothing answers at `address` (a Ray head's 'host:port', or
+    'ray://host:port') within `timeout` seconds, before anything is written: Ray itself retries
+    for a minute, printing warnings about its own addresses, then ends the process. '', 'local'
+    and 'auto' (the cluster `ray start` recorded on this machine) are left to Ray."""
+    if address in ("", "local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        reason = "not host:port" if isinstance(err, ValueError) else \
+            (err.strerror or type(err).__name__).lower()
+        raise NaoError(f"--ray_address={address}: no Ray cluster answers there ({reason} after "
+                       f"at most {timeout:g}s); give the head's host:port (`ray start --head` "
+                       "prints it), or '' to start Ray on this machine") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -62,6 +63,17 @@ def test_ray_executor_refuses_devices(tmp_path):
     with pytest.raises(standalone_search.NaoError, match="--devices chooses the devices"):
         standalone_search.run(toy_task.TASK, values)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("address, reason", [("127.0.0.1:1", "connection refused"),
+                                             ("localhost", "not host:port")])
+def test_an_address_with_no_cluster_is_one_line_before_anything_is_written(tmp_path, address,
+                                                                           reason):
+    with pytest.raises(standalone_search.NaoError, match=re.escape(
+            f"--ray_address={address}: no Ray cluster answers there ({reason} after at most")):
+        standalone_search.run(toy_task.TASK, _toy_flags(tmp_path / "run", "--executor=ray",
+                                                        f"--ray_address={address}"))
+    assert not (tmp_path / "run").exists()
 
 
 def _attempts(out):

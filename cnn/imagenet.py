@@ -15,10 +15,12 @@ and the step: pass p of a folder reads file `index_shuffle(k, (seed, p))` at its
 augments it with the draws of (seed, p, k), so a run resumed at any step sees what an
 uninterrupted one sees; pass p of a tfds builder reads its files in the order of seed (seed, p)
 through a seeded shuffle buffer. A file that cannot be decoded stops training with one error
-naming it (`explain`).
+naming it: a folder's validation images are all decoded before the first step
+(`check_decodable`), a training image when its batch fails (`explain`).
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,14 +150,37 @@ class ImageNetData:
         for s in (step, step + 1):
             p, k0 = divmod(s, steps)
             for k in range(k0 * batch_size, (k0 + 1) * batch_size):
-                path = str(self.train.files[int(self._file_index(k, p, self.seed))])
-                try:
-                    tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
-                    reason = (str(err).strip().splitlines() or ["cannot be decoded"])[0][:120]
-                    return DataError(f"{path}: not a readable image ({reason}); replace or "
-                                     "remove the file, then rerun the same command to resume")
+                path = self.train.files[int(self._file_index(k, p, self.seed))]
+                unreadable = _unreadable(str(path))
+                if unreadable:
+                    return unreadable
         return error
+
+
+def _unreadable(path: str) -> DataError | None:
+    """A `DataError` naming image file `path` and why it does not decode; None when it does."""
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return None
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
+        # TensorFlow's message without its op context ({{function_node ...}}, [Op:...]).
+        reason = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\s+name:\s*$", "", err.message).strip()
+        return DataError(f"{path}: not a readable image ({reason or 'cannot be decoded'}); "
+                         "replace or remove the file, then rerun the same command to resume")
+
+
+def check_decodable(files: np.ndarray) -> None:
+    """Stops with a `DataError` naming the first of image `files` that does not decode (all are
+    decoded once, in parallel): the validation images, checked before the first step so that a
+    bad one never costs a training epoch."""
+    decoded = tf.data.Dataset.from_tensor_slices(files).enumerate().map(
+        lambda i, path: (i, tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                                        expand_animations=False))),
+        num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    good = {int(i) for i, _ in decoded.as_numpy_iterator()}
+    bad = next((i for i in range(len(files)) if i not in good), None)
+    if bad is not None:
+        raise _unreadable(str(files[bad])) or DataError(f"{files[bad]}: not a readable image")
 
 
 def _jpeg_or_other(data: tf.Tensor, crop_window: tf.Tensor | None) -> tf.Tensor:
@@ -247,6 +272,7 @@ def _folder_split(directory: str, classes: list[str] | None) -> tuple[ImageSplit
 def read_folder(data_dir: str, image_size: int) -> ImageNetData:
     train, classes = _folder_split(os.path.join(data_dir, FOLDER_SPLITS["train"]), None)
     test, _ = _folder_split(os.path.join(data_dir, FOLDER_SPLITS["test"]), classes)
+    check_decodable(test.files)
     return ImageNetData(os.path.basename(os.path.normpath(data_dir)), len(classes), train, test,
                         image_size)
 

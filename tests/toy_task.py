@@ -98,15 +98,17 @@ class ToySupernet(WeightSharingEvaluator):
             record(arch, self.net.mse(arch))
 
 
+SEARCH = cli.Flags(ToyConfig, exclude={"arch"})
+TINY = {"tiny": dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
+                     controller_epochs=20, controller_batch_size=8)}
+
+
 class ToyTask(Task):
     name, score_name, higher_is_better, ref = "toy", "validation MSE", False, "tests.toy_task:TASK"
     advice = "lower --lr"
-    search = cli.Flags(ToyConfig, exclude={"arch"})
-    final = cli.Flags(ToyConfig, identity={"arch", "lr", "seed"})  # its epochs may grow
-    configs = {"ws": search, "nao": search, "final": final}
-    tiny = dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
-                controller_epochs=20, controller_batch_size=8)
-    presets, spaces = {"ws": {"tiny": tiny}, "nao": {"tiny": tiny}}, {"ws": [SPACE], "nao": [SPACE]}
+    configs = {"ws": SEARCH, "nao": SEARCH,  # a final training's epochs may grow on a rerun
+               "final": cli.Flags(ToyConfig, identity={"arch", "lr", "seed"})}
+    presets, spaces = {"ws": TINY, "nao": TINY}, {"ws": [SPACE], "nao": [SPACE]}
 
     def check(self, command, config, strategy=None):
         return cli.config_values(config), load_arch(SPACE, config.arch)[0] if config.arch else None

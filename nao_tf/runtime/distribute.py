@@ -15,6 +15,7 @@ all with `from_chief`; `barrier` waits for every worker.
 """
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -123,12 +124,19 @@ _SCRATCH: dict[str, str] = {}
 
 def writable_dir(path: str, strategy: tf.distribute.Strategy) -> str:
     """`path` on the chief; on another worker a scratch directory standing in for it (its
-    collective checkpoint saves go there), removed when the process exits."""
+    collective checkpoint saves go there), removed when the process exits. Its name is a function
+    of `path` and the worker's task, so a worker that was killed leaves it to its next start,
+    which removes it."""
     if is_chief(strategy):
         return path
     if path not in _SCRATCH:
-        _SCRATCH[path] = tempfile.mkdtemp(prefix="nao-worker-")
-        atexit.register(shutil.rmtree, _SCRATCH[path], True)
+        task = strategy.cluster_resolver
+        key = hashlib.sha256(f"{os.path.abspath(path)}|{task.task_type}|{task.task_id}".encode())
+        scratch = os.path.join(tempfile.gettempdir(), f"nao-worker-{key.hexdigest()[:16]}")
+        shutil.rmtree(scratch, ignore_errors=True)  # what a killed run of this worker left
+        os.makedirs(scratch)
+        _SCRATCH[path] = scratch
+        atexit.register(shutil.rmtree, scratch, True)
     return _SCRATCH[path]
 
 

@@ -52,6 +52,7 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, tw
 def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = _args(out, images=128, epochs=3)  # 8 steps an epoch
+    scratch_before = scratch_dirs()
     workers = start_workers("cnn.train_final", args)
     reference = start("cnn.train_final", _args(tmp_path / "single", images=128, epochs=3))
     deadline = time.monotonic() + 240
@@ -65,6 +66,8 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(t
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
     assert not (out / "results.json").exists()
     assert latest and int(latest.rsplit("-", 1)[1]) < 3, "the job finished before it was killed"
+    left = scratch_dirs() - scratch_before
+    assert len(left) == 1  # the killed worker's scratch directory
 
     restarted = [finish(p) for p in start_workers("cnn.train_final", args)]
     assert all(f"resumed from {latest}" in log for log in restarted), restarted[0][-2000:]
@@ -76,6 +79,7 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(t
     assert [r.keys() for r in results["history"]] == [r.keys() for r in expected["history"]]
     assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
     assert {p.name for p in out.iterdir()} == CHIEF_FILES
+    assert not scratch_dirs() & left  # the restarted worker removed it at its start
 
 
 # The NAO-WS search: 10 supernet steps an epoch, scored after epochs 1 and 2. The next pool is

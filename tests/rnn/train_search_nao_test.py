@@ -110,7 +110,7 @@ def test_import_errors_name_the_file_and_line(tmp_path):
     values = flags.FlagValues()
     standalone_search.define_flags(TASK, values)
     cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
-    values(["prog", f"--import_archs={cells}", f"--import_scores={ppl}"])
+    values(["prog", "--output_dir=x", f"--import_archs={cells}", f"--import_scores={ppl}"])
     cells.write_text(NAO_CELL + "\n" + NAO_CELL.replace("0 1 0 1", "0 1 5 1") + "\n")
     ppl.write_text("60\n70\n")
     with pytest.raises(DataError, match=rf"{cells}:2: "):

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
 
 from cnn.task import TASK  # noqa: E402
-from nao_tf.commands import cli, search_command, standalone_search  # noqa: E402
+from nao_tf.commands import cli, standalone_search  # noqa: E402
 from nao_tf.runtime import ray_executor
 from nao_tf.runtime.standalone import ArchDirs, StandaloneEvaluator
 
@@ -38,7 +38,7 @@ def _values(output_dir: str) -> dict:
     fv = flags.FlagValues()
     standalone_search.define_flags(TASK, fv)
     fv(["bench", "--config=smoke", f"--output_dir={output_dir}", f"--epochs={FLAGS.epochs}"])
-    search_command.apply_config(TASK, "nao", fv)
+    TASK.apply_preset("nao", fv)
     return {name: fv[name].value for name in fv}
 
 

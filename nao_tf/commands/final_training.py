@@ -60,8 +60,7 @@ def define_flags(task: Task, fv: flags.FlagValues) -> None:
 
 def apply_config(task: Task, fv: flags.FlagValues) -> None:
     """Layers `--config`'s preset under the flags given explicitly."""
-    if fv.config:
-        cli.apply_preset(fv, task.preset(COMMAND, fv.config, cli.parse(task.configs[COMMAND], fv)))
+    task.apply_preset(COMMAND, fv)
 
 
 def run(task: Task, fv: Any, strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:

@@ -114,12 +114,6 @@ def flag_groups(task: Task, command: str, own: type,
     return groups
 
 
-def apply_config(task: Task, command: str, fv: flags.FlagValues) -> None:
-    """Layers `--config`'s preset under the flags given explicitly."""
-    if fv.config:
-        cli.apply_preset(fv, task.preset(command, fv.config, cli.parse(task.configs[command], fv)))
-
-
 def chosen_space(task: Task, command: str, fv: flags.FlagValues) -> SearchSpace:
     """The space of `--space`, or the task's only one."""
     return task.space(command, fv.space if "space" in fv else "")

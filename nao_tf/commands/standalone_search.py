@@ -85,7 +85,7 @@ def check_flags(fv: flags.FlagValues) -> None:
 def run(task: Task, fv: flags.FlagValues) -> SearchResult:
     """Runs (or resumes) the search for parsed flags `fv`; returns the `SearchResult`."""
     group = task.require(COMMAND)
-    search_command.apply_config(task, COMMAND, fv)
+    task.apply_preset(COMMAND, fv)
     check_flags(fv)
     config = cli.parse(group, fv)
     settings, data = task.check(COMMAND, config)

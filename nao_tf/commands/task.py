@@ -82,6 +82,12 @@ class Task(abc.ABC):
                            f"{offered})")
         return self.configs[command]
 
+    def apply_preset(self, command: str, flag_values: Any) -> None:
+        """Layers `--config`'s preset of `command` under the flags given explicitly."""
+        if flag_values.config:
+            config = cli.parse(self.configs[command], flag_values)
+            cli.apply_preset(flag_values, self.preset(command, flag_values.config, config))
+
     def preset(self, command: str, name: str, config: Any) -> Mapping[str, Any]:
         """Preset `name` of `command`; a task may change it with the rest of the flags'
         `config` (e.g. with the dataset)."""

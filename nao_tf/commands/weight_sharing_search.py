@@ -96,7 +96,7 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult | None:
     worker other than the chief of a multi-worker job, which only follows the chief's supernet
     calls: `nao_tf.runtime.chief_driven`)."""
     group = task.require(COMMAND)
-    search_command.apply_config(task, COMMAND, fv)
+    task.apply_preset(COMMAND, fv)
     check_flags(fv)
     workers = multi_worker_strategy()  # first: it must precede every other TensorFlow op
     chief = workers is None or is_chief(workers)

@@ -14,7 +14,7 @@ from cnn import train_search_nao
 from cnn.cells import CELLS
 from cnn.search_space import NAONET_SPACE
 from cnn.task import TASK
-from nao_tf.commands import cli, search_command, standalone_search
+from nao_tf.commands import cli, standalone_search
 from nao_tf.common.errors import DataError
 from tests import uninterrupted
 
@@ -70,7 +70,7 @@ def _flags(argv):
     values = flags.FlagValues()
     standalone_search.define_flags(TASK, values)
     values(["prog", *argv])
-    search_command.apply_config(TASK, "nao", values)
+    TASK.apply_preset("nao", values)
     return values
 
 

@@ -136,7 +136,7 @@ def _flags(*argv):
     values = flags.FlagValues()
     weight_sharing_search.define_flags(TASK, values)
     values(["prog", *argv])
-    search_command.apply_config(TASK, "ws", values)
+    TASK.apply_preset("ws", values)
     return values
 
 

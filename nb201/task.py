@@ -34,6 +34,7 @@ from nao_tf.commands import cli
 from nao_tf.commands.task import Candidates, Task
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
+from nao_tf.runtime.standalone import build_lock
 from nao_tf.runtime.train_loop import train_epochs
 from nao_tf.spaces.nasbench201 import NasBench201Space
 from nb201.model import Nb201Network, count_params
@@ -206,7 +207,8 @@ class Nb201Task(Task):
 
     def candidates(self, config, settings, data, dirs, output_dir):
         def train_alone(arch, device: str) -> float:
-            trainee = CnnTrainee(trainer(config, data, arch), data, loop(config))
+            with build_lock:  # the global seed, then the network
+                trainee = CnnTrainee(trainer(config, data, arch), data, loop(config))
             state = train_epochs(trainee, dirs.path(arch), trainee.trainer.strategy,
                                  config.epochs)
             return state["history"][-1]["valid_accuracy"]

@@ -36,7 +36,7 @@ from nao_tf.algorithm.search import NAOSearch, SearchConfig  # noqa: E402
 from nao_tf.benchmarks.table import Table  # noqa: E402
 from nao_tf.common.io import atomic_write_json  # noqa: E402
 from nb201.model import OPS  # noqa: E402
-from nb201.task import CPU, SPACE, TASK, Nb201Config, Supernet, load_data  # noqa: E402
+from nb201.task import CPU, SPACE, TASK, Nb201Config, load_data, supernet as build_supernet  # noqa: E402
 
 flags.DEFINE_integer("seeds", 8, "Seeds per method.")
 flags.DEFINE_integer("first_seed", 1, "The first seed.")
@@ -60,7 +60,7 @@ def config(seed: int, sampling: str) -> Nb201Config:
                        seed=seed)
 
 
-def correlation(supernet: Supernet, table: Table, seed: int) -> dict:
+def correlation(supernet, table: Table, seed: int) -> dict:
     rng = np.random.default_rng(10_000 + seed)
     cells = [SPACE.sample(rng) for _ in range(FLAGS.corr_cells)]
     scores = np.array([supernet.score(a) for a in cells])
@@ -71,7 +71,7 @@ def correlation(supernet: Supernet, table: Table, seed: int) -> dict:
 
 def run_nao_ws(seed: int, data, table: Table) -> dict:
     c, out = config(seed, "pool"), os.path.join(FLAGS.work_dir, f"nao_ws_{seed}")
-    supernet = Supernet(c, data, out)
+    supernet = build_supernet(c, data, out)
     search = NAOSearch(SPACE, supernet, SearchConfig(
         **{k: CPU[k] for k in LOOP}, iterations=supernet.iterations, train_on="pool",
         normalization="rank", seed=seed),
@@ -84,7 +84,7 @@ def run_nao_ws(seed: int, data, table: Table) -> dict:
 
 def run_rsps(seed: int, data, table: Table) -> dict:
     c = config(seed, "uniform")
-    supernet = Supernet(c, data, os.path.join(FLAGS.work_dir, f"rsps_{seed}"))
+    supernet = build_supernet(c, data, os.path.join(FLAGS.work_dir, f"rsps_{seed}"))
     supernet.prepare([], supernet.iterations)  # every epoch
     rng = np.random.default_rng(seed)
     scored = [(supernet.score(a), a) for a in (SPACE.sample(rng) for _ in range(FLAGS.random_cells))]

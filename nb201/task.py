@@ -19,7 +19,6 @@ alone `hyper-opts/12E.config` (12 epochs, batch 256, lr 0.1 -> 0), the final tra
 
 import dataclasses
 import os
-from typing import Any
 
 import keras
 import numpy as np
@@ -28,14 +27,13 @@ import tensorflow as tf
 from cnn import data as data_lib
 from cnn.trainee import CnnTrainee, LoopConfig
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
-from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
 from nao_tf.algorithm.search_space import load_arch
 from nao_tf.commands import cli
 from nao_tf.commands.task import Candidates, Task
 from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.standalone import build_lock
-from nao_tf.runtime.train_loop import train_epochs
+from nao_tf.runtime.train_loop import TraineeSupernet, train_epochs
 from nao_tf.spaces.nasbench201 import NasBench201Space
 from nb201.model import Nb201Network, count_params
 
@@ -101,7 +99,7 @@ class SupernetTrainee(CnnTrainee):
     def __init__(self, trainer: Trainer, data: data_lib.CifarData, loop: LoopConfig,
                  uniform: bool):
         super().__init__(trainer, data, loop)
-        self.evals, self.uniform, self.pool = {}, uniform, []  # scored by `Supernet`, not here
+        self.evals, self.uniform, self.pool = {}, uniform, []  # `supernet` scores, not the epoch
 
     def _next_batch(self) -> tuple[tf.Tensor, ...]:
         rng = np.random.default_rng([self.loop.seed, self.trainer.step])
@@ -109,37 +107,21 @@ class SupernetTrainee(CnnTrainee):
         return (*super()._next_batch(), tf.constant(arch, tf.int32))
 
 
-class Supernet(WeightSharingEvaluator):
-    """Trains the supernet (in `output_dir/supernet`, resumable by epoch) up to each scoring, and
-    scores a cell by its accuracy on the fixed held-out images, batch norm on batch statistics."""
+def supernet(c: Nb201Config, data: data_lib.CifarData, output_dir: str) -> TraineeSupernet:
+    """The supernet, trained in `output_dir/supernet` (resumable by epoch) up to each scoring; a
+    cell's score is its accuracy on the fixed held-out images, batch norm on batch statistics."""
+    disable_graph_optimizer()  # grappler instantiates each switch branch for minutes
+    net = trainer(c, data, None)
+    held_out = data_lib.Split(data.valid.images[:c.eval_images], data.valid.labels[:c.eval_images])
+    batches = list(data_lib.eval_dataset(held_out, c.eval_batch_size, data.mean, data.std))
 
-    higher_is_better = True
-
-    def __init__(self, c: Nb201Config, data: data_lib.CifarData, output_dir: str):
-        self.dir, self.epochs, self.eval_every_epochs = (os.path.join(output_dir, "supernet"),
-                                                         c.epochs, c.eval_every_epochs)
-        disable_graph_optimizer()  # grappler instantiates each switch branch for minutes
-        self.trainer = trainer(c, data, None)
-        self.trainee = SupernetTrainee(self.trainer, data, loop(c), c.sampling == "uniform")
-        held_out = data_lib.Split(data.valid.images[:c.eval_images],
-                                  data.valid.labels[:c.eval_images])
-        self.batches = list(data_lib.eval_dataset(held_out, c.eval_batch_size, data.mean,
-                                                  data.std))
-        self.images = len(held_out)
-
-    def prepare(self, pool, iteration: int) -> None:
-        self.trainee.pool = list(pool)
-        train_epochs(self.trainee, self.dir, self.trainer.strategy,
-                     self.evaluation_epoch(iteration))
-
-    def score(self, arch) -> float:
+    def score(arch) -> float:
         a = tf.constant(arch, tf.int32)
-        return sum(float(self.trainer.correct_count(x, y, a)) for x, y in self.batches) \
-            / self.images
+        return sum(float(net.correct_count(x, y, a)) for x, y in batches) / len(held_out)
 
-    def evaluate(self, archs, iteration: int, record: Record) -> None:
-        for arch in archs:
-            record(arch, self.score(arch))
+    return TraineeSupernet(SupernetTrainee(net, data, loop(c), c.sampling == "uniform"),
+                           os.path.join(output_dir, "supernet"), net.strategy, c.epochs,
+                           c.eval_every_epochs, score)
 
 
 def trainer(c: Nb201Config, data: data_lib.CifarData, arch,
@@ -203,7 +185,7 @@ class Nb201Task(Task):
                     learning_rate=3e-3, trade_off=0.95)
 
     def supernet(self, config, data, output_dir):
-        return Supernet(config, data, output_dir)
+        return supernet(config, data, output_dir)
 
     def candidates(self, config, settings, data, dirs, output_dir):
         def train_alone(arch, device: str) -> float:

@@ -1,6 +1,6 @@
-"""A third task from the core's pieces only: a `Task` with a space (the core's synthetic cells),
-one network regressing a fixed function of 8 inputs, presets. The architecture enters `call` as an
-int32 tensor, so one model is the stand-alone network and the supernet. Score: validation MSE."""
+"""A task from the core's pieces only: the core's synthetic cells, one network regressing a fixed
+function of 8 inputs (the architecture enters `call` as a tensor, so one model is the stand-alone
+network and the supernet), presets. Score: validation MSE."""
 
 import dataclasses
 
@@ -8,11 +8,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
 from nao_tf.algorithm.search_space import load_arch
 from nao_tf.commands import cli
 from nao_tf.commands.task import Candidates, Task
-from nao_tf.runtime.train_loop import Trainee, train_epochs
+from nao_tf.runtime.train_loop import Trainee, TraineeSupernet, train_epochs
 from nao_tf.spaces.synthetic import SyntheticSpace
 
 SPACE = SyntheticSpace(num_nodes=2, choices=3)
@@ -51,15 +50,15 @@ class ToyConfig:
 
 class ToyTrainee(Trainee):
     """A `ToyNet` trained with Adam, epoch by epoch, each step on an architecture drawn from
-    `archs` (one: trained alone; the pool: the supernet); `step` takes it as a tensor."""
+    `pool` (one: trained alone; the search's pool: the supernet), given to `step` as a tensor."""
 
-    def __init__(self, archs: list, c: ToyConfig):
+    def __init__(self, pool: list, c: ToyConfig):
         keras.utils.set_random_seed(c.seed)
-        self.archs, self.seed, self.model = archs, c.seed, ToyNet()
+        self.pool, self.seed, self.model = pool, c.seed, ToyNet()
         self.optimizer, rng = keras.optimizers.Adam(c.lr), np.random.default_rng(0)
         self.x = rng.normal(size=(320, 8)).astype(np.float32)
         self.y = np.tanh(self.x @ rng.normal(size=8)).astype(np.float32)
-        self.model(self.x[:1], tf.constant(SPACE.to_tokens(archs[0])))
+        self.mse(pool[0])  # builds the model
         self.optimizer.build(self.model.trainable_variables)
         self.trackables = {"model": self.model, "optimizer": self.optimizer}
         self.strategy = tf.distribute.get_strategy()
@@ -74,28 +73,13 @@ class ToyTrainee(Trainee):
     def train_epoch(self, epoch: int, attempt: int, state: dict, writer) -> dict:
         rng = np.random.default_rng([self.seed, epoch])
         for i in range(0, 256, 32):
-            arch = self.archs[rng.integers(len(self.archs))]
+            arch = self.pool[rng.integers(len(self.pool))]
             self.step(self.x[i:i + 32], self.y[i:i + 32], tf.constant(SPACE.to_tokens(arch)))
-        return {"valid_mse": self.mse(self.archs[0])}
+        return {"valid_mse": self.mse(self.pool[0])}
 
     def mse(self, arch) -> float:
         predicted = self.model(self.x[256:], tf.constant(SPACE.to_tokens(arch)))
         return float(np.mean((predicted - self.y[256:]) ** 2))
-
-
-class ToySupernet(WeightSharingEvaluator):
-    higher_is_better, eval_every_epochs = False, 3
-
-    def __init__(self, c: ToyConfig, output_dir: str):
-        self.c, self.dir, self.epochs = c, f"{output_dir}/supernet", c.epochs
-
-    def prepare(self, pool, iteration: int) -> None:  # resumes after the last finished epoch
-        self.net = ToyTrainee(pool, self.c)
-        train_epochs(self.net, self.dir, self.net.strategy, self.evaluation_epoch(iteration))
-
-    def evaluate(self, archs, iteration: int, record: Record) -> None:
-        for arch in archs:
-            record(arch, self.net.mse(arch))
 
 
 SEARCH = cli.Flags(ToyConfig, exclude={"arch"})
@@ -116,8 +100,10 @@ class ToyTask(Task):
     def controller(self, command, config):
         return dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
 
-    def supernet(self, config, data, output_dir):
-        return ToySupernet(config, output_dir)
+    def supernet(self, config, data, output_dir):  # resumes after the last finished epoch
+        net = ToyTrainee([SPACE.sample(np.random.default_rng(0))], config)
+        return TraineeSupernet(net, f"{output_dir}/supernet", net.strategy, config.epochs, 3,
+                               net.mse, higher_is_better=False)
 
     def candidates(self, config, settings, data, dirs, output_dir):
         def train_alone(arch, device: str) -> float:

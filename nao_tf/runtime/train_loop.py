@@ -16,10 +16,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
+from nao_tf.algorithm.evaluators import Record, WeightSharingEvaluator
 from nao_tf.common.io import atomic_write_json, read_json
 from nao_tf.common.resume import require_record, restore
 from nao_tf.common.summaries import summary_writer
@@ -145,3 +146,26 @@ def train_epochs(trainee: Trainee, out_dir: str | os.PathLike, strategy: tf.dist
             f"{format_eta(per_epoch * (epochs - epoch))}")
     return {**state, "resumed_from_epoch": resumed_from,
             "wall_seconds_this_run": time.perf_counter() - started}
+
+
+class TraineeSupernet(WeightSharingEvaluator):
+    """A weight-sharing supernet trained as one `Trainee` that draws each step's architecture from
+    its `pool` (set to the search's pool before each training): `prepare` runs `train_epochs` in
+    `directory` up to the iteration's scoring epoch (resuming by epoch), `evaluate` records
+    `score(arch)` of each architecture."""
+
+    def __init__(self, trainee: Trainee, directory: str | os.PathLike,
+                 strategy: tf.distribute.Strategy, epochs: int, eval_every_epochs: int,
+                 score: Callable[[Any], float], higher_is_better: bool = True):
+        self.trainee, self.directory, self.strategy, self.score = (trainee, directory, strategy,
+                                                                   score)
+        self.epochs, self.eval_every_epochs = epochs, eval_every_epochs
+        self.higher_is_better = higher_is_better
+
+    def prepare(self, pool: Sequence[Any], iteration: int) -> None:
+        self.trainee.pool = list(pool)
+        train_epochs(self.trainee, self.directory, self.strategy, self.evaluation_epoch(iteration))
+
+    def evaluate(self, archs: Sequence[Any], iteration: int, record: Record) -> None:
+        for arch in archs:
+            record(arch, self.score(arch))

@@ -12,7 +12,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, Union
 from absl import app, flags, logging
 
 from nao_tf.common.errors import NaoError
-from nao_tf.runtime import startup
+from nao_tf.runtime import distribute, startup
 
 
 def _guarded(main: Callable[[Sequence[str]], None],
@@ -31,9 +31,16 @@ def _guarded(main: Callable[[Sequence[str]], None],
                 import tensorflow as tf
 
                 tf.config.experimental.enable_op_determinism()
+            distribute.WORKER_TIMEOUT_S[0] = flags.FLAGS.worker_timeout
             main(argv)
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as err:  # a lost worker: one line, not TensorFlow's traceback
+            message = distribute.lost_worker(err)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped
@@ -97,6 +104,9 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
     flags.DEFINE_bool("deterministic", False, "Reproducible by seed: two runs with the same "
                       "nonzero --seed give the same results (TensorFlow's op determinism on top "
                       "of the seeds; docs/architecture.md).", module_name=sys.argv[0])
+    flags.DEFINE_integer("worker_timeout", 300, "Across machines (TF_CONFIG): seconds to wait "
+                         "for every worker to start (10 to 86400).", lower_bound=10,
+                         upper_bound=86400, module_name=sys.argv[0])
     signal.signal(signal.SIGINT, _interrupted)
     app.run(_guarded(main, tuple(subcommands)), flags_parser=_parse_flags)
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from nao_tf.common import io
 from nao_tf.common.errors import StateError
 from nao_tf.common.resume import check_identity
-from nao_tf.runtime.distribute import barrier, is_chief
+from nao_tf.runtime.distribute import agree_with_chief, barrier, is_chief
 
 
 class RunDir:
@@ -101,8 +101,10 @@ class RunDir:
 
 def prepare_run_dir(run_dir: RunDir, settings: dict, overwrite: bool,
                     strategy: tf.distribute.Strategy) -> None:
-    """`run_dir.prepare` on the chief, `run_dir.check` on the other workers; returns once the
-    chief's is done (its `--overwrite` included), so no worker reads a run being deleted."""
+    """`run_dir.prepare` on the chief, `run_dir.check` on the other workers, once every worker's
+    settings are the chief's; returns once the chief's is done (its `--overwrite` included), so
+    no worker reads a run being deleted."""
+    agree_with_chief(settings, strategy)
     if is_chief(strategy):
         run_dir.prepare(settings, overwrite)
     else:

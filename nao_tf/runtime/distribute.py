@@ -18,7 +18,10 @@ import atexit
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Sequence
 
@@ -26,22 +29,97 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
 
 from nao_tf.common.errors import NaoError
 from nao_tf.common.resume import latest_checkpoint
+from nao_tf.runtime import wait_for_workers
+
+
+_FIX = "set it as docs/distributed.md shows, or unset it"
+
+
+def _tf_config() -> dict:
+    """`TF_CONFIG` as a dict ({} without one), its cluster and task checked: one line naming the
+    problem otherwise."""
+    text = os.environ.get("TF_CONFIG", "")
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise NaoError(f"TF_CONFIG is not a JSON object with a 'cluster' entry: {text[:200]!r}; "
+                       + _FIX)
+    for job, addresses in config["cluster"].items():
+        if not isinstance(addresses, list) or not all(
+                isinstance(a, str) and re.fullmatch(r".+:\d+", a) for a in addresses):
+            raise NaoError(f"TF_CONFIG's cluster entry {job!r} must be a list of 'host:port' "
+                           f"strings, not {addresses!r}; " + _FIX)
+    task = config.get("task")
+    jobs = config["cluster"]
+    if not isinstance(task, dict) or task.get("type") not in jobs or not isinstance(
+            task.get("index"), int) or not 0 <= task["index"] < len(jobs[task["type"]]):
+        raise NaoError(f"TF_CONFIG's task {task!r} must name this machine's job of the cluster "
+                       f"({', '.join(f'{j}: {len(a)}' for j, a in jobs.items())}) and its index, "
+                       'e.g. {"type": "worker", "index": 0}; ' + _FIX)
+    return config
 
 
 def cluster_workers() -> int:
     """How many workers `TF_CONFIG` names (0 without one)."""
-    text = os.environ.get("TF_CONFIG", "")
-    if not text:
-        return 0
-    try:
-        cluster = json.loads(text).get("cluster", {})
-    except (json.JSONDecodeError, AttributeError):
-        raise NaoError("TF_CONFIG is not a JSON object with a 'cluster' entry: "
-                       f"{text[:200]!r}; set it as docs/distributed.md shows, or unset it") from None
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+WORKER_TIMEOUT_S = [300]  # `--worker_timeout`, set by the command line (`commands.cli`)
+
+
+def _create_multi_worker(timeout_s: int) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The multi-worker strategy, with TensorFlow's coordination service told to wait at most
+    `timeout_s` for every worker to register (its start-up barrier) instead of for ever; while it
+    waits, a line every 10 s names the workers whose server is not up yet (`wait_for_workers`)."""
+    config = _tf_config()
+    me, jobs = config["task"], config["cluster"]
+    others = [(f"{job} {i}", address) for job, addresses in jobs.items()
+              for i, address in enumerate(addresses) if (job, i) != (me["type"], me["index"])]
+    leader = "chief" if "chief" in jobs else "worker"
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0",
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(jobs[job]))
+                          for job in ("chief", "worker") if job in jobs],
+        cluster_register_timeout_in_ms=timeout_s * 1000)
+    context.context().coordination_service.cluster_register_with_barrier = True
+    reporter = subprocess.Popen([sys.executable, wait_for_workers.__file__, json.dumps(others),
+                                 str(timeout_s)])
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.DeadlineExceededError:
+        raise NaoError(f"not every worker of TF_CONFIG started within --worker_timeout="
+                       f"{timeout_s}s (not started: "
+                       f"{', '.join(wait_for_workers.not_started(others)) or 'unknown'}); start "
+                       "the same command on every worker, or raise --worker_timeout") from None
+    finally:
+        reporter.kill()
+        reporter.wait()
+
+
+def lost_worker(error: BaseException) -> str | None:
+    """The one line for a TensorFlow error that says another worker of this process's
+    multi-worker job was lost (it stopped sending heartbeats, its connection dropped), else
+    None."""
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError)
+    if not _MULTI_WORKER or not isinstance(error, lost):
+        return None
+    me = _tf_config()["task"]
+    tasks = sorted({f"{job} {index}" for job, index in re.findall(
+        r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", str(error))} - {f"{me['type']} {me['index']}"})
+    why = "stopped sending heartbeats" if "heartbeat" in str(error) else "connection dropped"
+    return (f"lost {', '.join(tasks) if tasks else 'another worker'} of TF_CONFIG ({why}); "
+            "restart all workers with the same command to resume")
 
 
 _MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process
@@ -62,7 +140,7 @@ def get_strategy(devices: Sequence[str] | None = None,
                            "machine (docs/distributed.md lists the multi-worker commands); unset "
                            "TF_CONFIG")
         if not _MULTI_WORKER:
-            _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+            _MULTI_WORKER.append(_create_multi_worker(WORKER_TIMEOUT_S[0]))
         return _MULTI_WORKER[0]
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -171,3 +249,25 @@ def checkpoint_manager(checkpoint: tf.train.Checkpoint, directory: str | os.Path
     chiefs = manager if is_chief(strategy) else tf.train.CheckpointManager(
         checkpoint, directory, max_to_keep=max_to_keep)
     return manager, latest_checkpoint(chiefs)
+
+
+def agree_with_chief(settings: dict, strategy: tf.distribute.Strategy) -> None:
+    """Across machines, before anything is written: the chief sends its settings record to every
+    worker; when any worker's differs, every worker stops, the chief too, and each worker whose
+    settings differ names every difference. Collective: every worker calls it."""
+    if not is_multi_worker(strategy):
+        return
+    mine = json.dumps(settings, sort_keys=True).encode()
+    size = int(from_chief(strategy, len(mine)))
+    sent = from_chief(strategy, np.frombuffer(mine[:size].ljust(size), np.uint8))
+    chiefs = json.loads(sent.astype(np.uint8).tobytes())
+    differ = [f"{key}={settings.get(key)!r} (the chief: {chiefs.get(key)!r})"
+              for key in sorted(set(settings) | set(chiefs)) if settings.get(key) != chiefs.get(key)]
+    anyone = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(
+        lambda: tf.constant(float(bool(differ)), tf.float64)), axis=None)
+    if differ:
+        raise NaoError(f"this worker's settings differ from the chief's: {'; '.join(differ)}; "
+                       "start every worker with the same command")
+    if float(anyone):
+        raise NaoError("a worker was started with other settings than the chief's (its error "
+                       "names each difference); start every worker with the same command")

@@ -2,8 +2,11 @@
 each by the search metric, mean ranks, the paired test against evolution, and a progress file so
 a killed study resumes; NAO's seeds optionally in several processes."""
 
+import ctypes
 import dataclasses
 import os
+import signal
+import sys
 import tempfile
 import time
 from typing import Callable, Sequence
@@ -104,10 +107,16 @@ def _queries(method: str, space: SearchSpace, table: Table, column: str, budget:
 _worker: tuple[SearchSpace, Table] | None = None
 
 
-def _start_worker(space: SearchSpace, table_path: str) -> None:
-    """Process-pool initializer: one intra-op thread (the controller's batch slices still run
-    side by side on the inter-op threads) and the table, read once per process."""
+def _start_worker(space: SearchSpace, table_path: str, parent: int) -> None:
+    """Process-pool initializer: on Linux the kernel kills the worker when its parent dies
+    (PR_SET_PDEATHSIG), so a killed study leaves no process computing; one intra-op thread (the
+    controller's batch slices still run side by side on the inter-op threads) and the table,
+    read once per process."""
     global _worker
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the watch was set
+            os._exit(1)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -129,7 +138,7 @@ def _nao_in_processes(space: SearchSpace, table: Table, column: str, budget: int
 
     with concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-            initargs=(space, table.path)) as pool:
+            initargs=(space, table.path, os.getpid())) as pool:
         futures = [pool.submit(_nao_in_worker, column, budget, seed, settings) for seed in seeds]
         for future in futures:
             queried, seconds = future.result()

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,49 @@ def test_a_killed_study_resumes_without_redoing_a_finished_seed(table_path, tmp_
     assert [r["seed"] for r in results["methods"]["nao"]["runs"]] == [0, 1, 2]
     assert results["methods"]["nao"]["runs"][0] == finished["nao 0"]
     assert not (tmp_path / "results.json.progress.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if entry.name.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_exit_when_the_study_is_killed(table_path, tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "nao_tf.benchmarks.tabular",
+                              f"--table={table_path}", "--budget=16", "--seeds=6",
+                              "--methods=nao", "--workers=2", "--controller_epochs=200",
+                              f"--output={tmp_path / 'results.json'}"], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_children(child.pid)) < 3 and child.poll() is None:
+        time.sleep(0.2)  # two workers and multiprocessing's resource tracker
+    workers = _children(child.pid)
+    time.sleep(3)  # the workers are in their first seed
+    child.kill()
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL and len(workers) >= 3
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(_alive, workers)):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from nao_tf.common.errors import DataError
+from nao_tf.runtime import startup
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # the original's torchvision Normalize
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -157,10 +158,16 @@ class ImageNetData:
         return error
 
 
+# What TensorFlow's image decoders log on their own about a file `_unreadable` names anyway.
+DECODER_LINES = re.compile(r"(jpeg_mem|png_io|gif_io)\.cc:\d+\]|local_rendezvous\.cc:\d+\] "
+                           r"Local rendezvous is aborting")
+
+
 def _unreadable(path: str) -> DataError | None:
     """A `DataError` naming image file `path` and why it does not decode; None when it does."""
     try:
-        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        with startup.held_back(DECODER_LINES):
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         return None
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
         # TensorFlow's message without its op context ({{function_node ...}}, [Op:...]).
@@ -177,7 +184,8 @@ def check_decodable(files: np.ndarray) -> None:
         lambda i, path: (i, tf.shape(tf.io.decode_image(tf.io.read_file(path), channels=3,
                                                         expand_animations=False))),
         num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    good = {int(i) for i, _ in decoded.as_numpy_iterator()}
+    with startup.held_back(DECODER_LINES):
+        good = {int(i) for i, _ in decoded.as_numpy_iterator()}
     bad = next((i for i in range(len(files)) if i not in good), None)
     if bad is not None:
         raise _unreadable(str(files[bad])) or DataError(f"{files[bad]}: not a readable image")

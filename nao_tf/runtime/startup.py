@@ -22,9 +22,10 @@ STARTUP_LINES = re.compile(
 
 
 @contextlib.contextmanager
-def held_back() -> Iterator[None]:
-    """Runs the block with fd 2 captured; afterwards writes the captured lines that are not
-    TensorFlow's start-up lines to stderr (also when the block raises)."""
+def held_back(dropped: re.Pattern = STARTUP_LINES) -> Iterator[None]:
+    """Runs the block with fd 2 captured; afterwards writes the captured lines that `dropped`
+    does not match (by default: TensorFlow's start-up lines) to stderr (also when the block
+    raises)."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -40,7 +41,7 @@ def held_back() -> Iterator[None]:
             os.close(saved)
             capture.seek(0)
             kept = [line for line in capture.read().decode(errors="replace").splitlines()
-                    if line.strip() and not STARTUP_LINES.search(line)]
+                    if line.strip() and not dropped.search(line)]
             if kept:
                 print("\n".join(kept), file=sys.stderr, flush=True)
 

@@ -98,17 +98,21 @@ def test_a_corrupt_jpeg_stops_training_with_one_error_naming_it(folder, tmp_path
 
 @pytest.mark.parametrize("content, reason", [
     (b"\xff\xd8\xff\xe0 not a jpeg", "Invalid JPEG data"),
-    (b"GIF? no", "Unknown image file format")])
+    (b"GIF? no", "Unknown image file format"),
+    ("truncated", "Invalid JPEG data")])
 def test_a_corrupt_validation_image_is_named_before_the_first_step(folder, tmp_path, content,
-                                                                   reason):
+                                                                   reason, capfd):
     bad = sorted((folder / "val").rglob("*.JPEG"))[3]
-    bad.write_bytes(content)
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:len(whole) // 2] if content == "truncated" else content)
+    capfd.readouterr()
     with pytest.raises(DataError) as raised:
         _train(f"--data_dir={folder}", "--epochs=1", f"--output_dir={tmp_path / 'run'}")
     message = str(raised.value)
     assert message.startswith(f"{bad}: not a readable image (") and reason in message
     assert not any(tf_context in message for tf_context in ("Op:", "{{", "name:"))
     assert not (tmp_path / "run").exists()  # found before anything was written, or trained
+    assert "jpeg_mem.cc" not in capfd.readouterr().err  # the decoder's own lines held back
 
 
 def test_a_missing_split_is_one_error_before_anything_is_written(folder, tmp_path):

@@ -25,7 +25,8 @@ drop-path keep 0.8 (0.7 for A-128). F = 36, or 128 for A-128 (which the original
 with the same global batch).
 
 `imagenet_mobile`: NAO_pytorch's `NAO_V1/train_NAONet_A_imagenet.sh` with `train_imagenet.py`'s
-defaults — NAONet-A in the ImageNet network (N = 4, F = 42, 224x224), 250 epochs, 128 images and
+defaults — NAONet-A in the ImageNet network (N = 4, F = 42, 224x224: 1,244M multiply-adds, over
+the 600M of the mobile setting, docs/cnn.md), 250 epochs, 128 images and
 lr 0.1 per replica (the 4-GPU script: 512 and 0.4), lr times 0.97 every epoch, plain momentum 0.9,
 label smoothing 0.1, wd 3e-5 (l2_reg 1.5e-5), aux head 0.4, gradient clip 5, no dropout or
 drop-path (the script leaves both keep probabilities at 1.0); the validation images are the test

@@ -36,9 +36,11 @@ class ControllerOptions:
     mutations: int = cli.option(0, "Also offer the acquisition this many neighbours (one token "
                                 "changed) of the top-k cells besides the decoded ones "
                                 "(predictor-guided local search); 0 = the original.", minimum=0)
-    beam_width: int = cli.option(0, "Decode new architectures with a beam search of this width "
-                                 "(the TF original's predict_beam_width); 0 = greedy, the default "
-                                 "of both originals.", minimum=0, maximum=64)
+    beam_width: int = cli.option(0, "Decode new architectures with a masked, full-length beam "
+                                 "search of this width (1 to 64; the TF original's "
+                                 "predict_beam_width is unmasked and stops at the end token: "
+                                 "docs/differences.md); 0 = greedy, the default of both "
+                                 "originals.", minimum=0, maximum=64)
     controller_style: str = cli.option("", "tf: the TF originals' controller (uniform +-0.1 init, "
                                        "forget bias +1, encoder dropout on LSTM outputs, weight "
                                        "decay clipped with the gradient); pytorch: the PyTorch RNN "

@@ -80,7 +80,7 @@ class Nb201Config:
 
 
 SUPERNET = dict(epochs=250, batch_size=64, lr_max=0.025, lr_min=0.001, grad_bound=5.0)
-NETWORK = {"nao": dict(epochs=12), "final": {}}
+CANDIDATE = dict(epochs=12)  # hyper-opts/12E.config
 SMOKE = dict(dataset="synthetic", synthetic_images=256, channels=4, cells_per_stage=1,
              batch_size=32, eval_batch_size=64, log_every_steps=4)
 SEARCH_SMOKE = dict(seed_archs=8, top_k=4, new_archs=4, random_archs=1, max_lambda=10.0,
@@ -155,7 +155,7 @@ class Nb201Task(Task):
     advice = "lower --lr_max or set --grad_bound"
     configs = {"ws": cli.Flags(Nb201Config, exclude={"arch"}, defaults=SUPERNET),
                "nao": cli.Flags(Nb201Config, exclude={"arch", "sampling", "eval_images"},
-                                defaults=NETWORK["nao"]),
+                                defaults=CANDIDATE),
                "final": cli.Flags(Nb201Config, exclude={"sampling", "eval_images", "num_valid"})}
     presets = {"ws": {"smoke": {**SMOKE, **SEARCH_SMOKE, "num_valid": 64, "eval_images": 64,
                                 "epochs": 2}, "cpu": CPU},

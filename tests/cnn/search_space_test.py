@@ -23,7 +23,7 @@ def test_named_archs_round_trip_and_pick_their_space():
     assert space_for(named_arch("NAONet")) is NAONET_SPACE
     assert space_for(named_arch("naonet-a")) is NAONET_SPACE
     assert space_for(named_arch("enas")) is NAO_WS_SPACE
-    assert space_for(named_arch("amoebanet_b")) is NAONET_19_SPACE
+    assert space_for(named_arch("amoebanet_b_nao")) is NAONET_19_SPACE
     for cell in CELLS.values():
         assert ANY_SPACE.to_string(ANY_SPACE.parse(cell.text)) == cell.text
 
@@ -32,7 +32,7 @@ def test_naonet_19_space_has_the_tf_release_vocabulary_in_its_order():
     assert NAONET_19_SPACE.vocab_size == 7 + len(VOCAB1_OPS) == 26
     names = [OPS[op].name for op in NAONET_19_SPACE.op_ids]
     assert names == [v.replace(" ", "_").replace("+", "_") for v in VOCAB1_OPS]
-    arch = named_arch("amoebanet_b")
+    arch = named_arch("amoebanet_b_nao")
     assert NAONET_19_SPACE.from_tokens(NAONET_19_SPACE.to_tokens(arch)) == arch
 
 

@@ -129,13 +129,13 @@ def test_space_flag_searches_the_tf_release_space(tmp_path):
     """`--space=naonet_19`: cells with the TF release's extra ops are imported, scored and
     recorded in that space (imports only: nothing trains)."""
     cells, scores = tmp_path / "archs", tmp_path / "scores"
-    cells.write_text(CELLS["amoebanet_b"].text + "\n" + CELLS["amoebanet_a"].text + "\n")
+    cells.write_text(CELLS["amoebanet_b_nao"].text + "\n" + CELLS["amoebanet_a_nao"].text + "\n")
     scores.write_text("0.05\n0.04\n")
     fv = _flags(["--config=smoke", f"--output_dir={tmp_path / 'run'}", "--space=naonet_19",
                  "--seed_archs=2", "--iterations=0", f"--import_archs={cells}",
                  f"--import_scores={scores}"])
     result = standalone_search.run(TASK, fv)
-    assert result.best_arch == CELLS["amoebanet_a"].arch  # error 0.04: accuracy 0.96
+    assert result.best_arch == CELLS["amoebanet_a_nao"].arch  # error 0.04: accuracy 0.96
     best = json.loads((tmp_path / "run" / "best_arch.json").read_text())
     assert best["space"] == "naonet_19" and best["score"] == pytest.approx(0.96)
     with pytest.raises(DataError, match="naonet: normal cell, node 2, branch 1: op 0 is not in"):

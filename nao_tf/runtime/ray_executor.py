@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Callable, Sequence
 
 from nao_tf.algorithm.evaluators import Record
 from nao_tf.common.errors import NaoError
+from nao_tf.common.io import atomic_write_text
 from nao_tf.runtime.standalone import Arch, ArchDirs, StandaloneEvaluator, TrainFn, train_candidate
 
 ROOT = Path(__file__).resolve().parents[1]  # what a worker must import the project from
@@ -108,17 +110,50 @@ def run_candidate(job: CandidateJob, arch_text: str) -> tuple[float | None, str 
     return score, diverged, f"node {node[:8]} {device}", time.monotonic() - started
 
 
-def connect(address: str) -> None:
-    """Joins the Ray cluster at `address` ('' starts one on this machine), once per process."""
+def _in_session(process: Path, session_dir: str) -> bool:
+    """Whether /proc entry `process` belongs to Ray session `session_dir`: its command line names
+    it, or it holds a file there open (Ray's agents rename themselves, ray::DashboardAgent)."""
+    if session_dir in (process / "cmdline").read_bytes().decode(errors="replace"):
+        return True
+    return any(os.readlink(fd).startswith(session_dir) for fd in (process / "fd").iterdir())
+
+
+def _stop_session(session_dir: str) -> int:
+    """SIGKILLs every process of this machine in Ray session `session_dir` (what a driver killed
+    before `ray.shutdown` left: Ray's agents outlive it); returns how many. Linux (/proc) only."""
+    stopped = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if _in_session(entry, session_dir):
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped += 1
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return stopped
+
+
+def connect(address: str, session_record: Path | None = None) -> None:
+    """Joins the Ray cluster at `address` ('' starts one on this machine), once per process.
+    Starting one, it first stops what the last driver of this run left of its own local Ray
+    (the session named in `session_record`), then names the new session there."""
     require_ray()
     import ray
 
     if ray.is_initialized():
         return
+    if not address and session_record is not None and session_record.exists():
+        stopped = _stop_session(session_record.read_text().strip())
+        if stopped:
+            print(f"stopped {stopped} process(es) of the local Ray a killed run left", flush=True)
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     # '' starts Ray here: "local", not None, which would join the last cluster `ray start` made.
     ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": path}})
+    if not address and session_record is not None:
+        session = ray._private.worker.global_worker.node.get_session_dir_path()
+        atomic_write_text(session_record, session)
 
 
 class RayEvaluator(StandaloneEvaluator):
@@ -145,7 +180,7 @@ class RayEvaluator(StandaloneEvaluator):
     def _train_all(self, todo: Sequence[Arch], record: Record) -> None:
         import ray
 
-        connect(self.address)
+        connect(self.address, self.dirs.root / "ray_session.txt" if self.dirs else None)
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         remote = ray.remote(run_candidate).options(num_cpus=self.job.cpus, num_gpus=gpus,
                                                    max_retries=self.max_retries)

@@ -172,3 +172,49 @@ def test_a_killed_driver_resumes_without_retraining_a_recorded_candidate(tmp_pat
     assert len(archs) == len(set(archs)) == 4
     assert len(list((out / "archs").glob("*/score.json"))) == 4
     assert (out / "best_arch.json").exists()
+
+
+def _session_processes(session_dir: str) -> list[int]:
+    from nao_tf.runtime.ray_executor import _in_session
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and _in_session(entry, session_dir):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_rerun_stops_what_a_killed_driver_left_of_its_local_ray(tmp_path):
+    command = [sys.executable, "-m", "nb201.train_search_nao", "--config=smoke", "--seed_archs=4",
+               "--top_k=2", "--new_archs=2", "--random_archs=0", "--executor=ray",
+               f"--output_dir={tmp_path}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None and not list(
+            (tmp_path / "archs").glob("*/attempts.jsonl")):
+        time.sleep(0.5)  # a candidate is training on the local Ray
+    driver.kill()
+    driver.wait(timeout=60)
+    assert driver.returncode == -9
+    session = (tmp_path / "archs" / "ray_session.txt").read_text().strip()
+    time.sleep(5)
+    left = _session_processes(session)  # Ray's agents outlive a killed driver
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not [pid for pid in left if Path(f"/proc/{pid}").exists()
+                and (Path(f"/proc/{pid}") / "stat").read_text().split()[2] != "Z"]
+    if left:
+        assert f"stopped {len(left)} process(es) of the local Ray a killed run left" in rerun.stdout
+    new_session = (tmp_path / "archs" / "ray_session.txt").read_text().strip()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _session_processes(new_session):
+        time.sleep(0.5)
+    assert new_session != session and not _session_processes(new_session)  # a clean shutdown

@@ -35,7 +35,7 @@ from nao_tf.algorithm.metrics import (kendall_tau, paired_t_test,  # noqa: E402
 from nao_tf.algorithm.search import NAOSearch, SearchConfig  # noqa: E402
 from nao_tf.benchmarks.table import Table  # noqa: E402
 from nao_tf.common.io import atomic_write_json  # noqa: E402
-from nb201.model import OPS  # noqa: E402
+from nao_tf.spaces.nasbench201 import OPS, canonical  # noqa: E402
 from nb201.task import CPU, SPACE, TASK, Nb201Config, load_data, supernet as build_supernet  # noqa: E402
 
 flags.DEFINE_integer("seeds", 8, "Seeds per method.")
@@ -94,8 +94,8 @@ def run_rsps(seed: int, data, table: Table) -> dict:
 
 
 def has_conv(arch: str) -> bool:
-    parsed = SPACE.parse(arch)
-    return any(OPS[op].startswith("nor_conv") for op in parsed)
+    """Whether a convolution is on a path from the cell's input to its output (a live edge)."""
+    return any(OPS[op].startswith("nor_conv") for op in canonical(SPACE.parse(arch)))
 
 
 def main(_):

@@ -10,8 +10,9 @@ import pytest
 from absl import flags
 
 from nao_tf.commands import standalone_search, weight_sharing_search
-from nao_tf.common.errors import NaoError
+from nao_tf.common.errors import NaoError, StateError
 from tests import toy_task
+from tests.snapshot import run_dir_snapshot
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,11 @@ def test_toy_task_searches_with_weight_sharing(tmp_path):
     rerun = weight_sharing_search.run(toy_task.TASK, _flags(
         weight_sharing_search, toy_task.TASK, f"--output_dir={tmp_path}"))
     assert rerun.history == result.history  # a finished search resumes as done
+    before = run_dir_snapshot(tmp_path)
+    with pytest.raises(StateError, match=r"lr: 0.01 -> 0.02"):  # refused: nothing written
+        weight_sharing_search.run(toy_task.TASK, _flags(
+            weight_sharing_search, toy_task.TASK, f"--output_dir={tmp_path}", "--lr=0.02"))
+    assert run_dir_snapshot(tmp_path) == before
 
 
 @pytest.mark.slow
@@ -52,6 +58,12 @@ def test_toy_task_searches_without_weight_sharing(tmp_path):
     _check_result(tmp_path, result, toy_task.SPACE)
     trained = list((tmp_path / "archs").glob("*/score.json"))
     assert len(trained) == result.evaluated == len(result.history) > 8  # the pool, then new ones
+    before = run_dir_snapshot(tmp_path)
+    with pytest.raises(StateError, match=r"lr: 0.01 -> 0.02"):  # refused: nothing written
+        standalone_search.run(toy_task.TASK, _flags(
+            standalone_search, toy_task.TASK, f"--output_dir={tmp_path}", "--iterations=1",
+            "--epochs=3", "--lr=0.02"))
+    assert run_dir_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("argv, ref, ray_installed, message", [

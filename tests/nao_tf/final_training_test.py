@@ -11,6 +11,7 @@ from nao_tf.commands import final_training
 from nao_tf.common.errors import NaoError, StateError
 from nao_tf.runtime import train_loop
 from tests import toy_task
+from tests.snapshot import run_dir_snapshot
 
 ARCH = toy_task.SPACE.to_string(toy_task.SPACE.sample(__import__("numpy").random.default_rng(3)))
 
@@ -37,8 +38,10 @@ def test_a_toy_architecture_trains_resumes_and_keeps_its_settings(tmp_path, caps
     assert longer["resumed_from_epoch"] == 2 and longer["epochs"] == 4
     assert longer["history"][:2] == first["history"]
     assert longer["valid_mse"] < longer["history"][0]["valid_mse"]  # it learns
+    before = run_dir_snapshot(tmp_path)
     with pytest.raises(StateError, match=r"lr: 0.01 -> 0.02.*--overwrite"):
         _run(task, tmp_path, "--epochs=4", "--lr=0.02")
+    assert run_dir_snapshot(tmp_path) == before  # refused: nothing written
     again = _run(task, tmp_path, "--epochs=1", "--lr=0.02", "--overwrite")
     assert again["resumed_from_epoch"] == 0 and again["epochs"] == 1
 

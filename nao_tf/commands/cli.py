@@ -31,7 +31,7 @@ def _guarded(main: Callable[[Sequence[str]], None],
                 import tensorflow as tf
 
                 tf.config.experimental.enable_op_determinism()
-            distribute.WORKER_TIMEOUT_S[0] = flags.FLAGS.worker_timeout
+            distribute.set_worker_timeout(flags.FLAGS.worker_timeout)
             main(argv)
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -74,7 +74,14 @@ def cluster_workers() -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
-WORKER_TIMEOUT_S = [300]  # `--worker_timeout`, set by the command line (`commands.cli`)
+_worker_timeout_s = 300  # how long a worker waits for the others at start-up
+
+
+def set_worker_timeout(seconds: int) -> None:
+    """`--worker_timeout` of the command line (`commands.cli`), for the multi-worker strategy
+    this process creates."""
+    global _worker_timeout_s
+    _worker_timeout_s = seconds
 
 
 def _create_multi_worker(timeout_s: int) -> tf.distribute.MultiWorkerMirroredStrategy:
@@ -140,7 +147,7 @@ def get_strategy(devices: Sequence[str] | None = None,
                            "machine (docs/distributed.md lists the multi-worker commands); unset "
                            "TF_CONFIG")
         if not _MULTI_WORKER:
-            _MULTI_WORKER.append(_create_multi_worker(WORKER_TIMEOUT_S[0]))
+            _MULTI_WORKER.append(_create_multi_worker(_worker_timeout_s))
         return _MULTI_WORKER[0]
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]

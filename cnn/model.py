@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from cnn import ops
 from cnn.search_space import NUM_CELL_INPUTS, OPS, Cell, CellArch
+from nao_tf.runtime.build import build_by_calling
 
 
 class NASCell(keras.layers.Layer):
@@ -298,8 +299,8 @@ class NASNetwork(keras.Model):
         statistics keep their initial values (0 and 1)."""
         if self.built:
             return
-        self(tf.zeros([1, self.image_size, self.image_size, 3]), training=True,
-             drop_path_progress=tf.constant(0.0))
+        build_by_calling(self, tf.zeros([1, self.image_size, self.image_size, 3]),
+                         training=True, drop_path_progress=tf.constant(0.0))
         for layer in self._flatten_layers():
             if isinstance(layer, (ops.BatchNorm, keras.layers.BatchNormalization)):
                 layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from cnn import ops
 from cnn.model import AuxHead
+from nao_tf.runtime.build import build_by_calling
 from cnn.search_space import (
     ARCH_LENGTH,
     INTS_PER_CELL,
@@ -406,4 +407,5 @@ class Supernet(keras.Model):
         if self.built:
             return
         arch = tf.constant(np.zeros(ARCH_LENGTH, np.int32))
-        self(tf.zeros([2, self.image_size, self.image_size, 3]), arch, training=True)
+        build_by_calling(self, tf.zeros([2, self.image_size, self.image_size, 3]), arch,
+                         training=True)

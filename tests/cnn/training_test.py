@@ -6,7 +6,7 @@ import tensorflow as tf
 from cnn import data as data_lib
 from cnn.model import NASNetwork
 from cnn.search_space import ANY_SPACE
-from cnn.training import OptimConfig, Trainer
+from cnn.training import MomentumSGD, OptimConfig, Trainer
 
 # One separable conv per cell keeps tracing cheap; pools, identity and factorized reduce occur.
 ARCH = ANY_SPACE.parse("1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 "
@@ -66,3 +66,27 @@ def test_training_on_synthetic_data_drives_the_loss_down():
     assert trainer.step == 40
     assert trainer.learning_rate() == pytest.approx(0.05 * 0.5 * (1 + np.cos(np.pi * 0 / 100)) +
                                                     0.0001 * 0.5 * (1 - np.cos(0)), rel=1e-5)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_fused_momentum_sgd_updates_as_keras_sgd(two_replicas, nesterov):
+    """Three steps of `MomentumSGD` and of Keras' SGD (replicated on two devices): the same
+    weights and momenta."""
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype(np.float32) for shape in ((3, 4), (5,))]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(3)]
+    results = []
+    for optimizer_class in (MomentumSGD, keras.optimizers.SGD):
+        with two_replicas.scope():
+            weights = [tf.Variable(w) for w in start]
+            optimizer = optimizer_class(0.1, momentum=0.9, nesterov=nesterov)
+            optimizer.build(weights)
+        step = tf.function(lambda g: two_replicas.run(
+            lambda g: optimizer.apply_gradients(zip([x / 2.0 for x in g], weights)), args=(g,)))
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        results.append([copy.numpy() for w in weights + [m.value for m in optimizer.momentums]
+                        for copy in w.values])  # each replica's copy
+    for ours, keras_sgd in zip(*results):
+        np.testing.assert_allclose(ours, keras_sgd, rtol=1e-6, atol=1e-7)
+    assert len(results[0]) == 8 and not np.allclose(results[0][0], start[0])

@@ -1,0 +1,28 @@
+"""Creating a Keras network's variables with one eager call, without a symbolic trace first."""
+
+import keras
+import tensorflow as tf
+
+
+def build_by_calling(model: keras.Model, *args, **kwargs) -> None:
+    """Creates every variable of `model` by one eager call `model(*args, **kwargs)`.
+
+    Keras builds a layer that holds sublayers and has no `build()` of its own by running its
+    `call` symbolically before the real call: a trace of the whole network, and of each nested
+    container again at its own level (for the CNN networks, most of their construction time).
+    Such containers are marked built first, so that the one eager call builds each leaf layer
+    (whose `build()` creates its weights) where it is first used, in the same order: the same
+    variables with the same initial values. The `tf.function`s inside run as plain Python
+    during that call: a trace made for it would not serve the compiled steps.
+    """
+    for layer in model._flatten_layers(include_self=True):
+        has_sublayers = any(True for _ in layer._flatten_layers(include_self=False,
+                                                                recursive=False))
+        if type(layer).build is keras.layers.Layer.build and has_sublayers:
+            layer.built = True
+    eager = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        model(*args, **kwargs)
+    finally:
+        tf.config.run_functions_eagerly(eager)

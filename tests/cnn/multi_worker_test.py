@@ -88,7 +88,7 @@ def test_a_killed_worker_then_a_restarted_job_resumes_from_the_last_checkpoint(t
 SEARCH_ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32",
                "--batch_size=16", "--eval_images=32", "--eval_batch_size=16", "--seed_archs=6",
                "--top_k=3", "--new_archs=0", "--random_archs=3", "--controller_epochs=20",
-               "--controller_batch_size=6", "--log_every_steps=1", "--op_selection=select"]
+               "--controller_batch_size=6", "--log_every_steps=1"]
 SEARCH_FILES = {"best_arch.dot", "best_arch.json", "best_arch.png", "controller", "history.jsonl",
                 "pool.0.perf", "pool.0.txt", "pool.1.perf", "pool.1.txt", "search_settings.json",
                 "state.json", "supernet", "tensorboard"}

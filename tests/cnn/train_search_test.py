@@ -10,12 +10,12 @@ from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke config made smaller still: 10 supernet steps per epoch, 2 epochs (the pool is scored
-# after each), a pool of 8; a checkpoint after every step. "select" traces fastest.
+# after each), a pool of 8; a checkpoint after every step.
 ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32", "--batch_size=16",
         "--eval_images=32", "--eval_batch_size=32", "--seed_archs=8", "--top_k=4",
         "--new_archs=4", "--random_archs=1", "--controller_epochs=300",
         "--controller_batch_size=8", "--log_every_steps=1", "--save_every_seconds=0",
-        "--op_selection=select", "--deterministic"]
+        "--deterministic"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
 
 

@@ -23,7 +23,7 @@ OBJECTIVE = SyntheticObjective(SPACE, seed=2)
 
 def _config(**overrides) -> ControllerConfig:
     defaults = dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot",
-                    batch_size=20, learning_rate=3e-3, seed=3)
+                    batch_size=20, learning_rate=3e-3, seed=3, batch_shards=1)
     return ControllerConfig.for_space(SPACE, **{**defaults, **overrides})
 
 

@@ -99,48 +99,47 @@ def _history(out):
 
 
 @pytest.mark.slow
-def test_two_workers_train_the_supernet_as_one_process(tmp_path, two_replicas, monkeypatch,
-                                                       restore_graph_optimizer):
-    """Both scorings of the pool and the supernet's weights after 20 steps: as one process of
-    two replicas. The chief alone runs the controller and writes."""
+def test_a_search_on_two_workers_killed_and_restarted_ends_as_one_process(
+        tmp_path, two_replicas, monkeypatch, restore_graph_optimizer):
+    """SIGKILLed in the supernet's second epoch and restarted, the two workers resume without
+    redoing (neither the first epoch nor the first scoring), and end as one uninterrupted
+    process of two replicas: both scorings of the pool and the supernet's weights. The chief
+    alone runs the controller and writes."""
     from cnn import train_search
     from nao_tf.commands import weight_sharing_search
 
     scratch_before = scratch_dirs()
     out, single = tmp_path / "workers", tmp_path / "single"
-    workers = start_workers("cnn.train_search", [*SEARCH_ARGS, f"--output_dir={out}"])
+    args = [*SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={out}"]
+    workers = start_workers("cnn.train_search", args)
     monkeypatch.setattr(train_search, "get_strategy", lambda **_: two_replicas)
     values = flags.FlagValues()
     weight_sharing_search.define_flags(TASK, values)
-    values(["prog", *SEARCH_ARGS, f"--output_dir={single}"])
-    weight_sharing_search.run(TASK, values)
-    chief, other = (finish(p) for p in workers)
-    assert "batch 16 over 2 replica(s)" in chief and "the chief's search is done" in other
-    assert "iteration 0: train" in chief and "iteration 0: train" not in other
+    values(["prog", *SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={single}"])
+    weight_sharing_search.run(TASK, values)  # the reference, while the workers train
+    chief_log = []
+    for line in workers[0].stdout:  # the chief's log
+        chief_log.append(line)
+        if "supernet epoch 2 step 14/20" in line:
+            break
+    kill_all(workers)
+    other_log = workers[1].stdout.read()
+    assert any("iteration 0: train" in line for line in chief_log)
+    assert "iteration 0: train" not in other_log
+    assert any("batch 16 over 2 replica(s)" in line for line in chief_log)
+
+    chief, other = (finish(p) for p in start_workers("cnn.train_search", args))
+    assert "supernet: resumed from" in chief and "supernet: resumed from" in other, other[-2000:]
+    assert "iteration 0: evaluate" not in chief
+    assert "the chief's search is done" in other
     ours, reference = _history(out), _history(single)
+    assert sorted({r["iteration"] for r in ours}) == [0, 1]
+    assert len({(r["iteration"], r["arch"]) for r in ours}) == len(ours) == 12
     assert [(r["iteration"], r["arch"]) for r in ours] == \
         [(r["iteration"], r["arch"]) for r in reference]
     assert [r["score"] for r in ours] == [r["score"] for r in reference]
     assert_same_values(*(checkpoint_values(tf.train.latest_checkpoint(str(d / "supernet")))
                          for d in (out, single)))
-    assert {p.name for p in out.iterdir()} == SEARCH_FILES
-    assert scratch_dirs() == scratch_before
-
-
-@pytest.mark.slow
-def test_a_killed_search_on_two_workers_resumes_without_redoing(tmp_path):
-    out = tmp_path / "search"
-    args = [*SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={out}"]
-    workers = start_workers("cnn.train_search", args)
-    for line in workers[0].stdout:  # the chief's log
-        if "supernet epoch 2 step 14/20" in line:
-            break
-    kill_all(workers)
-    restarted = [finish(p) for p in start_workers("cnn.train_search", args)]
-    assert all("supernet: resumed from" in log for log in restarted), restarted[1][-2000:]
-    assert "iteration 0: evaluate" not in restarted[0]
-    history = _history(out)
-    assert sorted({r["iteration"] for r in history}) == [0, 1]
-    assert len({(r["iteration"], r["arch"]) for r in history}) == len(history) == 12
     assert json.loads((out / "best_arch.json").read_text())["space"] == "nao_ws"
     assert {p.name for p in out.iterdir()} == SEARCH_FILES
+    assert scratch_dirs() == scratch_before

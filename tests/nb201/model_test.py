@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn.training import OptimConfig, Trainer
+from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
 from nao_tf.spaces.nasbench201 import NasBench201Space
 from nb201.model import Cell, Nb201Network, count_params
 
@@ -55,6 +55,7 @@ def test_parameters_are_the_benchmarks(arch, published):
 def test_supernet_takes_the_cell_as_a_tensor(restore_graph_optimizer):
     """One trace trains every cell; a cell's scores need no other cell's ops (the untaken
     branches' weights get no gradient)."""
+    disable_graph_optimizer()  # as the supernet's commands (`nb201.task.supernet`)
     optim = OptimConfig(lr_schedule="cosine", lr_max=0.05, l2_reg=0.0, aux_weight=0.0,
                         epochs=1, steps_per_epoch=4)
     trainer = Trainer(tf.distribute.get_strategy(), lambda: Nb201Network(4, 1, 10), optim, 8)

@@ -45,7 +45,6 @@ import tensorflow as tf
 
 from cnn import ops
 from cnn.model import AuxHead
-from nao_tf.runtime.build import build_by_calling
 from cnn.search_space import (
     ARCH_LENGTH,
     INTS_PER_CELL,
@@ -54,6 +53,7 @@ from cnn.search_space import (
     NUM_NODES,
     CellArch,
 )
+from nao_tf.runtime.build import build_by_calling
 
 NUM_OPS = len(NAO_WS_OPS)  # sep3, sep5, avg3, max3, identity
 SEP_SIZES = (3, 5)

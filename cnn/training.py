@@ -86,8 +86,8 @@ def disable_graph_optimizer() -> None:
 class MomentumSGD(keras.optimizers.SGD):
     """Keras' SGD with momentum (Nesterov or not), each variable's update one fused kernel
     (`ResourceApplyKerasMomentum`, the same arithmetic: m = m * momentum - g * lr, then
-    w += m, or w += m * momentum - g * lr), where Keras composes it of about ten ops a variable:
-    a network of 200 weights traces 2,000 fewer ops."""
+    w += m, or w += m * momentum - g * lr), where Keras composes it of about ten ops a variable
+    (1,539 ops fewer in the train step of the smoke supernet's 171 weights)."""
 
     def update_step(self, gradient, variable, learning_rate):
         if self.momentum == 0:

@@ -71,12 +71,11 @@ def _nb201(network: str) -> list[Step]:
     import numpy as np
     import tensorflow as tf
 
-    from cnn.data import synthetic_splits
     from nb201 import task as nb201
 
     config = nb201.Nb201Config(**{k: v for k, v in nb201.SMOKE.items() if k != "dataset"},
-                               dataset="synthetic", epochs=2)
-    data = synthetic_splits(256, 64, seed=0)[0]
+                               dataset="synthetic", epochs=2, num_valid=64)
+    data = nb201.load_data(config, "search")
     cells = nb201.SPACE.sample_unique(8, np.random.default_rng(0))
     images = lambda n, k: tf.random.stateless_normal([n, 32, 32, 3], [k, 0])  # noqa: E731
     labels = lambda n: tf.zeros([n], tf.int64)  # noqa: E731
@@ -84,23 +83,13 @@ def _nb201(network: str) -> list[Step]:
         from cnn.training import disable_graph_optimizer
 
         disable_graph_optimizer()
-        trainer = nb201.trainer(config, _Data(data), None)
+        trainer = nb201.trainer(config, data, None)
         arch = lambda k: tf.constant(cells[k % len(cells)], tf.int32)  # noqa: E731
         return [("train", trainer._train_step, lambda k: (images(32, k), labels(32), arch(k))),
                 ("score", trainer._eval_step, lambda k: (images(64, k), labels(64), arch(k)))]
-    trainer = nb201.trainer(config, _Data(data), cells[0])
+    trainer = nb201.trainer(config, data, cells[0])
     return [("train", trainer._train_step, lambda k: (images(32, k), labels(32))),
             ("eval", trainer._eval_step, lambda k: (images(64, k), labels(64)))]
-
-
-class _Data:
-    """What `nb201.task.trainer` reads of the data: classes and steps per epoch."""
-
-    def __init__(self, split):
-        self.num_classes, self._images = 10, len(split.labels)
-
-    def steps_per_epoch(self, batch: int) -> int:
-        return self._images // batch
 
 
 def _rnn(network: str) -> list[Step]:
@@ -173,8 +162,6 @@ class Clock:
 
 
 def measure_one(name: str) -> list[dict]:
-    import tensorflow as tf  # noqa: F401
-
     clock = Clock()
     steps = build(name)
     built = clock.lap()

@@ -2,12 +2,14 @@
 the new settings, and its checkpoints, each failure named with its fix."""
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import tensorflow as tf
 
 from nao_tf.common.errors import StateError
+from nao_tf.common.io import atomic_write_text
 
 def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any],
                      keys: Iterable[str]) -> list[str]:
@@ -46,18 +48,39 @@ def restore(checkpoint: tf.train.Checkpoint, path: str | os.PathLike, exact: boo
         raise StateError(f"checkpoint {path} cannot be restored ({reason}); {fix}") from None
 
 
+RECORD = "checkpoint"  # tf.train.CheckpointManager's record of the checkpoints it keeps
+
+
+def unrecorded_checkpoints(directory: str | os.PathLike) -> list[str]:
+    """The checkpoints (prefixes, oldest first) in `directory` when its manager's record file is
+    missing, [] when the record is there. A run killed after writing its first checkpoint but
+    before the record leaves this state; a checkpoint's `.index` file is its last, so each listed
+    one is whole."""
+    directory = str(directory)
+    if tf.io.gfile.exists(os.path.join(directory, RECORD)):
+        return []
+    prefixes = [p[:-len(".index")] for p in tf.io.gfile.glob(os.path.join(directory, "*.index"))]
+    numbered = [p for p in prefixes if re.fullmatch(r".*-\d+", p)]
+    return sorted(numbered, key=lambda p: int(p.rsplit("-", 1)[1]))
+
+
+def write_record(directory: str | os.PathLike, prefixes: list[str]) -> None:
+    """Writes the manager's record of `prefixes` (oldest first; a `CheckpointState` text proto,
+    as `tf.train.CheckpointManager` writes it): a manager opened on `directory` then resumes from
+    the newest and deletes them in turn, past its `max_to_keep`."""
+    names = [os.path.basename(p) for p in prefixes]
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    lines += [f"all_model_checkpoint_timestamps: {tf.io.gfile.stat(p + '.index').mtime_nsec / 1e9}"
+              for p in prefixes]
+    atomic_write_text(os.path.join(str(directory), RECORD), "\n".join(lines) + "\n")
+
+
 def latest_checkpoint(manager: tf.train.CheckpointManager) -> str | None:
-    """The newest checkpoint of `manager`, None for a new run; an error when checkpoint files are
-    there but the manager's record of them (the `checkpoint` file) is gone, instead of silently
-    training again from the start."""
-    if manager.latest_checkpoint:
-        return manager.latest_checkpoint
-    orphans = tf.io.gfile.glob(os.path.join(manager.directory, "*.index"))
-    if orphans:
-        raise StateError(f"{manager.directory} holds checkpoints but not its `checkpoint` record "
-                         "file, so the step to resume from is unknown; restore that file, or "
-                         "pass --overwrite to start the run again")
-    return None
+    """The newest checkpoint of `manager`, None for a new run; when the manager's record is
+    missing (see `unrecorded_checkpoints`), the newest checkpoint file."""
+    unrecorded = unrecorded_checkpoints(manager.directory)
+    return manager.latest_checkpoint or (unrecorded[-1] if unrecorded else None)
 
 
 def require_record(record: str | os.PathLike, checkpoints: str | os.PathLike) -> None:

@@ -33,7 +33,7 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context
 
 from nao_tf.common.errors import NaoError
-from nao_tf.common.resume import latest_checkpoint
+from nao_tf.common.resume import latest_checkpoint, unrecorded_checkpoints, write_record
 from nao_tf.runtime import wait_for_workers
 
 
@@ -249,8 +249,13 @@ def checkpoint_manager(checkpoint: tf.train.Checkpoint, directory: str | os.Path
                        strategy: tf.distribute.Strategy, max_to_keep: int
                        ) -> tuple[tf.train.CheckpointManager, str | None]:
     """A manager that saves `checkpoint` into `directory` (on another worker: into its scratch
-    stand-in), and the checkpoint to resume from: the newest of the chief's, None for a new run."""
+    stand-in), and the checkpoint to resume from: the newest of the chief's, None for a new run.
+    The chief first writes the record of checkpoints a killed run saved without one, so that its
+    manager resumes from them and deletes them in turn."""
     directory = str(directory)
+    unrecorded = unrecorded_checkpoints(directory) if is_chief(strategy) else []
+    if unrecorded:
+        write_record(directory, unrecorded)
     manager = tf.train.CheckpointManager(checkpoint, writable_dir(directory, strategy),
                                          max_to_keep=max_to_keep)
     chiefs = manager if is_chief(strategy) else tf.train.CheckpointManager(

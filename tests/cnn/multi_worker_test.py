@@ -112,11 +112,6 @@ def test_a_search_on_two_workers_killed_and_restarted_ends_as_one_process(
     out, single = tmp_path / "workers", tmp_path / "single"
     args = [*SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={out}"]
     workers = start_workers("cnn.train_search", args)
-    monkeypatch.setattr(train_search, "get_strategy", lambda **_: two_replicas)
-    values = flags.FlagValues()
-    weight_sharing_search.define_flags(TASK, values)
-    values(["prog", *SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={single}"])
-    weight_sharing_search.run(TASK, values)  # the reference, while the workers train
     chief_log = []
     for line in workers[0].stdout:  # the chief's log
         chief_log.append(line)
@@ -128,7 +123,13 @@ def test_a_search_on_two_workers_killed_and_restarted_ends_as_one_process(
     assert "iteration 0: train" not in other_log
     assert any("batch 16 over 2 replica(s)" in line for line in chief_log)
 
-    chief, other = (finish(p) for p in start_workers("cnn.train_search", args))
+    restarted = start_workers("cnn.train_search", args)
+    monkeypatch.setattr(train_search, "get_strategy", lambda **_: two_replicas)
+    values = flags.FlagValues()
+    weight_sharing_search.define_flags(TASK, values)
+    values(["prog", *SEARCH_ARGS, "--save_every_seconds=0", f"--output_dir={single}"])
+    weight_sharing_search.run(TASK, values)  # the reference, while the workers resume
+    chief, other = (finish(p) for p in restarted)
     assert "supernet: resumed from" in chief and "supernet: resumed from" in other, other[-2000:]
     assert "iteration 0: evaluate" not in chief
     assert "the chief's search is done" in other

@@ -10,6 +10,7 @@ from nao_tf.common.errors import DataError, StateError
 from nao_tf.common.io import read_json
 from nao_tf.common.resume import check_identity, latest_checkpoint, require_record, restore
 from nao_tf.common.summaries import write_scalars
+from nao_tf.runtime.distribute import checkpoint_manager
 
 
 def test_a_new_run_records_its_settings(tmp_path):
@@ -122,8 +123,23 @@ def test_lost_bookkeeping_stops_instead_of_starting_over(tmp_path):
     manager.save(checkpoint_number=5)
     with pytest.raises(StateError, match="state.json is missing, but .* holds trained"):
         require_record(tmp_path / "state.json", tmp_path)
+
+
+def test_checkpoints_saved_without_their_record_are_resumed_and_then_deleted(tmp_path):
+    """A run killed between writing a checkpoint and the manager's record of it: the newest
+    checkpoint is resumed, and the chief's manager takes the old files into its record."""
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+    manager.save(checkpoint_number=3)
+    checkpoint.v.assign(2.0)
+    manager.save(checkpoint_number=10)
     (tmp_path / "checkpoint").unlink()
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path),
-                                         max_to_keep=2)
-    with pytest.raises(StateError, match="holds checkpoints but not its `checkpoint` record"):
-        latest_checkpoint(manager)
+    assert latest_checkpoint(tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+                             ) == str(tmp_path / "ckpt-10")  # what another worker reads
+    manager, latest = checkpoint_manager(checkpoint, tmp_path, tf.distribute.get_strategy(), 2)
+    assert latest == str(tmp_path / "ckpt-10") == manager.latest_checkpoint
+    checkpoint.v.assign(0.0)
+    restore(checkpoint, latest, exact=False)
+    assert checkpoint.v.numpy() == 2.0
+    manager.save(checkpoint_number=11)
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-10.index", "ckpt-11.index"]

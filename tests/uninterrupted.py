@@ -11,12 +11,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The environment of every run a kill test compares, killed or not: one intra-op thread. On a
+# loaded machine two uninterrupted processes of the same --deterministic search were seen to
+# round differently with TensorFlow's default intra-op threads (3 of 16 RNN smoke searches ended
+# 1e-5 to 1.3 % apart, a last-bit difference that the smoke settings' lr of 20 amplifies; none of
+# 5 with one thread), which a comparison to 1e-6 cannot tell from a resume that lost a step.
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1"}
+
 
 def start(module: str, args: list[str], output_dir: Path) -> subprocess.Popen:
     """Starts `python -m module *args --output_dir=output_dir` with no output kept."""
     return subprocess.Popen([sys.executable, "-m", module, *args, f"--output_dir={output_dir}"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            text=True, env=ENV)
 
 
 def assert_same_end(reference: subprocess.Popen, reference_dir: Path, resumed_dir: Path) -> None:

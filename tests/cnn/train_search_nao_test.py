@@ -31,7 +31,7 @@ def _start(output_dir) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cnn.train_search_nao", *TINY,
                              f"--output_dir={output_dir}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env=uninterrupted.ENV)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32", "--b
         "--new_archs=4", "--random_archs=1", "--controller_epochs=300",
         "--controller_batch_size=8", "--log_every_steps=1", "--save_every_seconds=0",
         "--deterministic"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+ENV = {**uninterrupted.ENV, "PYTHONPATH": ROOT}
 
 
 def _run_until(output_dir, marker):

@@ -31,7 +31,7 @@ NAO_CELL = "0 1 0 1 1 1 3 0 4 1 4 1 5 1 1 1 7 1 1 1 1 2"
 def _start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rnn.train_search_nao", *TINY, *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env=uninterrupted.ENV)
 
 
 @pytest.mark.slow

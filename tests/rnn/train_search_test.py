@@ -212,7 +212,7 @@ def test_kill_during_supernet_training_and_resume(tmp_path, schedule, kill_after
     reference = uninterrupted.start("rnn.train_search", _args(*schedule),
                                     tmp_path / "uninterrupted")
     out = tmp_path / "search"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = uninterrupted.ENV
     proc = subprocess.Popen(_command(out, *schedule), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = out / "supernet" / "state.json"

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # loaded machine two uninterrupted processes of the same --deterministic search were seen to
 # round differently with TensorFlow's default intra-op threads (3 of 16 RNN smoke searches ended
 # 1e-5 to 1.3 % apart, a last-bit difference that the smoke settings' lr of 20 amplifies; none of
-# 5 with one thread), which a comparison to 1e-6 cannot tell from a resume that lost a step.
+# 10 with one thread), which a comparison to 1e-6 cannot tell from a resume that lost a step.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1"}
 
 

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from cnn import ops
 from cnn.search_space import NUM_CELL_INPUTS, OPS, Cell, CellArch
-from nao_tf.runtime.build import build_by_calling
+from nao_tf.runtime import build
 
 
 class NASCell(keras.layers.Layer):
@@ -299,7 +299,7 @@ class NASNetwork(keras.Model):
         statistics keep their initial values (0 and 1)."""
         if self.built:
             return
-        build_by_calling(self, tf.zeros([1, self.image_size, self.image_size, 3]),
+        build.build_by_calling(self, tf.zeros([1, self.image_size, self.image_size, 3]),
                          training=True, drop_path_progress=tf.constant(0.0))
         for layer in self._flatten_layers():
             if isinstance(layer, (ops.BatchNorm, keras.layers.BatchNormalization)):
@@ -316,16 +316,7 @@ def count_params(model: keras.Model, include_aux_head: bool = False) -> int:
 
 
 def count_mult_adds(model: NASNetwork) -> int:
-    """Multiply-adds of the inference of one image at `model.image_size` (convolutions and dense
-    layers, the figure NAS papers report), read off the traced graph's conv and matmul ops."""
+    """Multiply-adds of the inference of one image at `model.image_size`
+    (`nao_tf.runtime.build.count_mult_adds`)."""
     spec = tf.TensorSpec([1, model.image_size, model.image_size, 3], tf.float32)
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
-    total = 0
-    for op in graph.get_operations():
-        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
-            out, kernel = op.outputs[0].shape, op.inputs[1].shape  # kernel [kh, kw, in, out|mult]
-            spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
-            total += spatial * kernel.num_elements()
-        elif op.type == "MatMul":
-            total += op.inputs[1].shape.num_elements()
-    return int(total)
+    return build.count_mult_adds(lambda x: model(x, training=False), spec)

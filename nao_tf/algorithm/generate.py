@@ -131,7 +131,7 @@ def _unseen_neighbours(space: SearchSpace, seeds: list, count: int, keys: set,
         seed = seeds[int(rng.integers(len(seeds)))]
         arch = space.mutate(space.from_tokens(space.to_tokens(seed)), rng)
         key = space.canonical_key(arch)
-        if key not in keys:
+        if key not in keys and space.allowed(arch):
             keys.add(key)
             found.append(arch)
     return found
@@ -171,7 +171,8 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
     until `ceil(oversample * count)` architectures are found whose canonical keys are neither in
     `seen_keys` (everything ever evaluated or pooled) nor found before; returns the `count` of
     them that the acquisition (`acquire`) rates best. `oversample=1` keeps the first found, as
-    the original. Stops early when the lambdas run out; the result may then hold fewer.
+    the original. Stops early when the lambdas run out; the result may then hold fewer. Only
+    cells the space allows (`SearchSpace.allowed`: within a search's budget) are candidates.
 
     `mutations` > 0 adds that many more unseen candidates, each a neighbour (`space.mutate`) of a
     seed drawn uniformly by `rng`, before the acquisition chooses: the predictor then also ranks
@@ -189,7 +190,8 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
             key = space.canonical_key(arch)
             if key not in keys:
                 keys.add(key)
-                found.append(arch)
+                if space.allowed(arch):  # outside a budget: dropped, and not decoded again
+                    found.append(arch)
         if len(found) >= wanted:
             break
     found = found[:wanted]

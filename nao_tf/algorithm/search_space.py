@@ -15,7 +15,7 @@ from typing import Generic, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from nao_tf.common.errors import DataError, InvalidArchitectureError
+from nao_tf.common.errors import DataError, InvalidArchitectureError, NaoError
 from nao_tf.common.io import read_json
 
 Arch = TypeVar("Arch", bound=Hashable)
@@ -81,6 +81,18 @@ class SearchSpace(abc.ABC, Generic[Arch]):
         uniformly and applies the groups in order. The default is no symmetry.
         """
         return []
+
+    def costs(self, arch: Arch) -> Mapping[str, int]:
+        """What `arch`'s network costs, by name (`nao_tf.algorithm.costs`: "params",
+        "mult_adds"), computed without building it. Spaces without a cost model refuse."""
+        raise NaoError(f"the {self.name} space has no cost model, so it cannot search under a "
+                       "budget; drop --max_params and --max_mult_adds")
+
+    def allowed(self, arch: Arch) -> bool:
+        """Whether a search may propose `arch` (False only outside a budget,
+        `nao_tf.algorithm.costs.BudgetedSpace`)."""
+        del arch
+        return True
 
     # Derived helpers, shared by every space.
 

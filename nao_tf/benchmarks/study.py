@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from nao_tf.algorithm.costs import BudgetedSpace, format_count
 from nao_tf.algorithm.evaluators import Arch
 from nao_tf.algorithm.metrics import paired_t_test
 from nao_tf.algorithm.search_space import SearchSpace
@@ -34,10 +35,13 @@ def run_methods(space: SearchSpace, table: Table, search_metric: str, report_met
     every finished (method, seed) run, so a killed study resumes without redoing one."""
     table.check_column(search_metric)
     table.check_column(report_metric)
+    limits = space.budget.limits if isinstance(space, BudgetedSpace) else {}
     results: dict = {"space": space.name, "budget": budget, "search_metric": search_metric, "report_metric": report_metric,
-                     "table_best": table.best(report_metric), "first_seed": first_seed,
-                     "settings": dataclasses.asdict(settings), "methods": {}}
-    identity = {k: results[k] for k in ("space", "budget", "search_metric", "settings")}
+                     "cost_limits": limits, "table_best": table.best(report_metric, space.allowed),
+                     "first_seed": first_seed, "settings": dataclasses.asdict(settings),
+                     "methods": {}}
+    identity = {k: results[k] for k in ("space", "budget", "search_metric", "settings",
+                                        "cost_limits")}
     identity["table"] = os.path.abspath(table.path)
     done = _read_progress(progress, identity) if progress else {}
     seed_range = range(first_seed, first_seed + seeds)
@@ -57,7 +61,8 @@ def run_methods(space: SearchSpace, table: Table, search_metric: str, report_met
             picked = max(queried, key=lambda a: table.metric(a, search_metric))
             run = dict(seed=seed, queries=len(set(queried)), arch=space.to_string(picked),
                        index=table.index[picked], search_score=table.metric(picked, search_metric),
-                       report_score=table.metric(picked, report_metric), seconds=round(seconds, 2))
+                       report_score=table.metric(picked, report_metric), seconds=round(seconds, 2),
+                       **(space.costs(picked) if limits else {}))
             done[f"{method} {seed}"] = run
             if progress:
                 io.atomic_write_json(progress, dict(identity=identity, runs=done))
@@ -161,7 +166,10 @@ def format_table(results: dict) -> str:
     lines = [f"{'method':>10}  {results['report_metric']} (mean +- std, s.e.)  mean rank",
              *(f"{m:>10}  {r['mean']:8.3f} +- {r['std']:.3f}, {r['standard_error']:.3f}     "
                f"{r['mean_rank']:.2f}" for m, r in results["methods"].items()),
-             f"{'table best':>10}  {results['table_best']:8.3f}"]
+             f"{'table best':>10}  {results['table_best']:8.3f}"
+             + (" (of the cells with " + ", ".join(
+                 f"{name} <= {format_count(limit)}" for name, limit in
+                 results["cost_limits"].items()) + ")" if results.get("cost_limits") else "")]
     for method, test in results.get("paired_vs_evolution", {}).items():
         lines.append(f"{method} - evolution: {test['mean_difference']:+.3f} (s.e. "
                      f"{test['standard_error']:.3f}, paired t-test p = {test['p_value']:.3g}; "

@@ -4,7 +4,7 @@ query budget."""
 import csv
 import math
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -60,8 +60,9 @@ class Table:
         if column not in self.columns:
             raise DataError(f"{self.path}: no column {column!r}; choose one of {self.columns}")
 
-    def best(self, column: str) -> float:
-        return max(r[column] for r in self.rows.values())
+    def best(self, column: str, allowed: Callable[[Arch], bool] | None = None) -> float:
+        """The best value of `column`, over the cells `allowed` (default: all)."""
+        return max(r[column] for arch, r in self.rows.items() if allowed is None or allowed(arch))
 
 
 class TabularEvaluator(Evaluator):

@@ -9,6 +9,7 @@ Usage (a table like `shared/data/nasbench201/nb201_lowfi.csv`):
     python -m nao_tf.benchmarks.tabular --space=nasbench201 --table=nb201.csv \
         --search_metric=cifar10_valid --report_metric=cifar10_test --budget=100 --seeds=20 \
         --methods=nao,random,evolution --output=results.json
+    (add --max_params=800k or --max_mult_adds=100M to search among the cells within a budget)
     python -m nao_tf.benchmarks.tabular --mode=predictor --table=nb201.csv \
         --train_archs=100 --test_archs=1000
 """
@@ -22,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from absl import flags
 
+from nao_tf.algorithm.costs import Budget, BudgetedSpace, parse_count
 from nao_tf.algorithm.search import SearchConfig
 from nao_tf.algorithm.search_space import load_space
 from nao_tf.benchmarks.nao_on_table import NaoSettings, predictor_quality
@@ -60,6 +62,10 @@ class StudyConfig:
     output: str = cli.option("", "Write the results as JSON here. Search mode keeps every "
                              "finished (method, seed) in OUTPUT.progress.json until the end, so "
                              "the same command resumes a killed study without redoing one.")
+    max_params: str = cli.option("", "Search mode: every method only proposes cells with at "
+                                 "most this many parameters (e.g. 800k, 1.2M; the space's cost "
+                                 "model: for nasbench201 its CIFAR-10 network); '' = no limit.")
+    max_mult_adds: str = cli.option("", "Search mode: the same for multiply-adds (e.g. 100M).")
     train_archs: int = cli.option(100, "Predictor mode: architectures to train on.")
     test_archs: int = cli.option(1000, "Predictor mode: unseen architectures to rank.")
     epochs: int = cli.option(300, "Predictor mode: controller epochs.")
@@ -82,6 +88,13 @@ def main(argv: Sequence[str]) -> None:
         SearchConfig(acquisition=settings.acquisition)
     except ValueError as err:
         raise NaoError(f"NAO settings: {err}") from None
+    budget = Budget(parse_count(FLAGS.max_params, "max_params"),
+                    parse_count(FLAGS.max_mult_adds, "max_mult_adds"))
+    if budget.limits:
+        if FLAGS.mode != "search":
+            raise DataError("--max_params and --max_mult_adds limit the searches; drop them in "
+                            "predictor mode")
+        space = BudgetedSpace(space, budget)
     table = Table(FLAGS.table, space)
     seeds = range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds)
     if FLAGS.mode == "predictor":

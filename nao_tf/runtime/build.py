@@ -1,4 +1,7 @@
-"""Creating a Keras network's variables with one eager call, without a symbolic trace first."""
+"""Creating a Keras network's variables with one eager call, without a symbolic trace first; and
+counting a built network's multiply-adds from its traced graph."""
+
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -26,3 +29,19 @@ def build_by_calling(model: keras.Model, *args, **kwargs) -> None:
         model(*args, **kwargs)
     finally:
         tf.config.run_functions_eagerly(eager)
+
+
+def count_mult_adds(call: Callable[[tf.Tensor], tf.Tensor], input_spec: tf.TensorSpec) -> int:
+    """Multiply-adds of `call` on one input of `input_spec` (convolutions and dense layers, the
+    figure NAS papers report), read off the traced graph's conv and matmul ops: a conv's output
+    pixels times its kernel's size, a matmul's weight count (one image)."""
+    graph = tf.function(call).get_concrete_function(input_spec).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            out, kernel = op.outputs[0].shape, op.inputs[1].shape  # kernel [kh, kw, in, out|mult]
+            spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
+            total += spatial * kernel.num_elements()
+        elif op.type == "MatMul":
+            total += op.inputs[1].shape.num_elements()
+    return int(total)

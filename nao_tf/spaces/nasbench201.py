@@ -55,6 +55,34 @@ def canonical(arch: Arch) -> Arch:
                  for op, (to, source) in zip(arch, EDGES))
 
 
+def network_costs(arch: Arch, channels: int = 16, cells_per_stage: int = 5,
+                  num_classes: int = 10, image_size: int = 32) -> dict[str, int]:
+    """Trainable parameters and multiply-adds (of one image's inference: convolutions and the
+    classifier) of the benchmark's network for `arch` (`nb201.model.Nb201Network`, the
+    benchmark's `TinyNetwork`: C = `channels`, N = `cells_per_stage`; the defaults are its
+    CIFAR-10 network). Every edge's conv counts, dead or not, as in the benchmark's own count.
+    Stem: 3x3 conv to C + BN; per stage s (width C 2^s, size image_size / 2^s): from the second
+    on a residual block (ReLU-conv3x3/2-BN, ReLU-conv3x3-BN, and a 2x2 average pool then a 1x1
+    conv), then N cells, each `nor_conv_kxk` edge a k x k conv plus BN; BN; a dense classifier
+    with bias."""
+    width, size = channels, image_size
+    params = 9 * 3 * width + 2 * width
+    mult_adds = size * size * 9 * 3 * width
+    per_cell = [(int(OPS[op][-1]) if OPS[op].startswith("nor_conv") else 0) for op in arch]
+    for stage in range(3):
+        if stage:
+            narrow, width, size = width, 2 * width, size // 2
+            params += 9 * narrow * width + 9 * width * width + narrow * width + 4 * width
+            mult_adds += size * size * (9 * narrow * width + 9 * width * width + narrow * width)
+        for k in per_cell:
+            if k:
+                params += cells_per_stage * (k * k * width * width + 2 * width)
+                mult_adds += cells_per_stage * size * size * k * k * width * width
+    params += 2 * width + width * num_classes + num_classes
+    mult_adds += width * num_classes
+    return {"params": params, "mult_adds": mult_adds}
+
+
 class NasBench201Space(SearchSpace[Arch]):
     name = "nasbench201"
     vocab_size = len(OPS) * len(EDGES) + 1
@@ -119,3 +147,7 @@ class NasBench201Space(SearchSpace[Arch]):
 
     def describe(self, arch: Arch) -> str:
         return "\n".join(f"node {to} <- node {j}: {OPS[arch[k]]}" for k, (to, j) in enumerate(EDGES))
+
+    def costs(self, arch: Arch) -> dict[str, int]:
+        """The benchmark's CIFAR-10 network's (`network_costs`)."""
+        return network_costs(arch)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from nao_tf.benchmarks.baselines import random_search, regularized_evolution
-from nao_tf.benchmarks.nao_on_table import NaoSettings, predictor_quality
+from nao_tf.algorithm.costs import Budget, BudgetedSpace
+from nao_tf.benchmarks.nao_on_table import NaoSettings, nao_search, predictor_quality
 from nao_tf.benchmarks.study import format_table, run_methods
 from nao_tf.benchmarks.table import QueryCounter, Table
 from nao_tf.common.errors import DataError, InvalidArchitectureError, StateError
@@ -367,3 +368,26 @@ def test_predictor_quality_of_separate_controllers(table_path):
     metrics = predictor_quality(SPACE, table, "cifar10_valid", n_train=60, n_test=100, epochs=30,
                                 seed=0, settings=NaoSettings(), controllers=2)
     assert metrics["pairwise_accuracy"] > 0.6 and 0.0 <= metrics["top10_pairwise_accuracy"] <= 1.0
+
+
+def test_under_a_parameter_budget_no_method_queries_a_cell_over_it(table_path):
+    """The table's best cell (all 3x3 convs, 1.53M parameters) is over the budget: every
+    method's every query is within it, and the reference best is the best within it."""
+    space = BudgetedSpace(SPACE, Budget(max_params=800_000))
+    table = Table(table_path, space)
+    assert table.best("cifar10_test", space.allowed) < table.best("cifar10_test")
+    for method in (random_search, regularized_evolution):
+        query = QueryCounter(table, "cifar10_valid", budget=40)
+        method(space, query, np.random.default_rng(0))
+        assert len(query.queried) == 40
+        assert max(SPACE.costs(a)["params"] for a in query.queried) <= 800_000
+    settings = NaoSettings(seed_archs=10, new_archs=5, top_k=5, controller_epochs=5)
+    queried = nao_search(space, table, "cifar10_valid", 30, 0, settings, table_path.parent / "nao")
+    assert len(queried) == 30 and max(SPACE.costs(a)["params"] for a in queried) <= 800_000
+    results = run_methods(space, table, "cifar10_valid", "cifar10_test", budget=15, seeds=1,
+                          methods=["random"], settings=settings, log=lambda _: None)
+    run, = results["methods"]["random"]["runs"]
+    assert results["cost_limits"] == {"params": 800_000}
+    assert run["params"] == SPACE.costs(SPACE.parse(run["arch"]))["params"] <= 800_000
+    assert "table best" in format_table(results) and "(of the cells with params <= 800k)" in \
+        format_table(results)

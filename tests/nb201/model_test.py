@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
-from nao_tf.spaces.nasbench201 import NasBench201Space
+from nao_tf.runtime import build
+from nao_tf.spaces.nasbench201 import NasBench201Space, network_costs
 from nb201.model import Cell, Nb201Network, count_params
 
 SPACE = NasBench201Space()
@@ -50,6 +51,21 @@ def test_parameters_are_the_benchmarks(arch, published):
     if published:  # the benchmark's range, 0.0733 to 1.5315 MB (NAS-Bench-201's API)
         assert count_params(model) == published
     assert model(tf.zeros([2, 32, 32, 3])).shape == (2, 10)
+
+
+@pytest.mark.parametrize("classes, size, archs", [
+    (10, 32, [(4, 3, 2, 1, 1, 0), (3,) * 6, (0,) * 6]),  # CIFAR-10
+    (120, 16, [(2, 3, 4, 3, 3, 2)])])  # ImageNet16-120
+def test_the_cost_model_counts_what_the_built_network_holds_and_computes(classes, size, archs):
+    """`network_costs` (the search's budget, no network built) against the built network:
+    its trainable parameters, and the multiply-adds of its traced inference graph."""
+    for arch in archs:
+        model = Nb201Network(16, 5, classes, arch)
+        costs = network_costs(arch, num_classes=classes, image_size=size)
+        assert costs["params"] == count_params(model)
+        assert costs["mult_adds"] == build.count_mult_adds(
+            lambda x: model(x, training=False), tf.TensorSpec([1, size, size, 3]))
+    assert SPACE.costs((3,) * 6) == {"params": 1_531_546, "mult_adds": 220_119_680}
 
 
 def test_supernet_takes_the_cell_as_a_tensor(restore_graph_optimizer):

@@ -1,0 +1,133 @@
+"""What an architecture costs, and searches under a budget.
+
+A space that knows its network's costs implements `SearchSpace.costs(arch)`: a mapping from cost
+name ("params": trainable parameters, "mult_adds": multiply-adds of one image's inference) to an
+integer, computed from the architecture alone (no network is built), fast enough for thousands of
+cells. `Budget` holds the limits a user asked for; `BudgetedSpace` is the space restricted to the
+cells within them: its `sample` and `mutate` only return such cells, and `allowed` tells any other
+caller (the controller's decoded cells in `generate_new`) which cells to drop. Every search method
+then stays within the budget without knowing it: random search, regularized evolution (an
+over-budget child is never queried) and NAO (seed pool, random cells, generated cells).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Generic, Mapping, Sequence
+
+import numpy as np
+
+from nao_tf.algorithm.search_space import Arch, SearchSpace
+from nao_tf.common.errors import InvalidArchitectureError, NaoError
+
+COSTS = ("params", "mult_adds")
+_SUFFIXES = {"": 1, "k": 10 ** 3, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}
+
+
+def parse_count(text: str, name: str = "count") -> int:
+    """`"600M"`, `"3.5M"`, `"1.2k"`, `"2G"` or `"1200"` as an integer; '' is 0 (no limit)."""
+    text = str(text).strip()
+    if not text:
+        return 0
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([kKMG]?)", text)
+    if not match:
+        raise NaoError(f"--{name}={text}: not a count; write e.g. 600M, 3.5M, 1.2k or 1200")
+    return int(round(float(match.group(1)) * _SUFFIXES[match.group(2)]))
+
+
+def format_count(value: int) -> str:
+    """1,234,567 as '1.23M' (three significant digits)."""
+    for suffix, scale in (("G", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Upper limits per cost (0: no limit)."""
+
+    max_params: int = 0
+    max_mult_adds: int = 0
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The active limits, by cost name."""
+        return {name: limit for name, limit in (("params", self.max_params),
+                                                ("mult_adds", self.max_mult_adds)) if limit}
+
+    def allows(self, costs: Mapping[str, int]) -> bool:
+        return all(costs[name] <= limit for name, limit in self.limits.items())
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} <= {format_count(limit)}" for name, limit in self.limits.items())
+
+
+class BudgetedSpace(SearchSpace, Generic[Arch]):
+    """`space` restricted to the cells within `budget` (see the module docstring). Costs are
+    cached by architecture; the token encoding, text format and equivalences are `space`'s."""
+
+    def __init__(self, space: SearchSpace, budget: Budget, max_tries: int = 10_000):
+        if not budget.limits:
+            raise ValueError("a BudgetedSpace needs at least one limit")
+        self.space, self.budget, self.max_tries = space, budget, max_tries
+        self.name, self.vocab_size = space.name, space.vocab_size
+        self.source_length, self.encoder_length = space.source_length, space.encoder_length
+        self._costs: dict = {}
+        space.costs(space.sample(np.random.default_rng(0)))  # a space without costs stops here
+
+    def costs(self, arch: Arch) -> dict[str, int]:
+        if arch not in self._costs:
+            self._costs[arch] = dict(self.space.costs(arch))
+        return self._costs[arch]
+
+    def allowed(self, arch: Arch) -> bool:
+        return self.budget.allows(self.costs(arch))
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A cell of `space.sample` within the budget (the first of the draws that is)."""
+        for _ in range(self.max_tries):
+            arch = self.space.sample(rng)
+            if self.allowed(arch):
+                return arch
+        raise InvalidArchitectureError(
+            f"{self.name}: none of {self.max_tries} random cells is within the budget "
+            f"({self.budget.describe()}); raise the limits")
+
+    def mutate(self, arch: Arch, rng: np.random.Generator, max_tries: int = 100) -> Arch:
+        """A neighbour (`space.mutate`) within the budget: over-budget neighbours are drawn
+        again, never returned."""
+        for _ in range(max_tries):
+            child = self.space.mutate(arch, rng)
+            if self.allowed(child):
+                return child
+        raise InvalidArchitectureError(f"{self.name}: no neighbour of {self.to_string(arch)} "
+                                       f"within the budget ({self.budget.describe()}) in "
+                                       f"{max_tries} tries")
+
+    # The rest is the space's own.
+
+    def valid_token_mask(self) -> np.ndarray:
+        return self.space.valid_token_mask()
+
+    def to_tokens(self, arch: Arch) -> tuple[int, ...]:
+        return self.space.to_tokens(arch)
+
+    def from_tokens(self, tokens: Sequence[int]) -> Arch:
+        return self.space.from_tokens(tokens)
+
+    def to_string(self, arch: Arch) -> str:
+        return self.space.to_string(arch)
+
+    def parse(self, text: str) -> Arch:
+        return self.space.parse(text)
+
+    def describe(self, arch: Arch) -> str:
+        return self.space.describe(arch)
+
+    def canonical_key(self, arch: Arch) -> str:
+        return self.space.canonical_key(arch)
+
+    def symmetry_groups(self) -> list[np.ndarray]:
+        return self.space.symmetry_groups()

@@ -259,6 +259,10 @@ def test_a_progress_file_serves_only_its_own_study(table_path, tmp_path):
         run_methods(SPACE, table, "cifar10_valid", "cifar10_test", budget=20, seeds=2,
                     methods=["random"], settings=NaoSettings(), log=lambda _: None,
                     progress=progress)
+    with pytest.raises(StateError, match=r"cost_limits: {} -> {'params': 800000}"):
+        run_methods(BudgetedSpace(SPACE, Budget(max_params=800_000)), table, "cifar10_valid",
+                    "cifar10_test", budget=15, seeds=2, methods=["random"],
+                    settings=NaoSettings(), log=lambda _: None, progress=progress)
 
 
 @pytest.mark.slow

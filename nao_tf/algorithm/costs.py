@@ -51,6 +51,11 @@ class Budget:
     max_params: int = 0
     max_mult_adds: int = 0
 
+    @classmethod
+    def from_limits(cls, limits: Mapping[str, int]) -> Budget:
+        """The budget whose `limits` are `limits` (as a results file records them)."""
+        return cls(**{f"max_{name}": limit for name, limit in limits.items()})
+
     @property
     def limits(self) -> dict[str, int]:
         """The active limits, by cost name."""

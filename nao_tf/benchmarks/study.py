@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nao_tf.algorithm.costs import BudgetedSpace, format_count
+from nao_tf.algorithm.costs import Budget, BudgetedSpace
 from nao_tf.algorithm.evaluators import Arch
 from nao_tf.algorithm.metrics import paired_t_test
 from nao_tf.algorithm.search_space import SearchSpace
@@ -162,14 +162,16 @@ def _add_mean_ranks(results: dict, seeds: int) -> None:
         results["methods"][m]["mean_rank"] = float(ranks[:, k].mean())
 
 
+def _within(results: dict) -> str:
+    limits = results.get("cost_limits")
+    return f" (of the cells with {Budget.from_limits(limits).describe()})" if limits else ""
+
+
 def format_table(results: dict) -> str:
     lines = [f"{'method':>10}  {results['report_metric']} (mean +- std, s.e.)  mean rank",
              *(f"{m:>10}  {r['mean']:8.3f} +- {r['std']:.3f}, {r['standard_error']:.3f}     "
                f"{r['mean_rank']:.2f}" for m, r in results["methods"].items()),
-             f"{'table best':>10}  {results['table_best']:8.3f}"
-             + (" (of the cells with " + ", ".join(
-                 f"{name} <= {format_count(limit)}" for name, limit in
-                 results["cost_limits"].items()) + ")" if results.get("cost_limits") else "")]
+             f"{'table best':>10}  {results['table_best']:8.3f}" + _within(results)]
     for method, test in results.get("paired_vs_evolution", {}).items():
         lines.append(f"{method} - evolution: {test['mean_difference']:+.3f} (s.e. "
                      f"{test['standard_error']:.3f}, paired t-test p = {test['p_value']:.3g}; "

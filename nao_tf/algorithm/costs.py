@@ -21,7 +21,6 @@ import numpy as np
 from nao_tf.algorithm.search_space import Arch, SearchSpace
 from nao_tf.common.errors import InvalidArchitectureError, NaoError
 
-COSTS = ("params", "mult_adds")
 _SUFFIXES = {"": 1, "k": 10 ** 3, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}
 
 

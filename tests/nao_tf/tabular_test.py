@@ -338,10 +338,13 @@ def test_workers_exit_when_the_study_is_killed(table_path, tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--acquisition=best", "error: NAO settings: acquisition"),
     ("--budget=0", "error: flag --budget=0: 0 is not a positive integer"),
+    ("--max_params=800MB", "error: --max_params=800MB: not a count"),
+    ("--mode=predictor --max_params=800k", "error: --max_params and --max_mult_adds limit the "
+     "searches"),
 ])
 def test_command_reports_bad_settings_in_one_line(table_path, flag, message):
     run = subprocess.run([sys.executable, "-m", "nao_tf.benchmarks.tabular", f"--table={table_path}",
-                          flag], capture_output=True, text=True, cwd=REPO)
+                          *flag.split()], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(message)
 

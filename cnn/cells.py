@@ -15,7 +15,7 @@ this 5-node space cannot express.
 
 Parameter counts are those of `cnn.model.NASNetwork` (this project's macro network: stem
 multiplier 3, reductions after N and 2N + 1 cells), without the aux head, counted from the structure
-by `cnn.search_sampling.fixed_network_params`; networks of other code bases differ in their stem,
+by `cnn.costs.CostNetwork`; networks of other code bases differ in their stem,
 calibration and heads, so the figures they report are given beside ours, not instead of them.
 """
 
@@ -24,7 +24,7 @@ from typing import Sequence
 
 from nao_tf.commands import cli
 from nao_tf.common.errors import InvalidArchitectureError
-from cnn.search_sampling import fixed_network_params
+from cnn.costs import CostNetwork
 from cnn.search_space import ANY_SPACE, ARCH_LENGTH, CellArch, space_for
 
 
@@ -123,7 +123,7 @@ def table() -> str:
     """One line per published cell: name, space, N, F, parameters, source."""
     rows = [("name", "space", "N", "F", "params", "source", "reported")]
     for name, cell in CELLS.items():
-        params = fixed_network_params(cell.arch, cell.num_cells, cell.filters)
+        params = CostNetwork("nao_ws", cell.num_cells, cell.filters).costs(cell.arch)["params"]
         rows.append((name, space_for(cell.arch).name, str(cell.num_cells), str(cell.filters),
                      f"{params / 1e6:.2f}M", cell.source, cell.reported))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]) - 1)]

@@ -34,13 +34,18 @@ def build_by_calling(model: keras.Model, *args, **kwargs) -> None:
 def count_mult_adds(call: Callable[[tf.Tensor], tf.Tensor], input_spec: tf.TensorSpec) -> int:
     """Multiply-adds of `call` on one input of `input_spec` (convolutions and dense layers, the
     figure NAS papers report), read off the traced graph's conv and matmul ops: a conv's output
-    pixels times its kernel's size, a matmul's weight count (one image)."""
+    pixels times its kernel's size, a matmul's weight count (one image). A dilated conv that
+    TensorFlow runs on a space-to-batch rearrangement counts the pixels of its rearranged-back
+    output (`BatchToSpaceND`), as the same conv without the rearrangement."""
     graph = tf.function(call).get_concrete_function(input_spec).graph
     total = 0
     for op in graph.get_operations():
         if op.type in ("Conv2D", "DepthwiseConv2dNative"):
-            out, kernel = op.outputs[0].shape, op.inputs[1].shape  # kernel [kh, kw, in, out|mult]
-            spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
+            out, kernel = op.outputs[0], op.inputs[1].shape  # kernel [kh, kw, in, out|mult]
+            rearranged = [c for c in out.consumers() if c.type == "BatchToSpaceND"]
+            shape = (rearranged[0].outputs[0] if rearranged else out).shape
+            spatial = shape[2] * shape[3] if op.get_attr("data_format") == b"NCHW" \
+                else shape[1] * shape[2]
             total += spatial * kernel.num_elements()
         elif op.type == "MatMul":
             total += op.inputs[1].shape.num_elements()

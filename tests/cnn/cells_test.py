@@ -9,7 +9,7 @@ import tensorflow as tf
 from cnn.cells import CELLS
 from cnn.search_space import OPS, Cell, Node
 from cnn.model import NASNetwork, count_params
-from cnn.search_sampling import fixed_network_params
+from cnn.costs import CostNetwork
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_published_cell_builds_and_trains_one_step(name):
     arch = CELLS[name].arch
     model = NASNetwork(arch, 1, 8, 10, use_aux_head=True, drop_path_keep_prob=0.8)
     model.build_now()
-    assert count_params(model) == fixed_network_params(arch, 1, 8)
+    assert count_params(model) == CostNetwork("nao_ws", 1, 8).costs(arch)["params"]
     before = [v.numpy() for v in model.trainable_variables]
     images = tf.random.normal([4, 32, 32, 3])
     labels = tf.constant([0, 1, 2, 3])
@@ -47,10 +47,10 @@ def test_cells_command_lists_every_cell_with_its_parameters():
     assert set(listed) == set(CELLS)
     for name, fields in listed.items():
         cell = CELLS[name]
-        params = fixed_network_params(cell.arch, cell.num_cells, cell.filters)
+        params = CostNetwork("nao_ws", cell.num_cells, cell.filters).costs(cell.arch)["params"]
         assert fields[2:5] == [str(cell.num_cells), str(cell.filters), f"{params / 1e6:.2f}M"]
     # NAONet in its CIFAR configuration (N = 6, F = 128): near the ~145M the original code builds.
-    assert 140e6 < fixed_network_params(CELLS["naonet"].arch, 6, 128) < 150e6
+    assert 140e6 < CostNetwork("nao_ws", 6, 128).costs(CELLS["naonet"].arch)["params"] < 150e6
 
 
 # The authors' text, copied from their code (file and line in cnn/cells.py): TF-slim's

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnn.model import NASNetwork, count_params
-from cnn.search_sampling import draw, fixed_network_params, sampling_probabilities
+from cnn.costs import CostNetwork
+from cnn.search_sampling import draw, sampling_probabilities
 from cnn.search_space import NAO_WS_SPACE, cell_graphs
 from cnn.supernet import Supernet, arch_tensor
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
@@ -102,19 +102,13 @@ def test_supernet_step_on_two_replicas(two_replicas):
     assert 0 <= correct <= 8 and correct == int(correct)
 
 
-def test_parameter_count_matches_the_fixed_network():
-    model = NASNetwork(ARCH_A, 1, 8, 10, use_aux_head=True)
-    model.build_now()
-    assert fixed_network_params(ARCH_A, 1, 8, 10) == count_params(model)
-
-
 def test_sampling_policies():
     pool = [ARCH_A, ARCH_B, NAO_WS_SPACE.parse(" ".join(["1 4 1 4"] * 10))]
     uniform = sampling_probabilities(pool, "uniform", 2, 20)
     params = sampling_probabilities(pool, "params", 2, 20)
     np.testing.assert_allclose(uniform, [1 / 3] * 3)
     assert params.sum() == pytest.approx(1.0) and not np.allclose(params, uniform)
-    counts = [fixed_network_params(a, 2, 20) for a in pool]
+    counts = [CostNetwork("nao_ws", 2, 20).costs(a)["params"] for a in pool]
     np.testing.assert_allclose(params, np.array(counts) / sum(counts))
     draws = [draw(params, seed=5, step=s) for s in range(300)]
     assert draws == [draw(params, seed=5, step=s) for s in range(300)]

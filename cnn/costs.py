@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from cnn.search_space import NUM_CELL_INPUTS, OPS, Cell, CellArch
+from nao_tf.commands import cli
 
 
 def _ceil_half(size: int, strides: int) -> int:
@@ -35,6 +36,10 @@ class CostNetwork:
     image_size: int = 32
     stem_multiplier: int = 3
 
+    def __str__(self) -> str:
+        return (f"the {self.network} network, N={self.num_cells_per_stage} F={self.filters}, "
+                f"{self.image_size}x{self.image_size}, {self.num_classes} classes")
+
     def costs(self, arch: CellArch) -> dict[str, int]:
         """{"params": trainable parameters, "mult_adds": multiply-adds of one image}."""
         counter = _Counter(self.network)
@@ -50,6 +55,35 @@ FINAL_NETWORKS = {
     "nao": CostNetwork("nao", 6, 36),
     "imagenet": CostNetwork("imagenet", 4, 42, num_classes=1000, image_size=224),
 }
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class CostNetworkConfig:
+    """Flags of the searches: the final network a cell's costs are counted in (what
+    --max_params and --max_mult_adds limit)."""
+
+    network: str = cli.option("nao_ws", "The network a search's budget counts a cell in: the "
+                              "CIFAR networks nao_ws or nao, or imagenet (224x224, 1,000 "
+                              "classes: the mobile setting's).", list(FINAL_NETWORKS))
+    final_num_cells: int = cli.option(0, "N of the network the budget counts a cell in (0: its "
+                                      "final training's: 5 for nao_ws, 6 for nao, 4 for "
+                                      "imagenet).", minimum=0)
+    final_filters: int = cli.option(0, "F of the network the budget counts a cell in (0: 36, "
+                                    "or 42 for imagenet).", minimum=0)
+    final_image_size: int = cli.option(0, "Image size of the network the budget counts a cell "
+                                       "in (0: 32, or 224 for imagenet).", minimum=0)
+
+    def network_for(self, num_classes: int, network: str = "") -> CostNetwork:
+        """The `CostNetwork` of these flags (`network` replaces --network where a command has
+        its own), CIFAR networks with `num_classes` classes."""
+        base = FINAL_NETWORKS[network or self.network]
+        return dataclasses.replace(
+            base, num_cells_per_stage=self.final_num_cells or base.num_cells_per_stage,
+            filters=self.final_filters or base.filters,
+            image_size=self.final_image_size or base.image_size,
+            num_classes=base.num_classes if base.network == "imagenet" else num_classes)
 
 
 @dataclasses.dataclass

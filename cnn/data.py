@@ -78,7 +78,7 @@ class CifarData:
         return error
 
 
-def _num_classes(dataset: str) -> int:
+def num_classes(dataset: str) -> int:
     return 100 if dataset == "cifar100" else 10
 
 
@@ -129,7 +129,7 @@ def _has_pickle_layout(data_dir: str) -> bool:
 
 def read_pickle_dir(data_dir: str, dataset: str) -> tuple[Split, Split | None]:
     """(train, test or None) from the original python-pickle files in `data_dir`."""
-    num_classes = _num_classes(dataset)
+    classes = num_classes(dataset)
     if dataset == "cifar10":
         train_files = [os.path.join(data_dir, f"data_batch_{k}") for k in range(1, 6)]
         train_files = [p for p in train_files if _is_file(p)]
@@ -142,8 +142,8 @@ def read_pickle_dir(data_dir: str, dataset: str) -> tuple[Split, Split | None]:
     if not train_files:
         raise DataError(f"{data_dir}: no {dataset} training batches found; expected the files "
                         f"{expected}, or a tensorflow-datasets directory with --data_source=tfds")
-    train = _concat([_pickle_split(p, label_key, num_classes) for p in train_files])
-    test = _pickle_split(test_file, label_key, num_classes) if _is_file(test_file) else None
+    train = _concat([_pickle_split(p, label_key, classes) for p in train_files])
+    test = _pickle_split(test_file, label_key, classes) if _is_file(test_file) else None
     return train, test
 
 
@@ -217,7 +217,7 @@ def load(dataset: str, data_dir: str | None = None, source: str = "auto", split:
             Split(train.images[cut:], train.labels[cut:])
     scaled = train.images.reshape(-1, 3).astype(np.float64) / 255.0
     mean, std = scaled.mean(axis=0), scaled.std(axis=0)
-    return CifarData(dataset, _num_classes(dataset), train, valid, test,
+    return CifarData(dataset, num_classes(dataset), train, valid, test,
                      mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
 
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from cnn import train_final, train_search, train_search_nao
+from cnn import data as data_lib, train_final, train_search, train_search_nao
 from cnn.configs import CONFIGS, DATASET_OVERRIDES
 from cnn.search_space import NAO_WS_SPACE, NAONET_19_SPACE, NAONET_SPACE, cell_graphs
 from nao_tf.commands import cli
@@ -51,6 +51,16 @@ class CifarTask(Task):
         return dict(emb_size=32, hidden_size=96, mlp_layers=0, mlp_hidden=100,
                     encoder_dropout=0.1, mlp_dropout=0.0, attention="bahdanau", trade_off=0.8,
                     weight_decay=1e-4, learning_rate=1e-3, max_gradient_norm=5.0)
+
+    def cost_model(self, command, config, space):
+        """Costs in the final network of `--network` (NAO-WS; NAO without weight sharing: the
+        network its candidates train in) at `--final_num_cells`, `--final_filters`."""
+        if command == "ws":
+            network = config.costs.network_for(data_lib.num_classes(config.data.dataset))
+        else:
+            network = config.costs.network_for(data_lib.num_classes(config.task.dataset),
+                                               config.schedule.network.network)
+        return network.costs, str(network)
 
     def supernet(self, config, data, output_dir):
         return train_search.supernet(config, data, output_dir)

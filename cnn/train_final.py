@@ -184,7 +184,8 @@ def build(c: FinalConfig, arch_and_data: tuple, strategy: tf.distribute.Strategy
     """The network's `CnnTrainee`; prints the architecture, its size and the schedule."""
     import keras
 
-    from cnn.model import NASNetwork, count_mult_adds, count_params
+    from cnn.costs import CostNetwork
+    from cnn.model import NASNetwork, count_params
     from cnn.search_space import space_for
     from cnn.trainee import CnnTrainee, LoopConfig
 
@@ -216,15 +217,15 @@ def build(c: FinalConfig, arch_and_data: tuple, strategy: tf.distribute.Strategy
         seed=c.seed or None, standardization=c.data.standardization))
     params = count_params(trainer.model)
     params_aux = count_params(trainer.model, include_aux_head=True)
-    mult_adds = count_mult_adds(trainer.model) if net.network == "imagenet" else None
+    mult_adds = CostNetwork(net.network, net.num_cells, net.filters, data.num_classes,
+                            data.image_size, net.stem_multiplier).costs(arch)["mult_adds"]
     trainee.summary = {"arch": space.to_string(arch), "space": space.name, "params": params,
                        "params_with_aux_head": params_aux, "mult_adds": mult_adds,
                        "dataset": c.data.dataset, "num_train_images": len(data.train),
                        "batch_size": batch_size}
     print(f"architecture ({space.name} space):\n{space.describe(arch)}")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M; {params_aux:,} with the aux head) | "
-          + (f"{mult_adds / 1e6:.1f}M multiply-adds at {data.image_size}x{data.image_size} | "
-             if mult_adds else "")
+          + f"{mult_adds / 1e6:.1f}M multiply-adds at {data.image_size}x{data.image_size} | "
           + f"N={net.num_cells} F={net.filters} | {len(data.train)} training images, "
           f"{steps} steps/epoch x {optim.epochs} epochs, batch {batch_size} over "
           f"{strategy.num_replicas_in_sync} replica(s) | built in {time.perf_counter() - t:.0f}s",

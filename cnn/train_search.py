@@ -28,6 +28,7 @@ from typing import Any
 import keras
 
 from cnn import data as data_lib
+from cnn.costs import CostNetworkConfig
 from cnn.data import CifarData
 from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
 from cnn.supernet import Supernet
@@ -129,6 +130,7 @@ class SearchTaskConfig:
                                          "reconstruction).")
     seed: int = option(0, "Random seed (pool, supernet weights, sampling, data order); 0 = not "
                        "fixed for the weights and data order.", identity=True)
+    costs: CostNetworkConfig = cli.section(CostNetworkConfig)
 
 
 # `--config=smoke`: defaults for a minutes-long offline run on 2 CPU cores. Its controller trains

@@ -39,6 +39,7 @@ import tensorflow as tf
 from cnn import data as data_lib
 from cnn import train_final
 from cnn.configs import CONFIGS
+from cnn.costs import CostNetworkConfig
 from cnn.data import CifarData
 from cnn.search_space import CellArch
 from nao_tf.algorithm.search_space import SearchSpace
@@ -87,6 +88,8 @@ class NaoSearchConfig:
         train_final.FinalConfig, only=SCHEDULE, defaults=CONFIGS["nao_search"],
         help_prefix="Each candidate's training: ", identity=set(SCHEDULE) - {"eval_batch_size"})
     task: NaoTaskConfig = cli.section(NaoTaskConfig)
+    costs: CostNetworkConfig = cli.section(CostNetworkConfig,
+                                           only=("final_num_cells", "final_filters"))
 
 
 # `--config=smoke`: defaults for a minutes-long offline run.

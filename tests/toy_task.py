@@ -100,6 +100,14 @@ class ToyTask(Task):
     def controller(self, command, config):
         return dict(emb_size=16, hidden_size=32, mlp_layers=1, mlp_hidden=32, attention="dot")
 
+    def cost_model(self, command, config, space):
+        """Parameters of a cell's network: the stems, the head and the dense layers it uses."""
+        def costs(arch):
+            ops = SPACE.to_tokens(arch)[1::2]
+            dense = sum(op - 1 - SPACE.choices < 2 for op in ops)
+            return {"params": 2 * (8 * 16 + 16) + 17 + dense * (16 * 16 + 16)}
+        return costs, "the toy network"
+
     def supernet(self, config, data, output_dir):  # resumes after the last finished epoch
         net = ToyTrainee([SPACE.sample(np.random.default_rng(0))], config)
         return TraineeSupernet(net, f"{output_dir}/supernet", net.strategy, config.epochs, 3,

@@ -50,20 +50,47 @@ def test_toy_task_searches_with_weight_sharing(tmp_path):
     assert run_dir_snapshot(tmp_path) == before
 
 
+# At most two of the four branches a dense layer (the toy network's cost model).
+BUDGET = 2 * (8 * 16 + 16) + 17 + 2 * (16 * 16 + 16)
+
+
 @pytest.mark.slow
-def test_toy_task_searches_without_weight_sharing(tmp_path):
-    values = _flags(standalone_search, toy_task.TASK, f"--output_dir={tmp_path}",
-                    "--iterations=1", "--epochs=3")
-    result = standalone_search.run(toy_task.TASK, values)
+def test_toy_task_searches_without_weight_sharing_within_a_budget(tmp_path):
+    argv = (f"--output_dir={tmp_path}", "--iterations=1", "--epochs=3", f"--max_params={BUDGET}")
+    result = standalone_search.run(toy_task.TASK, _flags(standalone_search, toy_task.TASK, *argv))
     _check_result(tmp_path, result, toy_task.SPACE)
     trained = list((tmp_path / "archs").glob("*/score.json"))
     assert len(trained) == result.evaluated == len(result.history) > 8  # the pool, then new ones
+    costs, _ = toy_task.TASK.cost_model("nao", None, toy_task.SPACE)
+    params = [costs(toy_task.SPACE.parse(r["arch"]))["params"] for r in result.history]
+    assert max(params) <= BUDGET  # no cell over the budget was trained
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert best["budget"] == {"params": BUDGET} and best["counted_in"] == "the toy network"
+    front = best["pareto"]["params"]
+    assert front[0]["costs"]["params"] == min(params) and front[-1]["score"] == result.best_score
+    assert (tmp_path / "pareto.png").stat().st_size > 0
     before = run_dir_snapshot(tmp_path)
-    with pytest.raises(StateError, match=r"lr: 0.01 -> 0.02"):  # refused: nothing written
-        standalone_search.run(toy_task.TASK, _flags(
-            standalone_search, toy_task.TASK, f"--output_dir={tmp_path}", "--iterations=1",
-            "--epochs=3", "--lr=0.02"))
-    assert run_dir_snapshot(tmp_path) == before
+    for change, message in (("--lr=0.02", r"lr: 0.01 -> 0.02"),
+                            ("--max_params=", r"budget: 'params <= 849 \(counted in the toy "
+                                              r"network\)' -> None")):
+        with pytest.raises(StateError, match=message):  # refused: nothing written
+            standalone_search.run(toy_task.TASK, _flags(standalone_search, toy_task.TASK, *argv,
+                                                        change))
+        assert run_dir_snapshot(tmp_path) == before
+
+
+def test_a_budget_on_a_space_without_costs_stops_in_one_line(tmp_path):
+    from nao_tf.commands.task import Task
+
+    task = type("Toy", (toy_task.ToyTask,), {"cost_model": Task.cost_model})()
+    with pytest.raises(NaoError, match="^the synthetic-2x3 space has no cost model, so it cannot "
+                       "search under a budget; drop --max_params and --max_mult_adds$"):
+        standalone_search.run(task, _flags(standalone_search, task, "--max_params=3k",
+                                           f"--output_dir={tmp_path / 'run'}"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(NaoError, match="^--max_params=3 apples: not a count"):
+        standalone_search.run(task, _flags(standalone_search, task, "--max_params=3 apples",
+                                           f"--output_dir={tmp_path / 'run'}"))
 
 
 @pytest.mark.parametrize("argv, ref, ray_installed, message", [

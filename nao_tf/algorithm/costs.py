@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Generic, Mapping, Sequence
+from typing import Callable, Generic, Mapping, Sequence
 
 import numpy as np
 
@@ -70,20 +70,33 @@ class Budget:
 
 class BudgetedSpace(SearchSpace, Generic[Arch]):
     """`space` restricted to the cells within `budget` (see the module docstring). Costs are
-    cached by architecture; the token encoding, text format and equivalences are `space`'s."""
+    `cost_model(arch)` (default: `space.costs`; a task counts them in the network it will train,
+    named by `counted_in`), cached by architecture; the token encoding, text format and
+    equivalences are `space`'s."""
 
-    def __init__(self, space: SearchSpace, budget: Budget, max_tries: int = 10_000):
+    def __init__(self, space: SearchSpace, budget: Budget, max_tries: int = 10_000,
+                 cost_model: Callable[[Arch], Mapping[str, int]] | None = None,
+                 counted_in: str = ""):
         if not budget.limits:
             raise ValueError("a BudgetedSpace needs at least one limit")
         self.space, self.budget, self.max_tries = space, budget, max_tries
         self.name, self.vocab_size = space.name, space.vocab_size
         self.source_length, self.encoder_length = space.source_length, space.encoder_length
+        self.cost_model = cost_model or space.costs
+        self.counted_in = counted_in or f"the {space.name} space's network"
         self._costs: dict = {}
-        space.costs(space.sample(np.random.default_rng(0)))  # a space without costs stops here
+        self.costs(space.sample(np.random.default_rng(0)))  # a space without costs stops here
+
+    @property
+    def identity(self) -> str:
+        """What a search under this budget depends on beyond the space: the exact limits and the
+        network the costs are counted in."""
+        limits = ", ".join(f"{name} <= {limit}" for name, limit in self.budget.limits.items())
+        return f"{limits} (counted in {self.counted_in})"
 
     def costs(self, arch: Arch) -> dict[str, int]:
         if arch not in self._costs:
-            self._costs[arch] = dict(self.space.costs(arch))
+            self._costs[arch] = dict(self.cost_model(arch))
         return self._costs[arch]
 
     def allowed(self, arch: Arch) -> bool:
@@ -135,3 +148,17 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
 
     def symmetry_groups(self) -> list[np.ndarray]:
         return self.space.symmetry_groups()
+
+
+def pareto_front(records: Sequence[Mapping], cost: str, higher_is_better: bool = True) -> list:
+    """The records (each with "score" and "costs") that no other record beats on both `score` and
+    `costs[cost]` (a better or equal score at a lower or equal cost, one of them strictly), by
+    increasing cost."""
+    sign = 1.0 if higher_is_better else -1.0
+    ordered = sorted(records, key=lambda r: (r["costs"][cost], -sign * r["score"]))
+    front, best = [], -np.inf
+    for record in ordered:
+        if sign * record["score"] > best:
+            front.append(record)
+            best = sign * record["score"]
+    return front

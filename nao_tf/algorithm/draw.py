@@ -1,4 +1,6 @@
-"""Pictures of cells: a DAG per cell, as PNG (matplotlib) and as Graphviz DOT text.
+"""Pictures of a search: its cells, a DAG per cell, as PNG (matplotlib) and as Graphviz DOT text;
+and, for a search under a budget, every evaluated cell's score against each cost with the Pareto
+front (`render_pareto_png`).
 
 Tasks turn an architecture into `CellGraph`s (the CNN search space: a normal and a reduction cell;
 the RNN space: one recurrent cell); this module knows nothing else about them. The look follows
@@ -9,7 +11,7 @@ one arrow per (input, op) branch labelled with the op.
 import dataclasses
 import io
 from collections import Counter
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -164,3 +166,28 @@ def to_dot(graphs: Sequence[CellGraph]) -> str:
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def render_pareto_png(records: Sequence[Mapping], fronts: Mapping[str, Sequence[Mapping]],
+                      limits: Mapping[str, int], score_name: str = "score",
+                      dpi: int = 110) -> bytes:
+    """One panel per cost: every record ({"score", "costs"}) as a grey dot, its Pareto front
+    (`fronts[cost]`) as a red staircase, the budget's limit (`limits`) as a dashed line; PNG."""
+    fig, axes = plt.subplots(1, len(fronts), figsize=(4.5 * len(fronts), 3.6), squeeze=False)
+    try:
+        for ax, (cost, front) in zip(axes[0], fronts.items()):
+            ax.scatter([r["costs"][cost] for r in records], [r["score"] for r in records], s=10,
+                       color="0.6", label=f"evaluated ({len(records)})")
+            ax.step([r["costs"][cost] for r in front], [r["score"] for r in front], where="post",
+                    color="tab:red", marker="o", ms=4, label=f"Pareto front ({len(front)})")
+            if cost in limits:
+                ax.axvline(limits[cost], color="black", ls="--", lw=1.0, label="budget")
+            ax.set_xlabel(cost)
+            ax.set_ylabel(score_name)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

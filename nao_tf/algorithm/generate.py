@@ -106,6 +106,7 @@ class Generated:
     archs: list  # new architectures, best predicted first
     predicted: list[float]  # f(E(arch)): the predictor's score of each decoded architecture
     step_size: float  # the last lambda tried
+    over_budget: int = 0  # unseen decoded cells dropped because the space does not allow them
 
 
 def step_sizes(maximum: float, increment: float = 1.0) -> list[float]:
@@ -182,7 +183,7 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
     keys = set(seen_keys)
     wanted = int(np.ceil(oversample * count))
     found: list = []
-    step_size = 0.0
+    step_size, over_budget = 0.0, 0
     for step_size in lambdas:
         decoded, _ = inference.step_and_decode(tokens, step_size)
         for row in decoded:
@@ -192,14 +193,17 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
                 keys.add(key)
                 if space.allowed(arch):  # outside a budget: dropped, and not decoded again
                     found.append(arch)
+                else:
+                    over_budget += 1
         if len(found) >= wanted:
             break
     found = found[:wanted]
     if mutations:
         found += _unseen_neighbours(space, list(seeds), mutations, keys, rng)
     if not found:
-        return Generated([], [], step_size)
+        return Generated([], [], step_size, over_budget)
     head_scores = inference.predict_heads(space.encode(found))
     best = acquire(head_scores, count, acquisition, ucb_beta, rng)
     predicted = head_scores.mean(axis=1)
-    return Generated([found[i] for i in best], [float(predicted[i]) for i in best], step_size)
+    return Generated([found[i] for i in best], [float(predicted[i]) for i in best], step_size,
+                     over_budget)

@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from nao_tf.algorithm.controller import Controller, ControllerConfig
 from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores
-from nao_tf.algorithm.draw import CellGraph, render_png, to_dot
+from nao_tf.algorithm.costs import BudgetedSpace, pareto_front
+from nao_tf.algorithm.draw import CellGraph, render_pareto_png, render_png, to_dot
 from nao_tf.algorithm.evaluators import Arch, Evaluator
 from nao_tf.algorithm.generate import ACQUISITIONS, ControllerInference, generate_new, step_sizes
 from nao_tf.algorithm.metrics import hamming_distance, kendall_tau, pairwise_accuracy
@@ -112,7 +113,7 @@ class NAOSearch:
         augment = space.random_equivalent if config.symmetry else None
         self.trainer = ControllerTrainer(self.controller, augment=augment)
         self.inference = ControllerInference(self.controller, beam_width=config.beam_width)
-        self._identity = _identity(space.name, config, controller_config,
+        self._identity = _identity(space, config, controller_config,
                                    [(space.to_string(a), s) for a, s in self.imported])
         self._writer = None
         self._last_save = 0.0
@@ -126,9 +127,14 @@ class NAOSearch:
 
     def _new_state(self) -> dict:
         rng = np.random.default_rng(self.config.seed)
-        imported = _dedupe(self.space, [a for a, _ in self.imported])
+        imported = [a for a in _dedupe(self.space, [a for a, _ in self.imported])
+                    if self.space.allowed(a)]  # scores outside a budget inform, never lead
         if self.seed_pool is not None:
-            pool = _dedupe(self.space, imported + self.seed_pool)
+            seeds = [a for a in self.seed_pool if self.space.allowed(a)]
+            if len(seeds) < len(self.seed_pool):
+                self.log(f"{len(self.seed_pool) - len(seeds)} of the {len(self.seed_pool)} seed "
+                         f"architectures are outside the budget; the pool starts without them")
+            pool = _dedupe(self.space, imported + seeds)
             pool = pool[:max(self._within_budget(len(pool)), len(imported))]
         else:
             n_random = max(self._within_budget(self.config.seed_archs) - len(imported), 0)
@@ -248,6 +254,10 @@ class NAOSearch:
         self._scalars(iteration, dict(new_archs=len(generated.archs), lambda_reached=generated.step_size))
         self.log(f"  generated {len(generated.archs)} new architectures (lambda up to "
                  f"{generated.step_size:g}), {len(fresh)} random; pool of {len(pool)}")
+        if isinstance(self.space, BudgetedSpace) and len(generated.archs) < n_new:
+            self.log(f"  the budget ({self.space.budget.describe()}) left {len(generated.archs)} "
+                     f"of the {n_new} new architectures asked for: {generated.over_budget} decoded "
+                     f"cells were over it; a larger --max_lambda steps further")
 
     # Helpers.
 
@@ -311,7 +321,9 @@ class NAOSearch:
         return max(self.config.query_budget - self._evaluated_count(state), 0)
 
     def _best(self, state: dict) -> tuple[str, float]:
-        latest = list(self._latest_scores(state).values())
+        latest = [x for x in self._latest_scores(state).values()
+                  if self.space.allowed(self._parse(x[0]))] or \
+            list(self._latest_scores(state).values())
         if self.evaluator.rescore_pool:
             final = set(state["pool"])
             latest = [x for x in latest if x[0] in final] or latest
@@ -351,7 +363,25 @@ class NAOSearch:
             space=self.space.name, arch=arch_text, score=score, description=self.space.describe(arch),
             higher_is_better=self.evaluator.higher_is_better,
             top=[dict(arch=self.space.to_string(a), score=s) for a, s in self._top(state)],
-            **({"warning": warning} if warning else {})))
+            **({"warning": warning} if warning else {}), **self._costs_of(arch, state)))
+
+    def _costs_of(self, best: Arch, state: dict) -> dict:
+        """In a search under a budget: the best cell's costs, the budget, and per cost the Pareto
+        front of every cell evaluated (also drawn to pareto.png and TensorBoard)."""
+        if not isinstance(self.space, BudgetedSpace):
+            return {}
+        records = [dict(arch=text, score=score, costs=self.space.costs(self._parse(text)))
+                   for text, score in self._latest_scores(state).values()]
+        limits = self.space.budget.limits
+        fronts = {cost: pareto_front(records, cost, self.evaluator.higher_is_better)
+                  for cost in records[0]["costs"]}
+        png = render_pareto_png(records, fronts, limits)
+        io.atomic_write_bytes(self.output_dir / "pareto.png", png)
+        with self._writer.as_default():
+            tf.summary.image("pareto", tf.image.decode_png(png, channels=3)[None],
+                             step=state["iteration"])
+        return dict(costs=self.space.costs(best), budget=limits,
+                    counted_in=self.space.counted_in, pareto=fronts)
 
     def _top(self, state: dict) -> list[tuple[Arch, float]]:
         latest = self._latest_scores(state)
@@ -399,7 +429,7 @@ def check_resumable(output_dir: str | os.PathLike, space: SearchSpace, config: S
     starts)."""
     path = Path(output_dir) / "state.json"
     if path.exists():
-        load_state(path, _identity(space.name, config, controller_config, []), unknown)
+        load_state(path, _identity(space, config, controller_config, []), unknown)
 
 
 def _warning(history: list[dict]) -> str | None:
@@ -426,11 +456,13 @@ def _dedupe(space: SearchSpace, archs: Sequence[Arch]) -> list[Arch]:
     return out
 
 
-def _identity(space_name: str, config: SearchConfig, controller_config: ControllerConfig,
+def _identity(space: SearchSpace, config: SearchConfig, controller_config: ControllerConfig,
               imported: list[tuple[str, float]]) -> dict:
-    """What a search's state depends on, by name: the space, every search and controller setting
-    (`search.<field>`, `controller.<field>`) and a digest of the imported scores."""
-    identity = {"space": space_name}
+    """What a search's state depends on, by name: the space (and its budget), every search and
+    controller setting (`search.<field>`, `controller.<field>`) and a digest of the imported
+    scores."""
+    identity = {"space": space.name,
+                "budget": space.identity if isinstance(space, BudgetedSpace) else None}
     identity.update({f"search.{k}": v for k, v in dataclasses.asdict(config).items()})
     identity.update({f"controller.{k}": v
                      for k, v in dataclasses.asdict(controller_config).items()})

@@ -7,6 +7,7 @@ from typing import Any, Collection, Mapping
 from absl import flags
 
 from nao_tf.algorithm.controller import STYLES, ControllerConfig
+from nao_tf.algorithm.costs import Budget, BudgetedSpace, parse_count
 from nao_tf.algorithm.generate import ACQUISITIONS
 from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli
@@ -59,6 +60,24 @@ class ControllerOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class BudgetOptions:
+    """A budget on what a searched architecture costs in the network it is for
+    (`Task.cost_model`): the seed pool, the random cells and the generated ones all stay within
+    it, and best_arch.json holds the best within it with the Pareto front of every cell
+    evaluated (also pareto.png). Part of the search's identity."""
+
+    max_params: str = cli.option("", "Search only architectures whose network has at most this "
+                                 "many trainable parameters (600k, 3.5M, 1200; '' = no limit).")
+    max_mult_adds: str = cli.option("", "Search only architectures whose network needs at most "
+                                    "this many multiply-adds for one input (600M for the "
+                                    "mobile setting; '' = no limit).")
+
+    def budget(self) -> Budget:
+        return Budget(max_params=parse_count(self.max_params, "max_params"),
+                      max_mult_adds=parse_count(self.max_mult_adds, "max_mult_adds"))
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchLoopConfig:
     """The search loop's settings, shared by both search commands (a command or a task may change
     a default)."""
@@ -79,6 +98,7 @@ class SearchLoopConfig:
                                         minimum=1)
     controller_batch_size: int = cli.option(100, "Controller batch.", minimum=1)
     options: ControllerOptions = cli.section(ControllerOptions)
+    budget: BudgetOptions = cli.section(BudgetOptions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +139,19 @@ def flag_groups(task: Task, command: str, own: type,
 def chosen_space(task: Task, command: str, fv: flags.FlagValues) -> SearchSpace:
     """The space of `--space`, or the task's only one."""
     return task.space(command, fv.space if "space" in fv else "")
+
+
+def budgeted_space(task: Task, command: str, config: Any, space: SearchSpace,
+                   fv: flags.FlagValues) -> SearchSpace:
+    """`space` restricted to the budget of flags `fv` (the task's cost model counts each cell),
+    or `space` itself when no limit is given."""
+    budget = loop_config(fv).budget.budget()
+    if not budget.limits:
+        return space
+    cost_model, counted_in = task.cost_model(command, config, space)
+    space = BudgetedSpace(space, budget, cost_model=cost_model, counted_in=counted_in)
+    cli.say(f"searching within a budget: {budget.describe()} (counted in {counted_in})")
+    return space
 
 
 def loop_settings(fv: flags.FlagValues, names: Collection[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from absl import flags
 
-from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult
+from nao_tf.algorithm.search import NAOSearch, SearchConfig, SearchResult, check_resumable
 from nao_tf.commands import cli, search_command
 from nao_tf.commands.run_dir import RunDir
 from nao_tf.commands.task import Task, identity
@@ -89,13 +89,23 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult:
     check_flags(fv)
     config = cli.parse(group, fv)
     settings, data = task.check(COMMAND, config)
-    space = search_command.chosen_space(task, COMMAND, fv)
+    space = search_command.budgeted_space(task, COMMAND, config,
+                                          search_command.chosen_space(task, COMMAND, fv), fv)
     imported = (task.read_imports(config, space, fv.import_archs, fv.import_scores)
                 if fv.import_archs else [])
     if fv.executor == "ray" and not task.ref:
         raise NaoError(f"task {task.name} cannot run on Ray: it names no `ref` (the "
                        "'module:attribute' of the task, which each Ray worker imports)")
     devices = parse_devices(fv.devices) if fv.executor == "threads" else []
+    loop = search_command.loop_config(fv)
+    search_config = SearchConfig(
+        seed_archs=loop.seed_archs, iterations=fv.iterations, top_k=loop.top_k,
+        new_archs=loop.new_archs, random_archs=loop.random_archs, max_lambda=loop.max_lambda,
+        lambda_step=loop.lambda_step, controller_epochs=loop.controller_epochs,
+        train_on="history", symmetry=False, seed=fv.seed, **loop.options.split()[1])
+    controller = search_command.controller_config(task, COMMAND, config, space, fv)
+    if not fv.overwrite:
+        check_resumable(fv.output_dir, space, search_config, controller)
     RunDir(fv.output_dir, identity(group, settings), SETTINGS_FILE).prepare(settings,
                                                                              fv.overwrite)
 
@@ -113,13 +123,6 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult:
         job = ray_executor.CandidateJob(rebuild, (task.ref, values), str(dirs.root),
                                         fv.cpus_per_candidate)
         evaluator = ray_executor.RayEvaluator(job, fv.ray_address, **common)
-    loop = search_command.loop_config(fv)
-    search_config = SearchConfig(
-        seed_archs=loop.seed_archs, iterations=fv.iterations, top_k=loop.top_k,
-        new_archs=loop.new_archs, random_archs=loop.random_archs, max_lambda=loop.max_lambda,
-        lambda_step=loop.lambda_step, controller_epochs=loop.controller_epochs,
-        train_on="history", symmetry=False, seed=fv.seed, **loop.options.split()[1])
-    controller = search_command.controller_config(task, COMMAND, config, space, fv)
     search = NAOSearch(space, evaluator, search_config, controller, fv.output_dir, log=cli.say,
                        save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)
     result = search.run()

@@ -10,8 +10,9 @@ command the task does not offer stops with one `error:` line.
 
 What each command calls, in order:
 
-    ws     check -> (run directory recorded) -> supernet -> controller
-    nao    check, read_imports -> (run directory recorded) -> candidates -> controller
+    ws     check, cost_model -> (run directory recorded) -> supernet -> controller
+    nao    check, cost_model, read_imports -> (run directory recorded) -> candidates ->
+           controller
     final  strategy -> check -> (run directory recorded) -> trainee -> (epochs) -> results
 
 `check` validates the config and reads the data without writing anything; it returns the
@@ -105,6 +106,13 @@ class Task(abc.ABC):
         """The space of a search command: the one called `name`, or its first."""
         spaces = self.spaces[command]
         return next((s for s in spaces if s.name == name), spaces[0])
+
+    def cost_model(self, command: str, config: Any,
+                   space: SearchSpace) -> tuple[Callable[[Any], Mapping[str, int]], str]:
+        """What an architecture of `space` costs in the network the search is for
+        (`nao_tf.algorithm.costs`: "params", "mult_adds"), and that network in words (a budget's
+        identity); by default the space's own `SearchSpace.costs`."""
+        return space.costs, f"the {space.name} space's network"
 
     def controller(self, command: str, config: Any) -> dict[str, Any]:
         """The `ControllerConfig` fields of the task's original controller for `command`."""

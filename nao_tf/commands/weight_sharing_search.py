@@ -104,7 +104,8 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult | None:
     settings, data = task.check(COMMAND, config)
     keys = identity(group, settings)
     settings.update(search_command.loop_settings(fv, COMMON_FLAG_NAMES))
-    space = search_command.chosen_space(task, COMMAND, fv)
+    space = search_command.budgeted_space(task, COMMAND, config,
+                                          search_command.chosen_space(task, COMMAND, fv), fv)
     seed_pool = read_seed_pool(fv.arch_pool, space) if fv.arch_pool else None
     controller = search_command.controller_config(task, COMMAND, config, space, fv)
     if not fv.overwrite:  # the rounds come from the supernet, made once the directory is ready

@@ -6,12 +6,16 @@ import sys
 
 import pytest
 
+from cnn.costs import FINAL_NETWORKS
+from cnn.search_space import NAO_WS_SPACE
 from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke config made smaller still: 10 supernet steps per epoch, 2 epochs (the pool is scored
-# after each), a pool of 8; a checkpoint after every step.
-ARGS = ["--config=smoke", "--synthetic_train_images=192", "--num_valid=32", "--batch_size=16",
+# after each), a pool of 8; a checkpoint after every step. Under a budget of multiply-adds in the
+# ImageNet mobile network that about half the random cells exceed.
+BUDGET = 320_000_000
+ARGS = ["--config=smoke", "--network=imagenet", "--max_mult_adds=320M", "--synthetic_train_images=192", "--num_valid=32", "--batch_size=16",
         "--eval_images=32", "--eval_batch_size=32", "--seed_archs=8", "--top_k=4",
         "--new_archs=4", "--random_archs=1", "--controller_epochs=300",
         "--controller_batch_size=8", "--log_every_steps=1", "--save_every_seconds=0",
@@ -75,6 +79,17 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     assert best["score"] == max(r["score"] for r in history if r["iteration"] == 1)
     assert (out / "best_arch.png").stat().st_size > 0
     assert "top 5:" in third.stdout
+    # No cell over the budget was ever evaluated; the best is within it, the Pareto fronts hold
+    # the cheapest cell and the best, with costs.
+    imagenet = FINAL_NETWORKS["imagenet"]
+    costs = {r["arch"]: imagenet.costs(NAO_WS_SPACE.parse(r["arch"])) for r in history}
+    assert all(c["mult_adds"] <= BUDGET for c in costs.values())
+    assert best["budget"] == {"mult_adds": BUDGET} and best["costs"] == costs[best["arch"]]
+    for name, front in best["pareto"].items():
+        assert front[0]["costs"][name] == min(c[name] for c in costs.values())
+        assert front[-1]["score"] == best["score"]
+        assert all(r["costs"] == costs[r["arch"]] for r in front)
+    assert (out / "pareto.png").stat().st_size > 0
     uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", out)
 
     # A rerun with another search setting is refused before it writes anything (no settings
@@ -85,6 +100,12 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
                              capture_output=True, text=True, timeout=600, env=ENV)
     assert refused.returncode == 2 and "search.random_archs: 1 -> 3" in refused.stderr, \
         refused.stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    refused = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,
+                              "--max_mult_adds=400M", f"--output_dir={out}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600, env=ENV)
+    assert refused.returncode == 2 and "budget: 'mult_adds <= 320000000 (counted in the imagenet " \
+        "network, N=4 F=42, 224x224, 1000 classes)' -> 'mult_adds <= 400000000" in refused.stderr, refused.stderr[-2000:]
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     (out / "state.json").write_text("{")  # so is one over a damaged search state
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}

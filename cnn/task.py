@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from cnn import data as data_lib, train_final, train_search, train_search_nao
 from cnn.configs import CONFIGS, DATASET_OVERRIDES
+from cnn.costs import CostNetwork
 from cnn.search_space import NAO_WS_SPACE, NAONET_19_SPACE, NAONET_SPACE, cell_graphs
 from nao_tf.commands import cli
 from nao_tf.commands.task import Candidates, Task
@@ -55,12 +56,20 @@ class CifarTask(Task):
     def cost_model(self, command, config, space):
         """Costs in the final network of `--network` (NAO-WS; NAO without weight sharing: the
         network its candidates train in) at `--final_num_cells`, `--final_filters`."""
-        if command == "ws":
-            network = config.costs.network_for(data_lib.num_classes(config.data.dataset))
-        else:
-            network = config.costs.network_for(data_lib.num_classes(config.task.dataset),
-                                               config.schedule.network.network)
+        network = _cost_network(command, config)
         return network.costs, str(network)
+
+    def forward_pass(self, command, config, arch, batch):
+        from cnn.model import NASNetwork
+
+        net = _cost_network(command, config)
+        model = NASNetwork(arch, net.num_cells_per_stage, net.filters, net.num_classes,
+                           use_aux_head=False, stem_multiplier=net.stem_multiplier,
+                           image_size=net.image_size, network=net.network)
+        model.build_now()
+        images = tf.zeros([batch, net.image_size, net.image_size, 3])
+        infer = tf.function(lambda x: model(x, training=False))
+        return lambda: infer(images)
 
     def supernet(self, config, data, output_dir):
         return train_search.supernet(config, data, output_dir)
@@ -79,6 +88,13 @@ class CifarTask(Task):
 
     def results(self, config, trainee, state, chief, output_dir):
         return train_final.finish(config, trainee, state, chief, output_dir)
+
+
+def _cost_network(command: str, config: Any) -> CostNetwork:
+    if command == "ws":
+        return config.costs.network_for(data_lib.num_classes(config.data.dataset))
+    return config.costs.network_for(data_lib.num_classes(config.task.dataset),
+                                    config.schedule.network.network)
 
 
 TASK = CifarTask()

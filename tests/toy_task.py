@@ -108,6 +108,12 @@ class ToyTask(Task):
             return {"params": 2 * (8 * 16 + 16) + 17 + dense * (16 * 16 + 16)}
         return costs, "the toy network"
 
+    def forward_pass(self, command, config, arch, batch):
+        model, x = ToyNet(), tf.zeros([batch, 8])
+        tokens = tf.constant(SPACE.to_tokens(arch))
+        infer = tf.function(lambda: model(x, tokens))
+        return infer
+
     def supernet(self, config, data, output_dir):  # resumes after the last finished epoch
         net = ToyTrainee([SPACE.sample(np.random.default_rng(0))], config)
         return TraineeSupernet(net, f"{output_dir}/supernet", net.strategy, config.epochs, 3,

@@ -10,6 +10,7 @@ import pytest
 from absl import flags
 
 from nao_tf.commands import standalone_search, weight_sharing_search
+from nao_tf.commands.task import Candidates
 from nao_tf.common.errors import NaoError, StateError
 from tests import toy_task
 from tests.snapshot import run_dir_snapshot
@@ -77,6 +78,58 @@ def test_toy_task_searches_without_weight_sharing_within_a_budget(tmp_path):
             standalone_search.run(toy_task.TASK, _flags(standalone_search, toy_task.TASK, *argv,
                                                         change))
         assert run_dir_snapshot(tmp_path) == before
+
+
+class _Killed(Exception):
+    pass
+
+
+class _TimedToy(toy_task.ToyTask):
+    """Records the cells whose latency it measures; its `kill_after`-th training raises."""
+
+    def __init__(self, kill_after=None):
+        self.timed, self.kill_after, self.trained = [], kill_after, 0
+
+    def forward_pass(self, command, config, arch, batch):
+        self.timed.append(toy_task.SPACE.canonical_key(arch))  # latency.json's keys
+        return super().forward_pass(command, config, arch, batch)
+
+    def candidates(self, config, settings, data, dirs, output_dir):
+        train = super().candidates(config, settings, data, dirs, output_dir).train
+
+        def train_or_die(arch, device):
+            self.trained += 1
+            if self.trained == self.kill_after:
+                raise _Killed()
+            return train(arch, device)
+        return Candidates(train_or_die, None, "toy")
+
+
+@pytest.mark.slow
+def test_a_latency_budget_measures_each_cell_once_across_a_kill(tmp_path):
+    argv = (f"--output_dir={tmp_path}", "--iterations=1", "--epochs=1", "--max_latency_ms=1000",
+            "--latency_batch=4", f"--max_params={BUDGET}")
+    killed = _TimedToy(kill_after=5)
+    with pytest.raises(_Killed):
+        standalone_search.run(killed, _flags(standalone_search, killed, *argv))
+    table = json.loads((tmp_path / "latency.json").read_text())
+    pool = json.loads((tmp_path / "state.json").read_text())["pool"]
+    key = lambda text: toy_task.SPACE.canonical_key(toy_task.SPACE.parse(text))  # noqa: E731
+    assert {key(a) for a in pool} <= set(table)  # every pool cell timed,
+    assert len(killed.timed) == len(set(killed.timed)) and set(table) == set(killed.timed)  # once
+
+    resumed = _TimedToy()
+    result = standalone_search.run(resumed, _flags(standalone_search, resumed, *argv))
+    assert resumed.timed and not set(resumed.timed) & set(killed.timed)  # only the new cells
+    table = json.loads((tmp_path / "latency.json").read_text())
+    assert set(table) == set(killed.timed) | set(resumed.timed)
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert best["costs"]["latency_ms"] == table[key(best["arch"])] <= 1000
+    assert best["budget"] == {"params": BUDGET, "latency_ms": 1000.0}
+    assert result.evaluated == len(result.history)
+    with pytest.raises(StateError, match=r"latency of 4 input\(s\) measured on this machine\)' -> "):
+        standalone_search.run(resumed, _flags(standalone_search, resumed, *argv,
+                                              "--latency_batch=8"))
 
 
 def test_a_budget_on_a_space_without_costs_stops_in_one_line(tmp_path):

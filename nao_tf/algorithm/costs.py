@@ -45,38 +45,44 @@ def format_count(value: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Upper limits per cost (0: no limit)."""
+    """Upper limits per cost (0: no limit); latency in milliseconds, measured."""
 
     max_params: int = 0
     max_mult_adds: int = 0
+    max_latency_ms: float = 0.0
 
     @classmethod
-    def from_limits(cls, limits: Mapping[str, int]) -> Budget:
+    def from_limits(cls, limits: Mapping[str, float]) -> Budget:
         """The budget whose `limits` are `limits` (as a results file records them)."""
         return cls(**{f"max_{name}": limit for name, limit in limits.items()})
 
     @property
-    def limits(self) -> dict[str, int]:
+    def limits(self) -> dict[str, float]:
         """The active limits, by cost name."""
         return {name: limit for name, limit in (("params", self.max_params),
-                                                ("mult_adds", self.max_mult_adds)) if limit}
+                                                ("mult_adds", self.max_mult_adds),
+                                                ("latency_ms", self.max_latency_ms)) if limit}
 
-    def allows(self, costs: Mapping[str, int]) -> bool:
+    def allows(self, costs: Mapping[str, float]) -> bool:
         return all(costs[name] <= limit for name, limit in self.limits.items())
 
     def describe(self) -> str:
-        return ", ".join(f"{name} <= {format_count(limit)}" for name, limit in self.limits.items())
+        return ", ".join(f"{name} <= {limit:g}" if isinstance(limit, float) else
+                         f"{name} <= {format_count(limit)}" for name, limit in self.limits.items())
 
 
 class BudgetedSpace(SearchSpace, Generic[Arch]):
     """`space` restricted to the cells within `budget` (see the module docstring). Costs are
     `cost_model(arch)` (default: `space.costs`; a task counts them in the network it will train,
-    named by `counted_in`), cached by architecture; the token encoding, text format and
-    equivalences are `space`'s."""
+    named by `counted_in`), cached by architecture, with "latency_ms" from `latency(arch)` when
+    the budget limits it (measured only for cells within every other limit); the token
+    encoding, text format and equivalences are `space`'s."""
 
     def __init__(self, space: SearchSpace, budget: Budget, max_tries: int = 10_000,
                  cost_model: Callable[[Arch], Mapping[str, int]] | None = None,
-                 counted_in: str = ""):
+                 counted_in: str = "", latency: Callable[[Arch], float] | None = None):
+        if budget.max_latency_ms and latency is None:
+            raise ValueError("a latency limit needs a `latency` to measure it")
         if not budget.limits:
             raise ValueError("a BudgetedSpace needs at least one limit")
         self.space, self.budget, self.max_tries = space, budget, max_tries
@@ -84,8 +90,9 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
         self.source_length, self.encoder_length = space.source_length, space.encoder_length
         self.cost_model = cost_model or space.costs
         self.counted_in = counted_in or f"the {space.name} space's network"
+        self.latency = latency
         self._costs: dict = {}
-        self.costs(space.sample(np.random.default_rng(0)))  # a space without costs stops here
+        self._static_costs(space.sample(np.random.default_rng(0)))  # no cost model: stops here
 
     @property
     def identity(self) -> str:
@@ -94,12 +101,22 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
         limits = ", ".join(f"{name} <= {limit}" for name, limit in self.budget.limits.items())
         return f"{limits} (counted in {self.counted_in})"
 
-    def costs(self, arch: Arch) -> dict[str, int]:
+    def _static_costs(self, arch: Arch) -> dict[str, float]:
         if arch not in self._costs:
             self._costs[arch] = dict(self.cost_model(arch))
         return self._costs[arch]
 
+    def costs(self, arch: Arch) -> dict[str, float]:
+        costs = self._static_costs(arch)
+        if self.latency is not None and "latency_ms" not in costs:
+            costs["latency_ms"] = self.latency(arch)
+        return costs
+
     def allowed(self, arch: Arch) -> bool:
+        static = self._static_costs(arch)
+        if not all(static[name] <= limit for name, limit in self.budget.limits.items()
+                   if name != "latency_ms"):
+            return False
         return self.budget.allows(self.costs(arch))
 
     def sample(self, rng: np.random.Generator) -> Arch:

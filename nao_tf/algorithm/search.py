@@ -254,7 +254,7 @@ class NAOSearch:
         self._scalars(iteration, dict(new_archs=len(generated.archs), lambda_reached=generated.step_size))
         self.log(f"  generated {len(generated.archs)} new architectures (lambda up to "
                  f"{generated.step_size:g}), {len(fresh)} random; pool of {len(pool)}")
-        if isinstance(self.space, BudgetedSpace) and len(generated.archs) < n_new:
+        if generated.over_budget and len(generated.archs) < n_new:
             self.log(f"  the budget ({self.space.budget.describe()}) left {len(generated.archs)} "
                      f"of the {n_new} new architectures asked for: {generated.over_budget} decoded "
                      f"cells were over it; a larger --max_lambda steps further")

@@ -2,6 +2,7 @@
 loop's flags, `--config` presets over a task's flags, and the loop's checks."""
 
 import dataclasses
+import os
 from typing import Any, Collection, Mapping
 
 from absl import flags
@@ -13,6 +14,7 @@ from nao_tf.algorithm.search_space import SearchSpace
 from nao_tf.commands import cli
 from nao_tf.commands.task import Task
 from nao_tf.common.errors import NaoError
+from nao_tf.runtime.latency import LatencyCache, median_ms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +73,17 @@ class BudgetOptions:
     max_mult_adds: str = cli.option("", "Search only architectures whose network needs at most "
                                     "this many multiply-adds for one input (600M for the "
                                     "mobile setting; '' = no limit).")
+    max_latency_ms: float = cli.option(0.0, "Search only architectures whose network's forward "
+                                       "pass of --latency_batch inputs takes at most this many "
+                                       "milliseconds on this machine (measured once per cell, "
+                                       "kept in latency.json; 0 = no limit).", minimum=0.0)
+    latency_batch: int = cli.option(1, "Inputs of the forward pass --max_latency_ms times.",
+                                    minimum=1)
 
     def budget(self) -> Budget:
         return Budget(max_params=parse_count(self.max_params, "max_params"),
-                      max_mult_adds=parse_count(self.max_mult_adds, "max_mult_adds"))
+                      max_mult_adds=parse_count(self.max_mult_adds, "max_mult_adds"),
+                      max_latency_ms=self.max_latency_ms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +154,21 @@ def budgeted_space(task: Task, command: str, config: Any, space: SearchSpace,
                    fv: flags.FlagValues) -> SearchSpace:
     """`space` restricted to the budget of flags `fv` (the task's cost model counts each cell),
     or `space` itself when no limit is given."""
-    budget = loop_config(fv).budget.budget()
+    options = loop_config(fv).budget
+    budget = options.budget()
     if not budget.limits:
         return space
     cost_model, counted_in = task.cost_model(command, config, space)
-    space = BudgetedSpace(space, budget, cost_model=cost_model, counted_in=counted_in)
+    latency = None
+    if budget.max_latency_ms:
+        batch = options.latency_batch
+        latency = LatencyCache(
+            os.path.join(fv.output_dir, "latency.json"),
+            lambda arch: median_ms(task.forward_pass(command, config, arch, batch)),
+            space.canonical_key)
+        counted_in += f"; latency of {batch} input(s) measured on this machine"
+    space = BudgetedSpace(space, budget, cost_model=cost_model, counted_in=counted_in,
+                          latency=latency)
     cli.say(f"searching within a budget: {budget.describe()} (counted in {counted_in})")
     return space
 

@@ -114,6 +114,13 @@ class Task(abc.ABC):
         identity); by default the space's own `SearchSpace.costs`."""
         return space.costs, f"the {space.name} space's network"
 
+    def forward_pass(self, command: str, config: Any, arch: Any,
+                     batch: int) -> Callable[[], tf.Tensor]:
+        """The network `cost_model` counts, built for `arch`, as a call of its compiled inference
+        on `batch` inputs (what `--max_latency_ms` times)."""
+        raise NaoError(f"task {self.name} cannot measure a network's latency; drop "
+                       "--max_latency_ms")
+
     def controller(self, command: str, config: Any) -> dict[str, Any]:
         """The `ControllerConfig` fields of the task's original controller for `command`."""
         return {}

@@ -1,0 +1,58 @@
+"""Measured latency: the median wall time of a network's forward pass on this device, kept in the
+run directory (`latency.json`) so that a resumed search never measures a cell twice."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from nao_tf.common import io
+from nao_tf.common.errors import StateError
+
+
+def median_ms(forward: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> float:
+    """The median of `repeats` timings of `forward()` in milliseconds, after `warmup` untimed
+    calls (the first traces and allocates). `forward` returns a tensor; reading its value waits
+    for the device."""
+    for _ in range(warmup):
+        np.asarray(forward())
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.asarray(forward())
+        times.append(1000.0 * (time.perf_counter() - started))
+    return float(np.median(times))
+
+
+class LatencyCache:
+    """`measure(arch)` in milliseconds, each architecture (by `key(arch)`) measured once and
+    recorded in the JSON file `path` (read when first needed, so that a run directory deleted by
+    --overwrite before the search starts leaves nothing behind)."""
+
+    def __init__(self, path: str | os.PathLike, measure: Callable[[Hashable], float],
+                 key: Callable[[Hashable], str]):
+        self.path, self.measure, self.key = path, measure, key
+        self._table: dict[str, float] | None = None
+        self.measured = 0  # measurements made by this process
+
+    def _load(self) -> dict[str, float]:
+        if not os.path.exists(self.path):
+            return {}
+        table = io.read_json(self.path)
+        if not isinstance(table, dict) or not all(isinstance(v, float) for v in table.values()):
+            raise StateError(f"{self.path} is not a latency table (architecture -> milliseconds); "
+                             "delete it to measure again")
+        return table
+
+    def __call__(self, arch: Hashable) -> float:
+        if self._table is None:
+            self._table = self._load()
+        key = self.key(arch)
+        if key not in self._table:
+            self._table[key] = self.measure(arch)
+            self.measured += 1
+            io.atomic_write_json(self.path, self._table)
+        return self._table[key]

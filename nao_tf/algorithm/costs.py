@@ -7,7 +7,9 @@ cells. `Budget` holds the limits a user asked for; `BudgetedSpace` is the space 
 cells within them: its `sample` and `mutate` only return such cells, and `allowed` tells any other
 caller (the controller's decoded cells in `generate_new`) which cells to drop. Every search method
 then stays within the budget without knowing it: random search, regularized evolution (an
-over-budget child is never queried) and NAO (seed pool, random cells, generated cells).
+over-budget child is never queried) and NAO (seed pool, random cells, generated cells). A soft
+budget (`cost_weight` > 0) has no wall: every cell is allowed, and NAO's acquisition ranks its
+candidates by predicted score minus `penalty` (the weighted relative excess cost).
 """
 
 from __future__ import annotations
@@ -79,18 +81,21 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
     encoding, text format and equivalences are `space`'s."""
 
     def __init__(self, space: SearchSpace, budget: Budget, max_tries: int = 10_000,
+                 max_timed: int = 50,
                  cost_model: Callable[[Arch], Mapping[str, int]] | None = None,
-                 counted_in: str = "", latency: Callable[[Arch], float] | None = None):
+                 counted_in: str = "", latency: Callable[[Arch], float] | None = None,
+                 cost_weight: float = 0.0):
         if budget.max_latency_ms and latency is None:
             raise ValueError("a latency limit needs a `latency` to measure it")
         if not budget.limits:
             raise ValueError("a BudgetedSpace needs at least one limit")
         self.space, self.budget, self.max_tries = space, budget, max_tries
+        self.max_timed = max_timed
         self.name, self.vocab_size = space.name, space.vocab_size
         self.source_length, self.encoder_length = space.source_length, space.encoder_length
         self.cost_model = cost_model or space.costs
         self.counted_in = counted_in or f"the {space.name} space's network"
-        self.latency = latency
+        self.latency, self.cost_weight = latency, cost_weight
         self._costs: dict = {}
         self._static_costs(space.sample(np.random.default_rng(0)))  # no cost model: stops here
 
@@ -99,7 +104,8 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
         """What a search under this budget depends on beyond the space: the exact limits and the
         network the costs are counted in."""
         limits = ", ".join(f"{name} <= {limit}" for name, limit in self.budget.limits.items())
-        return f"{limits} (counted in {self.counted_in})"
+        soft = f", soft: cost weight {self.cost_weight}" if self.cost_weight else ""
+        return f"{limits} (counted in {self.counted_in}){soft}"
 
     def _static_costs(self, arch: Arch) -> dict[str, float]:
         if arch not in self._costs:
@@ -113,6 +119,19 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
         return costs
 
     def allowed(self, arch: Arch) -> bool:
+        """Within the budget; with a `cost_weight` (a soft budget) every cell is."""
+        return bool(self.cost_weight) or self.within_budget(arch)
+
+    def penalty(self, arch: Arch) -> float:
+        """With a `cost_weight` w: w * sum over the limits of max(0, cost / limit - 1), the
+        relative excess cost the acquisition subtracts from the predicted score."""
+        if not self.cost_weight:
+            return 0.0
+        costs = self.costs(arch)
+        return self.cost_weight * sum(max(0.0, costs[name] / limit - 1.0)
+                                      for name, limit in self.budget.limits.items())
+
+    def within_budget(self, arch: Arch) -> bool:
         static = self._static_costs(arch)
         if not all(static[name] <= limit for name, limit in self.budget.limits.items()
                    if name != "latency_ms"):
@@ -120,11 +139,21 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
         return self.budget.allows(self.costs(arch))
 
     def sample(self, rng: np.random.Generator) -> Arch:
-        """A cell of `space.sample` within the budget (the first of the draws that is)."""
+        """A cell of `space.sample` within the budget (the first of the draws that is). Each
+        draw within the other limits costs a latency measurement, so `max_timed` of them over
+        the latency limit end the search."""
+        timed = []
         for _ in range(self.max_tries):
             arch = self.space.sample(rng)
             if self.allowed(arch):
                 return arch
+            if "latency_ms" in self._costs.get(arch, {}):
+                timed.append(self._costs[arch]["latency_ms"])
+                if len(timed) == self.max_timed:
+                    raise InvalidArchitectureError(
+                        f"{self.name}: none of {len(timed)} random cells measured is within "
+                        f"--max_latency_ms={self.budget.max_latency_ms:g} (the fastest took "
+                        f"{min(timed):.3g} ms); raise the limit")
         raise InvalidArchitectureError(
             f"{self.name}: none of {self.max_tries} random cells is within the budget "
             f"({self.budget.describe()}); raise the limits")

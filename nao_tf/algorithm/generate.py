@@ -173,7 +173,9 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
     `seen_keys` (everything ever evaluated or pooled) nor found before; returns the `count` of
     them that the acquisition (`acquire`) rates best. `oversample=1` keeps the first found, as
     the original. Stops early when the lambdas run out; the result may then hold fewer. Only
-    cells the space allows (`SearchSpace.allowed`: within a search's budget) are candidates.
+    cells the space allows (`SearchSpace.allowed`: within a search's budget) are candidates, and
+    the acquisition rates each by its predicted score minus `SearchSpace.penalty` (a soft
+    budget's weighted excess cost).
 
     `mutations` > 0 adds that many more unseen candidates, each a neighbour (`space.mutate`) of a
     seed drawn uniformly by `rng`, before the acquisition chooses: the predictor then also ranks
@@ -203,7 +205,8 @@ def generate_new(inference: ControllerInference, space: SearchSpace, seeds: Sequ
     if not found:
         return Generated([], [], step_size, over_budget)
     head_scores = inference.predict_heads(space.encode(found))
-    best = acquire(head_scores, count, acquisition, ucb_beta, rng)
+    penalties = np.array([space.penalty(arch) for arch in found])
+    best = acquire(head_scores - penalties[:, None], count, acquisition, ucb_beta, rng)
     predicted = head_scores.mean(axis=1)
     return Generated([found[i] for i in best], [float(predicted[i]) for i in best], step_size,
                      over_budget)

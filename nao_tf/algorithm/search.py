@@ -321,9 +321,9 @@ class NAOSearch:
         return max(self.config.query_budget - self._evaluated_count(state), 0)
 
     def _best(self, state: dict) -> tuple[str, float]:
-        latest = [x for x in self._latest_scores(state).values()
-                  if self.space.allowed(self._parse(x[0]))] or \
-            list(self._latest_scores(state).values())
+        latest = list(self._latest_scores(state).values())
+        if isinstance(self.space, BudgetedSpace):  # the best within the budget, if any is
+            latest = [x for x in latest if self.space.within_budget(self._parse(x[0]))] or latest
         if self.evaluator.rescore_pool:
             final = set(state["pool"])
             latest = [x for x in latest if x[0] in final] or latest

@@ -94,6 +94,12 @@ class SearchSpace(abc.ABC, Generic[Arch]):
         del arch
         return True
 
+    def penalty(self, arch: Arch) -> float:
+        """What the acquisition subtracts from `arch`'s predicted score (a soft budget's weighted
+        excess cost, `nao_tf.algorithm.costs.BudgetedSpace`; 0 elsewhere)."""
+        del arch
+        return 0.0
+
     # Derived helpers, shared by every space.
 
     def check_tokens(self, tokens: Sequence[int]) -> None:

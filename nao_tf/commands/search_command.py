@@ -79,6 +79,11 @@ class BudgetOptions:
                                        "kept in latency.json; 0 = no limit).", minimum=0.0)
     latency_batch: int = cli.option(1, "Inputs of the forward pass --max_latency_ms times.",
                                     minimum=1)
+    cost_weight: float = cli.option(0.0, "A soft budget: no cell is excluded; the acquisition "
+                                    "ranks the --oversample candidates by predicted score minus "
+                                    "this weight times the relative excess cost, sum over the "
+                                    "limits of max(0, cost / limit - 1) (predicted scores span "
+                                    "0..1). 0 = a hard budget.", minimum=0.0)
 
     def budget(self) -> Budget:
         return Budget(max_params=parse_count(self.max_params, "max_params"),
@@ -165,11 +170,13 @@ def budgeted_space(task: Task, command: str, config: Any, space: SearchSpace,
         latency = LatencyCache(
             os.path.join(fv.output_dir, "latency.json"),
             lambda arch: median_ms(task.forward_pass(command, config, arch, batch)),
-            space.canonical_key)
+            space.canonical_key, log=cli.say)
         counted_in += f"; latency of {batch} input(s) measured on this machine"
     space = BudgetedSpace(space, budget, cost_model=cost_model, counted_in=counted_in,
-                          latency=latency)
-    cli.say(f"searching within a budget: {budget.describe()} (counted in {counted_in})")
+                          latency=latency, cost_weight=options.cost_weight)
+    kind = f"a soft budget (cost weight {options.cost_weight:g})" if options.cost_weight else \
+        "within a budget"
+    cli.say(f"searching {kind}: {budget.describe()} (counted in {counted_in})")
     return space
 
 
@@ -192,6 +199,12 @@ def check_loop_flags(fv: flags.FlagValues) -> None:
     """The search loop's flags; stops with one line on one that cannot work."""
     loop = loop_config(fv)
     cli.check_bounds(loop)
+    if loop.budget.cost_weight and not loop.budget.budget().limits:  # a bad count stops here
+        raise NaoError("--cost_weight weighs the excess over a limit; give --max_params, "
+                       "--max_mult_adds or --max_latency_ms")
+    if loop.budget.cost_weight and loop.options.oversample <= 1.0:
+        raise NaoError("--cost_weight ranks the candidates of --oversample; set --oversample "
+                       "above 1 (e.g. 4) so that there is a choice to make")
     if loop.lambda_step <= 0 or loop.max_lambda < loop.lambda_step:
         raise NaoError(f"--lambda_step={loop.lambda_step} must be positive and at most "
                        f"--max_lambda={loop.max_lambda}")

@@ -33,8 +33,10 @@ class LatencyCache:
     --overwrite before the search starts leaves nothing behind)."""
 
     def __init__(self, path: str | os.PathLike, measure: Callable[[Hashable], float],
-                 key: Callable[[Hashable], str]):
+                 key: Callable[[Hashable], str], log: Callable[[str], None] | None = None,
+                 log_every: int = 10):
         self.path, self.measure, self.key = path, measure, key
+        self.log, self.log_every = log, log_every
         self._table: dict[str, float] | None = None
         self.measured = 0  # measurements made by this process
 
@@ -55,4 +57,8 @@ class LatencyCache:
             self._table[key] = self.measure(arch)
             self.measured += 1
             io.atomic_write_json(self.path, self._table)
+            if self.log and self.measured % self.log_every == 0:
+                values = list(self._table.values())
+                self.log(f"  latency: {self.measured} cells measured ({len(values)} in "
+                         f"{self.path}, median {np.median(values):.3g} ms)")
         return self._table[key]

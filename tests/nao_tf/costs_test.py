@@ -69,3 +69,45 @@ def test_generation_proposes_no_cell_over_the_budget():
     unbudgeted = generate_new(inference, SPACE, seeds, 10, [], [1.0, 2.0, 4.0], oversample=3.0,
                               rng=np.random.default_rng(0), mutations=10)
     assert any(SPACE.costs(a)["params"] > 400_000 for a in unbudgeted.archs)
+
+
+def test_a_soft_budget_excludes_nothing_and_ranks_by_score_minus_weighted_excess():
+    soft = BudgetedSpace(SPACE, BUDGET, cost_weight=2.0)
+    rng = np.random.default_rng(0)
+    archs = SPACE.sample_unique(200, rng)
+    over = [a for a in archs if SPACE.costs(a)["params"] > 400_000]
+    assert over and all(soft.allowed(a) and not soft.within_budget(a) for a in over)
+    for arch in archs:
+        excess = max(0.0, SPACE.costs(arch)["params"] / 400_000 - 1.0)
+        assert soft.penalty(arch) == pytest.approx(2.0 * excess)
+    assert BudgetedSpace(SPACE, BUDGET).penalty(over[0]) == 0.0  # a hard budget: a wall
+    # The acquisition keeps the candidates whose prediction minus penalty is best: with a large
+    # weight, the cells within the budget.
+    config = ControllerConfig.for_space(SPACE, emb_size=8, hidden_size=16, mlp_layers=1,
+                                        mlp_hidden=8, attention="dot", seed=0)
+    inference = ControllerInference(Controller(config, SPACE.valid_token_mask()))
+    seeds = SPACE.sample_unique(20, np.random.default_rng(1))
+    heavy = BudgetedSpace(SPACE, BUDGET, cost_weight=100.0)
+    generated = generate_new(inference, heavy, seeds, 5, [], [1.0, 2.0, 4.0], oversample=6.0,
+                             rng=np.random.default_rng(0), mutations=20)
+    candidates = generate_new(inference, SPACE, seeds, 50, [], [1.0, 2.0, 4.0], oversample=1.0,
+                              rng=np.random.default_rng(0), mutations=20).archs
+    assert any(not heavy.within_budget(a) for a in candidates)  # there was a choice
+    assert all(heavy.within_budget(a) for a in generated.archs)
+
+
+def test_a_latency_limit_measures_only_cells_within_the_other_limits_and_gives_up_in_time():
+    measured = []
+
+    def latency(arch):
+        measured.append(arch)
+        return SPACE.costs(arch)["params"] / 1e5  # a stand-in: "ms" growing with the size
+
+    space = BudgetedSpace(SPACE, Budget(max_params=600_000, max_latency_ms=4.0), latency=latency)
+    archs = space.sample_unique(50, np.random.default_rng(0))
+    assert all(space.costs(a)["latency_ms"] <= 4.0 for a in archs)
+    assert all(SPACE.costs(a)["params"] <= 600_000 for a in measured)
+    with pytest.raises(InvalidArchitectureError, match=r"none of 7 random cells measured is "
+                       r"within --max_latency_ms=0.01 \(the fastest took [\d.]+ ms\); raise"):
+        BudgetedSpace(SPACE, Budget(max_latency_ms=0.01), latency=latency,
+                      max_timed=7).sample(np.random.default_rng(0))

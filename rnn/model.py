@@ -220,5 +220,14 @@ class RNNModel(TiedLanguageModel):
         return self.decode(raw, training, seed), raw, hidden
 
 
+def network_costs(arch: RnnCell, vocab_size: int, units: int) -> dict[str, int]:
+    """Trainable parameters of `RNNModel(arch, vocab_size, units)` and its multiply-adds per token
+    (W_0, every W_i and the tied decoder), from the shapes alone. Every cell of the space costs
+    the same: each node has its W_i whatever its input and activation."""
+    d = units
+    cell = (2 * d) * (2 * d) + len(arch.nodes) * d * (2 * d)
+    return {"params": cell + vocab_size * d + vocab_size, "mult_adds": cell + d * vocab_size}
+
+
 def count_params(model: keras.Model) -> int:
     return int(sum(v.numpy().size for v in model.trainable_variables))

@@ -13,6 +13,7 @@ from nao_tf.commands.weight_sharing_search import COMMON_FLAG_NAMES
 from nao_tf.runtime.distribute import strategy_for_batch
 from rnn import train_final, train_search, train_search_nao
 from rnn.configs import CONFIGS, SEARCH_CONFIGS
+from rnn.model import network_costs
 from rnn.search_space import RnnSearchSpace, cell_graphs
 
 SPACE = RnnSearchSpace()
@@ -54,6 +55,12 @@ class RnnTask(Task):
                     mlp_layers=3, mlp_hidden=200, encoder_dropout=0.1, mlp_dropout=0.1,
                     attention="bahdanau", trade_off=0.8, weight_decay=1e-4, learning_rate=1e-3,
                     max_gradient_norm=5.0)
+
+    def cost_model(self, command, config, space):
+        """The PTB final network's (`--config=ptb`: 10,000 words, 850 units); every cell of the
+        space costs the same (`rnn.model.network_costs`), so a budget admits all or none."""
+        return (lambda arch: network_costs(arch, 10_000, 850),
+                "the PTB final network, 10,000 words, 850 units")
 
     def supernet(self, config, data, output_dir):
         return train_search.supernet(config, data)

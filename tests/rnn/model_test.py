@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnn.model import INIT_RANGE, RNNModel, count_params, tar_penalty
+from rnn.model import INIT_RANGE, RNNModel, count_params, network_costs, tar_penalty
 from rnn.search_space import ACTIVATIONS, NAMED_ARCHS, RnnSearchSpace
 
 SPACE = RnnSearchSpace()
@@ -52,6 +52,8 @@ def test_parameter_counts_of_the_final_configs():
     ptb = count_params(RNNModel(arch, 10000, 850))
     wt2 = count_params(RNNModel(arch, 33278, 700))
     assert ptb == 10000 * 850 + 10000 + 4 * 850 ** 2 + 11 * 2 * 850 ** 2
+    assert network_costs(arch, 10000, 850)["params"] == ptb  # what a search's budget counts
+    assert network_costs(arch, 33278, 700)["params"] == wt2
     assert abs(ptb / 27.3e6 - 1) < 0.01 and abs(wt2 / 36.1e6 - 1) < 0.01
 
 

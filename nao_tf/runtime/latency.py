@@ -3,27 +3,44 @@ run directory (`latency.json`) so that a resumed search never measures a cell tw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
+import tensorflow as tf
 
 from nao_tf.common import io
 from nao_tf.common.errors import StateError
 
 
+@contextlib.contextmanager
+def graph_optimizer_on() -> Iterator[None]:
+    """TensorFlow's graph optimiser (grappler) on inside the block, as a deployed network runs,
+    whatever the process set for its own steps (the CNN supernet switches it off); the functions
+    instantiated before keep their instantiations."""
+    options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": options.get("disable_meta_optimizer", False)})
+
+
 def median_ms(forward: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> float:
     """The median of `repeats` timings of `forward()` in milliseconds, after `warmup` untimed
-    calls (the first traces and allocates). `forward` returns a tensor; reading its value waits
-    for the device."""
-    for _ in range(warmup):
-        np.asarray(forward())
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.asarray(forward())
-        times.append(1000.0 * (time.perf_counter() - started))
+    calls (the first traces, optimises and allocates), with the graph optimiser on. `forward`
+    returns a tensor; reading its value waits for the device."""
+    with graph_optimizer_on():
+        for _ in range(warmup):
+            np.asarray(forward())
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            np.asarray(forward())
+            times.append(1000.0 * (time.perf_counter() - started))
     return float(np.median(times))
 
 

@@ -47,6 +47,15 @@ class CostNetwork:
         return {"params": counter.params, "mult_adds": counter.mult_adds}
 
 
+def op_costs(op_id: int, width: int, size: int, strides: int,
+             network: str = "nao_ws") -> dict[str, int]:
+    """Parameters and multiply-adds of branch op `op_id` (`cnn.ops.make_op`) on a `width`-channel
+    input of `size` x `size` pixels."""
+    counter = _Counter(network)
+    counter.op(op_id, width, width, size, strides)
+    return {"params": counter.params, "mult_adds": counter.mult_adds}
+
+
 # The final networks' defaults, per network (`cnn.configs`): NAO-WS (N = 5, F = 36), the NAO
 # release's NAONet at the PyTorch port's CIFAR width (N = 6, F = 36), and the ImageNet mobile
 # network (N = 4, F = 42, 224 x 224, 1,000 classes).

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 from cnn import ops
-from cnn.search_sampling import _op_params
+from cnn.costs import op_costs
 from cnn.search_space import OPS
+from nao_tf.runtime import build
 
 NEW_OPS = {spec.name: i for i, spec in enumerate(OPS) if i >= 16}
 WIDTH = 6
@@ -35,7 +36,10 @@ def test_shape_and_parameters_by_hand(name, strides):
         "dil_conv_3x3": 9 * WIDTH * WIDTH + bn + strided_1x1,
         "dil_conv_5x5": 25 * WIDTH * WIDTH + bn + strided_1x1,
     }[name]
-    assert params(layer) == by_hand == _op_params(op_id, WIDTH, strides)
+    costs = op_costs(op_id, WIDTH, 8, strides)
+    assert params(layer) == by_hand == costs["params"]
+    assert costs["mult_adds"] == build.count_mult_adds(  # dilated: counted at full resolution
+        lambda x: layer(x, training=False), tf.TensorSpec([1, 8, 8, WIDTH]))
 
 
 def test_min_pool_is_the_minimum_over_the_window():

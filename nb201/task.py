@@ -34,7 +34,7 @@ from nao_tf.common.errors import NaoError
 from nao_tf.common.io import fingerprint
 from nao_tf.runtime.standalone import build_lock
 from nao_tf.runtime.train_loop import TraineeSupernet, train_epochs
-from nao_tf.spaces.nasbench201 import NasBench201Space
+from nao_tf.spaces.nasbench201 import NasBench201Space, network_costs
 from nb201.model import Nb201Network, count_params
 
 SPACE = NasBench201Space()
@@ -200,7 +200,10 @@ class Nb201Task(Task):
     def trainee(self, config, data, strategy):
         arch, data = data
         net = trainer(config, data, arch, strategy)
-        print(f"cell {SPACE.to_string(arch)}: {count_params(net.model):,} parameters (C="
+        mult_adds = network_costs(arch, config.channels, config.cells_per_stage,
+                                  data.num_classes, data.image_size)["mult_adds"]
+        print(f"cell {SPACE.to_string(arch)}: {count_params(net.model):,} parameters, "
+              f"{mult_adds / 1e6:.1f}M multiply-adds at {data.image_size}x{data.image_size} (C="
               f"{config.channels}, N={config.cells_per_stage}, {data.num_classes} classes)",
               flush=True)
         return CnnTrainee(net, data, loop(config))

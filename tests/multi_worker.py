@@ -33,9 +33,13 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def start(module: str, args: list[str], tf_config: dict | None = None) -> subprocess.Popen:
-    """`python -m module *args` with `tf_config` as TF_CONFIG (none: a one-machine run)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(_WORKER_TMP))
+def start(module: str, args: list[str], tf_config: dict | None = None,
+          cpp_log: bool = False) -> subprocess.Popen:
+    """`python -m module *args` with `tf_config` as TF_CONFIG (none: a one-machine run);
+    TensorFlow's C++ log lines are left out unless `cpp_log`."""
+    env = dict(os.environ, TMPDIR=str(_WORKER_TMP))
+    if not cpp_log:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
@@ -43,11 +47,12 @@ def start(module: str, args: list[str], tf_config: dict | None = None) -> subpro
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def start_workers(module: str, args: list[str], n: int = 2) -> list[subprocess.Popen]:
+def start_workers(module: str, args: list[str], n: int = 2,
+                  cpp_log: bool = False) -> list[subprocess.Popen]:
     """The same command on `n` workers of one loopback cluster; worker 0 is the chief."""
     cluster = {"worker": [f"localhost:{p}" for p in _free_ports(n)]}
-    return [start(module, args, {"cluster": cluster, "task": {"type": "worker", "index": i}})
-            for i in range(n)]
+    return [start(module, args, {"cluster": cluster, "task": {"type": "worker", "index": i}},
+                  cpp_log) for i in range(n)]
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:

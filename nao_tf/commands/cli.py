@@ -3,6 +3,7 @@ are `option`s), presets checked where they are defined and layered defaults < pr
 flags, and `run`, which reports user errors as one line."""
 
 import dataclasses
+import logging as std_logging
 import difflib
 import os
 import signal
@@ -96,11 +97,14 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
     tf.get_logger().setLevel("WARNING")
+    tf.get_logger().addFilter(_drop_eager_collective_warning)
     if controller_only and "TF_NUM_INTRAOP_THREADS" not in os.environ:
         tf.config.threading.set_intra_op_parallelism_threads(1)
-    if not os.environ.get("TF_CONFIG"):  # else a multi-worker strategy must come first
-        with startup.held_back():
-            tf.config.list_logical_devices()  # the device search writes its own start-up lines
+    with startup.held_back():  # the device search writes its own start-up lines
+        if os.environ.get("TF_CONFIG"):  # a multi-worker strategy must precede the context
+            tf.config.list_physical_devices()
+        else:
+            tf.config.list_logical_devices()
     flags.DEFINE_bool("deterministic", False, "Reproducible by seed: two runs with the same "
                       "nonzero --seed give the same results (TensorFlow's op determinism on top "
                       "of the seeds; docs/architecture.md).", module_name=sys.argv[0])
@@ -109,6 +113,14 @@ def run(main: Callable[[Sequence[str]], Any], controller_only: bool = False,
                          upper_bound=86400, module_name=sys.argv[0])
     signal.signal(signal.SIGINT, _interrupted)
     app.run(_guarded(main, tuple(subcommands)), flags_parser=_parse_flags)
+
+
+def _drop_eager_collective_warning(record: std_logging.LogRecord) -> bool:
+    """False for TensorFlow's warning that a multi-worker strategy runs a replica function
+    eagerly: the commands do so only while building variables and restoring checkpoints, once,
+    and every step is compiled; the warning, five times over on every worker, says nothing a
+    user can act on."""
+    return "eagerly has significant overhead" not in record.getMessage()
 
 
 def say(message: str) -> None:

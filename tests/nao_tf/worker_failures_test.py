@@ -1,6 +1,6 @@
 """Across machines, every failure ends in bounded time with one line (two real loopback workers
 of the NAS-Bench-201 final training): a worker that never starts, a worker lost in training,
-workers started with different settings."""
+workers started with different settings; and a normal run says nothing else."""
 
 import json
 import signal
@@ -21,6 +21,20 @@ def _error_line(output: str) -> str:
     lines = output.strip().splitlines()
     assert "Traceback" not in output, output[-3000:]
     return lines[-1]
+
+
+@pytest.mark.slow
+def test_a_normal_run_on_two_workers_prints_only_its_own_lines(tmp_path):
+    """TensorFlow's C++ log on (as a user has it): no start-up line of the device search
+    (cuInit on a machine without a GPU) and no warning about the strategy's eager calls."""
+    workers = multi_worker.start_workers("nb201.train_final",
+                                         _args(tmp_path / "run", "--epochs=1"), cpp_log=True)
+    for worker in workers:
+        out = multi_worker.finish(worker, timeout=300)
+        assert "epoch 1/1:" in out
+        for unwanted in ("cuInit", "cuda_platform", "eagerly has significant overhead",
+                         "WARNING:tensorflow", "Traceback"):
+            assert unwanted not in out, out[-3000:]
 
 
 @pytest.mark.slow

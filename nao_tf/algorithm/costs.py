@@ -132,6 +132,7 @@ class BudgetedSpace(SearchSpace, Generic[Arch]):
                                       for name, limit in self.budget.limits.items())
 
     def within_budget(self, arch: Arch) -> bool:
+        """Every cost within its limit (latency measured only when the others are)."""
         static = self._static_costs(arch)
         if not all(static[name] <= limit for name, limit in self.budget.limits.items()
                    if name != "latency_ms"):

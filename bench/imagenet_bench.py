@@ -6,9 +6,13 @@ reads it) over a generated folder of JPEGs of ImageNet's typical size (about 500
 batch is not timed. `--parts=train`: images/s of the NAONet-A ImageNet network's training step
 (`--config=imagenet_mobile`'s network, aux head, label smoothing), fed from memory, for each
 `--precisions` policy and with and without XLA (`--xla`); `--warmup` untimed steps (tracing),
-then `--steps` timed ones.
+then `--steps` timed ones. `--parts=workers`: what one worker's pipeline decodes and how long it
+takes per global step when `--workers` machines share each global batch (`input_context`, as
+`distribute_datasets_from_function` gives each worker), against one pipeline decoding the whole
+batch (each worker before); each timed alone, as on a machine of its own.
 
     python bench/imagenet_bench.py --parts=pipeline,train --batch_size=32
+    python bench/imagenet_bench.py --parts=workers --batch_size=32 --workers=2
 """
 
 import os
@@ -32,21 +36,47 @@ flags.DEFINE_integer("warmup", 1, "Untimed training steps (the first traces).")
 flags.DEFINE_integer("steps", 3, "Timed training steps.")
 flags.DEFINE_list("precisions", ["fp32"], "Mixed-precision policies to train under.")
 flags.DEFINE_bool("xla", False, "Also train with jit_compile=True.")
+flags.DEFINE_integer("workers", 2, "--parts=workers: machines sharing each global batch.")
+
+
+def _timed_batches(data, input_context=None) -> tuple[int, float]:
+    """(images per batch, seconds per batch) of `FLAGS.batches` batches after the first."""
+    batches = iter(data.train_dataset(FLAGS.batch_size, seed=1, input_context=input_context))
+    images = int(next(batches)[0].shape[0])
+    start = time.perf_counter()
+    for _ in range(FLAGS.batches):
+        next(batches)
+    return images, (time.perf_counter() - start) / FLAGS.batches
+
+
+def _folder(tmp: str):
+    from cnn import imagenet
+
+    imagenet.write_image_folder(tmp, classes=8, train_per_class=FLAGS.images // 8,
+                                val_per_class=1, size=(375, 500))
+    return imagenet.load("imagenet", tmp, image_size=224)
 
 
 def pipeline_rate() -> float:
-    from cnn import imagenet
+    with tempfile.TemporaryDirectory() as tmp:
+        images, seconds = _timed_batches(_folder(tmp))
+        return images / seconds
+
+
+def per_worker() -> list[str]:
+    """One line each: a worker's pipeline decoding the whole global batch, then its share."""
+    import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        imagenet.write_image_folder(tmp, classes=8, train_per_class=FLAGS.images // 8,
-                                    val_per_class=1, size=(375, 500))
-        data = imagenet.load("imagenet", tmp, image_size=224)
-        batches = iter(data.train_dataset(FLAGS.batch_size, seed=1))
-        next(batches)
-        start = time.perf_counter()
-        for _ in range(FLAGS.batches):
-            next(batches)
-        return FLAGS.batches * FLAGS.batch_size / (time.perf_counter() - start)
+        data = _folder(tmp)
+        lines = []
+        for label, context in (("whole batch (before)", None),
+                               (f"its share of {FLAGS.workers} (after)",
+                                tf.distribute.InputContext(FLAGS.workers, 0, FLAGS.workers))):
+            images, seconds = _timed_batches(data, context)
+            lines.append(f"one worker's pipeline, {label}: {images} images decoded per step, "
+                         f"{1000 * seconds:.0f} ms per step")
+        return lines
 
 
 def train_rate(precision: str, jit_compile: bool) -> float:
@@ -81,6 +111,9 @@ def main(_):
     if "pipeline" in FLAGS.parts:
         print(f"input pipeline (generated 500x375 JPEGs -> 224): {pipeline_rate():8.1f} images/s",
               flush=True)
+    if "workers" in FLAGS.parts:
+        for line in per_worker():
+            print(line, flush=True)
     if "train" in FLAGS.parts:
         for precision in FLAGS.precisions:
             for jit in (False, True) if FLAGS.xla else (False,):

@@ -22,6 +22,7 @@ naming it: a folder's validation images are all decoded before the first step
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -78,8 +79,11 @@ class ImageNetData:
     # Training.
 
     def _pass_records(self, seed: tf.Tensor, p: tf.Tensor, count: int,
-                      tfds_records: tf.data.Dataset | None) -> tf.data.Dataset:
-        """(encoded image, label, k) of the first `count` training examples of pass p."""
+                      tfds_records: tf.data.Dataset | None,
+                      is_mine: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+        """(encoded image, label, k) of the first `count` training examples of pass p whose
+        stream position k `is_mine`: only those are read (a folder) or decoded (tfds, whose
+        seeded shuffle buffer is read whole)."""
         if tfds_records is None:
             files, labels = tf.constant(self.train.files), tf.constant(self.train.labels)
 
@@ -87,10 +91,11 @@ class ImageNetData:
                 i = self._file_index(k, p, seed)
                 return tf.io.read_file(tf.gather(files, i)), tf.gather(labels, i), k
 
-            return tf.data.Dataset.range(count).map(record,
-                                                    num_parallel_calls=tf.data.AUTOTUNE)
+            return tf.data.Dataset.range(count).filter(is_mine).map(
+                record, num_parallel_calls=tf.data.AUTOTUNE)
         records = tfds_records.shuffle(SHUFFLE_BUFFER, seed=seed * 1_000_003 + p)
-        return records.take(count).enumerate().map(lambda k, example: (*example, k))
+        return records.take(count).enumerate().filter(lambda k, _: is_mine(k)).map(
+            lambda k, example: (*example, k))
 
     def _file_index(self, k, p, seed) -> tf.Tensor:
         """The training file at position k of pass p of a folder's stream."""
@@ -107,24 +112,37 @@ class ImageNetData:
         return ds.map(lambda example: (example["image"], example["label"]))
 
     def train_dataset(self, batch_size: int, seed: int | None = None, start_step: int = 0,
+                      input_context: tf.distribute.InputContext | None = None,
                       **_) -> tf.data.Dataset:
-        """Endless augmented batches of exactly `batch_size` from step `start_step` on."""
+        """Endless augmented batches of exactly `batch_size` (the global batch) from step
+        `start_step` on. With `input_context` (`distribute_datasets_from_function`), the batches
+        of its input pipeline only: of each global batch, pipeline i of n reads and decodes the
+        i-th n-th (stream positions t B + i B / n .. t B + (i + 1) B / n - 1 at step t), batched
+        per replica, so the pipelines' batches of a step, in order, are the global batch."""
         steps = self.steps_per_epoch(batch_size)
         self.seed = int(np.random.randint(1 << 31) if seed is None else seed)
         seed = tf.constant(self.seed, tf.int64)
         size = self.image_size
+        pipelines = input_context.num_input_pipelines if input_context else 1
+        pipeline = input_context.input_pipeline_id if input_context else 0
+        share = batch_size // pipelines  # what one pipeline reads of each global batch
+        replica_batch = (input_context.get_per_replica_batch_size(batch_size) if input_context
+                         else batch_size)
+
+        def is_mine(k):
+            return k % batch_size // share == pipeline
 
         tfds_records = None if self.builder is None else self._tfds_records(self.train)
 
         def one_pass(p):
-            records = self._pass_records(seed, p, steps * batch_size, tfds_records)
+            records = self._pass_records(seed, p, steps * batch_size, tfds_records, is_mine)
             return records.map(lambda data, label, k: (
                 augment(data, size, tf.stack([seed, p * (1 << 32) + k])), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
 
         first_pass, skip = divmod(start_step, steps)
         ds = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(one_pass)
-        return ds.skip(skip * batch_size).batch(batch_size, drop_remainder=True).prefetch(
+        return ds.skip(skip * share).batch(replica_batch, drop_remainder=True).prefetch(
             tf.data.AUTOTUNE)
 
     # Evaluation.

@@ -22,6 +22,7 @@ from cnn.training import Trainer
 from nao_tf.common.errors import NaoError
 from nao_tf.common.summaries import write_scalars
 from nao_tf.runtime import precision
+from nao_tf.runtime.distribute import shared_seed
 from nao_tf.runtime.divergence import divergence
 from nao_tf.runtime.train_loop import Diverged, Trainee, format_eta
 
@@ -47,6 +48,7 @@ class CnnTrainee(Trainee):
         self.evals = data.eval_datasets(loop.eval_batch_size, standardization=loop.standardization)
         self.timed_steps, self.timed_seconds = 0, 0.0  # this process's steps after its first
         self._stream: Any = None
+        self._seed: int | None = None  # of the training stream, shared by every worker
         self._stream_step = self._first_step = -1  # the stream's next step; this process's first
 
     def position(self) -> str:
@@ -59,10 +61,17 @@ class CnnTrainee(Trainee):
     def _next_batch(self) -> tuple[tf.Tensor, tf.Tensor]:
         trainer, loop = self.trainer, self.loop
         if self._stream_step != trainer.step:  # a new process, or a rollback
-            dataset = self.data.train_dataset(loop.batch_size, loop.seed, trainer.step,
-                                              cutout_size=loop.cutout_size,
-                                              standardization=loop.standardization)
-            self._stream = iter(trainer.strategy.experimental_distribute_dataset(dataset))
+            if self._seed is None:  # every worker reads the same stream
+                self._seed = shared_seed(trainer.strategy, loop.seed)
+            step, options = trainer.step, dict(cutout_size=loop.cutout_size,
+                                               standardization=loop.standardization)
+            if isinstance(self.data, ImageNetData):  # each worker decodes only its share
+                self._stream = iter(trainer.strategy.distribute_datasets_from_function(
+                    lambda context: self.data.train_dataset(
+                        loop.batch_size, self._seed, step, input_context=context, **options)))
+            else:
+                self._stream = iter(trainer.strategy.experimental_distribute_dataset(
+                    self.data.train_dataset(loop.batch_size, self._seed, step, **options)))
             self._first_step = trainer.step + 1  # it includes tracing: not timed
         try:
             batch = next(self._stream)

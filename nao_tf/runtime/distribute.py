@@ -188,6 +188,23 @@ def build_optimizer(optimizer: keras.optimizers.Optimizer,
     return optimizer
 
 
+def shared_seed(strategy: tf.distribute.Strategy, seed: int | None) -> int:
+    """`seed`, or (None) a random one that every worker of `strategy` shares: the draw of the
+    worker holding replica 0, summed over the replicas with every other replica's zero."""
+    if seed is not None:
+        return seed
+    mine = tf.constant(np.random.randint(1, 1 << 31), tf.int64)
+    if not is_multi_worker(strategy):
+        return int(mine)
+
+    def first_replicas() -> tf.Tensor:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.where(tf.equal(replica, 0), mine, tf.zeros_like(mine))
+
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(first_replicas),
+                               axis=None))
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 

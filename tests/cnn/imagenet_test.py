@@ -72,6 +72,27 @@ def test_the_training_stream_resumes_at_any_step_and_evaluation_reads_every_imag
     assert sorted(np.concatenate([y for _, y in evaluated])) == sorted(data.test.labels)
 
 
+def _pipelines_of(data, step, seed, pipelines=2):
+    """Each input pipeline's first batch from `step` on, as `distribute_datasets_from_function`
+    builds them for `pipelines` workers of one replica each."""
+    return [next(iter(data.train_dataset(8, seed=seed, start_step=step,
+                                         input_context=tf.distribute.InputContext(
+                                             pipelines, i, pipelines))))
+            for i in range(pipelines)]
+
+
+def test_each_worker_reads_its_share_and_together_they_read_the_global_batch(folder):
+    """Across machines each worker reads and decodes only its half of every global batch; in
+    worker order the halves are the one-process batch of the same step, resumed or not."""
+    data = imagenet.load("imagenet", str(folder), image_size=32)
+    stream = [batch for batch, _ in zip(data.train_dataset(8, seed=1), range(5))]
+    for step in (0, 4):  # 4: a resumed run's first step, in the second pass
+        halves = _pipelines_of(data, step, seed=1)
+        assert [h[0].shape[0] for h in halves] == [4, 4]
+        np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), stream[step][0])
+        np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), stream[step][1])
+
+
 @pytest.mark.slow
 def test_a_tfds_directory_trains_evaluates_and_resumes_its_stream(tmp_path):
     directory = _tfds_dir(tmp_path / "tiny" / "1.0.0")
@@ -81,6 +102,8 @@ def test_a_tfds_directory_trains_evaluates_and_resumes_its_stream(tmp_path):
     resumed = next(iter(data.train_dataset(8, seed=2, start_step=4)))  # pass 1, its second batch
     np.testing.assert_array_equal(resumed[0], stream[4][0])
     assert sorted(np.concatenate([b[1] for b in stream[:3]])) == [0] * 8 + [1] * 8 + [2] * 8
+    halves = _pipelines_of(data, 4, seed=2)  # each worker decodes its half of the global batch
+    np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), stream[4][0])
     out = tmp_path / "run"
     results = _train(f"--data_dir={directory}", "--epochs=1", f"--output_dir={out}")
     assert results["num_train_images"] == 24 and results["steps"] == 3

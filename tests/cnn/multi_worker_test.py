@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from cnn import train_final
+from cnn import imagenet, train_final
 from cnn.task import TASK
 from nao_tf.commands import final_training
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
@@ -46,6 +46,34 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, tw
     assert_same_values(ours, reference)
     assert {p.name for p in (tmp_path / "workers").iterdir()} == CHIEF_FILES
     assert scratch_dirs() == scratch_before  # the other worker's saves went to scratch, now gone
+
+
+@pytest.mark.slow
+def test_two_workers_decode_their_halves_of_an_imagenet_folder_and_train_as_one_process(
+        tmp_path, two_replicas):
+    """Each worker reads and decodes only its half of every global batch
+    (`distribute_datasets_from_function`; the halves are checked image by image in
+    tests/cnn/imagenet_test.py): together they train exactly as one process of two replicas."""
+    folder = imagenet.write_image_folder(tmp_path / "images", train_per_class=16)
+
+    def args(out, seed):  # 48 images, 8 per replica: 3 steps
+        return ["--config=imagenet_mobile", f"--data_dir={folder}", "--image_size=32",
+                "--use_aux_head=false", "--num_cells=1", "--filters=8", "--batch_size=8",
+                "--eval_batch_size=8", "--epochs=1", f"--seed={seed}", f"--output_dir={out}"]
+
+    workers = start_workers("cnn.train_final", args(tmp_path / "workers", 1))
+    values = flags.FlagValues()
+    train_final.define_flags(values)
+    values(["prog", *args(tmp_path / "single", 1)])
+    final_training.apply_config(TASK, values)
+    final_training.run(TASK, values, two_replicas)
+    assert all("batch 16 over 2 replica(s)" in finish(p) for p in workers)
+    assert_same_values(*(checkpoint_values(tmp_path / d / "checkpoints" / "ckpt-1")
+                         for d in ("workers", "single")))
+    # Without --seed the workers agree on a random stream (the draw of the first replica's).
+    unseeded = [finish(p) for p in start_workers("cnn.train_final",
+                                                 args(tmp_path / "unseeded", 0))]
+    assert all("epoch 1/1:" in log for log in unseeded)
 
 
 @pytest.mark.slow

@@ -132,11 +132,16 @@ def render_png(graphs: Sequence[CellGraph], dpi: int = 110) -> bytes:
     try:
         for ax, graph in zip(axes[:, 0], graphs):
             _draw_one(ax, graph)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
+        return _png(fig, dpi)
     finally:
         plt.close(fig)
+
+
+def _png(fig: plt.Figure, dpi: int) -> bytes:
+    """`fig`, laid out tightly, as PNG bytes."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -185,9 +190,6 @@ def render_pareto_png(records: Sequence[Mapping], fronts: Mapping[str, Sequence[
             ax.set_xlabel(cost)
             ax.set_ylabel(score_name)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
+        return _png(fig, dpi)
     finally:
         plt.close(fig)
-    return buffer.getvalue()

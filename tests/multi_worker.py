@@ -80,9 +80,11 @@ def checkpoint_values(checkpoint: str | Path) -> dict[str, np.ndarray]:
 
 
 def assert_same_values(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-                       rtol: float = 1e-5, atol: float = 1e-6) -> None:
+                       rtol: float = 1e-5, atol: float = 1e-5) -> None:
     """Equal up to float32 rounding: two workers sum a gradient in another order than two
-    replicas of one process (seen: 2.5e-7 apart on a weight of 0.0125 after a few steps)."""
+    replicas of one process, and the difference grows with the steps (seen: 2.5e-7 apart on a
+    CNN weight of 0.0125 after a few steps, 1.9e-6 on an RNN embedding of 0.042 after a search's
+    supernet epochs)."""
     assert ours.keys() == reference.keys()
     for name, value in reference.items():
         if np.issubdtype(np.asarray(value).dtype, np.floating):

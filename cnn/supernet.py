@@ -292,8 +292,10 @@ class SuperCell(keras.layers.Layer):
         x_node = f.select(tf.maximum(inp - NUM_CELL_INPUTS, 0), tuple(states[NUM_CELL_INPUTS:]))
         return f.reduce_op(x_in, x_node, op, inp >= NUM_CELL_INPUTS, sep, red)
 
-    def call(self, inputs, cell_arch):
-        """`cell_arch`: int32 [20] (`in1 op1 in2 op2` per node)."""
+    def call(self, inputs, cell_arch, drop_path_keep=None, seed=None):
+        """`cell_arch`: int32 [20] (`in1 op1 in2 op2` per node). `drop_path_keep`: this cell's
+        drop-path keep probability, applied to every branch output (identities included, as the
+        PyTorch V1 supernet), drawn from `seed` (int [2]); None: no drop-path."""
         h0, h1 = inputs
         if self.calibrate0 is not None:
             h0 = self.calibrate0(tf.nn.relu(h0) if self.relu_before_reduce else h0, training=True)
@@ -307,9 +309,14 @@ class SuperCell(keras.layers.Layer):
                if self.reduction else [None] * (2 * NUM_NODES))
         for i in range(NUM_NODES):
             a = cell_arch[4 * i:4 * i + 4]
-            states.append(self._branch(states, i, 0, a[0], a[1], sep[2 * i], red[2 * i])
-                          + self._branch(states, i, 1, a[2], a[3], sep[2 * i + 1],
-                                         red[2 * i + 1]))
+            total = None
+            for b in range(2):
+                out = self._branch(states, i, b, a[2 * b], a[2 * b + 1], sep[2 * i + b],
+                                   red[2 * i + b])
+                if drop_path_keep is not None:
+                    out = ops.drop_path(out, drop_path_keep, ops.sub_seed(seed, 2 * i + b))
+                total = out if total is None else total + out
+            states.append(total)
         used = tf.reduce_any(tf.equal(inputs_used[:, None], tf.range(NUM_STATES)[None, :]), axis=0)
         unused = 1.0 - tf.cast(used, tf.float32)  # [7]
         if self.reduction:
@@ -330,12 +337,17 @@ class Supernet(keras.Model):
     the classifier dropout acts outside training too (with one fixed mask, the same for every
     cell), as in the TF original, whose search graph always runs in training mode. `reduction`:
     how a reduction cell halves the size; `base_conv`: the fixed network's unconditional 1x1 on
-    h[i-1] (see the module docstring)."""
+    h[i-1] (see the module docstring). `drop_path_keep_prob` p < 1: in training, every branch
+    output of cell l (0-based, of 3N + 2) is dropped with probability
+    (l + 1) / (3N + 2) * progress * (1 - p), progress = min(1, (step + 1) / total_steps) passed to
+    `call`: the PyTorch V1 search's `apply_drop_path` on every op (`NAO_V1/model_search.py`
+    `Node.forward`, `NAO_V1/operations.py`); 1 = none, as the TF original."""
 
     def __init__(self, num_cells_per_stage: int, filters: int, num_classes: int,
                  use_aux_head: bool = True, dropout_rate: float = 0.1, stem_multiplier: int = 3,
                  image_size: int = 32, op_selection: str = "switch", score_dropout: bool = False,
-                 reduction: str = "stride2", base_conv: bool = True, **kwargs):
+                 reduction: str = "stride2", base_conv: bool = True,
+                 drop_path_keep_prob: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -343,6 +355,7 @@ class Supernet(keras.Model):
         self.num_cells = 3 * n + 2
         reduction_indices = (n, 2 * n + 1)
         self.dropout_rate = float(dropout_rate)
+        self.drop_path_keep_prob = float(drop_path_keep_prob)
         self.score_dropout = score_dropout
         self.image_size = image_size
         self.channels_first = keras.config.image_data_format() == "channels_first"
@@ -380,20 +393,28 @@ class Supernet(keras.Model):
                                              kernel_initializer=ops.kernel_init(),
                                              name="classifier")
 
-    def call(self, images, arch, training=False, seed=None):
-        """`seed` (int [2]): the step's seed, from which the dropout draw is derived."""
+    def call(self, images, arch, training=False, drop_path_progress=None, seed=None):
+        """`seed` (int [2]): the step's seed, from which the dropout and drop-path draws are
+        derived; `drop_path_progress`: the training's progress (drop-path needs it)."""
         x = tf.transpose(images, [0, 3, 1, 2]) if self.channels_first else images
         x = self.stem_bn(self.stem_conv(x), training=True)
         normal, reduction = arch[:INTS_PER_CELL], arch[INTS_PER_CELL:ARCH_LENGTH]
+        drop_path = (training and self.drop_path_keep_prob < 1.0
+                     and drop_path_progress is not None)
         h0 = h1 = x
         aux_logits = None
         for idx in range(self.num_cells):
             cell = getattr(self, f"cell{idx}")
+            cell_arch = reduction if self.reductions[idx] else normal
+            keep = (1.0 - (idx + 1) / self.num_cells * drop_path_progress
+                    * (1.0 - self.drop_path_keep_prob)) if drop_path else None
+            cell_seed = ops.sub_seed(ops.step_seed(seed), idx) if drop_path else None
             if self.reductions[idx] and self.tf_reduction:
                 reduced = getattr(self, f"pre_reduce{idx}")(h1, training=True)
-                h0, h1 = reduced, cell([h1, reduced], reduction)
+                h0, h1 = reduced, cell([h1, reduced], cell_arch, drop_path_keep=keep,
+                                       seed=cell_seed)
             else:
-                h0, h1 = h1, cell([h0, h1], reduction if self.reductions[idx] else normal)
+                h0, h1 = h1, cell([h0, h1], cell_arch, drop_path_keep=keep, seed=cell_seed)
             if training and idx == self.aux_index:
                 aux_logits = tf.cast(self.aux_head(h1, training=True), tf.float32)
         x = tf.reduce_mean(tf.nn.relu(h1), axis=[2, 3] if self.channels_first else [1, 2])

@@ -23,7 +23,9 @@ class CifarTask(Task):
     score_name = "validation accuracy"
     configs = {"ws": train_search.SearchTaskConfig, "nao": train_search_nao.NaoSearchConfig,
                "final": train_final.FinalConfig}
-    presets = {"ws": {"smoke": train_search.SMOKE}, "nao": {"smoke": train_search_nao.SMOKE},
+    presets = {"ws": {"smoke": train_search.SMOKE,
+                      "nao_pytorch_v1": train_search.NAO_PYTORCH_V1},
+               "nao": {"smoke": train_search_nao.SMOKE},
                "final": CONFIGS}
     spaces = {"ws": [NAO_WS_SPACE], "nao": [NAONET_SPACE, NAONET_19_SPACE]}
     ref = "cnn.task:TASK"

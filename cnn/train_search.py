@@ -33,6 +33,7 @@ from cnn.data import CifarData
 from cnn.search_evaluator import SupernetEvaluator, SupernetSchedule
 from cnn.supernet import Supernet
 from cnn.training import OptimConfig, Trainer, disable_graph_optimizer
+from nao_tf.algorithm.controller import ATTENTIONS
 from nao_tf.algorithm.evaluators import EVAL_EPOCHS_HELP, parse_eval_epochs
 from nao_tf.commands import cli, weight_sharing_search
 from nao_tf.common.errors import NaoError
@@ -82,6 +83,11 @@ class SupernetConfig:
         identity=set(SUPERNET_SGD) - {"lr_max", "grad_bound"})
     keep_prob: float = option(0.9, "Keep probability of the dropout before the classifier.",
                               identity=True)
+    drop_path_keep_prob: float = option(1.0, "Drop-path keep probability p of every branch "
+                                        "output in training, cell l of 3N+2 keeping "
+                                        "1 - (l+1)/(3N+2) * progress * (1 - p) (the PyTorch V1 "
+                                        "search: 0.9); 1 = none (the TF original).",
+                                        identity=True)
     use_aux_head: bool = option(True, "Auxiliary classifier after the second reduction.",
                                 identity=True)
     sample_policy: str = option("uniform", "Architecture trained at each step: uniform over the "
@@ -123,11 +129,17 @@ class SearchTaskConfig:
     data: SearchDataConfig = cli.section(SearchDataConfig)
     supernet: SupernetConfig = cli.section(SupernetConfig)
     controller_attention: str = option("bahdanau", "Decoder attention: the TF original's "
-                                       "normalised Bahdanau or the PyTorch port's dot attention.",
-                                       ["bahdanau", "dot"])
+                                       "normalised Bahdanau, the PyTorch NAO-WS/rnn controller's "
+                                       "dot attention, or the PyTorch V1 port's Luong 'general' "
+                                       "attention.", list(ATTENTIONS))
     controller_lr: float = option(1e-3, "Controller Adam learning rate.")
     controller_trade_off: float = option(0.8, "Predictor share of the controller loss (the rest: "
                                          "reconstruction).")
+    controller_mlp_hidden: int = option(100, "Width of the predictor's 3 hidden layers (the "
+                                        "PyTorch V1 port: 200).", minimum=1)
+    controller_encoder_dropout: float = option(0.1, "Encoder dropout of the controller (the "
+                                               "PyTorch V1 port: 0).", minimum=0.0,
+                                               maximum=0.99)
     seed: int = option(0, "Random seed (pool, supernet weights, sampling, data order); 0 = not "
                        "fixed for the weights and data order.", identity=True)
     costs: CostNetworkConfig = cli.section(CostNetworkConfig)
@@ -143,6 +155,39 @@ SMOKE: dict[str, Any] = dict(
     max_lambda=20.0, controller_epochs=300, controller_batch_size=16,
     controller_attention="dot", controller_lr=5e-3, controller_trade_off=0.5, seed=1)
 
+# `--config=nao_pytorch_v1`: the NAO-WS search of the PyTorch port, `NAO_V1/train_search.py` at
+# NAO_pytorch 418ff71 (the search that found NAONet-B), each value from its argparse defaults
+# unless said otherwise. PyTorch's SGD weight decay wd is l2_reg = wd / 2 here (both add wd * w to
+# the gradient); its `CosineAnnealingLR(optimizer, child_epochs, child_lr_min)` is one
+# epoch-granular cosine, SGDR with T_0 = epochs and T_mul = 1.
+NAO_PYTORCH_V1: dict[str, Any] = dict(
+    # The supernet: NASWSNetworkCIFAR(10, child_layers, child_nodes, child_channels,
+    # child_keep_prob, child_drop_path_keep_prob, child_use_aux_head, steps), lines 32-46, 133.
+    num_cells=3, filters=20, batch_size=64, epochs=150, eval_images=500, eval_batch_size=500,
+    keep_prob=1.0, drop_path_keep_prob=0.9, use_aux_head=False,
+    eval_every_epochs=30,  # --child_eval_epochs '30': the pool is scored every 30 epochs
+    # SGD(lr 0.025, momentum=0.9, weight_decay=3e-4), no Nesterov, cosine to 0.001, clip 5
+    # (lines 39-44, 139-150).
+    lr_max=0.025, lr_min=0.001, t0=150, t_mul=1, nesterov=False, l2_reg=1.5e-4, grad_bound=5.0,
+    # One pool cell per step, uniformly (`utils.sample_arch(arch_pool, None)`, line 282); real
+    # stride-2 reduction cells without the fixed network's extra 1x1 on h[i-1]
+    # (`model_search.py` `Node`, `Cell`); scored in eval mode (no dropout) with batch statistics
+    # (`bn_train=True`, line 316).
+    sample_policy="uniform", supernet_reduction="stride2", supernet_base_conv=False,
+    score_dropout=False,
+    # The controller (lines 55-76): embedding 48, LSTM 96, MLP 3 x 200 with dropout 0.1,
+    # encoder dropout 0, trade-off 0.8, Adam 1e-3 with weight decay 1e-4, 1,000 epochs of
+    # batches of 100; PyTorch modules (`controller_style=pytorch`) with Luong attention
+    # (`decoder.py` `Attention`); branch-swap augmentation (`NAODataset(swap=True)`, line 755).
+    controller_mlp_hidden=200, controller_encoder_dropout=0.0, controller_trade_off=0.8,
+    controller_lr=1e-3, controller_attention="general", controller_style="pytorch",
+    controller_epochs=1000, controller_batch_size=100, symmetry=True,
+    # The pool (lines 52-54, 771-795): 600 random cells; 300 new ones decoded from the top 100
+    # with lambda = 1, 2, ... until the loop breaks after lambda 51; the new pool is the best
+    # 600 - 300 old cells and the new ones, no random cells.
+    seed_archs=600, top_k=100, new_archs=300, random_archs=0, max_lambda=51.0, lambda_step=1.0)
+
+
 def check(c: SearchTaskConfig) -> tuple[dict[str, Any], CifarData]:
     """The supernet's settings and the data; returns the settings record and the data."""
     d, net = c.data, c.supernet
@@ -150,7 +195,7 @@ def check(c: SearchTaskConfig) -> tuple[dict[str, Any], CifarData]:
     cli.check_bounds(c)
     if net.filters % 2:
         raise NaoError(f"--filters={net.filters} must be even (factorized reductions halve it)")
-    cli.check_keep_probability(value, "keep_prob")
+    cli.check_keep_probability(value, "keep_prob", "drop_path_keep_prob")
     parse_eval_epochs(net.eval_epochs, net.epochs)
     if net.jit_compile and net.op_selection != "select":
         raise NaoError("--jit_compile needs --op_selection=select (XLA compiles the switch "
@@ -190,7 +235,8 @@ def supernet(c: SearchTaskConfig, data: CifarData, output_dir: str) -> SupernetE
         net.num_cells, net.filters, data.num_classes, use_aux_head=net.use_aux_head,
         dropout_rate=1.0 - net.keep_prob, op_selection=net.op_selection,
         score_dropout=net.score_dropout, reduction=net.supernet_reduction,
-        base_conv=net.supernet_base_conv), cfg, net.batch_size, net.jit_compile)
+        base_conv=net.supernet_base_conv, drop_path_keep_prob=net.drop_path_keep_prob), cfg,
+        net.batch_size, net.jit_compile)
     params = int(sum(v.shape.num_elements() for v in trainer.model.trainable_variables))
     cli.say(f"NAO-WS on {c.data.dataset}: {len(data.train)} training / {len(data.valid)} "
             f"validation images; supernet N={net.num_cells} F={net.filters} ({params:,} shared "
@@ -203,9 +249,11 @@ def supernet(c: SearchTaskConfig, data: CifarData, output_dir: str) -> SupernetE
 
 
 def controller(c: SearchTaskConfig) -> dict[str, Any]:
-    """The TF original's NAO-WS controller (attention and learning rate are flags)."""
-    return dict(emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=100, encoder_dropout=0.1,
-                mlp_dropout=0.1, attention=c.controller_attention,
+    """The NAO-WS controller of both originals: what differs between them (attention, learning
+    rate, MLP width, encoder dropout) are flags, the TF original's by default."""
+    return dict(emb_size=48, hidden_size=96, mlp_layers=3, mlp_hidden=c.controller_mlp_hidden,
+                encoder_dropout=c.controller_encoder_dropout, mlp_dropout=0.1,
+                attention=c.controller_attention,
                 trade_off=c.controller_trade_off, weight_decay=1e-4,
                 learning_rate=c.controller_lr, max_gradient_norm=5.0)
 

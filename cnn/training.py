@@ -137,7 +137,8 @@ class Trainer:
             if training:
                 return self.model(images, training=True, drop_path_progress=progress, seed=seed)
             return self.model(images, training=False)
-        return self.model(images, arch, training=training, seed=seed)
+        return self.model(images, arch, training=training, drop_path_progress=progress,
+                          seed=seed)
 
     # Loss and gradients of one replica.
 

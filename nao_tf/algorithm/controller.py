@@ -17,7 +17,8 @@ Attention is the TF original's normalised Bahdanau (context of step t-1 fed with
 t, LSTM output projected to the vocabulary; with several decoder layers, the bottom layer's new
 context is fed to every upper layer, as TF's GNMT `AttentionMultiCell` of the original) or, with
 `attention="dot"`, the PyTorch NAO-WS/rnn controller's Luong-style dot product (tanh(W [context;
-h]) projected). Dropout is stateless: its masks are a function of an explicit `seed` tensor, so a
+h]) projected), or `attention="general"`, NAO_pytorch V1's Luong "general" score (h W_q . m_j,
+and tanh(W [context; h]) without biases). Dropout is stateless: its masks are a function of an explicit `seed` tensor, so a
 resumed run draws the same masks as an uninterrupted one. The controller always runs in float32.
 
 Two styles (`STYLES`, `ControllerConfig.with_style`): "tf", the TF originals' controller (uniform
@@ -37,7 +38,7 @@ import tensorflow as tf
 
 from nao_tf.algorithm.search_space import SearchSpace
 
-ATTENTIONS = ("bahdanau", "dot")
+ATTENTIONS = ("bahdanau", "dot", "general")
 INITS = ("tf", "pytorch")
 DROPOUT_SITES = ("outputs", "embeddings")
 STYLES: dict[str, dict] = {
@@ -161,20 +162,27 @@ class NormalizedBahdanauAttention(keras.layers.Layer):
 
 
 class DotAttention(keras.layers.Layer):
-    """Luong dot attention: context = softmax(h . m_j) m; output = tanh(W [context; h]).
+    """Luong dot attention: context = softmax(h . m_j) m; output = tanh(W [context; h] + b).
+    `query_init` given: Luong's "general" score, softmax(h W_q . m_j), and no bias b (NAO_pytorch
+    `NAO_V1/decoder.py` `Attention`: bias-free `input_proj` and `output_proj`).
 
     The query may be one step [B, H] or all steps [B, L, H]."""
 
-    def __init__(self, units: int, dense_init: dict, **kwargs):
+    def __init__(self, units: int, dense_init: dict, query_init: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.combine = keras.layers.Dense(units, activation="tanh", **dense_init)
+        general = query_init is not None
+        self.query_layer = (keras.layers.Dense(units, use_bias=False, **query_init,
+                                               name="query") if general else None)
+        self.combine = keras.layers.Dense(units, activation="tanh", use_bias=not general,
+                                          **dense_init)
 
     def keys(self, memory: tf.Tensor) -> tf.Tensor:
         return memory
 
     def call(self, query: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
         steps = query if query.shape.rank == 3 else query[:, None]
-        weights = tf.nn.softmax(tf.matmul(steps, keys, transpose_b=True), axis=-1)
+        scoring = steps if self.query_layer is None else self.query_layer(steps)
+        weights = tf.nn.softmax(tf.matmul(scoring, keys, transpose_b=True), axis=-1)
         context = tf.matmul(weights, memory)
         if query.shape.rank == 2:
             context = context[:, 0]
@@ -341,7 +349,8 @@ class Controller(keras.Model):
         self.attention = (NormalizedBahdanauAttention(c.hidden_size, seed=next(seeds),
                                                       name="attention") if feeds_context else
                           DotAttention(c.hidden_size, inits.linear(2 * c.hidden_size),
-                                       name="attention"))
+                                       inits.linear(c.hidden_size)
+                                       if c.attention == "general" else None, name="attention"))
         self.projection = keras.layers.Dense(c.vocab_size, **inits.linear(c.hidden_size),
                                              name="projection")
         if c.predictor_heads > 1:  # head 0 is `mlp` + `regressor`, as in a one-head controller
@@ -452,7 +461,7 @@ class Controller(keras.Model):
         keys = self.attention.keys(outputs)
         states, attention_in = self._initial_decoder_state(embedding)
         inputs = self.decoder_embedding(decoder_inputs)
-        if self.config.attention == "dot":
+        if self.config.attention != "bahdanau":
             # No input feeding: the LSTM runs over the whole sequence, attention over all steps.
             h = tf.transpose(inputs, [1, 0, 2])
             for layer, state in zip(self.decoder_layers, states):

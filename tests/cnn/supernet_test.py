@@ -157,3 +157,31 @@ def test_tf_style_reductions_and_base_conv():
     assert all(getattr(no_base, f"cell{i}").base1 is None for i in range(5))
     # Each cell of width w lost a w x w 1x1 conv and its BN's 2w.
     assert _params(tf_style) - _params(no_base) == sum(w * w + 2 * w for w in (8, 16, 16, 32, 32))
+
+
+@pytest.mark.slow
+def test_drop_path_follows_the_pytorch_v1_schedule_on_every_op():
+    """--drop_path_keep_prob (the PyTorch V1 search): in training only, on every branch output,
+    identities included, and scaled by the training's progress (none at progress 0); each draw a
+    function of the step's seed."""
+    images, _ = _batch(16)
+    seed = tf.constant([7, 3], tf.int64)
+    keras.utils.set_random_seed(3)
+    model = Supernet(1, 8, 10, use_aux_head=False, op_selection="select", dropout_rate=0.0,
+                     drop_path_keep_prob=0.5)
+    model.build_now()
+
+    def logits(arch, **kwargs):
+        return model(images, tf.constant(arch_tensor(arch)), seed=seed, **kwargs).numpy()
+
+    plain = logits(ARCH_A, training=True)  # no progress given: no drop-path
+    np.testing.assert_array_equal(logits(ARCH_A, training=True, drop_path_progress=0.0), plain)
+    dropped = logits(ARCH_A, training=True, drop_path_progress=1.0)
+    assert np.abs(dropped - plain).max() > 1e-3
+    np.testing.assert_array_equal(logits(ARCH_A, training=True, drop_path_progress=1.0), dropped)
+    # Scoring never drops.
+    np.testing.assert_array_equal(logits(ARCH_A, drop_path_progress=1.0), logits(ARCH_A))
+    # Only identities (op 4): the final network never drops them, the V1 supernet does.
+    identities = NAO_WS_SPACE.parse(" ".join(["0 4 1 4"] * 10))
+    assert np.abs(logits(identities, training=True, drop_path_progress=1.0)
+                  - logits(identities, training=True)).max() > 1e-3

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cnn.costs import FINAL_NETWORKS
-from cnn.search_space import NAO_WS_SPACE
+from cnn.search_space import NAO_WS_SPACE, NUM_NODES
 from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,3 +130,169 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
                           capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+# NAO_pytorch 418ff71, NAO_V1/train_search.py lines 32-46 and 52-76, verbatim: the defaults the
+# `--config=nao_pytorch_v1` preset reproduces.
+V1_ARGPARSE = """
+parser.add_argument('--child_batch_size', type=int, default=64)
+parser.add_argument('--child_eval_batch_size', type=int, default=500)
+parser.add_argument('--child_epochs', type=int, default=150)
+parser.add_argument('--child_layers', type=int, default=3)
+parser.add_argument('--child_nodes', type=int, default=5)
+parser.add_argument('--child_channels', type=int, default=20)
+parser.add_argument('--child_cutout_size', type=int, default=None)
+parser.add_argument('--child_grad_bound', type=float, default=5.0)
+parser.add_argument('--child_lr_max', type=float, default=0.025)
+parser.add_argument('--child_lr_min', type=float, default=0.001)
+parser.add_argument('--child_keep_prob', type=float, default=1.0)
+parser.add_argument('--child_drop_path_keep_prob', type=float, default=0.9)
+parser.add_argument('--child_l2_reg', type=float, default=3e-4)
+parser.add_argument('--child_use_aux_head', action='store_true', default=False)
+parser.add_argument('--child_eval_epochs', type=str, default='30')
+parser.add_argument('--controller_seed_arch', type=int, default=600)
+parser.add_argument('--controller_expand', type=int, default=None)
+parser.add_argument('--controller_new_arch', type=int, default=300)
+parser.add_argument('--controller_encoder_layers', type=int, default=1)
+parser.add_argument('--controller_encoder_hidden_size', type=int, default=96)
+parser.add_argument('--controller_encoder_emb_size', type=int, default=48)
+parser.add_argument('--controller_mlp_layers', type=int, default=3)
+parser.add_argument('--controller_mlp_hidden_size', type=int, default=200)
+parser.add_argument('--controller_decoder_layers', type=int, default=1)
+parser.add_argument('--controller_decoder_hidden_size', type=int, default=96)
+parser.add_argument('--controller_source_length', type=int, default=40)
+parser.add_argument('--controller_encoder_length', type=int, default=20)
+parser.add_argument('--controller_decoder_length', type=int, default=40)
+parser.add_argument('--controller_encoder_dropout', type=float, default=0)
+parser.add_argument('--controller_mlp_dropout', type=float, default=0.1)
+parser.add_argument('--controller_decoder_dropout', type=float, default=0)
+parser.add_argument('--controller_l2_reg', type=float, default=1e-4)
+parser.add_argument('--controller_encoder_vocab_size', type=int, default=12)
+parser.add_argument('--controller_decoder_vocab_size', type=int, default=12)
+parser.add_argument('--controller_trade_off', type=float, default=0.8)
+parser.add_argument('--controller_epochs', type=int, default=1000)
+parser.add_argument('--controller_batch_size', type=int, default=100)
+parser.add_argument('--controller_lr', type=float, default=0.001)
+parser.add_argument('--controller_optimizer', type=str, default='adam')
+parser.add_argument('--controller_grad_bound', type=float, default=5.0)
+"""
+# The same file's code: SGD(momentum=0.9) without Nesterov and CosineAnnealingLR(optimizer,
+# child_epochs, child_lr_min) (lines 139-150); `max_step_size = 50`, lambda stepping by 1 until
+# it exceeds 50, from `old_archs[:100]`, the new pool `old_archs[:len(old_archs) -
+# num_new_archs] + new_archs` (lines 772-795).
+V1_CODE = dict(momentum=0.9, nesterov=False, lambda_after_last_step=50 + 1, seeds=100,
+               random_archs=0)
+
+
+def _v1_defaults() -> dict:
+    values = {}
+    for name, kind, default in re.findall(
+            r"add_argument\('--(\w+)', (?:type=(\w+)|action='store_true'), default=([^)]+)\)",
+            V1_ARGPARSE):
+        parse = {"int": int, "float": float, "": lambda s: s == "True",
+                 "str": lambda s: s.strip("'")}[kind]
+        values[name] = None if default == "None" else parse(default)
+    assert len(values) == V1_ARGPARSE.count("add_argument")
+    return values
+
+
+def test_the_pytorch_v1_preset_resolves_to_the_ported_search_settings(tmp_path):
+    from absl import flags
+
+    from cnn.task import TASK
+    from nao_tf.commands import cli, search_command, weight_sharing_search
+
+    fv = flags.FlagValues()
+    weight_sharing_search.define_flags(TASK, fv)
+    fv(["prog", "--config=nao_pytorch_v1", f"--output_dir={tmp_path}"])
+    TASK.apply_preset("ws", fv)
+    task = cli.parse(TASK.require("ws"), fv)
+    net, sgd = task.supernet, task.supernet.sgd
+    controller = search_command.controller_config(TASK, "ws", task, NAO_WS_SPACE, fv)
+    loop = weight_sharing_search.search_config(TASK, fv, 5)
+    resolved = {
+        "child_batch_size": net.batch_size, "child_eval_batch_size": net.eval_images,
+        "child_epochs": net.epochs, "child_layers": net.num_cells,
+        "child_nodes": NUM_NODES, "child_channels": net.filters,
+        "child_grad_bound": sgd.grad_bound, "child_lr_max": sgd.lr_max,
+        "child_lr_min": sgd.lr_min, "child_keep_prob": net.keep_prob,
+        "child_drop_path_keep_prob": net.drop_path_keep_prob,
+        "child_l2_reg": 2 * sgd.l2_reg,  # PyTorch's weight decay wd = 2 * l2_reg
+        "child_use_aux_head": net.use_aux_head, "child_eval_epochs": str(net.eval_every_epochs),
+        "controller_seed_arch": loop.seed_archs, "controller_new_arch": loop.new_archs,
+        "controller_encoder_layers": controller.encoder_layers,
+        "controller_encoder_hidden_size": controller.hidden_size,
+        "controller_encoder_emb_size": controller.emb_size,
+        "controller_mlp_layers": controller.mlp_layers,
+        "controller_mlp_hidden_size": controller.mlp_hidden,
+        "controller_decoder_layers": controller.decoder_layers,
+        "controller_decoder_hidden_size": controller.hidden_size,
+        "controller_source_length": controller.source_length,
+        "controller_encoder_length": controller.encoder_length,
+        "controller_decoder_length": controller.source_length,
+        "controller_encoder_dropout": controller.encoder_dropout,
+        "controller_mlp_dropout": controller.mlp_dropout,
+        "controller_l2_reg": controller.weight_decay,
+        "controller_encoder_vocab_size": controller.vocab_size,
+        "controller_decoder_vocab_size": controller.vocab_size,
+        "controller_trade_off": controller.trade_off, "controller_epochs": loop.controller_epochs,
+        "controller_batch_size": controller.batch_size, "controller_lr": controller.learning_rate,
+        "controller_grad_bound": controller.max_gradient_norm,
+    }
+    # No counterpart: the search never cuts out, the controller is always Adam here, its
+    # decoder has no dropout and its data is never expanded beyond the branch swaps.
+    unported = {"child_cutout_size": None, "controller_expand": None,
+                "controller_optimizer": "adam", "controller_decoder_dropout": 0}
+    v1 = _v1_defaults()
+    assert v1.keys() == resolved.keys() | unported.keys()
+    assert {k: v1[k] for k in unported} == unported
+    assert resolved == pytest.approx({k: v1[k] for k in resolved}, rel=1e-12)
+    assert net.eval_batch_size == v1["child_eval_batch_size"]  # one batch of 500 per cell
+    assert (sgd.momentum, sgd.nesterov) == (V1_CODE["momentum"], V1_CODE["nesterov"])
+    assert (sgd.t0, sgd.t_mul) == (net.epochs, 1)  # one cosine over the epochs
+    assert (loop.max_lambda, loop.lambda_step) == (V1_CODE["lambda_after_last_step"], 1.0)
+    assert (loop.top_k, loop.random_archs) == (V1_CODE["seeds"], V1_CODE["random_archs"])
+    # PyTorch modules and Luong attention; the V1 supernet (uniform sampling, real stride-2
+    # reductions, no extra 1x1 on h[i-1], scored without dropout); branch-swap augmentation.
+    assert (controller.init, controller.encoder_dropout_site, controller.decay_after_clip,
+            controller.attention) == ("pytorch", "embeddings", True, "general")
+    assert (net.sample_policy, net.supernet_reduction, net.supernet_base_conv,
+            net.score_dropout, loop.symmetry) == ("uniform", "stride2", False, False, True)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_graph_optimizer")
+def test_the_pytorch_v1_preset_at_smoke_sizes_ends_with_best_arch(tmp_path):
+    """`--config=nao_pytorch_v1` with smoke sizes given by flag: the V1 supernet (drop-path, no
+    aux head, no extra 1x1), controller and pool rules run a whole search."""
+    from absl import flags
+
+    from cnn.task import TASK
+    from nao_tf.commands import weight_sharing_search
+
+    sizes = ["--dataset=synthetic", "--synthetic_train_images=160", "--num_valid=32",
+             "--num_cells=1", "--filters=8", "--batch_size=16", "--epochs=2",
+             "--eval_every_epochs=1", "--t0=2", "--eval_images=32", "--eval_batch_size=32",
+             "--seed_archs=8", "--top_k=4", "--new_archs=4", "--controller_epochs=50",
+             "--controller_batch_size=8", "--seed=1"]
+    fv = flags.FlagValues()
+    weight_sharing_search.define_flags(TASK, fv)
+    fv(["prog", "--config=nao_pytorch_v1", *sizes, f"--output_dir={tmp_path}"])
+    result = weight_sharing_search.run(TASK, fv)
+    settings = json.loads((tmp_path / "search_settings.json").read_text())
+    assert {k: settings[k] for k in ("drop_path_keep_prob", "use_aux_head", "random_archs",
+                                     "max_lambda", "supernet_base_conv")} == {
+        "drop_path_keep_prob": 0.9, "use_aux_head": False, "random_archs": 0,
+        "max_lambda": 51.0, "supernet_base_conv": False}
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert NAO_WS_SPACE.parse(best["arch"]) == result.best_arch
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    first = {r["arch"]: r["score"] for r in history if r["iteration"] == 0}
+    second = [r["arch"] for r in history if r["iteration"] == 1]
+    # V1's pool rule: the second pool is the n new cells and the best 8 - n old ones (no random
+    # cells).
+    new = [a for a in second if a not in first]
+    kept = [score for a, score in first.items() if a in second]
+    dropped = [score for a, score in first.items() if a not in second]
+    assert len(first) == len(second) == 8 and 1 <= len(new) == len(dropped) <= 4
+    assert min(kept) >= max(dropped)

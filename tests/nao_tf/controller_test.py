@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nao_tf.algorithm.controller import Controller, ControllerConfig, FusedLSTM
+from nao_tf.algorithm.controller import (
+    Controller,
+    ControllerConfig,
+    FusedLSTM,
+    decoder_inputs_for,
+)
 from nao_tf.algorithm.controller_train import ControllerTrainer, normalize_scores
 from nao_tf.algorithm.generate import ControllerInference, generate_new
 from nao_tf.algorithm.metrics import hamming_distance, pairwise_accuracy
@@ -112,7 +117,7 @@ def test_untrained_decoder_without_masks_would_be_invalid():
     assert not SPACE.valid_token_mask()[np.arange(SPACE.source_length)[None, :], raw].all()
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "dot"])
+@pytest.mark.parametrize("attention", ["bahdanau", "dot", "general"])
 @pytest.mark.xdist_group("trained")
 def test_beam_search_decodes_valid_sequences(trained, attention):
     model = Controller(_config(attention=attention), SPACE.valid_token_mask())
@@ -132,6 +137,29 @@ def test_bahdanau_controller_trains():
     first = trainer.fit(tokens, normalize_scores(scores, True), epochs=1, rng=np.random.default_rng(0))
     last = trainer.fit(tokens, normalize_scores(scores, True), epochs=15, rng=np.random.default_rng(0))
     assert last["loss"] < 0.8 * first["loss"]
+
+
+@pytest.mark.parametrize("style", ["tf", "pytorch"])
+def test_general_attention_decodes_as_it_is_trained(style):
+    """Luong's "general" score (the PyTorch V1 decoder): a bias-free query projection and output
+    layer; greedy decoding step by step picks what the teacher-forced pass scores highest."""
+    from nao_tf.algorithm.controller import STYLES
+
+    model = Controller(_config(attention="general", **STYLES[style]), SPACE.valid_token_mask())
+    attention = model.attention
+    assert attention.query_layer.kernel.shape == (48, 48)
+    assert not attention.query_layer.use_bias and not attention.combine.use_bias
+    tokens = tf.constant(SPACE.encode(SPACE.sample_unique(32, np.random.default_rng(2))))
+    outputs, embedding = model.encode(tokens, False, tf.zeros([2], tf.int32))
+    decoded = model.greedy_decode(outputs, embedding)
+    logits = model.decoder_logits(outputs, embedding, decoder_inputs_for(decoded))
+    masked = logits + np.where(SPACE.valid_token_mask(), 0.0, -np.inf)[None]
+    np.testing.assert_array_equal(np.argmax(masked, -1), decoded.numpy())
+    # The query projection takes part in the scores (and so is trained).
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.nn.log_softmax(
+            model.decoder_logits(outputs, embedding, decoder_inputs_for(decoded)))[..., 1])
+    assert np.abs(tape.gradient(loss, attention.query_layer.kernel)).max() > 0
 
 
 @pytest.mark.xdist_group("trained")

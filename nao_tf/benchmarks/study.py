@@ -23,6 +23,8 @@ from nao_tf.benchmarks.table import QueryCounter, Table
 from nao_tf.common import io
 from nao_tf.common.errors import DataError
 from nao_tf.common.resume import check_identity
+from nao_tf.runtime import startup
+
 
 def run_methods(space: SearchSpace, table: Table, search_metric: str, report_metric: str,
                 budget: int, seeds: int, methods: Sequence[str], settings: NaoSettings,
@@ -115,16 +117,19 @@ _worker: tuple[SearchSpace, Table] | None = None
 def _start_worker(space: SearchSpace, table_path: str, parent: int) -> None:
     """Process-pool initializer: on Linux the kernel kills the worker when its parent dies
     (PR_SET_PDEATHSIG), so a killed study leaves no process computing; one intra-op thread (the
-    controller's batch slices still run side by side on the inter-op threads) and the table,
-    read once per process."""
+    controller's batch slices still run side by side on the inter-op threads), TensorFlow's
+    start-up lines held back, and the table, read once per process."""
     global _worker
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the watch was set
             os._exit(1)
+    startup.import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
+    with startup.held_back():  # the device search's lines ("failed call to cuInit")
+        tf.config.list_physical_devices()
     _worker = space, Table(table_path, space)
 
 

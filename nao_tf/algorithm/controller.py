@@ -18,8 +18,9 @@ t, LSTM output projected to the vocabulary; with several decoder layers, the bot
 context is fed to every upper layer, as TF's GNMT `AttentionMultiCell` of the original) or, with
 `attention="dot"`, the PyTorch NAO-WS/rnn controller's Luong-style dot product (tanh(W [context;
 h]) projected), or `attention="general"`, NAO_pytorch V1's Luong "general" score (h W_q . m_j,
-and tanh(W [context; h]) without biases). Dropout is stateless: its masks are a function of an explicit `seed` tensor, so a
-resumed run draws the same masks as an uninterrupted one. The controller always runs in float32.
+and tanh(W [context; h]) without biases). Dropout is stateless: its masks are a function of an
+explicit `seed` tensor, so a resumed run draws the same masks as an uninterrupted one. The
+controller always runs in float32.
 
 Two styles (`STYLES`, `ControllerConfig.with_style`): "tf", the TF originals' controller (uniform
 +-0.1 initialisers, LSTM forget-gate bias +1, encoder dropout on every LSTM layer's outputs, weight

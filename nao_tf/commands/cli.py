@@ -34,6 +34,7 @@ def _guarded(main: Callable[[Sequence[str]], None],
                 tf.config.experimental.enable_op_determinism()
             distribute.set_worker_timeout(flags.FLAGS.worker_timeout)
             main(argv)
+            distribute.finish_together()
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -132,6 +132,34 @@ def lost_worker(error: BaseException) -> str | None:
 _MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process
 
 
+def finish_together(timeout_s: int = 60) -> None:
+    """The normal end of a process of a multi-worker job (`commands.cli` calls it when the
+    command has returned). Every worker leaves a "done" key in TensorFlow's coordination service
+    and the leader (the chief, which holds the service) waits up to `timeout_s` for every other
+    worker's before it exits, so no worker is left sending heartbeats to a service that is gone;
+    then this process's stderr is closed for its teardown, in which TensorFlow's coordination
+    and collective threads may still log that the other workers went away (`StartAbort
+    UNAVAILABLE ... Failed to send RPC to coordination service`) though nothing failed."""
+    if not _MULTI_WORKER:
+        return
+    config = _tf_config()
+    me = config["task"]
+    coordination = context.context()
+    try:
+        coordination.set_config_key_value(f"nao_tf/done/{me['type']}/{me['index']}", "1")
+        if is_chief(_MULTI_WORKER[0]):
+            for job, addresses in config["cluster"].items():
+                for index in range(len(addresses)):
+                    if (job, index) != (me["type"], me["index"]):
+                        coordination.get_config_key_value(f"nao_tf/done/{job}/{index}",
+                                                          timeout_in_ms=timeout_s * 1000)
+    except tf.errors.OpError:  # a worker that did not end normally: its own output says why
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
 def get_strategy(devices: Sequence[str] | None = None,
                  multi_worker: bool = False) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy when `TF_CONFIG` names two or more workers (for a caller that

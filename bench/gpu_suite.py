@@ -2,7 +2,7 @@
 
     bench/gpu_suite.sh                    # paper configs, on the first GPU and then on all GPUs
     bench/gpu_suite.sh --tiny             # tiny networks; runs anywhere (the CPU too)
-    bench/gpu_suite.sh --tiny --precisions=fp16 --modes=select --noxla   # what the test runs
+    bench/gpu_suite.sh --tiny --precisions=fp32 --modes=switch --noxla   # what the test runs
 
 Measures, each after untimed warm-up steps (tracing included):
   - the controller: seconds per training epoch (1,000 cells, batch 100), dot and Bahdanau;

@@ -2,12 +2,14 @@
 are `option`s), presets checked where they are defined and layered defaults < preset < explicit
 flags, and `run`, which reports user errors as one line."""
 
+import atexit
 import dataclasses
-import logging as std_logging
 import difflib
+import logging as std_logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, Union
 
 from absl import app, flags, logging
@@ -16,7 +18,7 @@ from nao_tf.common.errors import NaoError
 from nao_tf.runtime import distribute, startup
 
 
-def _guarded(main: Callable[[Sequence[str]], None],
+def _guarded(main: Callable[[Sequence[str]], Any],
              subcommands: Sequence[str]) -> Callable[[Sequence[str]], None]:
     def wrapped(argv: Sequence[str]) -> None:
         if logging.get_verbosity() == logging.INFO:
@@ -35,6 +37,7 @@ def _guarded(main: Callable[[Sequence[str]], None],
             distribute.set_worker_timeout(flags.FLAGS.worker_timeout)
             main(argv)
             distribute.finish_together()
+            _exit_now()
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
@@ -46,6 +49,21 @@ def _guarded(main: Callable[[Sequence[str]], None],
             sys.exit(2)
 
     return wrapped
+
+
+def _exit_now() -> None:
+    """The end of a command that returned: what a normal exit does that matters (other threads
+    joined, output flushed, the `atexit` functions, such as Ray's shutdown, run), then exit code
+    0 without the interpreter's finalization, which frees every traced graph one object at a
+    time (1-2.5 s after a CNN command; more for a worker of a multi-worker job). Every file is
+    already written and closed: state atomically, summaries flushed after each write."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(0)
 
 
 def _interrupted(signum: int, frame: Any) -> None:

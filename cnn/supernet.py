@@ -119,16 +119,20 @@ class OpFunctions:
             raise ValueError(f"op_selection must be one of {OP_SELECTIONS}, got {op_selection!r}")
         self.op_selection = op_selection
         self.layout = _Layout()
+        # Kept as function calls: inlining 100+ call sites made the first step (graph
+        # optimisation) several times slower and the step itself no faster. Traced without
+        # autograph (they have no tensor-dependent Python control flow): converting them took 15%
+        # of the supernet train step's trace.
+        def compiled(fn):
+            return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
+
         # A function of its own: its recomputing gradient cannot live directly in a switch branch.
-        self.max_pool = tf.function(ops.max_pool, experimental_attributes={"_noinline": True})
+        self.max_pool = compiled(ops.max_pool)
         if op_selection == "switch":
-            # Kept as function calls: inlining 100+ call sites made the first step (graph
-            # optimisation) several times slower and the step itself no faster.
-            attrs = {"_noinline": True}
-            self.select = tf.function(self._switch_select, experimental_attributes=attrs)
-            self.normal_op = tf.function(self._normal_op, experimental_attributes=attrs)
-            self.reduce_input_op = tf.function(self._reduce_input_op, experimental_attributes=attrs)
-            self.reduce_op = tf.function(self._reduce_op, experimental_attributes=attrs)
+            self.select = compiled(self._switch_select)
+            self.normal_op = compiled(self._normal_op)
+            self.reduce_input_op = compiled(self._reduce_input_op)
+            self.reduce_op = compiled(self._reduce_op)
         else:
             self.select = self._gather_select
             self.normal_op, self.reduce_input_op = self._normal_op, self._reduce_input_op

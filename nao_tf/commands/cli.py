@@ -37,7 +37,8 @@ def _guarded(main: Callable[[Sequence[str]], Any],
             distribute.set_worker_timeout(flags.FLAGS.worker_timeout)
             main(argv)
             distribute.finish_together()
-            _exit_now()
+            if not distribute.in_multi_worker_job():
+                _exit_now()
         except NaoError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
@@ -52,11 +53,14 @@ def _guarded(main: Callable[[Sequence[str]], Any],
 
 
 def _exit_now() -> None:
-    """The end of a command that returned: what a normal exit does that matters (other threads
-    joined, output flushed, the `atexit` functions, such as Ray's shutdown, run), then exit code
-    0 without the interpreter's finalization, which frees every traced graph one object at a
-    time (1-2.5 s after a CNN command; more for a worker of a multi-worker job). Every file is
-    already written and closed: state atomically, summaries flushed after each write."""
+    """The end of a one-machine command that returned: what a normal exit does that matters
+    (other threads joined, output flushed, the `atexit` functions, such as Ray's shutdown, run),
+    then exit code 0 without the interpreter's finalization, which frees every traced graph one
+    object at a time (1-2.5 s after a CNN command). Every file is already written and closed:
+    state atomically, summaries flushed after each write. Not for a worker of a multi-worker
+    job: its finalization disconnects it from the coordination service, and a worker gone
+    without it is reported by the chief as crashed (`StartAbort UNAVAILABLE ... stopped sending
+    heartbeats`)."""
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

@@ -132,27 +132,36 @@ def lost_worker(error: BaseException) -> str | None:
 _MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process
 
 
-def finish_together(timeout_s: int = 60) -> None:
+def in_multi_worker_job() -> bool:
+    """Whether this process has joined a multi-worker job (TF_CONFIG)."""
+    return bool(_MULTI_WORKER)
+
+
+def finish_together(timeout_s: int = 60, leader_timeout_s: int = 600) -> None:
     """The normal end of a process of a multi-worker job (`commands.cli` calls it when the
-    command has returned). Every worker leaves a "done" key in TensorFlow's coordination service
-    and the leader (the chief, which holds the service) waits up to `timeout_s` for every other
-    worker's before it exits, so no worker is left sending heartbeats to a service that is gone;
-    then this process's stderr is closed for its teardown, in which TensorFlow's coordination
-    and collective threads may still log that the other workers went away (`StartAbort
-    UNAVAILABLE ... Failed to send RPC to coordination service`) though nothing failed."""
+    command has returned). Every worker leaves a "done" key in TensorFlow's coordination service;
+    the leader (the chief, which holds the service) waits up to `timeout_s` for every other
+    worker's, and every other worker up to `leader_timeout_s` for the leader's (which may still
+    be exporting the network), so no worker is left sending heartbeats to a service that is gone
+    and none leaves while the leader still works (its service would report it as crashed:
+    `StartAbort UNAVAILABLE ... stopped sending heartbeats`). Then this process's
+    stderr is closed for its teardown, in which TensorFlow's coordination and collective threads
+    may still log that the other workers went away though nothing failed."""
     if not _MULTI_WORKER:
         return
     config = _tf_config()
-    me = config["task"]
+    me = (config["task"]["type"], config["task"]["index"])
+    leader = ("chief", 0) if "chief" in config["cluster"] else ("worker", 0)
+    others = [(job, index) for job, addresses in config["cluster"].items()
+              for index in range(len(addresses)) if (job, index) != me]
     coordination = context.context()
     try:
-        coordination.set_config_key_value(f"nao_tf/done/{me['type']}/{me['index']}", "1")
-        if is_chief(_MULTI_WORKER[0]):
-            for job, addresses in config["cluster"].items():
-                for index in range(len(addresses)):
-                    if (job, index) != (me["type"], me["index"]):
-                        coordination.get_config_key_value(f"nao_tf/done/{job}/{index}",
-                                                          timeout_in_ms=timeout_s * 1000)
+        coordination.set_config_key_value(f"nao_tf/done/{me[0]}/{me[1]}", "1")
+        waits = [(task, timeout_s) for task in others] if me == leader else [
+            (leader, leader_timeout_s)]
+        for (job, index), seconds in waits:
+            coordination.get_config_key_value(f"nao_tf/done/{job}/{index}",
+                                              timeout_in_ms=seconds * 1000)
     except tf.errors.OpError:  # a worker that did not end normally: its own output says why
         pass
     sys.stdout.flush()

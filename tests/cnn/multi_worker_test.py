@@ -35,24 +35,21 @@ def test_two_workers_decode_their_halves_of_an_imagenet_folder_and_train_as_one_
     tests/cnn/imagenet_test.py): together they train exactly as one process of two replicas."""
     folder = imagenet.write_image_folder(tmp_path / "images", train_per_class=16)
 
-    def args(out, seed):  # 48 images, 8 per replica: 3 steps
+    def args(out):  # 48 images, 8 per replica: 3 steps
         return ["--config=imagenet_mobile", f"--data_dir={folder}", "--image_size=32",
                 "--use_aux_head=false", "--num_cells=1", "--filters=8", "--batch_size=8",
-                "--eval_batch_size=8", "--epochs=1", f"--seed={seed}", f"--output_dir={out}"]
+                "--eval_batch_size=8", "--epochs=1", "--seed=1", f"--output_dir={out}"]
 
-    workers = start_workers("cnn.train_final", args(tmp_path / "workers", 1))
+    workers = start_workers("cnn.train_final", args(tmp_path / "workers"))
     values = flags.FlagValues()
     train_final.define_flags(values)
-    values(["prog", *args(tmp_path / "single", 1)])
+    values(["prog", *args(tmp_path / "single")])
     final_training.apply_config(TASK, values)
     final_training.run(TASK, values, two_replicas)
     assert all("batch 16 over 2 replica(s)" in finish(p) for p in workers)
     assert_same_values(*(checkpoint_values(tmp_path / d / "checkpoints" / "ckpt-1")
                          for d in ("workers", "single")))
-    # Without --seed the workers agree on a random stream (the draw of the first replica's).
-    unseeded = [finish(p) for p in start_workers("cnn.train_final",
-                                                 args(tmp_path / "unseeded", 0))]
-    assert all("epoch 1/1:" in log for log in unseeded)
+    # Without --seed: tests/nao_tf/worker_failures_test.py, the normal run.
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Across machines, every failure ends in bounded time with one line (two real loopback workers
 of the NAS-Bench-201 final training): a worker that never starts, a worker lost in training,
-workers started with different settings; and a normal run says nothing else."""
+workers started with different settings; and a normal run (the CNN final training on an
+ImageNet-like folder) says nothing else."""
 
 import json
 import signal
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from cnn import imagenet
 from tests import multi_worker
 
 ARCH = "--arch=|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|avg_pool_3x3~2|"
@@ -27,9 +29,14 @@ def _error_line(output: str) -> str:
 def test_a_normal_run_on_two_workers_prints_only_its_own_lines(tmp_path):
     """TensorFlow's C++ log on (as a user has it): no start-up line of the device search
     (cuInit on a machine without a GPU), no warning about the strategy's eager calls, and no
-    coordination-service line as the chief ends after the other worker."""
-    workers = multi_worker.start_workers("nb201.train_final",
-                                         _args(tmp_path / "run", "--epochs=1"), cpp_log=True)
+    coordination-service line as the chief ends after the other worker. The run is the CNN
+    final training on an ImageNet-like folder without --seed, where each worker decodes its own
+    share of every batch: the workers agree on a random stream (the first replica's draw)."""
+    folder = imagenet.write_image_folder(tmp_path / "images", train_per_class=16)
+    args = ["--config=imagenet_mobile", f"--data_dir={folder}", "--image_size=32",
+            "--use_aux_head=false", "--num_cells=1", "--filters=8", "--batch_size=8",
+            "--eval_batch_size=8", "--epochs=1", f"--output_dir={tmp_path / 'run'}"]
+    workers = multi_worker.start_workers("cnn.train_final", args, cpp_log=True)
     for worker in workers:
         out = multi_worker.finish(worker, timeout=300)
         assert "epoch 1/1:" in out

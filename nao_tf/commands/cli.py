@@ -57,10 +57,8 @@ def _exit_now() -> None:
     (other threads joined, output flushed, the `atexit` functions, such as Ray's shutdown, run),
     then exit code 0 without the interpreter's finalization, which frees every traced graph one
     object at a time (1-2.5 s after a CNN command). Every file is already written and closed:
-    state atomically, summaries flushed after each write. Not for a worker of a multi-worker
-    job: its finalization disconnects it from the coordination service, and a worker gone
-    without it is reported by the chief as crashed (`StartAbort UNAVAILABLE ... stopped sending
-    heartbeats`)."""
+    state atomically, summaries flushed after each write. A worker of a multi-worker job keeps
+    TensorFlow's teardown (`distribute.finish_together` orders the workers' ends)."""
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

@@ -150,15 +150,16 @@ def finish_together(timeout_s: int = 60, leader_timeout_s: int = 600) -> None:
     if not _MULTI_WORKER:
         return
     config = _tf_config()
-    me = (config["task"]["type"], config["task"]["index"])
-    leader = ("chief", 0) if "chief" in config["cluster"] else ("worker", 0)
-    others = [(job, index) for job, addresses in config["cluster"].items()
-              for index in range(len(addresses)) if (job, index) != me]
+    me = (config["task"]["type"], int(config["task"]["index"]))
+    if is_chief(_MULTI_WORKER[0]):
+        waits = [((job, index), timeout_s) for job, addresses in config["cluster"].items()
+                 for index in range(len(addresses)) if (job, index) != me]
+    else:
+        leader = ("chief", 0) if "chief" in config["cluster"] else ("worker", 0)  # `is_chief`'s
+        waits = [(leader, leader_timeout_s)]
     coordination = context.context()
     try:
         coordination.set_config_key_value(f"nao_tf/done/{me[0]}/{me[1]}", "1")
-        waits = [(task, timeout_s) for task in others] if me == leader else [
-            (leader, leader_timeout_s)]
         for (job, index), seconds in waits:
             coordination.get_config_key_value(f"nao_tf/done/{job}/{index}",
                                               timeout_in_ms=seconds * 1000)

@@ -152,18 +152,20 @@ class LMStep:
         hidden = tf.TensorSpec([batch_size, model.units], tf.float32)
         self.weight_sharing = hasattr(model, "score")
         arch = [tf.TensorSpec([model.num_nodes, 2], tf.int32)] if self.weight_sharing else []
+        # Traced without autograph: the loops over time are explicit `tf.while_loop`s.
         self._compiled_train_step = tf.function(
-            self._train_step, jit_compile=jit_compile,
+            self._train_step, jit_compile=jit_compile, autograph=False,
             input_signature=[ids, ids, hidden, tf.TensorSpec([], tf.float32),
                              tf.TensorSpec([2], tf.int64), *arch])
         if self.weight_sharing:
-            self.score = tf.function(model.score, input_signature=[
+            self.score = tf.function(model.score, autograph=False, input_signature=[
                 tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None, model.num_nodes, 2], tf.int32)])
         self.eval_step = tf.function(
-            self._eval_step, input_signature=[tf.TensorSpec([None, None], tf.int32),
-                                              tf.TensorSpec([None, None], tf.int32),
-                                              tf.TensorSpec([None, model.units], tf.float32)])
+            self._eval_step, autograph=False,
+            input_signature=[tf.TensorSpec([None, None], tf.int32),
+                             tf.TensorSpec([None, None], tf.int32),
+                             tf.TensorSpec([None, model.units], tf.float32)])
 
     def train_step(self, x, y, hidden, lr, seed: Sequence[int], *arch):
         return self._compiled_train_step(x, y, hidden, lr, tf.constant(seed, tf.int64), *arch)

@@ -10,6 +10,7 @@ of one head drawn at random).
 """
 
 import dataclasses
+import functools
 from typing import Hashable, Iterable, Sequence
 
 import numpy as np
@@ -29,12 +30,15 @@ class ControllerInference:
         tokens = tf.TensorSpec([None, length], tf.int32)
         outputs = tf.TensorSpec([None, model.config.encoder_length, model.config.hidden_size], tf.float32)
         self._zero_seed = tf.zeros([2], tf.int32)
-        self._encode = tf.function(self._encode_fn, input_signature=[tokens])
-        self._predict = tf.function(self._predict_fn, input_signature=[tokens])
-        self._predict_heads = tf.function(self._predict_heads_fn, input_signature=[tokens])
-        self._decode = tf.function(self._decode_fn, input_signature=[outputs])
-        self._step_decode = tf.function(self._step_decode_fn,
-                                        input_signature=[tokens, tf.TensorSpec([], tf.float32)])
+        # Without autograph: no tensor-dependent Python control flow (decoding loops over the
+        # static length); converting the code was most of the decoding's trace.
+        compiled = functools.partial(tf.function, autograph=False)
+        self._encode = compiled(self._encode_fn, input_signature=[tokens])
+        self._predict = compiled(self._predict_fn, input_signature=[tokens])
+        self._predict_heads = compiled(self._predict_heads_fn, input_signature=[tokens])
+        self._decode = compiled(self._decode_fn, input_signature=[outputs])
+        self._step_decode = compiled(self._step_decode_fn,
+                                     input_signature=[tokens, tf.TensorSpec([], tf.float32)])
 
     def _encode_fn(self, tokens):
         return self.model.encode(tokens, False, self._zero_seed)[0]

@@ -35,6 +35,12 @@ class CifarTask(Task):
     advice = "rerun the same command with a lower --lr_max (a resume may change it)"
     owned = ("export",)
 
+    def final_command_after(self, preset: str) -> str:
+        # NAONet-B, found by the PyTorch port's search, was trained with the port's recipe.
+        if preset == "nao_pytorch_v1":
+            return "scripts/train_final.sh cnn --config=naonet_b_36"
+        return self.final_command
+
     def preset(self, command: str, name: str, config: Any) -> Mapping[str, Any]:
         if command != "final":
             return self.presets[command][name]

@@ -126,11 +126,12 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult:
     search = NAOSearch(space, evaluator, search_config, controller, fv.output_dir, log=cli.say,
                        save_every_seconds=0.0, imported=imported or None, graphs=task.graphs)
     result = search.run()
+    final = task.final_command_after(fv.config)
     cli.say(f"best architecture ({task.score_name} {result.best_score:.6g}, {result.evaluated} "
             f"trained or imported):\n{space.describe(result.best_arch)}\n"
             f"written to {os.path.join(fv.output_dir, 'best_arch.json')}"
-            + (f"; train it with {task.final_command} --arch=<that file>"
-               if task.final_command else ""))
+            + (f"; train it with {final} --arch=<that file>"
+               if final else ""))
     return result
 
 

@@ -58,7 +58,8 @@ class Task(abc.ABC):
     spaces: per search command, its spaces (the first is the default; with several, `--space`
       chooses).
     ref: 'module:attribute' naming an instance, for `--executor=ray` (it is rebuilt there).
-    final_command: how to train a found architecture, printed after a search.
+    final_command: how to train a found architecture, printed after a search (a preset's own:
+      `final_command_after`).
     graphs: the architecture's pictures (`nao_tf.algorithm.draw`), or None.
     """
 
@@ -88,6 +89,10 @@ class Task(abc.ABC):
         if flag_values.config:
             config = cli.parse(self.configs[command], flag_values)
             cli.apply_preset(flag_values, self.preset(command, flag_values.config, config))
+
+    def final_command_after(self, preset: str) -> str:
+        """How to train an architecture found by a search run with `--config=preset`."""
+        return self.final_command
 
     def preset(self, command: str, name: str, config: Any) -> Mapping[str, Any]:
         """Preset `name` of `command`; a task may change it with the rest of the flags'

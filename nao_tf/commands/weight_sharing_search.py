@@ -128,12 +128,13 @@ def run(task: Task, fv: flags.FlagValues) -> SearchResult | None:
     if workers:
         evaluator.done()
     best_path = os.path.join(fv.output_dir, "best_arch.json")
+    final = task.final_command_after(fv.config)
     cli.say(f"best architecture ({task.score_name} {result.best_score:.6g} on the supernet):\n"
             f"{space.describe(result.best_arch)}\ntop {len(result.top)}:\n"
             + "\n".join(f"  {score:.6g}  {space.to_string(a)}" for a, score in result.top)
             + f"\nwritten to {best_path}"
-            + (f"; train the best with: {task.final_command} --arch={best_path}"
-               if task.final_command else ""))
+            + (f"; train the best with: {final} --arch={best_path}"
+               if final else ""))
     return result
 
 

@@ -259,9 +259,10 @@ def test_the_pytorch_v1_preset_resolves_to_the_ported_search_settings(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("restore_graph_optimizer")
-def test_the_pytorch_v1_preset_at_smoke_sizes_ends_with_best_arch(tmp_path):
+def test_the_pytorch_v1_preset_at_smoke_sizes_ends_with_best_arch(tmp_path, capsys):
     """`--config=nao_pytorch_v1` with smoke sizes given by flag: the V1 supernet (drop-path, no
-    aux head, no extra 1x1), controller and pool rules run a whole search."""
+    aux head, no extra 1x1), controller and pool rules run a whole search, which ends by naming
+    the port's final-training recipe."""
     from absl import flags
 
     from cnn.task import TASK
@@ -293,3 +294,5 @@ def test_the_pytorch_v1_preset_at_smoke_sizes_ends_with_best_arch(tmp_path):
     dropped = [score for a, score in first.items() if a not in second]
     assert len(first) == len(second) == 8 and 1 <= len(new) == len(dropped) <= 4
     assert min(kept) >= max(dropped)
+    assert ("train the best with: scripts/train_final.sh cnn --config=naonet_b_36 "
+            f"--arch={tmp_path / 'best_arch.json'}") in capsys.readouterr().out

@@ -8,13 +8,15 @@ import importlib.machinery
 import importlib.util
 import sys
 
+parts = sys.argv[1].split(".")
 path = None
-for depth, part in enumerate(sys.argv[1].split(".")):
+for depth in range(len(parts)):
     if depth and path is None:  # a module, not a package, has no submodules
         sys.exit(1)
     # The top level through every finder (an editable install's too); below it, by path.
-    spec = (importlib.machinery.PathFinder.find_spec(part, path) if depth
-            else importlib.util.find_spec(part))
+    name = ".".join(parts[:depth + 1])
+    spec = (importlib.machinery.PathFinder.find_spec(name, path) if depth
+            else importlib.util.find_spec(name))
     if spec is None:
         sys.exit(1)
     path = spec.submodule_search_locations

@@ -1,22 +1,24 @@
-"""Exits 0 when the dotted module named by the one argument can be found on `sys.path`, else 1.
+"""Exits 0 when the dotted module named by the one argument can be found, else 1.
 
-Found without importing it or its packages: importing a task package loads TensorFlow, seconds
-the command would then spend a second time.
+Found without importing it or its packages (importing a task package loads TensorFlow, seconds
+the command would then spend a second time): the top-level package through Python's finders
+(an editable install's included), the rest as files and directories below it.
 """
 
-import importlib.machinery
 import importlib.util
+import os
 import sys
 
-parts = sys.argv[1].split(".")
-path = None
-for depth in range(len(parts)):
-    if depth and path is None:  # a module, not a package, has no submodules
+top, *rest = sys.argv[1].split(".")
+spec = importlib.util.find_spec(top)
+if spec is None:
+    sys.exit(1)
+directories = list(spec.submodule_search_locations or [])
+for depth, part in enumerate(rest, 1):
+    if depth == len(rest) and any(os.path.isfile(os.path.join(d, f"{part}.py"))
+                                  for d in directories):
+        sys.exit(0)
+    directories = [os.path.join(d, part) for d in directories
+                   if os.path.isdir(os.path.join(d, part))]
+    if not directories:
         sys.exit(1)
-    # The top level through every finder (an editable install's too); below it, by path.
-    name = ".".join(parts[:depth + 1])
-    spec = (importlib.machinery.PathFinder.find_spec(name, path) if depth
-            else importlib.util.find_spec(name))
-    if spec is None:
-        sys.exit(1)
-    path = spec.submodule_search_locations

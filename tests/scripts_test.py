@@ -44,3 +44,10 @@ def test_the_check_finds_the_module_without_importing_its_package(task_package):
     # Only the command itself imported the package.
     assert result.stderr.strip() == "the task package was imported", result.stderr
     assert result.returncode == 1
+
+
+def test_a_namespace_package_task_is_found(tmp_path):
+    (tmp_path / "namespace_task").mkdir()  # no __init__.py
+    (tmp_path / "namespace_task" / "train_final.py").write_text("print('trained')\n")
+    result = _script(tmp_path, "train_final.sh", "namespace_task")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "trained\n", "")

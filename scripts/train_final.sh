@@ -12,7 +12,7 @@ case "$task" in
   ''|-*) echo "usage: scripts/train_final.sh TASK [--flag=value ...]   (TASK: cnn, rnn, or a task package)" >&2; exit 2 ;;
 esac
 shift
-if ! python "$repo/scripts/find_module.py" "$task.train_final"; then
+if ! python "$repo/scripts/find_module.py" "$task.train_final" 2>/dev/null; then
   echo "error: no module $task.train_final; a task package provides train_final.py (cnn and rnn do)" >&2
   exit 2
 fi

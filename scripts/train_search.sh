@@ -22,7 +22,7 @@ for arg in "$@"; do
     *) args+=("$arg") ;;
   esac
 done
-if ! python "$repo/scripts/find_module.py" "$task.$module"; then
+if ! python "$repo/scripts/find_module.py" "$task.$module" 2>/dev/null; then
   echo "error: no module $task.$module; a task package provides $module.py for this mode (cnn and rnn do)" >&2
   exit 2
 fi

@@ -31,6 +31,7 @@ def task_package(tmp_path: Path) -> Path:
     (("train_search.sh", "imported_task", "--mode=nao"),
      "error: no module imported_task.train_search_nao;"),
     (("train_final.sh", "no_such_task"), "error: no module no_such_task.train_final;"),
+    (("train_final.sh", ".."), "error: no module ...train_final;"),  # not a module name
 ])
 def test_a_task_without_the_module_is_one_error_line(task_package, args, message):
     result = _script(task_package, *args)

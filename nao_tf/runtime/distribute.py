@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -38,6 +38,12 @@ from nao_tf.runtime import wait_for_workers
 
 
 _FIX = "set it as docs/distributed.md shows, or unset it"
+
+
+def chief_task(cluster: Mapping[str, Any]) -> tuple[str, int]:
+    """(job, index) of the chief of a TF_CONFIG `cluster`: task 'chief', else worker 0. It writes
+    the run's files and holds the coordination service."""
+    return ("chief", 0) if "chief" in cluster else ("worker", 0)
 
 
 def _tf_config() -> dict:
@@ -92,7 +98,7 @@ def _create_multi_worker(timeout_s: int) -> tf.distribute.MultiWorkerMirroredStr
     me, jobs = config["task"], config["cluster"]
     others = [(f"{job} {i}", address) for job, addresses in jobs.items()
               for i, address in enumerate(addresses) if (job, i) != (me["type"], me["index"])]
-    leader = "chief" if "chief" in jobs else "worker"
+    leader, _ = chief_task(jobs)
     context.context().configure_coordination_service(
         service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0",
         coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(jobs[job]))
@@ -151,11 +157,11 @@ def finish_together(timeout_s: int = 60, leader_timeout_s: int = 600) -> None:
         return
     config = _tf_config()
     me = (config["task"]["type"], int(config["task"]["index"]))
-    if is_chief(_MULTI_WORKER[0]):
+    leader = chief_task(config["cluster"])
+    if me == leader:
         waits = [((job, index), timeout_s) for job, addresses in config["cluster"].items()
                  for index in range(len(addresses)) if (job, index) != me]
     else:
-        leader = ("chief", 0) if "chief" in config["cluster"] else ("worker", 0)  # `is_chief`'s
         waits = [(leader, leader_timeout_s)]
     coordination = context.context()
     try:
@@ -249,14 +255,11 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: always, except on the workers of a
-    multi-worker strategy other than the chief (task 'chief', else worker 0)."""
+    multi-worker strategy other than the chief (`chief_task`)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if not is_multi_worker(strategy) or resolver is None:
         return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+    return (resolver.task_type, resolver.task_id) == chief_task(resolver.cluster_spec().as_dict())
 
 
 _SCRATCH: dict[str, str] = {}

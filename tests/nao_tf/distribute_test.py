@@ -33,6 +33,12 @@ def test_a_one_machine_command_refuses_a_cluster(monkeypatch):
     assert isinstance(distribute.get_strategy(), tf.distribute.OneDeviceStrategy)
 
 
+def test_the_chief_is_the_chief_task_else_worker_0():
+    workers = ["localhost:2000", "localhost:2001"]
+    assert distribute.chief_task({"worker": workers}) == ("worker", 0)
+    assert distribute.chief_task({"chief": ["localhost:1999"], "worker": workers}) == ("chief", 0)
+
+
 def test_one_machine_strategies_write_where_asked(tmp_path, two_replicas):
     for strategy in (tf.distribute.get_strategy(), two_replicas):
         assert distribute.is_chief(strategy)

@@ -161,8 +161,12 @@ def shifted_by_one(x: tf.Tensor, channels_first: bool) -> tf.Tensor:
     shifted path of a factorized reduction). An odd height or width is zero-padded at the end
     first, as the original's pad-then-slice: both paths then have ceil(size / 2) pixels."""
     axis = 2 if channels_first else 1
-    odd = [(x.shape[axis] or 0) % 2, (x.shape[axis + 1] or 0) % 2]
-    if any(odd):
+    known = x.shape[axis:axis + 2].is_fully_defined()
+    if known:
+        odd = [size % 2 for size in x.shape[axis:axis + 2]]
+    else:  # traced for any size: the padding follows the size at run time
+        odd = tf.unstack(tf.shape(x)[axis:axis + 2] % 2)
+    if not known or any(odd):
         padding = [[0, 0]] * 4
         padding[axis], padding[axis + 1] = [0, odd[0]], [0, odd[1]]
         x = tf.pad(x, padding)

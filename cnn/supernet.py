@@ -101,12 +101,29 @@ def _he(fan_in: int) -> keras.initializers.Initializer:
     return keras.initializers.TruncatedNormal(stddev=math.sqrt(2.0 / fan_in) / 0.87962566103423978)
 
 
+def _compiled(fn):
+    """`fn` as a graph function (a call in the step's graph, not inlined: inlining 100+ call sites
+    made the first step, graph optimisation, several times slower and the step no faster), traced
+    without autograph (it has no tensor-dependent Python control flow; converting took 15% of the
+    supernet train step's trace), and traced once per rank and dtype of its tensor arguments,
+    whatever their shapes: one trace (and one gradient) serves the cells of every resolution and
+    width, a third of the functions a trace per shape made. Outputs have no static shape."""
+    function = tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
+
+    def call(*args):
+        specs = tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] * t.shape.rank, t.dtype), args)
+        return function.get_concrete_function(*specs)(*args)
+
+    return call
+
+
 class OpFunctions:
     """The candidate ops of one branch, shared by every branch and cell.
 
     "switch": each op is a `tf.switch_case` over the candidates, inside a compiled function that
     takes the weights as arguments (rows gathered by the caller); so each function is traced once
-    per input shape, not once per branch (a network has 100+ branches, and tracing a switch and
+    for every shape, not once per branch (a network has 100+ branches, and tracing a switch and
     its gradient for each takes minutes). Only the chosen candidate runs.
     "select": no control flow. Every candidate is computed and the chosen output gathered (the
     TF original's way); the 3x3 and 5x5 separable convs share one 5x5 pass whose kernels are the
@@ -119,20 +136,16 @@ class OpFunctions:
             raise ValueError(f"op_selection must be one of {OP_SELECTIONS}, got {op_selection!r}")
         self.op_selection = op_selection
         self.layout = _Layout()
-        # Kept as function calls: inlining 100+ call sites made the first step (graph
-        # optimisation) several times slower and the step itself no faster. Traced without
-        # autograph (they have no tensor-dependent Python control flow): converting them took 15%
-        # of the supernet train step's trace.
-        def compiled(fn):
-            return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})
-
-        # A function of its own: its recomputing gradient cannot live directly in a switch branch.
-        self.max_pool = compiled(ops.max_pool)
+        # Functions of their own, by stride: the recomputing gradient cannot live directly in a
+        # switch branch.
+        self.max_pool = {s: _compiled(lambda x, s=s: ops.max_pool(
+            x, 3, self.layout.strides(s), self.layout.format)) for s in (1, 2)}
         if op_selection == "switch":
-            self.select = compiled(self._switch_select)
-            self.normal_op = compiled(self._normal_op)
-            self.reduce_input_op = compiled(self._reduce_input_op)
-            self.reduce_op = compiled(self._reduce_op)
+            self._switch = _compiled(self._switch_select)
+            self.select = self._switch
+            self.normal_op = _compiled(self._normal_op)
+            self.reduce_input_op = _compiled(self._reduce_input_op)
+            self.reduce_op = _compiled(self._reduce_op)
         else:
             self.select = self._gather_select
             self.normal_op, self.reduce_input_op = self._normal_op, self._reduce_input_op
@@ -151,6 +164,13 @@ class OpFunctions:
         """states[index]: only the chosen tensor flows forward and receives a gradient."""
         return tf.switch_case(index, [lambda s=s: s for s in states])
 
+    def _padded_select(self, index, states: tuple):
+        """The switch over `states` padded with empty tensors to the most a branch can read
+        from: one trace (and gradient) serves every number of candidates, and an empty tensor's
+        zero gradient costs nothing."""
+        empty = tf.zeros([0] * states[0].shape.rank, states[0].dtype)
+        return self._switch(index, tuple(states) + (empty,) * (NUM_STATES - 1 - len(states)))
+
     @staticmethod
     def _gather_select(index, states: tuple):
         return states[0] if len(states) == 1 else tf.gather(tf.stack(states), index)
@@ -168,7 +188,7 @@ class OpFunctions:
 
     def _pool(self, x, kind: str, strides: int):
         if kind == "max":
-            return self.max_pool(x, 3, self.layout.strides(strides), self.layout.format)
+            return self.max_pool[strides](x)
         return tf.nn.avg_pool2d(x, 3, self.layout.strides(strides), "SAME",
                                 data_format=self.layout.format)
 
@@ -306,17 +326,22 @@ class SuperCell(keras.layers.Layer):
         if self.calibrate1 is not None:
             h1 = self.calibrate1(h1, training=True)
         states = [h0, h1 if self.base1 is None else self.base1(h1, training=True)]
+        node_shape = states[1].shape.as_list()
+        if self.reduction:
+            for axis in (2, 3) if self.layout.channels_first else (1, 2):
+                node_shape[axis] = node_shape[axis] and -(-node_shape[axis] // 2)
         inputs_used = cell_arch[0::2]  # the input of every branch, node-major
         sep = self._rows(self.SEP_PARTS, BRANCH_ROW_BASE + inputs_used)
         red = (self._rows(self.REDUCE_PARTS, 2 * tf.range(2 * NUM_NODES)
                           + tf.minimum(inputs_used, 1))
                if self.reduction else [None] * (2 * NUM_NODES))
+        inputs_and_ops = tf.unstack(cell_arch, INTS_PER_CELL)  # one op, not a slice per integer
         for i in range(NUM_NODES):
-            a = cell_arch[4 * i:4 * i + 4]
             total = None
             for b in range(2):
-                out = self._branch(states, i, b, a[2 * b], a[2 * b + 1], sep[2 * i + b],
-                                   red[2 * i + b])
+                inp, op = inputs_and_ops[4 * i + 2 * b:4 * i + 2 * b + 2]
+                out = self._branch(states, i, b, inp, op, sep[2 * i + b], red[2 * i + b])
+                out.set_shape(node_shape)  # the op functions' outputs have no static shape
                 if drop_path_keep is not None:
                     out = ops.drop_path(out, drop_path_keep, ops.sub_seed(seed, 2 * i + b))
                 total = out if total is None else total + out

@@ -73,6 +73,16 @@ def test_factorized_reduce_halves_space():
         ops.FactorizedReduce(5)
 
 
+@pytest.mark.parametrize("size", [7, 8])
+def test_shifted_by_one_traced_for_any_size_pads_as_for_its_size(size):
+    x = tf.random.normal([2, size, size, 3])
+    any_size = tf.function(lambda x: ops.shifted_by_one(x, False),
+                           input_signature=[tf.TensorSpec([None] * 4)])
+    np.testing.assert_array_equal(any_size(x), ops.shifted_by_one(x, False))
+    padded = size + size % 2
+    assert any_size(x).shape == (2, padded - 1, padded - 1, 3)
+
+
 def test_fused_batch_norm_matches_keras_batch_norm():
     x = tf.random.normal([8, 6, 6, 5]) * 3 + 2
     upstream = tf.random.normal([8, 6, 6, 5])

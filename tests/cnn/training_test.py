@@ -71,7 +71,8 @@ def test_training_on_synthetic_data_drives_the_loss_down():
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_fused_momentum_sgd_updates_as_keras_sgd(two_replicas, nesterov):
     """Three steps of `MomentumSGD` and of Keras' SGD (replicated on two devices): the same
-    weights and momenta."""
+    weights and momenta. Keras' SGD sums what the replicas hand it; `MomentumSGD` takes the sum
+    (as `Trainer` hands it)."""
     rng = np.random.default_rng(0)
     start = [rng.normal(size=shape).astype(np.float32) for shape in ((3, 4), (5,))]
     grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(3)]
@@ -81,8 +82,9 @@ def test_fused_momentum_sgd_updates_as_keras_sgd(two_replicas, nesterov):
             weights = [tf.Variable(w) for w in start]
             optimizer = optimizer_class(0.1, momentum=0.9, nesterov=nesterov)
             optimizer.build(weights)
+        share = 1.0 if optimizer_class is MomentumSGD else 0.5
         step = tf.function(lambda g: two_replicas.run(
-            lambda g: optimizer.apply_gradients(zip([x / 2.0 for x in g], weights)), args=(g,)))
+            lambda g: optimizer.apply_gradients(zip([x * share for x in g], weights)), args=(g,)))
         for g in grads:
             step([tf.constant(x) for x in g])
         results.append([copy.numpy() for w in weights + [m.value for m in optimizer.momentums]

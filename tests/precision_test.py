@@ -2,9 +2,9 @@
 policy lower the loss, a checkpoint written under one policy restores under another, and XLA
 steps equal the plain ones.
 
-Each network is one fixed batch it learns by heart: the CNN final network and supernet ("select"
-mode) through `cnn.training.Trainer`, the RNN language model and supernet through
-`rnn.training.LMStep`.
+Each network is one fixed batch it learns by heart: the CNN final network and supernet ("switch"
+mode, "select" under XLA) through `cnn.training.Trainer`, the RNN language model and supernet
+through `rnn.training.LMStep`.
 """
 
 from typing import Callable
@@ -59,7 +59,8 @@ def _cnn(kind: str, policy: str, jit_compile: bool = False, drop: float = 0.1) -
         disable_graph_optimizer()
 
         def build():
-            return CnnSupernet(1, 8, 10, dropout_rate=drop, op_selection="select")
+            return CnnSupernet(1, 8, 10, dropout_rate=drop,
+                               op_selection="select" if jit_compile else "switch")
         arch = (tf.constant(arch_tensor(CNN_ARCH)),)
     trainer = Trainer(tf.distribute.OneDeviceStrategy("/cpu:0"), build, cfg, 8, jit_compile)
     rng = np.random.default_rng(0)
@@ -127,10 +128,11 @@ def test_mixed_precision_trains_and_restores_under_float32(name, policy, tmp_pat
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_xla_steps_equal_plain_steps(name):
     """Without dropout: stateless random draws are not the same under XLA (TensorFlow promises
-    them only per device and compiler). The first loss is the same forward pass, the first update
-    the same up to XLA's own arithmetic (its convolution and batch-norm gradients differ from the
-    plain kernels' by a few percent of the update on this 8-image batch), and the next loss
-    agrees to 2%."""
+    them only per device and compiler). The first loss is the same forward pass (for the CNN
+    supernet, the default "switch" network against XLA's "select": the same function), the
+    first update the same up to XLA's own arithmetic (its convolution and batch-norm gradients
+    differ from the plain kernels' by a few percent of the update on this 8-image batch), and
+    the next loss agrees to 2%."""
     plain, xla = NETWORKS[name]("fp32", False, 0.0), NETWORKS[name]("fp32", True, 0.0)
     start = np.concatenate([w.ravel() for w in plain.weights()])
     assert xla.step(0) == pytest.approx(plain.step(0), rel=1e-5)

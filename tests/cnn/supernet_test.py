@@ -89,7 +89,7 @@ def test_score_dropout_keeps_the_classifier_dropout_when_scoring():
 
 @pytest.mark.slow
 def test_supernet_step_on_two_replicas(two_replicas):
-    trainer = _trainer(two_replicas, "select", 8)  # "select" compiles fastest
+    trainer = _trainer(two_replicas, "switch", 8)
     images, labels = _batch()
     ds = two_replicas.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((images, labels)).batch(8))

@@ -118,7 +118,8 @@ class SupernetEvaluator(WeightSharingEvaluator):
             step = trainer.step
             t = time.monotonic()
             stats = trainer.train_step(*next(iterator), archs[draw(probabilities, s.seed, step)])
-            if self.steps_trained_this_run:  # the first step of a process includes tracing
+            first = not self.steps_trained_this_run  # the first step of a process traces the step
+            if not first:
                 timed_steps, timed_seconds = timed_steps + 1, timed_seconds + time.monotonic() - t
             self.steps_trained_this_run += 1
             diverged = divergence(stats["loss"], self.data.num_classes)
@@ -133,8 +134,9 @@ class SupernetEvaluator(WeightSharingEvaluator):
             window["accuracy"] += stats["accuracy"]
             window["n"] += 1
             step += 1
-            if step % s.log_every_steps == 0 or step == target:
-                self._log_window(window, stats, step, target, timed_steps, timed_seconds)
+            if first or step % s.log_every_steps == 0 or step == target:
+                self._log_window(window, stats, step, target, timed_steps, timed_seconds,
+                                 first_seconds=time.monotonic() - t if first else None)
                 window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "start": time.monotonic()}
             if step % s.steps_per_epoch == 0 or step == target or from_chief(
                     trainer.strategy, time.monotonic() - self._last_save >= s.save_every_seconds):
@@ -142,16 +144,21 @@ class SupernetEvaluator(WeightSharingEvaluator):
         self.writer.flush()
 
     def _log_window(self, window: dict, stats: dict, step: int, target: int, timed_steps: int,
-                    timed_seconds: float) -> None:
+                    timed_seconds: float, first_seconds: float | None = None) -> None:
+        """A progress line; after a process's first step (`first_seconds` set) it says how long
+        that step took, tracing included, in place of the rate."""
         s = self.schedule
         n = max(window["n"], 1)
         loss, accuracy = window["loss"] / n, window["accuracy"] / n
-        rate = s.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
-        eta = (target - step) * timed_seconds / timed_steps if timed_steps else 0.0
+        if first_seconds is not None:
+            speed = f"first step {first_seconds:.1f}s (tracing included)"
+        else:
+            rate = s.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
+            eta = (target - step) * timed_seconds / timed_steps if timed_steps else 0.0
+            speed = f"{rate:.1f} images/s  ETA {eta:.0f}s"
         lr = self.trainer.learning_rate()
         self.log(f"supernet epoch {(step - 1) // s.steps_per_epoch + 1} step {step}/{target}  "
-                 f"loss {loss:.4f}  acc {accuracy:.4f}  lr {lr:.5f}  {rate:.1f} images/s  "
-                 f"ETA {eta:.0f}s")
+                 f"loss {loss:.4f}  acc {accuracy:.4f}  lr {lr:.5f}  {speed}")
         values = {"supernet/loss": loss, "supernet/accuracy": accuracy, "supernet/lr": lr,
                   "supernet/grad_norm": stats["grad_norm"]}
         elapsed = time.monotonic() - window["start"]

@@ -60,6 +60,9 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     (start, end), = _training_ranges(second)
     assert 5 <= start < end == 10  # killed after step 6 was logged, before or after its save
     assert any("resumed from" in line and f"(step {start}," in line for line in second)
+    # Each process's first step, tracing included, has a line of its own.
+    for lines, step in ((first, 1), (second, start + 1)):
+        assert any(f"step {step}/10" in line and "first step" in line for line in lines)
     assert any("scored 8/8 architectures" in line for line in second)
 
     third = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,

@@ -141,8 +141,7 @@ class OpFunctions:
         self.max_pool = {s: _compiled(lambda x, s=s: ops.max_pool(
             x, 3, self.layout.strides(s), self.layout.format)) for s in (1, 2)}
         if op_selection == "switch":
-            self._switch = _compiled(self._switch_select)
-            self.select = self._switch
+            self.select = _compiled(self._switch_select)
             self.normal_op = _compiled(self._normal_op)
             self.reduce_input_op = _compiled(self._reduce_input_op)
             self.reduce_op = _compiled(self._reduce_op)
@@ -163,13 +162,6 @@ class OpFunctions:
     def _switch_select(index, states: tuple):
         """states[index]: only the chosen tensor flows forward and receives a gradient."""
         return tf.switch_case(index, [lambda s=s: s for s in states])
-
-    def _padded_select(self, index, states: tuple):
-        """The switch over `states` padded with empty tensors to the most a branch can read
-        from: one trace (and gradient) serves every number of candidates, and an empty tensor's
-        zero gradient costs nothing."""
-        empty = tf.zeros([0] * states[0].shape.rank, states[0].dtype)
-        return self._switch(index, tuple(states) + (empty,) * (NUM_STATES - 1 - len(states)))
 
     @staticmethod
     def _gather_select(index, states: tuple):
@@ -326,10 +318,11 @@ class SuperCell(keras.layers.Layer):
         if self.calibrate1 is not None:
             h1 = self.calibrate1(h1, training=True)
         states = [h0, h1 if self.base1 is None else self.base1(h1, training=True)]
-        node_shape = states[1].shape.as_list()
+        node_shape = states[1].shape.as_list()  # every node's: h[i-1]'s, halved by a reduction
         if self.reduction:
             for axis in (2, 3) if self.layout.channels_first else (1, 2):
-                node_shape[axis] = node_shape[axis] and -(-node_shape[axis] // 2)
+                if node_shape[axis] is not None:
+                    node_shape[axis] = (node_shape[axis] + 1) // 2
         inputs_used = cell_arch[0::2]  # the input of every branch, node-major
         sep = self._rows(self.SEP_PARTS, BRANCH_ROW_BASE + inputs_used)
         red = (self._rows(self.REDUCE_PARTS, 2 * tf.range(2 * NUM_NODES)

@@ -2,10 +2,6 @@
 ImageNet network's final training."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,6 @@ from absl import flags
 from cnn import imagenet, train_final
 from nao_tf.common.errors import DataError, NaoError
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--config=imagenet_mobile", "--image_size=32", "--use_aux_head=false", "--num_cells=1",
          "--filters=8", "--batch_size=8", "--eval_batch_size=8", "--log_every_steps=1",
          "--seed=1"]
@@ -165,40 +160,6 @@ def test_the_imagenet_network_trains_only_on_imagenet_like_sets(tmp_path):
     with pytest.raises(flags.IllegalFlagValueError, match="--decay_period=0: 0 is not a positive"):
         _train("--decay_period=0", f"--output_dir={tmp_path}")
     assert not any(tmp_path.iterdir())
-
-
-@pytest.mark.slow
-def test_one_epoch_trains_is_killed_and_resumes(folder, tmp_path):
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "cnn.train_final", *SMALL, f"--data_dir={folder}",
-               "--epochs=3", f"--output_dir={out}"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    for line in child.stdout:
-        if line.startswith("epoch 2 step 4/9"):  # epoch 1 is checkpointed and evaluated
-            child.send_signal(signal.SIGKILL)
-            break
-    assert child.wait(timeout=60) == -signal.SIGKILL
-    assert json.loads((out / "train_state.json").read_text())["epoch"] == 1
-    assert not (out / "results.json").exists()  # written when the run is finished
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "resumed from" in done.stdout and "ckpt-1: epoch 1" in done.stdout
-    results = json.loads((out / "results.json").read_text())
-    assert results["finished"] and results["steps"] == 9
-    assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
-    assert all(0 <= r["test_accuracy"] <= r["test_top5"] <= 1 for r in results["history"])
-    # cnn.evaluate rebuilds the ImageNet network and reproduces the last evaluation.
-    from cnn import evaluate
-
-    values = flags.FlagValues()
-    evaluate.define_flags(values)
-    values(["prog", f"--output_dir={out}", "--eval_batch_size=4"])
-    metrics = evaluate.evaluate(values)
-    assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
-    assert metrics["top5"] == pytest.approx(results["test_top5"])
 
 
 @pytest.mark.slow

@@ -9,61 +9,40 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from cnn import imagenet, train_final
+from cnn import evaluate, imagenet, train_final
 from cnn.task import TASK
 from nao_tf.commands import final_training
 from tests.multi_worker import (assert_same_values, checkpoint_values, finish, kill_all,
                                 scratch_dirs, start_workers)
 
-ARCH = "1 0 0 4 2 3 1 2 0 4 2 4 1 3 3 4 0 4 4 2 0 4 1 3 2 2 0 1 1 4 2 4 3 2 4 4 0 3 5 2"
 CHIEF_FILES = {"checkpoints", "export", "flags.json", "results.json", "tensorboard",
                "train_state.json"}
 
 
-def _args(out, images, epochs):
-    return ["--dataset=synthetic", f"--arch={ARCH}", "--num_cells=1", "--filters=8",
-            f"--epochs={epochs}", "--batch_size=16", f"--synthetic_train_images={images}",
-            "--synthetic_test_images=32", "--log_every_steps=1", "--eval_every_epochs=1",
-            "--seed=1", f"--output_dir={out}"]
+def _args(out, folder):
+    """48 images, global batch 16 (8 per replica): 3 steps an epoch, 3 epochs."""
+    return ["--config=imagenet_mobile", f"--data_dir={folder}", "--image_size=32",
+            "--use_aux_head=false", "--num_cells=1", "--filters=8", "--batch_size=8",
+            "--eval_batch_size=8", "--epochs=3", "--log_every_steps=1", "--seed=1",
+            f"--output_dir={out}"]
 
 
 @pytest.mark.slow
-def test_two_workers_decode_their_halves_of_an_imagenet_folder_and_train_as_one_process(
-        tmp_path, two_replicas):
-    """Each worker reads and decodes only its half of every global batch
-    (`distribute_datasets_from_function`; the halves are checked image by image in
-    tests/cnn/imagenet_test.py): together they train exactly as one process of two replicas."""
-    folder = imagenet.write_image_folder(tmp_path / "images", train_per_class=16)
-
-    def args(out):  # 48 images, 8 per replica: 3 steps
-        return ["--config=imagenet_mobile", f"--data_dir={folder}", "--image_size=32",
-                "--use_aux_head=false", "--num_cells=1", "--filters=8", "--batch_size=8",
-                "--eval_batch_size=8", "--epochs=1", "--seed=1", f"--output_dir={out}"]
-
-    workers = start_workers("cnn.train_final", args(tmp_path / "workers"))
-    values = flags.FlagValues()
-    train_final.define_flags(values)
-    values(["prog", *args(tmp_path / "single")])
-    final_training.apply_config(TASK, values)
-    final_training.run(TASK, values, two_replicas)
-    assert all("batch 16 over 2 replica(s)" in finish(p) for p in workers)
-    assert_same_values(*(checkpoint_values(tmp_path / d / "checkpoints" / "ckpt-1")
-                         for d in ("workers", "single")))
-    # Without --seed: tests/nao_tf/worker_failures_test.py, the normal run.
-
-
-@pytest.mark.slow
-def test_two_workers_killed_and_restarted_train_as_one_process_and_only_the_chief_writes(
+def test_two_workers_on_an_imagenet_folder_killed_and_restarted_train_as_one_process(
         tmp_path, two_replicas):
     """Two workers of one replica each against one process of two replicas (the two logical
-    CPUs of tests/conftest.py): the same replicas, each its half of every global batch, its own
-    batch statistics and dropout draws, so the same weights after epoch 1 (2 steps; later the
-    two sum orders drift apart: these tiny networks at lr 0.05 amplify the last bit to 1e-2 in
-    8 steps). SIGKILLed after epoch 1 and restarted, the workers resume from the last checkpoint
-    and end as the one process does. Only the chief writes; the other worker's scratch directory
-    is removed."""
+    CPUs of tests/conftest.py), on an ImageNet-like JPEG folder: each worker reads and decodes
+    only its half of every global batch (`distribute_datasets_from_function`; the halves are
+    checked image by image in tests/cnn/imagenet_test.py), with its own batch statistics and
+    dropout draws, so together they have the one process's weights after epoch 1 (3 steps; later
+    the two sum orders drift apart: these tiny networks amplify the last bit to 1e-2 in 8 steps).
+    SIGKILLed after epoch 1 and restarted, the workers resume from the last checkpoint and end as
+    the one process does; `cnn.evaluate` rebuilds the ImageNet network from the run directory
+    and reproduces the last evaluation. Only the chief writes; the other worker's scratch
+    directory is removed."""
+    folder = imagenet.write_image_folder(tmp_path / "images", train_per_class=16)
     out = tmp_path / "run"
-    args = _args(out, images=32, epochs=3)  # 2 steps an epoch
+    args = _args(out, folder)
     scratch_before = scratch_dirs()
     workers = start_workers("cnn.train_final", args)
     deadline = time.monotonic() + 240
@@ -74,7 +53,7 @@ def test_two_workers_killed_and_restarted_train_as_one_process_and_only_the_chie
     assert state.exists() and json.loads(state.read_text())["epoch"] >= 1, "epoch 1 never ended"
     kill_all(workers)
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    assert not (out / "results.json").exists()
+    assert not (out / "results.json").exists()  # written when the run is finished
     assert latest and int(latest.rsplit("-", 1)[1]) < 3, "the job finished before it was killed"
     left = scratch_dirs() - scratch_before
     assert len(left) == 1  # the killed worker's scratch directory
@@ -82,17 +61,20 @@ def test_two_workers_killed_and_restarted_train_as_one_process_and_only_the_chie
     restarted = start_workers("cnn.train_final", args)
     values = flags.FlagValues()  # the reference, while the workers resume
     train_final.define_flags(values)
-    values(["prog", *_args(tmp_path / "single", images=32, epochs=3)])
+    values(["prog", *_args(tmp_path / "single", folder)])
+    final_training.apply_config(TASK, values)
     final_training.run(TASK, values, two_replicas)
     logs = [finish(p) for p in restarted]
     assert all(f"resumed from {latest}" in log for log in logs), logs[0][-2000:]
+    assert all("ckpt-1: epoch 1" in log for log in logs)
     assert all("batch 16 over 2 replica(s)" in log for log in logs)
     results, expected = (json.loads((d / "results.json").read_text())
                          for d in (out, tmp_path / "single"))
-    assert results["finished"] and results["steps"] == expected["steps"] == 6
+    assert results["finished"] and results["steps"] == expected["steps"] == 9
     assert results.keys() == expected.keys()
     assert [r.keys() for r in results["history"]] == [r.keys() for r in expected["history"]]
     assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
+    assert all(0 <= r["test_accuracy"] <= r["test_top5"] <= 1 for r in results["history"])
     ours, reference = (checkpoint_values(d / "checkpoints" / "ckpt-1")  # written before the kill
                        for d in (out, tmp_path / "single"))
     assert len(ours) > 20
@@ -100,6 +82,13 @@ def test_two_workers_killed_and_restarted_train_as_one_process_and_only_the_chie
     assert {p.name for p in out.iterdir()} == CHIEF_FILES
     assert not scratch_dirs() & left  # the restarted worker removed it at its start
     assert scratch_dirs() == scratch_before  # and its own saves went to scratch, now gone
+    values = flags.FlagValues()
+    evaluate.define_flags(values)
+    values(["prog", f"--output_dir={out}", "--eval_batch_size=4"])
+    metrics = evaluate.evaluate(values)
+    assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert metrics["top5"] == pytest.approx(results["test_top5"])
+    # Without --seed: tests/nao_tf/worker_failures_test.py, the normal run.
 
 
 # The NAO-WS search: 10 supernet steps an epoch, scored after epochs 1 and 2. The next pool is

@@ -202,43 +202,54 @@ def _args(*extra):
             "--deterministic", *extra]
 
 
-# Scored after epochs 2 and 4, killed in epoch 2 or later; or scored after epochs 1 and 4 (the
-# original's list-valued schedule), killed between the two scorings.
-@pytest.mark.slow
-@pytest.mark.parametrize("schedule, kill_after_epoch", [("--eval_every_epochs=2", 1),
-                                                        ("--eval_epochs=1,4", 2)])
-def test_kill_during_supernet_training_and_resume(tmp_path, schedule, kill_after_epoch):
-    """... and, with --deterministic, ends exactly as an uninterrupted run. The next pool is the
-    best of the scored one plus random cells (--new_archs=0): which cells the controller decodes
-    depends on near-ties of its argmax, which the last bit of a weight can flip, and the subject
-    here is the supernet's resume (the controller's is tested in tests/nao_tf/search_test.py)."""
-    schedule = (schedule, "--new_archs=0", "--random_archs=4")
-    reference = uninterrupted.start("rnn.train_search", _args(*schedule),
-                                    tmp_path / "uninterrupted")
-    out = tmp_path / "search"
-    env = uninterrupted.ENV
-    proc = subprocess.Popen(_command(out, *schedule), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _killed_after(out, epoch: int, log: Path) -> dict:
+    """Starts the search in `out` (its output to `log`), SIGKILLs it once its supernet has saved
+    a state after epoch `epoch` or later, asserts the kill, and returns that state."""
+    with log.open("w") as stdout:
+        proc = subprocess.Popen(_command(out, *SCHEDULE), cwd=REPO, env=uninterrupted.ENV,
+                                stdout=stdout, stderr=subprocess.DEVNULL)
     state_path = out / "supernet" / "state.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if state_path.exists() and \
-                json.loads(state_path.read_text())["epoch"] >= kill_after_epoch:
+        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= epoch:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed = json.loads(state_path.read_text())
-    assert kill_after_epoch <= killed["epoch"] < 4, "the run must be killed in supernet training"
-    done = subprocess.run(_command(out, *schedule), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    assert epoch <= killed["epoch"] < 4, "the run must be killed in supernet training"
+    return killed
+
+
+# Scored after epochs 1 and 4 (the original's list-valued schedule). The next pool is the best of
+# the scored one plus random cells (--new_archs=0): which cells the controller decodes depends on
+# near-ties of its argmax, which the last bit of a weight can flip, and the subject here is the
+# supernet's resume (the controller's is tested in tests/nao_tf/search_test.py).
+SCHEDULE = ("--eval_epochs=1,4", "--new_archs=0", "--random_archs=4")
+
+
+@pytest.mark.slow
+def test_killed_twice_in_supernet_training_resumes_each_time(tmp_path):
+    """Killed in epoch 1 or later (before or during the first scoring), rerun and killed again
+    an epoch later (between the two scorings), rerun to the end: each rerun resumes after the
+    last step saved, and, with --deterministic, the search ends exactly as an uninterrupted
+    run."""
+    reference = uninterrupted.start("rnn.train_search", _args(*SCHEDULE),
+                                    tmp_path / "uninterrupted")
+    out = tmp_path / "search"
+    first = _killed_after(out, 1, tmp_path / "first.log")
+    second = _killed_after(out, first["epoch"] + 1, tmp_path / "second.log")
+    assert f"supernet: resuming after epoch {first['epoch']}, step {first['step']}" \
+        in (tmp_path / "second.log").read_text()
+    done = subprocess.run(_command(out, *SCHEDULE), cwd=REPO, env=uninterrupted.ENV,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"supernet: resuming after epoch {killed['epoch']}, step {killed['step']}" \
+    assert f"supernet: resuming after epoch {second['epoch']}, step {second['step']}" \
         in done.stdout, done.stdout[-3000:]
     trained = [line for line in done.stdout.splitlines() if "training epochs" in line]
     assert trained and trained[0].split("training epochs ")[1].startswith(
-        f"{killed['epoch'] + 1}.."), done.stdout[-3000:]
+        f"{second['epoch'] + 1}.."), done.stdout[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "done" and state["iteration"] == 1
     scored = [(r["arch"], r["iteration"]) for r in state["history"]]

@@ -8,6 +8,7 @@ import pytest
 
 from cnn.costs import FINAL_NETWORKS
 from cnn.search_space import NAO_WS_SPACE, NUM_NODES
+from nao_tf.common.errors import NaoError
 from tests import uninterrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,24 +97,34 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
     uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", out)
 
     # A rerun with other search settings (here a search setting and the budget) is refused,
-    # naming each change, before it writes anything (no settings record, no TensorBoard events).
+    # naming each change, before it writes anything (no settings record, no TensorBoard events);
+    # so is one over a damaged search state. In this process: the refusal is the command's own
+    # (its one-line error and exit code 2 are cli.run's, tested in tests/validate_first_test.py).
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    refused = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,
-                              "--random_archs=3", "--max_mult_adds=400M", f"--output_dir={out}"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
-    assert refused.returncode == 2 and "search.random_archs: 1 -> 3" in refused.stderr, \
-        refused.stderr[-2000:]
+    with pytest.raises(NaoError) as refused:
+        _search(out, "--random_archs=3", "--max_mult_adds=400M")
+    assert "search.random_archs: 1 -> 3" in str(refused.value), refused.value
     assert "budget: 'mult_adds <= 320000000 (counted in the imagenet network, N=4 F=42, " \
-        "224x224, 1000 classes)' -> 'mult_adds <= 400000000" in refused.stderr, \
-        refused.stderr[-2000:]
+        "224x224, 1000 classes)' -> 'mult_adds <= 400000000" in str(refused.value)
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
-    (out / "state.json").write_text("{")  # so is one over a damaged search state
+    (out / "state.json").write_text("{")
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    refused = subprocess.run([sys.executable, "-m", "cnn.train_search", *ARGS,
-                              f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=600, env=ENV)
-    assert refused.returncode == 2 and "not valid JSON" in refused.stderr, refused.stderr[-2000:]
+    with pytest.raises(NaoError, match="not valid JSON"):
+        _search(out)
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def _search(out, *argv):
+    """The search command in this process (--deterministic is cli.run's flag, not the task's)."""
+    from absl import flags
+
+    from cnn.task import TASK
+    from nao_tf.commands import weight_sharing_search
+
+    values = flags.FlagValues()
+    weight_sharing_search.define_flags(TASK, values)
+    values(["prog", *(a for a in ARGS if a != "--deterministic"), *argv, f"--output_dir={out}"])
+    weight_sharing_search.run(TASK, values)
 
 
 @pytest.mark.slow

@@ -96,16 +96,25 @@ def test_kill_during_an_epoch_then_rerun_resumes_and_exports(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["--arch=enas_cell"], "error: unknown architecture name 'enas_cell'"),
-    (["--arch=0 1 0 4"], "error: cnn_any: got 4 integers, expected 40"),
-    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"],
-     "error: /nonexistent/cifar: data directory not found"),
-])
-def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
-    proc = _command(f"--output_dir={tmp_path}", *args)
+def test_a_user_error_prints_one_line_and_exits_2(tmp_path):
+    proc = _command(f"--output_dir={tmp_path / 'run'}", "--arch=enas_cell")
     assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown architecture name 'enas_cell'"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch=0 1 0 4"], "cnn_any: got 4 integers, expected 40"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"],
+     "/nonexistent/cifar: data directory not found"),
+])
+def test_user_errors_stop_before_anything_is_written(tmp_path, args, message):
+    """In this process: the command's errors, which cli.run prints as one line with exit code 2
+    (the test above)."""
+    with pytest.raises(NaoError, match=message):
+        train_final.train(_flags(train_final, [f"--output_dir={tmp_path / 'run'}", *args]))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -115,7 +115,13 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
 
 
 def _search(out, *argv):
-    """The search command in this process (--deterministic is cli.run's flag, not the task's)."""
+    """The kill test's search in this process (--deterministic is cli.run's flag, not the
+    task's)."""
+    _search_in_process([*(a for a in ARGS if a != "--deterministic"), *argv,
+                        f"--output_dir={out}"])
+
+
+def _search_in_process(argv):
     from absl import flags
 
     from cnn.task import TASK
@@ -123,24 +129,35 @@ def _search(out, *argv):
 
     values = flags.FlagValues()
     weight_sharing_search.define_flags(TASK, values)
-    values(["prog", *(a for a in ARGS if a != "--deterministic"), *argv, f"--output_dir={out}"])
+    values(["prog", *argv])
     weight_sharing_search.run(TASK, values)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["--top_k=50"], "error: --top_k=50 exceeds the pool size --seed_archs=16"),
-    (["--arch_pool=/nonexistent/pool"], "error: /nonexistent/pool: file not found"),
-    (["--predictor_heads=0"], "error: flag --predictor_heads=0: 0 is not a positive integer"),
-    (["--ranking_weight=2"], "error: flag --ranking_weight=2: 2.0 is not a number in the range "
-                             "[0.0, 1.0]"),
-])
-def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
+def test_a_user_error_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cnn.train_search", "--config=smoke",
-                           f"--output_dir={tmp_path / 'run'}", *args], cwd=ROOT,
+                           f"--output_dir={tmp_path / 'run'}", "--top_k=50"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=ENV)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "error: --top_k=50 exceeds the pool size --seed_archs=16"
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch_pool=/nonexistent/pool"], "/nonexistent/pool: file not found"),
+    (["--predictor_heads=0"], "flag --predictor_heads=0: 0 is not a positive integer"),
+    (["--ranking_weight=2"], "flag --ranking_weight=2: 2.0 is not a number in the range "
+                             r"\[0.0, 1.0\]"),
+])
+def test_user_errors_stop_before_anything_is_written(tmp_path, args, message):
+    """In this process: each is the command's (or absl's) error, which cli.run prints as one
+    line with exit code 2 (the test above)."""
+    from absl import flags
+
+    with pytest.raises((NaoError, flags.IllegalFlagValueError), match=message):
+        _search_in_process(["--config=smoke", f"--output_dir={tmp_path / 'run'}", *args])
+    assert not (tmp_path / "run").exists()
 
 
 # NAO_pytorch 418ff71, NAO_V1/train_search.py lines 32-46 and 52-76, verbatim: the defaults the

@@ -1,5 +1,5 @@
-"""NAO without weight sharing on a generated corpus: SIGKILL in the middle of a pool, rerun, no
-recorded cell trained again; a search that starts from imported perplexities."""
+"""NAO without weight sharing on a generated corpus: a search that starts from imported
+perplexities, SIGKILLed in the middle of a pool and rerun, trains no recorded cell again."""
 
 import json
 import os
@@ -34,54 +34,54 @@ def _start(*args) -> subprocess.Popen:
                             env=uninterrupted.ENV)
 
 
+def _imports(directory) -> list[str]:
+    """Flags that import two scored cells (the original's best, its perplexity far below any
+    trained here, and a chain) and turn on the controller options beyond the original (ranking
+    loss, two heads, UCB on 2x)."""
+    cells, ppl = directory / "archs", directory / "valid_ppl"
+    chain = "0 0 0 0 1 0 2 0 3 0 4 0 5 0 6 0 7 0 8 0 9 0"  # tanh only: the same in both tables
+    cells.write_text(f"{NAO_CELL}\n{chain}\n")
+    ppl.write_text("1.5\n80.25\n")
+    return [f"--import_archs={cells}", f"--import_scores={ppl}", "--predictor_heads=2",
+            "--ranking_weight=0.5", "--oversample=2", "--acquisition=ucb"]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_pool_then_rerun_trains_no_recorded_cell_again(tmp_path):
-    """... and, with --deterministic, ends exactly as an uninterrupted run."""
-    reference = uninterrupted.start("rnn.train_search_nao", TINY, tmp_path / "uninterrupted")
+    """... and, with --deterministic, ends exactly as an uninterrupted run. The search starts
+    from imported perplexities: they lead the first pool (two imported cells, two sampled ones)
+    and are never trained."""
+    imports = _imports(tmp_path)
+    reference = uninterrupted.start("rnn.train_search_nao", [*TINY, *imports],
+                                    tmp_path / "uninterrupted")
     run_dir = tmp_path / "run"
-    child = _start(f"--output_dir={run_dir}")
+    child = _start(f"--output_dir={run_dir}", *imports)
     for line in child.stdout:
-        if line.startswith("  [2/4] "):
+        if line.startswith("  [1/2] "):  # the first trained cell's score is recorded
             child.kill()
             break
     child.wait(timeout=60)
     assert child.returncode == -9, "the search ended before it could be killed mid-pool"
     recorded = {r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]}
-    assert 2 <= len(recorded) < 4
+    assert 3 <= len(recorded) < 4  # the two imported cells and one or two trained ones
 
-    rerun = _start(f"--output_dir={run_dir}")
+    rerun = _start(f"--output_dir={run_dir}", *imports)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out[-3000:]
     started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
     assert not recorded & set(started), "a cell whose score was recorded was trained again"
-    history = [r["arch"] for r in json.loads((run_dir / "state.json").read_text())["history"]]
+    history = json.loads((run_dir / "state.json").read_text())["history"]
+    assert [r["arch"] for r in history if r.get("imported")] == \
+        [NAMED_ARCHS["NAO"], "0 0 0 0 1 0 2 0 3 0 4 0 5 0 6 0 7 0 8 0 9 0"]
+    archs = [r["arch"] for r in history]
     # How many cells the 5-epoch controller finds depends on the scores; every one is trained once.
     generated, = [int(m.group(1)) for m in map(GENERATED.search, out.splitlines()) if m]
-    assert len(history) == len(set(history)) == 4 + generated
+    assert len(archs) == len(set(archs)) == 4 + generated
+    assert len(started) == len(archs) - len(recorded)
     best = json.loads((run_dir / "best_arch.json").read_text())
-    assert best["arch"] in history and best["higher_is_better"] is False
+    assert best["arch"] == NAMED_ARCHS["NAO"] and best["higher_is_better"] is False
     assert (run_dir / "best_arch.png").exists()
     uninterrupted.assert_same_end(reference, tmp_path / "uninterrupted", run_dir)
-
-
-@pytest.mark.slow
-def test_search_starts_from_imported_perplexities(tmp_path):
-    cells, ppl = tmp_path / "archs", tmp_path / "valid_ppl"
-    chain = "0 0 0 0 1 0 2 0 3 0 4 0 5 0 6 0 7 0 8 0 9 0"  # tanh only: the same in both tables
-    cells.write_text(f"{NAO_CELL}\n{chain}\n")
-    ppl.write_text("1.5\n80.25\n")
-    run_dir = tmp_path / "run"
-    # With the controller options beyond the original (ranking loss, two heads, UCB on 2x).
-    out, _ = _start(f"--output_dir={run_dir}", f"--import_archs={cells}",
-                    f"--import_scores={ppl}", "--predictor_heads=2", "--ranking_weight=0.5",
-                    "--oversample=2", "--acquisition=ucb").communicate(timeout=300)
-    history = json.loads((run_dir / "state.json").read_text())["history"]
-    imported = [r for r in history if r.get("imported")]
-    assert [r["arch"] for r in imported] == [NAMED_ARCHS["NAO"], chain]
-    started = [m.group(1) for m in map(STARTED.match, out.splitlines()) if m]
-    assert not {r["arch"] for r in imported} & set(started)
-    assert len(started) == len(history) - 2
-    assert json.loads((run_dir / "best_arch.json").read_text())["arch"] == NAMED_ARCHS["NAO"]
 
 
 @pytest.mark.slow

@@ -67,9 +67,9 @@ def test_two_workers_killed_and_restarted_train_as_one_process_and_only_the_chie
     assert scratch_dirs() == scratch_before  # the other worker's saves went to scratch, now gone
 
 
-# The NAO-WS search on the smoke config's generated corpus, scored after epochs 1 and 2; the next
+# The NAO-WS search on the smoke config's generated corpus, scored after every epoch; the next
 # pool is the best of the scored one plus random cells (the subject is the supernet).
-SEARCH_ARGS = ["--config=smoke", "--epochs=2", "--eval_every_epochs=1", "--batch_size=4",
+SEARCH_ARGS = ["--config=smoke", "--eval_every_epochs=1", "--batch_size=4",
                "--emsize=8", "--seed_archs=6", "--top_k=3", "--new_archs=0", "--random_archs=3",
                "--controller_epochs=5", "--log_interval=1000"]
 
@@ -85,7 +85,7 @@ def test_a_search_on_two_workers_killed_and_restarted_ends_as_one_process(
     from rnn import train_search
 
     out, single = tmp_path / "workers", tmp_path / "single"
-    args = [*SEARCH_ARGS, "--epochs=3", "--save_every_seconds=0.2"]
+    args = [*SEARCH_ARGS, "--epochs=3", "--save_every_seconds=0.2"]  # scored 3 times
     workers = start_workers("rnn.train_search", [*args, f"--output_dir={out}"])
     state = out / "supernet" / "state.json"
     deadline = time.monotonic() + 240

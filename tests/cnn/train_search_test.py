@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # after each), a pool of 8; a checkpoint after every step. Under a budget of multiply-adds in the
 # ImageNet mobile network that about half the random cells exceed.
 BUDGET = 320_000_000
-ARGS = ["--config=smoke", "--network=imagenet", "--max_mult_adds=320M", "--synthetic_train_images=192", "--num_valid=32", "--batch_size=16",
+ARGS = ["--config=smoke", "--network=imagenet", "--max_mult_adds=320M",
+        "--synthetic_train_images=192", "--num_valid=32", "--batch_size=16",
         "--eval_images=32", "--eval_batch_size=32", "--seed_archs=8", "--top_k=4",
         "--new_archs=4", "--random_archs=1", "--controller_epochs=300",
         "--controller_batch_size=8", "--log_every_steps=1", "--save_every_seconds=0",
@@ -98,8 +99,8 @@ def test_killed_in_supernet_training_and_in_controller_training_resumes_without_
 
     # A rerun with other search settings (here a search setting and the budget) is refused,
     # naming each change, before it writes anything (no settings record, no TensorBoard events);
-    # so is one over a damaged search state. In this process: the refusal is the command's own
-    # (its one-line error and exit code 2 are cli.run's, tested in tests/validate_first_test.py).
+    # so is one over a damaged search state. In this process: the refusal is the command's own,
+    # which cli.run prints as one line with exit code 2 (test_a_user_error_prints_one_line...).
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     with pytest.raises(NaoError) as refused:
         _search(out, "--random_archs=3", "--max_mult_adds=400M")
